@@ -1,0 +1,38 @@
+// Bundles the knet CLI and the CNI plugin with esbuild.
+// The CLI keeps npm packages external (they are installed beside it); the CNI plugin is one
+// self-contained file because runtimes exec it from /opt/cni/bin, far from node_modules.
+import { build } from 'esbuild';
+import { chmodSync, mkdirSync, existsSync } from 'node:fs';
+
+const banner = { js: '#!/usr/bin/env node' };
+mkdirSync('dist/cni', { recursive: true });
+
+await build({
+  entryPoints: ['src/cli/main.ts'],
+  outfile: 'dist/knet.js',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  packages: 'external',
+  banner,
+  sourcemap: 'linked',
+  logLevel: 'warning',
+});
+chmodSync('dist/knet.js', 0o755);
+
+if (existsSync('cni/main.ts')) {
+  await build({
+    entryPoints: ['cni/main.ts'],
+    outfile: 'dist/cni/knet',
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    minify: true,
+    banner,
+    logLevel: 'warning',
+    metafile: false,
+  });
+  chmodSync('dist/cni/knet', 0o755);
+}
