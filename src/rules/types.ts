@@ -40,6 +40,11 @@ export interface RenderRequest {
   settings: ProxySettings;
   /** Present for a partial sync: the previous sync's state and the services that changed ("ns/name"). */
   partial?: { previous: SyncState; changedServices: ReadonlySet<string> };
+  /**
+   * For a full sync: what the kernel holds now, so stale service chains are flushed and deleted
+   * (kube-proxy reads this with iptables-save). Absent: nothing is deleted.
+   */
+  existing?: SyncState;
 }
 
 export interface RenderWarning {
@@ -57,4 +62,8 @@ export interface RenderResult {
   /** Rules owned in the kernel after applying (for the iptables_total metric). */
   rulesTotal: { filter: number; nat: number };
   warnings: RenderWarning[];
+  /** Rules of every active service chain (written or, in a partial sync, skipped), by chain name. */
+  serviceChains: Map<string, string[]>;
+  /** Service ports that have no endpoints at all / no local endpoints (kube-proxy metrics). */
+  noLocalEndpoints: { internal: number; external: number };
 }

@@ -1,0 +1,297 @@
+// From Services and EndpointSlices to the per-service-port view kube-proxy programs: one entry
+// per (service, port) with its addresses, policies and the endpoints that match it. Pure; every
+// object that fails validation is skipped with a warning naming the object and the field, so a
+// bad manifest (or a bad API object) never stops the rest from rendering.
+import type { ClusterState, EndpointSlice, Service } from '../model/k8s.ts';
+import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
+import { joinHostPort, parseCIDR, parseIP } from '../util/ip.ts';
+import { endpointChain, servicePortChains, type ServicePortChains } from './names.ts';
+import type { ProxySettings, RenderWarning } from './types.ts';
+
+export type Protocol = 'tcp' | 'udp' | 'sctp';
+
+export interface EndpointInfo {
+  ip: string;
+  port: number;
+  /** "ip:port" ("[ip]:port" for IPv6), as kube-proxy prints it. */
+  addr: string;
+  isLocal: boolean;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  chain: string;
+}
+
+export interface ServicePortInfo {
+  /** "ns/name" */
+  service: string;
+  /** "ns/name:port" or "ns/name" for an unnamed port */
+  portName: string;
+  protocol: Protocol;
+  clusterIP: string;
+  port: number;
+  nodePort: number;
+  externalIPs: string[];
+  loadBalancerVIPs: string[];
+  loadBalancerSourceRanges: string[];
+  clientIPAffinity: boolean;
+  stickySeconds: number;
+  internalPolicyLocal: boolean;
+  externalPolicyLocal: boolean;
+  healthCheckNodePort: number;
+  chains: ServicePortChains;
+  /** Every endpoint of this port, sorted by "ip:port" (kube-proxy's order). */
+  endpoints: EndpointInfo[];
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const PORT_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const PROTOCOLS: Record<string, Protocol> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
+
+class Invalid extends Error {
+  constructor(readonly field: string, message: string) { super(message); }
+}
+
+function validPort(v: unknown, field: string, allowZero = false): number {
+  if (v === undefined || v === null) {
+    if (allowZero) return 0;
+    throw new Invalid(field, 'is required');
+  }
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1) || v > 65535) {
+    throw new Invalid(field, `must be a port number 1-65535, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function validProtocol(v: unknown, field: string): Protocol {
+  const p = PROTOCOLS[String(v ?? 'TCP')];
+  if (!p) throw new Invalid(field, `unknown protocol ${JSON.stringify(v)} (TCP, UDP, SCTP)`);
+  return p;
+}
+
+function validName(v: unknown, re: RegExp, field: string): string {
+  if (typeof v !== 'string' || !re.test(v)) throw new Invalid(field, `invalid name ${JSON.stringify(v)}`);
+  return v;
+}
+
+function objectName(kind: string, meta: { namespace?: string; name?: string } | undefined): string {
+  return `${kind} ${meta?.namespace ?? 'default'}/${meta?.name ?? '?'}`;
+}
+
+const familyNumber = (s: ProxySettings) => (s.family === 'IPv4' ? 4 : 6);
+
+interface ServiceBase {
+  service: string;
+  ports: Omit<ServicePortInfo, 'endpoints'>[];
+}
+
+function isExternallyAccessible(svc: Service): boolean {
+  const t = svc.spec?.type ?? 'ClusterIP';
+  return t === 'LoadBalancer' || t === 'NodePort' || (t === 'ClusterIP' && (svc.spec?.externalIPs?.length ?? 0) > 0);
+}
+
+/** Validates one Service; null when the proxy has nothing to do for it (headless, ExternalName, other family). */
+function serviceBase(svc: Service, settings: ProxySettings): ServiceBase | null {
+  const meta = svc.metadata ?? {};
+  const ns = validName(meta.namespace ?? 'default', DNS_LABEL, 'metadata.namespace');
+  const name = validName(meta.name, DNS_LABEL, 'metadata.name');
+  const spec = svc.spec ?? {};
+  const type = spec.type ?? 'ClusterIP';
+  if (!['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'].includes(type)) throw new Invalid('spec.type', `unknown type ${JSON.stringify(type)}`);
+  if (type === 'ExternalName') return null;
+  const fam = familyNumber(settings);
+  // kube-proxy: the cluster IP of this proxier's family (clusterIPs[] first, else clusterIP).
+  const ips = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  if (ips.length === 0 || ips[0] === 'None' || ips[0] === '') return null;
+  let clusterIP: string | null = null;
+  for (const [i, s] of ips.entries()) {
+    const ip = parseIP(s);
+    if (!ip) throw new Invalid(spec.clusterIPs?.length ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', `invalid IP ${JSON.stringify(s)}`);
+    if (ip.family === fam && clusterIP === null) clusterIP = ip.text;
+  }
+  if (clusterIP === null) return null;
+
+  const externalIPs: string[] = [];
+  for (const [i, s] of (spec.externalIPs ?? []).entries()) {
+    const ip = parseIP(typeof s === 'string' ? s.trim() : s);
+    if (!ip) throw new Invalid(`spec.externalIPs[${i}]`, `invalid IP ${JSON.stringify(s)}`);
+    if (ip.family === fam) externalIPs.push(ip.text);
+  }
+  const sourceRanges: string[] = [];
+  for (const [i, s] of (spec.loadBalancerSourceRanges ?? []).entries()) {
+    // kube-proxy trims blanks around source ranges (" 203.0.113.0/25" works).
+    const c = parseCIDR(typeof s === 'string' ? s.trim() : s);
+    if (!c) throw new Invalid(`spec.loadBalancerSourceRanges[${i}]`, `invalid CIDR ${JSON.stringify(s)}`);
+    if (c.family === fam) sourceRanges.push(c.text);
+  }
+  const vips: string[] = [];
+  for (const [i, ing] of (svc.status?.loadBalancer?.ingress ?? []).entries()) {
+    if (!ing?.ip) continue;
+    // Proxy-mode load balancers send traffic to node ports themselves; only VIP mode is captured.
+    if (ing.ipMode !== undefined && ing.ipMode !== 'VIP') continue;
+    const ip = parseIP(ing.ip);
+    if (!ip) throw new Invalid(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
+    if (ip.family === fam) vips.push(ip.text);
+  }
+  const affinity = spec.sessionAffinity ?? 'None';
+  if (affinity !== 'None' && affinity !== 'ClientIP') throw new Invalid('spec.sessionAffinity', `must be None or ClientIP, got ${JSON.stringify(affinity)}`);
+  let stickySeconds = 0;
+  if (affinity === 'ClientIP') {
+    const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800;
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 86400) {
+      throw new Invalid('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `must be 1-86400, got ${JSON.stringify(t)}`);
+    }
+    stickySeconds = t;
+  }
+  for (const [field, v] of [['spec.externalTrafficPolicy', spec.externalTrafficPolicy], ['spec.internalTrafficPolicy', spec.internalTrafficPolicy]] as const) {
+    if (v !== undefined && v !== 'Cluster' && v !== 'Local') throw new Invalid(field, `must be Cluster or Local, got ${JSON.stringify(v)}`);
+  }
+  const externallyAccessible = isExternallyAccessible(svc);
+  const externalPolicyLocal = externallyAccessible && spec.externalTrafficPolicy === 'Local';
+  const internalPolicyLocal = spec.internalTrafficPolicy === 'Local';
+  let healthCheckNodePort = 0;
+  if (type === 'LoadBalancer' && externalPolicyLocal) healthCheckNodePort = validPort(spec.healthCheckNodePort, 'spec.healthCheckNodePort', true);
+
+  const service = `${ns}/${name}`;
+  const ports: ServiceBase['ports'] = [];
+  const seen = new Set<string>();
+  for (const [i, p] of (spec.ports ?? []).entries()) {
+    const portNameRaw = p.name ?? '';
+    if (portNameRaw !== '') validName(portNameRaw, PORT_NAME, `spec.ports[${i}].name`);
+    const protocol = validProtocol(p.protocol, `spec.ports[${i}].protocol`);
+    const port = validPort(p.port, `spec.ports[${i}].port`);
+    const nodePort = validPort(p.nodePort, `spec.ports[${i}].nodePort`, true);
+    const portName = portNameRaw ? `${service}:${portNameRaw}` : service;
+    const key = `${portName}/${protocol}`;
+    if (seen.has(key)) throw new Invalid(`spec.ports[${i}]`, `duplicate port ${portNameRaw || '(unnamed)'}/${protocol}`);
+    seen.add(key);
+    ports.push({
+      service, portName, protocol, clusterIP, port, nodePort,
+      externalIPs, loadBalancerVIPs: vips, loadBalancerSourceRanges: sourceRanges,
+      clientIPAffinity: affinity === 'ClientIP', stickySeconds,
+      internalPolicyLocal, externalPolicyLocal, healthCheckNodePort,
+      chains: servicePortChains(portName, protocol),
+    });
+  }
+  return { service, ports };
+}
+
+interface SliceEndpoint {
+  ip: string;
+  isLocal: boolean;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+}
+
+interface SliceView {
+  service: string;
+  ports: Array<{ name: string; protocol: Protocol; port: number }>;
+  endpoints: SliceEndpoint[];
+}
+
+function sliceView(slice: EndpointSlice, settings: ProxySettings): SliceView | null {
+  const meta = slice.metadata ?? {};
+  const ns = validName(meta.namespace ?? 'default', DNS_LABEL, 'metadata.namespace');
+  validName(meta.name, DNS_SUBDOMAIN, 'metadata.name');
+  const owner = meta.labels?.[SERVICE_NAME_LABEL];
+  if (owner === undefined) return null; // not managed for a Service: kube-proxy ignores it
+  validName(owner, DNS_LABEL, `metadata.labels["${SERVICE_NAME_LABEL}"]`);
+  const at = slice.addressType ?? 'IPv4';
+  if (at === 'FQDN') return null;
+  if (at !== 'IPv4' && at !== 'IPv6') throw new Invalid('addressType', `must be IPv4, IPv6 or FQDN, got ${JSON.stringify(at)}`);
+  const fam = familyNumber(settings);
+  const ports: SliceView['ports'] = [];
+  for (const [i, p] of (slice.ports ?? []).entries()) {
+    const name = p.name ?? '';
+    if (name !== '') validName(name, PORT_NAME, `ports[${i}].name`);
+    const protocol = validProtocol(p.protocol, `ports[${i}].protocol`);
+    if (p.port === undefined || p.port === null || p.port === 0) continue; // kube-proxy ignores ports without a number
+    ports.push({ name, protocol, port: validPort(p.port, `ports[${i}].port`) });
+  }
+  const endpoints: SliceEndpoint[] = [];
+  for (const [i, ep] of (slice.endpoints ?? []).entries()) {
+    const first = ep?.addresses?.[0];
+    if (first === undefined) continue;
+    const ip = parseIP(first);
+    if (!ip) throw new Invalid(`endpoints[${i}].addresses[0]`, `invalid IP ${JSON.stringify(first)}`);
+    if (ip.family !== fam) continue;
+    const c = ep.conditions ?? {};
+    const ready = c.ready === undefined || c.ready === null ? true : c.ready === true;
+    const serving = c.serving === undefined || c.serving === null ? ready : c.serving === true;
+    const terminating = c.terminating === true;
+    endpoints.push({ ip: ip.text, isLocal: !!ep.nodeName && ep.nodeName === settings.nodeName, ready, serving, terminating });
+  }
+  return { service: `${ns}/${owner}`, ports, endpoints };
+}
+
+export interface ServiceModel {
+  /** Service ports in a stable order: by service name, then the Service's port order. */
+  ports: ServicePortInfo[];
+  /** Per "ns/name": a fingerprint of everything rendered for it (change detection for partial syncs). */
+  fingerprints: Map<string, string>;
+  warnings: RenderWarning[];
+}
+
+export function buildServiceModel(cluster: ClusterState, settings: ProxySettings): ServiceModel {
+  const warnings: RenderWarning[] = [];
+  const warn = (object: string, e: unknown) => {
+    if (e instanceof Invalid) warnings.push({ object, field: e.field, message: `${e.field} ${e.message}` });
+    else throw e;
+  };
+
+  const bases = new Map<string, ServiceBase>();
+  for (const svc of cluster.services) {
+    const object = objectName('Service', svc.metadata);
+    try {
+      const b = serviceBase(svc, settings);
+      if (b) {
+        if (bases.has(b.service)) warnings.push({ object, field: 'metadata.name', message: 'duplicate Service; the later one wins' });
+        bases.set(b.service, b);
+      }
+    } catch (e) { warn(object, e); }
+  }
+
+  // Endpoints per (service, port name, protocol), deduplicated by ip:port (a local copy wins).
+  const byPort = new Map<string, Map<string, EndpointInfo>>();
+  const slices = [...cluster.endpointSlices].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
+  for (const slice of slices) {
+    const object = objectName('EndpointSlice', slice.metadata);
+    let view: SliceView | null;
+    try { view = sliceView(slice, settings); } catch (e) { warn(object, e); continue; }
+    if (!view) continue;
+    for (const p of view.ports) {
+      const portName = p.name ? `${view.service}:${p.name}` : view.service;
+      const key = `${portName}/${p.protocol}`;
+      let set = byPort.get(key);
+      if (!set) byPort.set(key, (set = new Map()));
+      for (const ep of view.endpoints) {
+        const addr = joinHostPort(ep.ip, p.port);
+        if (set.has(addr) && !ep.isLocal) continue;
+        set.set(addr, { ...ep, port: p.port, addr, chain: endpointChain(portName, p.protocol, addr) });
+      }
+    }
+  }
+
+  const ports: ServicePortInfo[] = [];
+  const fingerprints = new Map<string, string>();
+  for (const name of [...bases.keys()].sort()) {
+    const b = bases.get(name)!;
+    const parts: ServicePortInfo[] = [];
+    for (const p of b.ports) {
+      const set = byPort.get(`${p.portName}/${p.protocol}`);
+      const endpoints = set ? [...set.values()].sort((x, y) => (x.addr < y.addr ? -1 : x.addr > y.addr ? 1 : 0)) : [];
+      const info = { ...p, endpoints };
+      parts.push(info);
+      ports.push(info);
+    }
+    fingerprints.set(name, JSON.stringify(parts));
+  }
+  // Endpoints without a Service still count as a change when they come or go.
+  for (const key of byPort.keys()) {
+    const svc = key.split(/[:/]/).slice(0, 2).join('/');
+    if (!fingerprints.has(svc)) fingerprints.set(svc, 'endpoints-only');
+  }
+  return { ports, fingerprints, warnings };
+}

@@ -1,0 +1,103 @@
+// Address maths shared by the renderer, IPAM and the overlay. Parsing is "sloppy" the way
+// Kubernetes' ParseIPSloppy is: IPv4 octets with leading zeros are read as decimal
+// ("10.180.00.001" is 10.180.0.1), because objects stored before stricter validation exist.
+import { Address6 } from 'ip-address';
+
+export type Family = 4 | 6;
+
+export interface ParsedIP {
+  family: Family;
+  /** Canonical text: dotted quad, or RFC 5952 IPv6. */
+  text: string;
+  /** IPv4 as a 32-bit number, IPv6 as a 128-bit bigint. */
+  value: bigint;
+}
+
+export interface ParsedCIDR {
+  family: Family;
+  /** Network address in canonical text. */
+  network: string;
+  prefix: number;
+  /** Canonical "network/prefix". */
+  text: string;
+  value: bigint;
+}
+
+const V4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+function parseIPv4(s: string): ParsedIP | null {
+  const m = V4.exec(s);
+  if (!m) return null;
+  let v = 0n;
+  const parts: number[] = [];
+  for (let i = 1; i <= 4; i++) {
+    const n = Number(m[i]);
+    if (n > 255) return null;
+    parts.push(n);
+    v = (v << 8n) | BigInt(n);
+  }
+  return { family: 4, text: parts.join('.'), value: v };
+}
+
+function parseIPv6(s: string): ParsedIP | null {
+  if (!s.includes(':') || s.includes('/') || s.includes('%')) return null;
+  if (!Address6.isValid(s)) return null;
+  const a = new Address6(s);
+  // An IPv4-mapped address is IPv4 for Kubernetes (Go's net.IP.To4 is non-nil).
+  if (a.is4()) {
+    const v4 = parseIPv4(a.to4().correctForm());
+    if (v4) return v4;
+  }
+  return { family: 6, text: a.correctForm(), value: BigInt(a.bigInt().toString()) };
+}
+
+export function parseIP(s: string | undefined | null): ParsedIP | null {
+  if (typeof s !== 'string' || s.length === 0 || s.length > 64) return null;
+  return parseIPv4(s) ?? parseIPv6(s);
+}
+
+export function parseCIDR(s: string | undefined | null): ParsedCIDR | null {
+  if (typeof s !== 'string') return null;
+  const slash = s.indexOf('/');
+  if (slash < 0) return null;
+  const ip = parseIP(s.slice(0, slash));
+  const prefixText = s.slice(slash + 1);
+  if (!ip || !/^\d{1,3}$/.test(prefixText)) return null;
+  const prefix = Number(prefixText);
+  const bits = ip.family === 4 ? 32 : 128;
+  if (prefix > bits) return null;
+  const hostBits = BigInt(bits - prefix);
+  const value = (ip.value >> hostBits) << hostBits;
+  const network = formatIP(ip.family, value);
+  return { family: ip.family, network, prefix, text: `${network}/${prefix}`, value };
+}
+
+export function formatIP(family: Family, value: bigint): string {
+  if (family === 4) {
+    return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 255n)).join('.');
+  }
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((value >> BigInt(i * 16)) & 0xffffn).toString(16));
+  return new Address6(groups.join(':')).correctForm();
+}
+
+export function cidrContains(cidr: ParsedCIDR, ip: ParsedIP): boolean {
+  if (cidr.family !== ip.family) return false;
+  const bits = cidr.family === 4 ? 32 : 128;
+  const hostBits = BigInt(bits - cidr.prefix);
+  return (ip.value >> hostBits) === (cidr.value >> hostBits);
+}
+
+export function familyOf(s: string): Family | null {
+  return parseIP(s)?.family ?? null;
+}
+
+/** "ip:port", with brackets for IPv6 (Go's net.JoinHostPort). */
+export function joinHostPort(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** Size of the address space of a CIDR (2^(bits-prefix)). */
+export function cidrSize(c: ParsedCIDR): bigint {
+  return 1n << BigInt((c.family === 4 ? 32 : 128) - c.prefix);
+}
