@@ -71,8 +71,13 @@ export interface CategorizedEndpoints {
   hasAny: boolean;
 }
 
+/**
+ * Cluster-policy endpoints are used by internal traffic with Cluster policy, and by any
+ * externally reachable port: even with externalTrafficPolicy Local, pods and the node itself
+ * reach external addresses through the Cluster-policy chain (the EXT chain's short-circuit).
+ */
 export function usesClusterEndpoints(s: ServicePortInfo): boolean {
-  return !s.internalPolicyLocal || (externallyAccessible(s) && !s.externalPolicyLocal);
+  return !s.internalPolicyLocal || externallyAccessible(s);
 }
 
 export function usesLocalEndpoints(s: ServicePortInfo): boolean {
@@ -117,6 +122,49 @@ export function categorizeEndpoints(s: ServicePortInfo): CategorizedEndpoints {
   for (const e of cluster) union.set(e.addr, e);
   for (const e of local) union.set(e.addr, e);
   return { cluster, local, allReachable: [...union.values()], hasAny };
+}
+
+/** The decisions kube-proxy takes for one service port; shared by the renderer and --explain. */
+export interface ServicePortPlan {
+  clusterEps: EndpointInfo[];
+  localEps: EndpointInfo[];
+  allReachable: EndpointInfo[];
+  hasEndpoints: boolean;
+  /** Cluster IP traffic has somewhere to go. */
+  hasInternal: boolean;
+  /** Node port, external and LB traffic from outside has somewhere to go. */
+  hasExternal: boolean;
+  usesFW: boolean;
+  usesClusterChain: boolean;
+  usesLocalChain: boolean;
+  internalChain: string;
+  externalPolicyChain: string;
+  lbChain: string;
+  /** What the filter table does with cluster IP traffic that has no endpoint to go to. */
+  internalFilter?: { target: 'REJECT' | 'DROP'; reason: string };
+  externalFilter?: { target: 'REJECT' | 'DROP'; reason: string };
+}
+
+export function planServicePort(s: ServicePortInfo): ServicePortPlan {
+  const { cluster, local, allReachable, hasAny } = categorizeEndpoints(s);
+  const hasInternal = s.internalPolicyLocal ? hasAny && local.length > 0 : hasAny;
+  const hasExternal = s.externalPolicyLocal ? hasAny && local.length > 0 : hasAny;
+  const usesFW = hasAny && s.loadBalancerVIPs.length > 0 && s.loadBalancerSourceRanges.length > 0;
+  const plan: ServicePortPlan = {
+    clusterEps: cluster, localEps: local, allReachable, hasEndpoints: hasAny, hasInternal, hasExternal, usesFW,
+    usesClusterChain: cluster.length > 0 && usesClusterEndpoints(s),
+    usesLocalChain: local.length > 0 && usesLocalEndpoints(s),
+    internalChain: s.internalPolicyLocal ? s.chains.local : s.chains.cluster,
+    externalPolicyChain: s.externalPolicyLocal ? s.chains.local : s.chains.cluster,
+    lbChain: usesFW ? s.chains.firewall : s.chains.external,
+  };
+  if (!hasAny) {
+    plan.internalFilter = plan.externalFilter = { target: 'REJECT', reason: `${s.portName} has no endpoints` };
+  } else {
+    if (!hasInternal) plan.internalFilter = { target: 'DROP', reason: `${s.portName} has no local endpoints` };
+    if (!hasExternal) plan.externalFilter = { target: 'DROP', reason: `${s.portName} has no local endpoints` };
+  }
+  return plan;
 }
 
 interface NodePortAddresses {
@@ -213,40 +261,19 @@ export function renderIptables(req: RenderRequest): RenderResult {
     const proto = s.protocol;
     const name = s.portName;
     const port = String(s.port);
-    const { cluster: clusterEps, local: localEps, allReachable, hasAny: hasEndpoints } = categorizeEndpoints(s);
+    const plan = planServicePort(s);
+    const { clusterEps, localEps, allReachable, hasEndpoints, hasInternal, hasExternal, usesFW } = plan;
+    const { internalChain, externalPolicyChain, lbChain } = plan;
     const clusterChain = s.chains.cluster;
     const localChain = s.chains.local;
-    const usesClusterChain = clusterEps.length > 0 && usesClusterEndpoints(s);
-    const usesLocalChain = localEps.length > 0 && usesLocalEndpoints(s);
-
-    const internalChain = s.internalPolicyLocal ? localChain : clusterChain;
-    const hasInternal = s.internalPolicyLocal ? hasEndpoints && localEps.length > 0 : hasEndpoints;
-    const externalPolicyChain = s.externalPolicyLocal ? localChain : clusterChain;
-    const hasExternal = s.externalPolicyLocal ? hasEndpoints && localEps.length > 0 : hasEndpoints;
     const extChain = s.chains.external;
     const usesExtChain = hasEndpoints && externallyAccessible(s);
-    const usesFW = hasEndpoints && s.loadBalancerVIPs.length > 0 && s.loadBalancerSourceRanges.length > 0;
-    const lbChain = usesFW ? s.chains.firewall : extChain;
-
-    let internalTarget = '';
-    let internalComment = '';
-    let externalTarget = '';
-    let externalComment = '';
-    if (!hasEndpoints) {
-      internalTarget = externalTarget = 'REJECT';
-      internalComment = externalComment = q(`${name} has no endpoints`);
-    } else {
-      if (!hasInternal) {
-        internalTarget = 'DROP';
-        internalComment = q(`${name} has no local endpoints`);
-        noLocalInternal++;
-      }
-      if (!hasExternal) {
-        externalTarget = 'DROP';
-        externalComment = q(`${name} has no local endpoints`);
-        noLocalExternal++;
-      }
-    }
+    const internalTarget = plan.internalFilter?.target ?? '';
+    const internalComment = plan.internalFilter ? q(plan.internalFilter.reason) : '';
+    const externalTarget = plan.externalFilter?.target ?? '';
+    const externalComment = plan.externalFilter ? q(plan.externalFilter.reason) : '';
+    if (hasEndpoints && !hasInternal) noLocalInternal++;
+    if (hasEndpoints && !hasExternal) noLocalExternal++;
 
     // Cluster IP.
     if (hasInternal) {
@@ -348,8 +375,8 @@ export function renderIptables(req: RenderRequest): RenderResult {
         out.rule(chain, ...svcComment(q(`${name} -> ${ep.addr}`)), ...stat, '-j', ep.chain);
       });
     };
-    if (usesClusterChain) toEndpoints(clusterChain, clusterEps);
-    if (usesLocalChain) toEndpoints(localChain, localEps);
+    if (plan.usesClusterChain) toEndpoints(clusterChain, clusterEps);
+    if (plan.usesLocalChain) toEndpoints(localChain, localEps);
     for (const ep of allReachable) {
       declare(ep.chain);
       const base = svcComment(name);
