@@ -1,0 +1,169 @@
+// `knet proxy`: the kube-proxy replacement in iptables mode. Wiring only: the sources
+// (src/k8s), the daemon and applier (src/proxy) and the shared renderer (src/rules) do the work.
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { makeLogger, type Logger } from '../util/log.ts';
+import { parseKubeProxyConfig, proxySettingsFromConfig } from '../rules/config.ts';
+import type { ProxySettings } from '../rules/types.ts';
+import type { Node } from '../model/k8s.ts';
+import { ipJson } from '../kernel/iproute.ts';
+import type { IptablesBackend, IptablesTarget } from '../kernel/iptables.ts';
+import { parseIP } from '../util/ip.ts';
+
+export interface ProxyCliOptions {
+  config?: string;
+  kubeconfig?: string;
+  hostnameOverride?: string;
+  manifests?: string;
+  cleanup?: boolean;
+  iptablesBackend: string;
+  healthzBindAddress?: string;
+  metricsBindAddress?: string;
+  nodeIp: string[];
+  lockTimeout: string;
+  fullSyncPeriod?: string;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+
+export function registerProxy(program: Command): void {
+  program
+    .command('proxy')
+    .description('kube-proxy compatible service proxy (iptables mode): watch Services and EndpointSlices, program the kernel')
+    .option('--config <file>', 'KubeProxyConfiguration YAML (kube-proxy defaults when absent)')
+    .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster config, then ~/.kube/config)')
+    .option('--hostname-override <name>', 'this node\'s name (default: config hostnameOverride, then the host name)')
+    .option('--manifests <dir>', 'read Services/EndpointSlices/Endpoints from a directory of manifests (watched) instead of the API')
+    .option('--cleanup', 'remove every rule the proxy (or kube-proxy) wrote, in both iptables backends, and exit')
+    .option('--iptables-backend <mode>', 'auto (detect like iptables-wrappers), nft or legacy', 'auto')
+    .option('--healthz-bind-address <addr>', 'HOST:PORT for /healthz and /livez (default 0.0.0.0:10256; "" disables)')
+    .option('--metrics-bind-address <addr>', 'HOST:PORT for /metrics (default 127.0.0.1:10249; "" disables)')
+    .option('--node-ip <ip>', 'node IP (repeatable or comma-separated; default: from the Node object)', collect, [])
+    .option('--lock-timeout <seconds>', 'seconds to wait for the xtables lock', '5')
+    .option('--full-sync-period <duration>', 'full re-render and reconcile period (e.g. 1h)')
+    .action(async (o: ProxyCliOptions) => {
+      await runProxy(o, makeLogger('knet-proxy'));
+    });
+}
+
+function backendOf(s: string): IptablesBackend | 'auto' {
+  if (s === 'auto' || s === 'nft' || s === 'legacy') return s;
+  throw new Error(`--iptables-backend: expected auto, nft or legacy, got ${JSON.stringify(s)}`);
+}
+
+async function interfaceAddresses(): Promise<Array<{ iface: string; cidr: string }>> {
+  const links = await ipJson<{ ifname: string; addr_info?: Array<{ local: string; prefixlen: number }> }>(null, ['addr', 'show']);
+  return links.flatMap((l) => (l.addr_info ?? []).map((a) => ({ iface: l.ifname, cidr: `${a.local}/${a.prefixlen}` })));
+}
+
+function nodeAddresses(n: Node | null): { ips: string[]; podCIDRs: string[] } {
+  const addrs = n?.status?.addresses ?? [];
+  const ips = [...addrs.filter((a) => a.type === 'InternalIP'), ...addrs.filter((a) => a.type === 'ExternalIP')]
+    .map((a) => a.address).filter((a) => parseIP(a));
+  const podCIDRs = n?.spec?.podCIDRs ?? (n?.spec?.podCIDR ? [n.spec.podCIDR] : []);
+  return { ips, podCIDRs };
+}
+
+export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
+  const lockWait = Number(o.lockTimeout);
+  if (!Number.isInteger(lockWait) || lockWait < 0) throw new Error('--lock-timeout: expected whole seconds');
+  const requested = backendOf(o.iptablesBackend);
+  const { detectBackend } = await import('../proxy/backend.ts');
+  const { cleanupIptables } = await import('../proxy/jumps.ts');
+
+  if (o.cleanup) {
+    for (const backend of ['nft', 'legacy'] as const) {
+      try {
+        const r = await cleanupIptables({ backend, waitSeconds: lockWait });
+        log.info({ backend, ...r }, 'cleaned up');
+      } catch (err) {
+        log.warn({ backend, err: String(err) }, 'cleanup failed (backend unusable?)');
+      }
+    }
+    return;
+  }
+
+  const yamlText = o.config ? readFileSync(o.config, 'utf8') : undefined;
+  const cfg = parseKubeProxyConfig(yamlText);
+  if (cfg.mode && cfg.mode !== 'iptables') throw new Error(`mode ${JSON.stringify(cfg.mode)} is not supported by knet proxy (iptables only)`);
+  const { hostname } = await import('node:os');
+  const nodeName = (o.hostnameOverride ?? cfg.hostnameOverride ?? hostname()).toLowerCase();
+  for (const ip of o.nodeIp) if (!parseIP(ip)) throw new Error(`--node-ip: invalid IP ${JSON.stringify(ip)}`);
+
+  let backend: IptablesBackend;
+  if (requested === 'auto') {
+    const d = await detectBackend({ waitSeconds: lockWait });
+    backend = d.backend;
+    log.info({ backend, reason: d.reason }, 'iptables backend chosen');
+    if (d.warning) log.warn(d.warning);
+  } else backend = requested;
+  const target: IptablesTarget = { backend, waitSeconds: lockWait };
+
+  const ifaces = await interfaceAddresses();
+  let nodeFacts = { ips: o.nodeIp, podCIDRs: [] as string[] };
+  const makeSettings = (): ProxySettings =>
+    proxySettingsFromConfig(yamlText, { nodeName, nodeIPs: nodeFacts.ips, podCIDRs: nodeFacts.podCIDRs, interfaceAddresses: ifaces });
+  let settings = makeSettings();
+
+  const { IptablesApplier } = await import('../proxy/iptables-applier.ts');
+  const { ProxyDaemon } = await import('../proxy/daemon.ts');
+  const { parseBindAddress, serveHealth } = await import('../proxy/health.ts');
+  const applier = new IptablesApplier({ target, settings, log });
+  let source;
+  if (o.manifests) {
+    const { ManifestDirSource } = await import('../k8s/manifest-dir.ts');
+    source = new ManifestDirSource({ dir: o.manifests, nodeName });
+  } else {
+    const { InformerSource } = await import('../k8s/informer.ts');
+    source = new InformerSource({ ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), nodeName, log });
+  }
+  const fullSyncPeriodMs = o.fullSyncPeriod ? (await import('../rules/config.ts')).parseDuration(o.fullSyncPeriod, '--full-sync-period') : undefined;
+  const daemon = new ProxyDaemon({
+    source, dataplane: applier, log,
+    minSyncPeriodMs: cfg.minSyncPeriodMs, syncPeriodMs: cfg.syncPeriodMs,
+    ...(fullSyncPeriodMs ? { fullSyncPeriodMs } : {}),
+    onNode: (n) => {
+      const facts = nodeAddresses(n);
+      const next = { ips: o.nodeIp.length ? o.nodeIp : facts.ips, podCIDRs: facts.podCIDRs };
+      if (JSON.stringify(next) === JSON.stringify(nodeFacts)) return false;
+      nodeFacts = next;
+      settings = makeSettings();
+      applier.setSettings(settings);
+      log.info({ nodeIPs: settings.nodeIPs, podCIDRs: next.podCIDRs }, 'node facts changed');
+      return true;
+    },
+  });
+
+  const servers: Server[] = [];
+  const healthAddr = o.healthzBindAddress ?? cfg.healthzBindAddress ?? '0.0.0.0:10256';
+  if (healthAddr) {
+    const a = parseBindAddress(healthAddr);
+    servers.push(await serveHealth(daemon.health, a.host, a.port, (p, c) => daemon.metrics.countHealth(p, c)));
+  }
+  const metricsAddr = o.metricsBindAddress ?? cfg.metricsBindAddress ?? '127.0.0.1:10249';
+  if (metricsAddr) {
+    const a = parseBindAddress(metricsAddr);
+    servers.push(await daemon.metrics.serve(a.host, a.port));
+  }
+  log.info({ nodeName, backend, source: o.manifests ? `manifests ${o.manifests}` : 'kubernetes API', healthAddr, metricsAddr }, 'knet proxy starting');
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal: sig }, 'stopping; rules stay in place');
+      void daemon.stop().finally(() => {
+        for (const s of servers) s.close();
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+    daemon.start().catch((err: unknown) => {
+      log.error({ err: String(err) }, 'source failed to start');
+      stop('error');
+    });
+  });
+}

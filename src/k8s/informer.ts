@@ -1,0 +1,132 @@
+// The Kubernetes API as a proxy source: list/watch informers from @kubernetes/client-node 1.4
+// for Services, EndpointSlices and this node's Node object. ListWatch relists on 410 Gone by
+// itself; on any other watch error it stops, so each informer is restarted here with backoff
+// (resuming from its last resourceVersion, or relisting if that is too old). A relist of
+// unchanged objects marks nothing in the tracker, so it rewrites no rules.
+import { CoreV1Api, DiscoveryV1Api, KubeConfig, ListWatch, Watch, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { EndpointSlice, Node, Service } from '../model/k8s.ts';
+import type { ProxySource, SourceHandler } from '../proxy/source.ts';
+
+export interface InformerOptions {
+  /** Path of a kubeconfig; absent: in-cluster config, then the default kubeconfig. */
+  kubeconfig?: string;
+  /** A ready KubeConfig (tests). */
+  kubeConfig?: KubeConfig;
+  nodeName?: string;
+  log: Logger;
+  maxBackoffMs?: number;
+}
+
+export function loadKubeConfig(path?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  return kc;
+}
+
+type Obj = KubernetesObject;
+
+/** One ListWatch kept alive: restarted with exponential backoff after errors. */
+class Kept<T extends Obj> {
+  readonly lw: ListWatch<T>;
+  private backoff = 500;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(
+    readonly what: string,
+    path: string,
+    watch: Watch,
+    list: () => Promise<KubernetesListObject<T>>,
+    private readonly log: Logger,
+    private readonly maxBackoffMs: number,
+    fieldSelector?: string,
+  ) {
+    this.lw = new ListWatch<T>(path, watch, list, false, undefined, fieldSelector);
+    this.lw.on('error', (err: unknown) => this.restart(err));
+    this.lw.on('connect', () => { /* a successful (re)connect resets the backoff after a list */ });
+  }
+
+  get listed(): boolean {
+    return this.lw.latestResourceVersion() !== '';
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.lw.start();
+    if (this.listed) this.backoff = 500;
+  }
+
+  private restart(err: unknown): void {
+    if (this.stopped || this.timer) return;
+    const e = err as { statusCode?: number; message?: string };
+    this.log.warn({ informer: this.what, err: e?.message ?? String(err), statusCode: e?.statusCode, retryMs: this.backoff }, 'watch ended with an error; restarting');
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.start().catch((e2: unknown) => this.restart(e2));
+    }, this.backoff);
+    this.backoff = Math.min(this.backoff * 2, this.maxBackoffMs);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.lw.stop();
+  }
+}
+
+export class InformerSource implements ProxySource {
+  private kept: Array<Kept<Obj>> = [];
+  private stopped = false;
+
+  constructor(private readonly o: InformerOptions) {}
+
+  async start(h: SourceHandler): Promise<void> {
+    const kc = this.o.kubeConfig ?? loadKubeConfig(this.o.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    const discovery = kc.makeApiClient(DiscoveryV1Api);
+    const watch = new Watch(kc);
+    const max = this.o.maxBackoffMs ?? 30_000;
+    const log = this.o.log;
+
+    const svc = new Kept<Obj>('services', '/api/v1/services', watch,
+      () => core.listServiceForAllNamespaces() as Promise<KubernetesListObject<Obj>>, log, max);
+    svc.lw.on('add', (o) => h.upsertService(o as unknown as Service));
+    svc.lw.on('update', (o) => h.upsertService(o as unknown as Service));
+    svc.lw.on('delete', (o) => h.deleteService(o as unknown as Service));
+
+    const eps = new Kept<Obj>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', watch,
+      () => discovery.listEndpointSliceForAllNamespaces() as Promise<KubernetesListObject<Obj>>, log, max);
+    eps.lw.on('add', (o) => h.upsertSlice(o as unknown as EndpointSlice));
+    eps.lw.on('update', (o) => h.upsertSlice(o as unknown as EndpointSlice));
+    eps.lw.on('delete', (o) => h.deleteSlice(o as unknown as EndpointSlice));
+    this.kept = [svc, eps];
+
+    if (this.o.nodeName && h.node) {
+      const fieldSelector = `metadata.name=${this.o.nodeName}`;
+      const node = new Kept<Obj>('node', '/api/v1/nodes', watch,
+        () => core.listNode({ fieldSelector }) as Promise<KubernetesListObject<Obj>>, log, max, fieldSelector);
+      node.lw.on('add', (o) => h.node!(o as unknown as Node));
+      node.lw.on('update', (o) => h.node!(o as unknown as Node));
+      node.lw.on('delete', () => h.node!(null));
+      this.kept.push(node);
+    }
+
+    // The first sync waits until services and slices were listed once (kube-proxy waits for
+    // its informers' HasSynced), so a start never programs a half-known cluster.
+    await Promise.all(this.kept.map((k) => k.start()));
+    const waitListed = async () => {
+      while (!this.stopped && (!svc.listed || !eps.listed)) await new Promise((r) => setTimeout(r, 200));
+    };
+    await waitListed();
+    if (!this.stopped) h.synced();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.kept.map((k) => k.stop()));
+  }
+}

@@ -1,0 +1,173 @@
+// Change tracking for Services and EndpointSlices, kept apart from rule rendering (as kube-proxy
+// keeps its ServiceChangeTracker/EndpointsChangeTracker apart from syncProxyRules). Pure data:
+// events go in, and `take()` hands out the set of "ns/name" keys whose objects really changed
+// since the last take. A relist that returns the same objects marks nothing, so the next sync
+// writes nothing.
+import type { ClusterState, EndpointSlice, Service } from '../model/k8s.ts';
+import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
+
+export interface Changes {
+  /** "ns/name" of every service whose Service or EndpointSlices changed. */
+  services: Set<string>;
+  serviceEvents: number;
+  endpointEvents: number;
+  /** Oldest `endpoints.kubernetes.io/last-change-trigger-time` among changed slices (ms), for latency. */
+  triggerTimes: number[];
+}
+
+const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+export const TRIGGER_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+/** JSON with sorted keys: the API's typed list objects and raw watch JSON compare equal. */
+export function canonical(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o).filter((k) => o[k] !== undefined).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+}
+
+/** Plain JSON copy (typed client objects carry Dates and class prototypes). */
+function plain<T>(o: T): T {
+  return JSON.parse(JSON.stringify(o)) as T;
+}
+
+function metaKey(m: { name?: string; namespace?: string } | undefined): string | null {
+  if (!m || typeof m.name !== 'string' || !NAME.test(m.name)) return null;
+  const ns = m.namespace ?? 'default';
+  if (typeof ns !== 'string' || !NAME.test(ns)) return null;
+  return `${ns}/${m.name}`;
+}
+
+/** What of a Service matters to rules: resourceVersion and managedFields churn is ignored. */
+function serviceFingerprint(s: Service): string {
+  return canonical({ l: s.metadata.labels, spec: s.spec, st: s.status });
+}
+
+function sliceFingerprint(s: EndpointSlice): string {
+  return canonical({ l: s.metadata.labels, a: s.addressType, e: s.endpoints, p: s.ports });
+}
+
+interface Entry<T> { obj: T; fp: string; owner: string }
+
+export class ChangeTracker {
+  private readonly services = new Map<string, Entry<Service>>();
+  private readonly slices = new Map<string, Entry<EndpointSlice>>();
+  private dirty = new Set<string>();
+  private serviceEvents = 0;
+  private endpointEvents = 0;
+  private triggers: number[] = [];
+  private snapshotCache: ClusterState | null = null;
+
+  constructor(private readonly warn: (object: string, reason: string) => void = () => {}) {}
+
+  get pending(): number {
+    return this.dirty.size;
+  }
+
+  upsertService(raw: Service): boolean {
+    const key = metaKey(raw?.metadata);
+    if (!key) {
+      this.warn(`Service ${String(raw?.metadata?.namespace)}/${String(raw?.metadata?.name)}`, 'invalid metadata.name or namespace; skipped');
+      return false;
+    }
+    const obj = plain(raw);
+    const fp = serviceFingerprint(obj);
+    const old = this.services.get(key);
+    if (old && old.fp === fp) return false;
+    this.services.set(key, { obj, fp, owner: key });
+    this.mark(key);
+    this.serviceEvents++;
+    return true;
+  }
+
+  deleteService(raw: Service): boolean {
+    const key = metaKey(raw?.metadata);
+    if (!key || !this.services.delete(key)) return false;
+    this.mark(key);
+    this.serviceEvents++;
+    return true;
+  }
+
+  upsertSlice(raw: EndpointSlice): boolean {
+    const key = metaKey(raw?.metadata);
+    const svc = raw?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    const owner = key && typeof svc === 'string' && NAME.test(svc) ? `${key.split('/')[0]}/${svc}` : null;
+    if (!key || !owner) {
+      this.warn(`EndpointSlice ${String(raw?.metadata?.namespace)}/${String(raw?.metadata?.name)}`,
+        `invalid name or missing ${SERVICE_NAME_LABEL} label; skipped`);
+      return false;
+    }
+    const obj = plain(raw);
+    const fp = sliceFingerprint(obj);
+    const old = this.slices.get(key);
+    if (old && old.fp === fp && old.owner === owner) return false;
+    if (old && old.owner !== owner) this.mark(old.owner);
+    this.slices.set(key, { obj, fp, owner });
+    this.mark(owner);
+    this.endpointEvents++;
+    const t = Date.parse(obj.metadata.annotations?.[TRIGGER_ANNOTATION] ?? '');
+    if (Number.isFinite(t)) this.triggers.push(t);
+    return true;
+  }
+
+  deleteSlice(raw: EndpointSlice): boolean {
+    const key = metaKey(raw?.metadata);
+    const old = key ? this.slices.get(key) : undefined;
+    if (!key || !old) return false;
+    this.slices.delete(key);
+    this.mark(old.owner);
+    this.endpointEvents++;
+    return true;
+  }
+
+  /** A complete listing: objects not in it are deleted; unchanged objects mark nothing. */
+  replaceAll(services: Service[], slices: EndpointSlice[]): void {
+    const svcKeys = new Set<string>();
+    for (const s of services) if (this.upsertService(s) || this.services.has(metaKey(s?.metadata) ?? '')) svcKeys.add(metaKey(s.metadata)!);
+    for (const [k, e] of [...this.services]) if (!svcKeys.has(k)) this.deleteService(e.obj);
+    const sliceKeys = new Set<string>();
+    for (const s of slices) if (this.upsertSlice(s) || this.slices.has(metaKey(s?.metadata) ?? '')) sliceKeys.add(metaKey(s.metadata)!);
+    for (const [k, e] of [...this.slices]) if (!sliceKeys.has(k)) this.deleteSlice(e.obj);
+  }
+
+  private mark(key: string): void {
+    this.dirty.add(key);
+    this.snapshotCache = null;
+  }
+
+  /** Everything known now, for the renderer. */
+  snapshot(): ClusterState {
+    if (!this.snapshotCache) {
+      this.snapshotCache = {
+        services: [...this.services.values()].map((e) => e.obj),
+        endpointSlices: [...this.slices.values()].map((e) => e.obj),
+      };
+    }
+    return this.snapshotCache;
+  }
+
+  /** Only the objects of the given services (for per-service comparisons such as conntrack). */
+  subset(keys: ReadonlySet<string>): ClusterState {
+    const services: Service[] = [];
+    for (const k of keys) { const e = this.services.get(k); if (e) services.push(e.obj); }
+    const endpointSlices = [...this.slices.values()].filter((e) => keys.has(e.owner)).map((e) => e.obj);
+    return { services, endpointSlices };
+  }
+
+  /** Hands out what changed since the last take and starts a new batch. */
+  take(): Changes {
+    const out: Changes = { services: this.dirty, serviceEvents: this.serviceEvents, endpointEvents: this.endpointEvents, triggerTimes: this.triggers };
+    this.dirty = new Set();
+    this.serviceEvents = 0;
+    this.endpointEvents = 0;
+    this.triggers = [];
+    return out;
+  }
+
+  /** Puts changes back after a failed sync so the next one covers them too. */
+  restore(c: Changes): void {
+    for (const k of c.services) this.dirty.add(k);
+    this.triggers.push(...c.triggerTimes);
+  }
+}
