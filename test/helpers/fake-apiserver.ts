@@ -191,3 +191,20 @@ function status(code: number, reason: string, message: string) {
 function gone(rv: number) {
   return status(410, 'Expired', `too old resource version: ${rv}`);
 }
+
+/** A Service object (API shape) for tests. */
+export function makeService(ns: string, name: string, spec: Record<string, unknown>, extra: Record<string, unknown> = {}): Obj & { spec: Record<string, unknown> } {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { namespace: ns, name }, spec: { type: 'ClusterIP', ...spec }, ...extra };
+}
+
+/** An EndpointSlice (API shape) owned by service `svc`, all endpoints ready unless told. */
+export function makeSlice(ns: string, svc: string, ips: string[], ports: Array<{ name?: string; port: number; protocol?: string }>,
+  o: { name?: string; nodeName?: string; notReady?: string[] } = {}): Obj {
+  return {
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { namespace: ns, name: o.name ?? `${svc}-abc`, labels: { 'kubernetes.io/service-name': svc } },
+    addressType: 'IPv4',
+    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: !(o.notReady ?? []).includes(ip) }, ...(o.nodeName ? { nodeName: o.nodeName } : {}) })),
+    ports: ports.map((p) => ({ name: p.name ?? '', port: p.port, protocol: p.protocol ?? 'TCP' })),
+  };
+}

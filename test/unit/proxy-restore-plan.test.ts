@@ -1,0 +1,86 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { appliedFromSave, parseRestore, planRestores, type AppliedState } from '../../src/proxy/restore-plan.ts';
+import { isServiceChain } from '../../src/proxy/jumps.ts';
+
+const isStale = (t: string, c: string) => t === 'nat' && isServiceChain(c);
+
+function natText(services: Record<string, string[]>): string {
+  const decl = [':KUBE-SERVICES - [0:0]', ':KUBE-MARK-MASQ - [0:0]'];
+  const rules = ['-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000'];
+  for (const [svc, eps] of Object.entries(services)) {
+    decl.push(`:KUBE-SVC-${svc} - [0:0]`);
+    rules.push(`-A KUBE-SERVICES -d 172.30.0.1/32 -j KUBE-SVC-${svc}`);
+    for (const ep of eps) {
+      decl.push(`:KUBE-SEP-${ep} - [0:0]`);
+      rules.push(`-A KUBE-SVC-${svc} -j KUBE-SEP-${ep}`, `-A KUBE-SEP-${ep} -j KUBE-MARK-MASQ`, `-A KUBE-SEP-${ep} -p tcp -j DNAT --to-destination 10.0.0.1:80`);
+    }
+  }
+  return ['*nat', ...decl, ...rules, 'COMMIT', ''].join('\n');
+}
+
+test('first sync writes every chain; an identical re-render writes nothing', (t) => {
+  const text = natText({ A: ['A1', 'A2'], B: ['B1'] });
+  const p1 = planRestores(parseRestore(text), new Map(), { full: true, isStale, maxChainsPerRestore: Infinity });
+  t.is(p1.restores.length, 1);
+  t.is(p1.chainsWritten, 7);
+  const p2 = planRestores(parseRestore(text), p1.next, { full: true, isStale, maxChainsPerRestore: Infinity });
+  t.deepEqual(p2.restores, []);
+  t.is(p2.chainsWritten, 0);
+});
+
+test('an endpoint change writes only the chains whose content changed, and deletes the stale one', (t) => {
+  const p1 = planRestores(parseRestore(natText({ A: ['A1', 'A2'], B: ['B1'] })), new Map(), { full: true, isStale, maxChainsPerRestore: Infinity });
+  const p2 = planRestores(parseRestore(natText({ A: ['A1', 'A3'], B: ['B1'] })), p1.next, { full: true, isStale, maxChainsPerRestore: Infinity });
+  t.is(p2.restores.length, 1);
+  const r = p2.restores[0]!;
+  t.regex(r, /^:KUBE-SEP-A3 /m);
+  t.regex(r, /^:KUBE-SVC-A /m);
+  t.regex(r, /^-X KUBE-SEP-A2$/m);
+  t.notRegex(r, /^:(KUBE-SEP-B1|KUBE-SERVICES|KUBE-SEP-A1) /m);
+  // The new endpoint chain is declared before the service chain that jumps to it is filled.
+  t.true(r.indexOf('-A KUBE-SEP-A3') < r.indexOf('-A KUBE-SVC-A'));
+  t.false(p2.next.get('nat')!.has('KUBE-SEP-A2'));
+});
+
+test('a partial sync does not delete chains it was not told about', (t) => {
+  const p1 = planRestores(parseRestore(natText({ A: ['A1'], B: ['B1'] })), new Map(), { full: true, isStale, maxChainsPerRestore: Infinity });
+  const p2 = planRestores(parseRestore(natText({ A: ['A1'] })), p1.next, { full: false, isStale, maxChainsPerRestore: Infinity });
+  t.false(p2.restores.join('').includes('-X'));
+});
+
+test('chunks keep every chain after the chains it jumps to, deletions last', (t) => {
+  fc.assert(fc.property(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 40 }), (nSvc, nEp, max) => {
+    const services: Record<string, string[]> = {};
+    for (let i = 0; i < nSvc; i++) services[`S${i}`] = Array.from({ length: nEp }, (_, e) => `S${i}E${e}`);
+    const applied: AppliedState = new Map([['nat', new Map([['KUBE-SEP-OLD', 'x'], ['KUBE-SVC-OLD', 'y']])]]);
+    const plan = planRestores(parseRestore(natText(services)), applied, { full: true, isStale, maxChainsPerRestore: max });
+    const exists = new Set(['KUBE-SEP-OLD', 'KUBE-SVC-OLD']);
+    for (const r of plan.restores) {
+      const decl = r.split('\n').filter((l) => l.startsWith(':'));
+      if (decl.length > max) return false;
+      for (const d of decl) exists.add(d.slice(1).split(' ')[0]!);
+      for (const l of r.split('\n')) {
+        const m = / -j (KUBE-\S+)/.exec(l);
+        if (m && !exists.has(m[1]!)) return false;
+        if (l.startsWith('-X ')) exists.delete(l.slice(3));
+      }
+    }
+    return !exists.has('KUBE-SEP-OLD') && exists.has('KUBE-SERVICES') && plan.chainsWritten === 2 + nSvc * (1 + nEp);
+  }));
+  t.pass();
+});
+
+test('chain names are read from iptables-save output with unknown content', (t) => {
+  const save = '*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n:OTHER - [0:0]\n-A PREROUTING -j KUBE-SVC-X\nCOMMIT\n';
+  const a = appliedFromSave(save, (_t, c) => c.startsWith('KUBE-'));
+  t.deepEqual([...a.get('nat')!], [['KUBE-SVC-X', '']]);
+  // Unknown content never matches a hash, so the chain is rewritten.
+  const p = planRestores(parseRestore('*nat\n:KUBE-SVC-X - [0:0]\nCOMMIT\n'), a, { full: true, isStale, maxChainsPerRestore: 10 });
+  t.is(p.chainsWritten, 1);
+});
+
+test('malformed restore text is refused', (t) => {
+  t.throws(() => parseRestore('*nat\n-A NOPE -j ACCEPT\nCOMMIT\n'), { message: /undeclared/ });
+  t.throws(() => parseRestore(':X - [0:0]\n'), { message: /outside a table/ });
+});
