@@ -1,0 +1,95 @@
+// Reads and changes the overlay's routes, neighbours and FDB entries with iproute2 (three execs
+// per reconcile at most, whatever the peer count). knet marks its routes and neighbours with
+// its own protocol number, so readers return only knet's entries and nothing else is removed.
+import { bridgeBatch, bridgeJson, ipBatch, ipJson } from './iproute.ts';
+import type { FdbEntry, NeighEntry, OverlayDiff, OverlayState, RouteEntry } from '../overlay/types.ts';
+
+/** Route/neighbour protocol number knet writes ("K"); unused by the kernel and common daemons. */
+export const KNET_RTPROTO = 75;
+
+const DEV = /^[A-Za-z0-9_.-]{1,15}$/;
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+const CIDR4 = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function check(ok: boolean, what: string, v: string): void {
+  if (!ok) throw new Error(`refusing to program invalid ${what} ${JSON.stringify(v)}`);
+}
+
+function checkRoute(r: RouteEntry): void {
+  check(CIDR4.test(r.dst), 'route destination', r.dst);
+  check(IPV4.test(r.via), 'gateway', r.via);
+  check(DEV.test(r.dev), 'device', r.dev);
+}
+function checkNeigh(n: NeighEntry): void {
+  check(IPV4.test(n.ip), 'neighbour address', n.ip);
+  check(MAC.test(n.mac), 'MAC', n.mac);
+  check(DEV.test(n.dev), 'device', n.dev);
+}
+function checkFdb(f: FdbEntry): void {
+  check(MAC.test(f.mac), 'MAC', f.mac);
+  check(IPV4.test(f.dst), 'VTEP address', f.dst);
+  check(DEV.test(f.dev), 'device', f.dev);
+}
+
+interface IpRoute { dst: string; gateway?: string; dev?: string; flags?: string[] }
+interface IpNeigh { dst: string; lladdr?: string; state?: string[]; protocol?: string }
+interface BridgeFdb { mac: string; dst?: string; state?: string; flags?: string[] }
+
+async function linkExists(netns: string | null, dev: string): Promise<boolean> {
+  const links = await ipJson<{ ifname: string }>(netns, ['link', 'show']);
+  return links.some((l) => l.ifname === dev);
+}
+
+/**
+ * knet's entries: routes with knet's protocol (any device), permanent neighbours with knet's
+ * protocol on `device`, and permanent unicast FDB entries with a remote on `device` (a device
+ * knet created; FDB entries carry no protocol).
+ */
+export async function readOverlayState(netns: string | null, device: string): Promise<OverlayState> {
+  check(DEV.test(device), 'device', device);
+  const routes = (await ipJson<IpRoute>(netns, ['route', 'show', 'table', 'main', 'proto', String(KNET_RTPROTO)]))
+    .filter((r) => r.gateway && r.dev && r.dst.includes('/'))
+    .map((r) => ({ dst: r.dst, via: r.gateway!, dev: r.dev!, onlink: (r.flags ?? []).includes('onlink') }));
+  if (!(await linkExists(netns, device))) return { routes, neighbours: [], fdb: [] };
+  const neighbours = (await ipJson<IpNeigh>(netns, ['neigh', 'show', 'dev', device, 'nud', 'permanent']))
+    .filter((n) => n.lladdr && n.protocol === String(KNET_RTPROTO))
+    .map((n) => ({ ip: n.dst, mac: n.lladdr!, dev: device }));
+  const fdb = (await bridgeJson<BridgeFdb>(netns, ['fdb', 'show', 'dev', device]))
+    .filter((f) => f.dst && f.state === 'permanent' && f.mac !== '00:00:00:00:00:00' && (parseInt(f.mac.slice(0, 2), 16) & 1) === 0)
+    .map((f) => ({ mac: f.mac, dst: f.dst!, dev: device }));
+  return { routes, neighbours, fdb };
+}
+
+export interface ApplyResult {
+  errors: string[];
+}
+
+/**
+ * Applies a diff: routes of vanished peers go first, then neighbours and FDB entries, and new
+ * routes last so the kernel never has to resolve a gateway it has no neighbour for. Every
+ * line is attempted (-force); failures are returned and the next reconcile retries them.
+ */
+export async function applyOverlayDiff(netns: string | null, d: OverlayDiff): Promise<ApplyResult> {
+  [...d.add.routes, ...d.remove.routes].forEach(checkRoute);
+  [...d.add.neighbours, ...d.remove.neighbours].forEach(checkNeigh);
+  [...d.add.fdb, ...d.remove.fdb].forEach(checkFdb);
+  const errors: string[] = [];
+  const attempt = async (p: Promise<void>) => {
+    try { await p; } catch (err) { errors.push((err as Error).message.slice(0, 2000)); }
+  };
+  const first = [
+    ...d.remove.routes.map((r) => `route del ${r.dst} via ${r.via} dev ${r.dev} proto ${KNET_RTPROTO}`),
+    ...d.remove.neighbours.map((n) => `neigh del ${n.ip} dev ${n.dev}`),
+    ...d.add.neighbours.map((n) => `neigh replace ${n.ip} lladdr ${n.mac} dev ${n.dev} nud permanent protocol ${KNET_RTPROTO}`),
+  ];
+  await attempt(ipBatch(netns, first, true));
+  const fdb = [
+    ...d.remove.fdb.map((f) => `fdb del ${f.mac} dev ${f.dev} dst ${f.dst} self`),
+    ...d.add.fdb.map((f) => `fdb replace ${f.mac} dev ${f.dev} dst ${f.dst} self permanent`),
+  ];
+  await attempt(bridgeBatch(netns, fdb, true));
+  const routes = d.add.routes.map((r) => `route replace ${r.dst} via ${r.via} dev ${r.dev}${r.onlink ? ' onlink' : ''} proto ${KNET_RTPROTO}`);
+  await attempt(ipBatch(netns, routes, true));
+  return { errors };
+}
