@@ -91,7 +91,8 @@ export async function startEtcd(t: ExecutionContext | null, opts: EtcdOptions = 
       }, opts.readyTimeoutMs ?? 20_000);
       proc.stderr!.on('data', (chunk: Buffer) => {
         if (log.length < 200_000) log += chunk.toString();
-        if (log.includes('ready to serve client requests')) {
+        // zap logs "serving client traffic (in)securely" once the client listener is up.
+        if (/serving client traffic|ready to serve client requests/.test(log)) {
           clearTimeout(timer);
           resolve();
         }
