@@ -26,19 +26,11 @@ const q = (s: string) => `"${s}"`;
 class TableBuffer {
   readonly chains: string[] = [];
   readonly rules: string[] = [];
-  constructor(private readonly perChain?: Map<string, string[]>) {}
   chain(name: string): void {
     this.chains.push(name);
-    if (this.perChain && !this.perChain.has(name)) this.perChain.set(name, []);
   }
   rule(chain: string, ...args: string[]): void {
-    const line = `-A ${chain} ${args.join(' ')}`;
-    this.rules.push(line);
-    if (this.perChain && isServiceChainName(chain)) {
-      let list = this.perChain.get(chain);
-      if (!list) this.perChain.set(chain, (list = []));
-      list.push(line);
-    }
+    this.rules.push(`-A ${chain} ${args.join(' ')}`);
   }
   raw(line: string): void {
     this.rules.push(line);
@@ -226,11 +218,10 @@ export function renderIptables(req: RenderRequest): RenderResult {
   const partial = req.partial;
   const changed = partial?.changedServices;
 
-  const serviceChains = new Map<string, string[]>();
   const filter = new TableBuffer();
-  const nat = new TableBuffer(serviceChains);
+  const nat = new TableBuffer();
   // A partial sync still renders unchanged services (to count their rules), into this buffer.
-  const skipped = new TableBuffer(serviceChains);
+  const skipped = new TableBuffer();
 
   for (const c of [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL]) filter.chain(c);
   for (const c of [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ]) nat.chains.push(c);
@@ -432,7 +423,6 @@ export function renderIptables(req: RenderRequest): RenderResult {
     rulesWritten: { filter: filter.rules.length, nat: natWritten },
     rulesTotal: { filter: filter.rules.length, nat: natWritten + skipped.rules.length },
     warnings: model.warnings,
-    serviceChains,
     noLocalEndpoints: { internal: noLocalInternal, external: noLocalExternal },
   };
 }

@@ -226,6 +226,36 @@ function sliceView(slice: EndpointSlice, settings: ProxySettings): SliceView | n
   return { service: `${ns}/${owner}`, ports, endpoints };
 }
 
+/** Everything about a port that changes its rules, as one string (cheaper than JSON at 10k services). */
+function fingerprint(p: ServicePortInfo): string {
+  const eps = p.endpoints.map((e) => `${e.addr}${e.isLocal ? 'L' : ''}${e.ready ? 'R' : ''}${e.serving ? 'S' : ''}${e.terminating ? 'T' : ''}`).join(',');
+  return [p.portName, p.protocol, p.clusterIP, p.port, p.nodePort, p.externalIPs.join(','), p.loadBalancerVIPs.join(','),
+    p.loadBalancerSourceRanges.join(','), p.clientIPAffinity ? p.stickySeconds : '-', p.internalPolicyLocal ? 'IL' : '', p.externalPolicyLocal ? 'EL' : '',
+    p.healthCheckNodePort, eps].join(';');
+}
+
+// Parsing and validating objects is most of a render's cost; a proxy re-renders the same
+// (unchanged, identical) objects on every sync, so results are remembered per object.
+type Cached<T> = { key: string; value: T } | { key: string; error: unknown };
+const serviceCache = new WeakMap<object, Cached<ServiceBase | null>>();
+const sliceCache = new WeakMap<object, Cached<SliceView | null>>();
+
+function cached<O extends object, T>(cache: WeakMap<object, Cached<T>>, o: O, key: string, compute: () => T): T {
+  const hit = cache.get(o);
+  if (hit && hit.key === key) {
+    if ('error' in hit) throw hit.error;
+    return hit.value;
+  }
+  try {
+    const value = compute();
+    cache.set(o, { key, value });
+    return value;
+  } catch (e) {
+    cache.set(o, { key, error: e });
+    throw e;
+  }
+}
+
 export interface ServiceModel {
   /** Service ports in a stable order: by service name, then the Service's port order. */
   ports: ServicePortInfo[];
@@ -245,7 +275,7 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
   for (const svc of cluster.services) {
     const object = objectName('Service', svc.metadata);
     try {
-      const b = serviceBase(svc, settings);
+      const b = cached(serviceCache, svc, settings.family, () => serviceBase(svc, settings));
       if (b) {
         if (bases.has(b.service)) warnings.push({ object, field: 'metadata.name', message: 'duplicate Service; the later one wins' });
         bases.set(b.service, b);
@@ -255,11 +285,12 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
 
   // Endpoints per (service, port name, protocol), deduplicated by ip:port (a local copy wins).
   const byPort = new Map<string, Map<string, EndpointInfo>>();
-  const slices = [...cluster.endpointSlices].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
+  const sliceName = (x: EndpointSlice) => x.metadata?.name ?? '';
+  const slices = [...cluster.endpointSlices].sort((a, b) => (sliceName(a) < sliceName(b) ? -1 : sliceName(a) > sliceName(b) ? 1 : 0));
   for (const slice of slices) {
     const object = objectName('EndpointSlice', slice.metadata);
     let view: SliceView | null;
-    try { view = sliceView(slice, settings); } catch (e) { warn(object, e); continue; }
+    try { view = cached(sliceCache, slice, `${settings.family}|${settings.nodeName}`, () => sliceView(slice, settings)); } catch (e) { warn(object, e); continue; }
     if (!view) continue;
     for (const p of view.ports) {
       const portName = p.name ? `${view.service}:${p.name}` : view.service;
@@ -286,7 +317,7 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
       parts.push(info);
       ports.push(info);
     }
-    fingerprints.set(name, JSON.stringify(parts));
+    fingerprints.set(name, parts.map(fingerprint).join('|'));
   }
   // Endpoints without a Service still count as a change when they come or go.
   for (const key of byPort.keys()) {

@@ -62,8 +62,6 @@ export interface RenderResult {
   /** Rules owned in the kernel after applying (for the iptables_total metric). */
   rulesTotal: { filter: number; nat: number };
   warnings: RenderWarning[];
-  /** Rules of every active service chain (written or, in a partial sync, skipped), by chain name. */
-  serviceChains: Map<string, string[]>;
   /** Service ports that have no endpoints at all / no local endpoints (kube-proxy metrics). */
   noLocalEndpoints: { internal: number; external: number };
 }

@@ -28,15 +28,13 @@ const V4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 function parseIPv4(s: string): ParsedIP | null {
   const m = V4.exec(s);
   if (!m) return null;
-  let v = 0n;
-  const parts: number[] = [];
-  for (let i = 1; i <= 4; i++) {
-    const n = Number(m[i]);
-    if (n > 255) return null;
-    parts.push(n);
-    v = (v << 8n) | BigInt(n);
-  }
-  return { family: 4, text: parts.join('.'), value: v };
+  const a = Number(m[1]);
+  const b = Number(m[2]);
+  const c = Number(m[3]);
+  const d = Number(m[4]);
+  if (a > 255 || b > 255 || c > 255 || d > 255) return null;
+  // One BigInt per address: this runs for every endpoint of every service on each render.
+  return { family: 4, text: `${a}.${b}.${c}.${d}`, value: BigInt(a * 16777216 + b * 65536 + c * 256 + d) };
 }
 
 function parseIPv6(s: string): ParsedIP | null {

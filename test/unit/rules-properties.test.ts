@@ -19,7 +19,9 @@ const arbService = fc.record({
   endpoints: fc.array(fc.record({ host: fc.integer({ min: 1, max: 40 }), local: fc.boolean(), ready: fc.boolean(), terminating: fc.boolean() }), { maxLength: 6 }),
 });
 
-function cluster(specs: fc.RecordValue<typeof arbService>[] extends never ? never : Array<typeof arbService extends fc.Arbitrary<infer T> ? T : never>): ClusterState {
+type ServiceSpec = typeof arbService extends fc.Arbitrary<infer T> ? T : never;
+
+function cluster(specs: ServiceSpec[]): ClusterState {
   const services: Service[] = [];
   const endpointSlices: EndpointSlice[] = [];
   specs.forEach((s, i) => {
