@@ -60,7 +60,7 @@ export class FakeApiServer {
     const path = join(this.dir, 'kubeconfig');
     writeFileSync(path, [
       'apiVersion: v1', 'kind: Config', 'current-context: fake',
-      'clusters:', `- name: fake`, `  cluster:`, `    server: ${this.url}`,
+      'clusters:', `- name: fake`, `  cluster:`, `    server: ${this.url}`, '    insecure-skip-tls-verify: true',
       'users:', '- name: fake', '  user:', '    token: fake-token',
       'contexts:', '- name: fake', '  context:', '    cluster: fake', '    user: fake', '',
     ].join('\n'));
@@ -170,6 +170,7 @@ export class FakeApiServer {
     const from = Number(url.searchParams.get('resourceVersion') || '0');
     this.requests.push(`watch ${resource} rv=${from}`);
     res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+    res.flushHeaders();
     if (from < this.compactedRv) {
       // What kube-apiserver does for a too-old resourceVersion: 200, one ERROR event, close.
       this.send(w, 'ERROR', gone(from));
