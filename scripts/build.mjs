@@ -7,9 +7,13 @@ import { chmodSync, mkdirSync, existsSync } from 'node:fs';
 const banner = { js: '#!/usr/bin/env node' };
 mkdirSync('dist/cni', { recursive: true });
 
+// Code splitting keeps each sub-command's dependencies (etcd3, the Kubernetes client) in chunks
+// that load only when that sub-command runs: `knet rules` must not pay for `knet proxy`.
 await build({
-  entryPoints: ['src/cli/main.ts'],
-  outfile: 'dist/knet.js',
+  entryPoints: { knet: 'src/cli/main.ts' },
+  outdir: 'dist',
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   bundle: true,
   platform: 'node',
   target: 'node20',

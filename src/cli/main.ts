@@ -2,6 +2,8 @@
 // so `knet rules` never pays for the Kubernetes client or etcd.
 import { Command } from 'commander';
 import { registerRules } from './rules.ts';
+import { registerAgent } from './agent.ts';
+import { registerProxy } from './proxy.ts';
 
 const program = new Command();
 program
@@ -10,6 +12,8 @@ program
   .version('0.1.0');
 
 registerRules(program);
+registerAgent(program);
+registerProxy(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`knet: ${err instanceof Error ? err.message : String(err)}\n`);
