@@ -1,0 +1,32 @@
+// Small file-system coordination helpers shared by IPAM and the node-wide masquerade set-up.
+import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+
+/** Exclusive lock file holding the owner's pid; a lock whose owner died is taken over. */
+export async function lockFile(path: string, timeoutMs = 10_000): Promise<() => void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      writeFileSync(path, String(process.pid), { flag: 'wx' });
+      return () => { try { unlinkSync(path); } catch { /* already gone */ } };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let owner = 0;
+    try { owner = Number(readFileSync(path, 'utf8')); } catch { continue; }
+    // An owner that died, or an empty lock older than a second (owner killed before writing its pid).
+    let stale = owner > 0 && !pidAlive(owner);
+    if (!owner) { try { stale = Date.now() - statSync(path).mtimeMs > 1000; } catch { continue; } }
+    if (stale) { try { unlinkSync(path); } catch { /* someone else took it over */ } continue; }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${path}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

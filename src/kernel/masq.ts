@@ -1,0 +1,86 @@
+// The node's ipMasq chain: pod traffic that leaves the cluster network is masqueraded, pod to
+// pod traffic is not. One knet-owned chain per network in the nat table, jumped to from
+// POSTROUTING for the node's pod subnet. Applied once per node: a marker file records the boot,
+// the network namespace and the rule text it was applied for, so later ADDs cost no exec.
+import { createHash } from 'node:crypto';
+import { readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { lockFile } from '../ipam/lockfile.ts';
+import { iptables, iptablesRestore, type IptablesBackend, type IptablesTarget } from './iptables.ts';
+
+export interface MasqSpec {
+  /** Network name (CNI config name): one chain per network. */
+  network: string;
+  podSubnet: string;
+  clusterNetwork: string;
+}
+
+export function masqChainName(network: string): string {
+  return 'KNET-MASQ-' + createHash('sha256').update(network).digest('hex').slice(0, 8).toUpperCase();
+}
+
+/** iptables-restore input for the chain (declaring it flushes it, so re-applying is idempotent). */
+export function renderMasqChain(s: MasqSpec): string {
+  const c = masqChainName(s.network);
+  return [
+    '*nat',
+    `:${c} - [0:0]`,
+    `-A ${c} -d ${s.clusterNetwork} -m comment --comment "knet ${s.network}: pod to pod" -j RETURN`,
+    `-A ${c} -d 224.0.0.0/4 -m comment --comment "knet ${s.network}: multicast" -j RETURN`,
+    `-A ${c} -m comment --comment "knet ${s.network}: leaving the cluster" -j MASQUERADE`,
+    'COMMIT',
+    '',
+  ].join('\n');
+}
+
+export function masqJumpRule(s: MasqSpec): string[] {
+  return ['POSTROUTING', '-s', s.podSubnet, '-m', 'comment', '--comment', `knet ${s.network}: masquerade`, '-j', masqChainName(s.network)];
+}
+
+/** The backend the distribution's `iptables` points to (Debian alternatives), nft by default. */
+export function detectIptablesBackend(): IptablesBackend {
+  for (const p of ['/usr/sbin/iptables', '/sbin/iptables', '/usr/bin/iptables']) {
+    try {
+      return realpathSync(p).includes('legacy') ? 'legacy' : 'nft';
+    } catch { /* try the next place */ }
+  }
+  return 'nft';
+}
+
+function markerContent(s: MasqSpec, backend: IptablesBackend): string {
+  let boot = '';
+  try { boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* no procfs: marker still works per rules */ }
+  const ns = statSync('/proc/self/ns/net').ino;
+  const rules = createHash('sha256').update(renderMasqChain(s) + masqJumpRule(s).join(' ')).digest('hex').slice(0, 16);
+  return `${boot} ${ns} ${backend} ${rules}\n`;
+}
+
+/** Installs the chain and its jump unless the marker says this namespace already has them. */
+export async function ensureMasq(s: MasqSpec, backend: IptablesBackend, markerDir: string): Promise<boolean> {
+  const marker = join(markerDir, `masq-${masqChainName(s.network)}`);
+  const want = markerContent(s, backend);
+  try {
+    if (readFileSync(marker, 'utf8') === want) return false;
+  } catch { /* not applied yet */ }
+  // Serialised so that two first ADDs cannot both find the jump missing and add it twice.
+  const release = await lockFile(`${marker}.lock`);
+  try {
+    try {
+      if (readFileSync(marker, 'utf8') === want) return false;
+    } catch { /* still not applied */ }
+    const t: IptablesTarget = { backend, waitSeconds: 5 };
+    await iptablesRestore(t, renderMasqChain(s), { noflush: true });
+    const jump = masqJumpRule(s);
+    try {
+      await iptables(t, ['-t', 'nat', '-C', ...jump]);
+    } catch {
+      await iptables(t, ['-t', 'nat', '-A', ...jump]);
+    }
+    const tmp = `${marker}.${process.pid}.tmp`;
+    writeFileSync(tmp, want);
+    renameSync(tmp, marker);
+    return true;
+  } finally {
+    release();
+  }
+}
