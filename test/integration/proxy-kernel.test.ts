@@ -1,0 +1,106 @@
+// The iptables applier's kernel side, for real inside knt-p namespaces: backend detection,
+// idempotent jumps, cleanup of both backends, recovery after an external flush (canary) and
+// after a failed restore.
+import test from 'ava';
+import pino from 'pino';
+import { isRoot, testNetns } from '../helpers/netns.ts';
+import { makeService, makeSlice } from '../helpers/fake-apiserver.ts';
+import { iptables, iptablesRestore, iptablesSave, type IptablesBackend } from '../../src/kernel/iptables.ts';
+import { detectBackend } from '../../src/proxy/backend.ts';
+import { JUMPS, cleanupIptables, ensureJumps } from '../../src/proxy/jumps.ts';
+import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
+import { ProxyDaemon } from '../../src/proxy/daemon.ts';
+import type { ProxySource, SourceHandler } from '../../src/proxy/source.ts';
+import { proxySettingsFromConfig } from '../../src/rules/config.ts';
+import type { ClusterState, EndpointSlice, Service } from '../../src/model/k8s.ts';
+
+const rootTest = isRoot ? test : test.skip;
+const log = pino({ level: 'silent' });
+const settings = proxySettingsFromConfig('clusterCIDR: 10.244.0.0/16\n', { nodeName: 'node1', nodeIPs: ['192.168.77.2'] });
+
+function cluster(eps: string[]): ClusterState {
+  return {
+    services: [makeService('default', 'web', { clusterIP: '172.30.0.10', ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }] }) as unknown as Service],
+    endpointSlices: [makeSlice('default', 'web', eps, [{ port: 8080 }]) as unknown as EndpointSlice],
+  };
+}
+
+/** A source the test drives by hand. */
+class ManualSource implements ProxySource {
+  h: SourceHandler | null = null;
+  constructor(private readonly initial: ClusterState) {}
+  async start(h: SourceHandler) { this.h = h; h.replaceAll(this.initial.services, this.initial.endpointSlices); h.synced(); }
+  async stop() { this.h = null; }
+  set(c: ClusterState) { this.h!.replaceAll(c.services, c.endpointSlices); }
+}
+
+rootTest('backend detection follows the backend that holds rules, and warns when both hold KUBE-* chains', async (t) => {
+  const ns = await testNetns(t, 'knt-p');
+  t.is((await detectBackend({ netns: ns })).backend, 'nft');
+  const many = Array.from({ length: 12 }, (_, i) => `-A INPUT -s 10.9.0.${i}/32 -j ACCEPT`).join('\n');
+  await iptablesRestore({ backend: 'legacy', netns: ns }, `*filter\n${many}\nCOMMIT\n`, { noflush: true });
+  t.is((await detectBackend({ netns: ns })).backend, 'legacy');
+  await iptablesRestore({ backend: 'nft', netns: ns }, '*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n', { noflush: true });
+  t.is((await detectBackend({ netns: ns })).backend, 'nft');
+  await iptablesRestore({ backend: 'legacy', netns: ns }, '*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n', { noflush: true });
+  t.regex((await detectBackend({ netns: ns })).warning ?? '', /both/);
+});
+
+for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
+  rootTest(`${backend}: jumps are idempotent; cleanup removes the proxy's and kube-proxy's rules and keeps others`, async (t) => {
+    const ns = await testNetns(t, 'knt-p');
+    const target = { backend, netns: ns, waitSeconds: 5 };
+    const applier = new IptablesApplier({ target, settings, log });
+    await applier.sync({ cluster: cluster(['10.244.1.11']), changed: new Set(), full: true });
+    t.is(await ensureJumps(target, JUMPS), 0);
+    const saves = { filter: await iptablesSave(target, 'filter'), nat: await iptablesSave(target, 'nat') };
+    for (const j of JUMPS) t.is(saves[j.table].split('\n').filter((l) => l.startsWith(`-A ${j.from} `) && l.endsWith(`-j ${j.to}`)).length, 1, `${j.from} -> ${j.to}`);
+    // Someone else's rules and a kube-proxy leftover chain.
+    await iptablesRestore(target, '*nat\n:KUBE-XLB-OLDKUBEPROXY1 - [0:0]\n:OTHER - [0:0]\n-A POSTROUTING -s 10.244.0.0/16 -j MASQUERADE\n-A OTHER -j RETURN\nCOMMIT\n', { noflush: true });
+    const r = await cleanupIptables(target, 3);
+    t.true(r.jumps >= JUMPS.length);
+    const after = await iptablesSave(target);
+    t.notRegex(after, /KUBE-(SERVICES|SVC|SEP|NODEPORTS|POSTROUTING|MARK-MASQ|XLB|PROXY|EXTERNAL|FORWARD)/);
+    t.regex(after, /-A POSTROUTING -s 10\.244\.0\.0\/16 -j MASQUERADE/);
+    t.regex(after, /:OTHER/);
+    t.deepEqual(await cleanupIptables(target), { jumps: 0, chains: 0 });
+  });
+
+  rootTest(`${backend}: an external flush is noticed (canary) and a failed restore leads to a full resync`, async (t) => {
+    const ns = await testNetns(t, 'knt-p');
+    const target = { backend, netns: ns, waitSeconds: 5 };
+    const applier = new IptablesApplier({ target, settings, log });
+    const source = new ManualSource(cluster(['10.244.1.11', '10.244.1.12']));
+    const daemon = new ProxyDaemon({ source, dataplane: applier, log, minSyncPeriodMs: 0, syncPeriodMs: 60_000, retryMs: 100 });
+    t.teardown(() => daemon.stop());
+    let synced = daemon.nextSync();
+    await daemon.start();
+    await synced;
+    const nat = () => iptablesSave(target, 'nat');
+    t.regex(await nat(), /10\.244\.1\.12:8080/);
+
+    // Someone flushes and deletes our nat chains (a firewall reload): the idle periodic sync
+    // sees the canary gone and rewrites everything.
+    await iptables(target, ['-t', 'nat', '-F']);
+    await iptables(target, ['-t', 'nat', '-X']);
+    synced = daemon.nextSync();
+    daemon.runner.run();
+    await synced;
+    t.true(daemon.lastOutcome!.full);
+    t.regex(await nat(), /10\.244\.1\.12:8080/);
+    t.regex(await nat(), /-A PREROUTING .*-j KUBE-SERVICES/);
+
+    // A foreign rule holds a reference to an endpoint chain, so deleting it fails: the restore
+    // fails, the failure is counted, and after the reference is gone a full sync converges.
+    const sep = /:(KUBE-SEP-\S+)/.exec((await nat()).split('\n').filter((l) => l.includes('10.244.1.12:8080'))[0]!.replace(/^-A (\S+).*/, ':$1'))![1]!;
+    await iptables(target, ['-t', 'nat', '-A', 'OUTPUT', '-d', '10.99.99.99/32', '-j', sep]);
+    source.set(cluster(['10.244.1.11']));
+    for (let i = 0; i < 200 && (await daemon.metrics.restoreFailures.get()).values[0]!.value === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    t.true((await daemon.metrics.restoreFailures.get()).values[0]!.value >= 1);
+    await iptables(target, ['-t', 'nat', '-D', 'OUTPUT', '-d', '10.99.99.99/32', '-j', sep]);
+    for (let i = 0; i < 200 && /10\.244\.1\.12:8080/.test(await nat()); i++) await new Promise((r) => setTimeout(r, 50));
+    t.notRegex(await nat(), /10\.244\.1\.12:8080/);
+    t.notRegex(await nat(), new RegExp(`:${sep} `));
+    t.true(daemon.lastOutcome!.full);
+  });
+}
