@@ -7,7 +7,7 @@ import type { Logger } from '../util/log.ts';
 import type { Watcher } from 'etcd3';
 import { formatCidr } from '../subnet/cidr.ts';
 import { type NetworkConfig } from '../subnet/config.ts';
-import { type EtcdConnectOptions, SubnetRegistry, SUBNET_TTL_SECONDS } from '../subnet/etcd-registry.ts';
+import { type EtcdConnectOptions, type LeaseList, SubnetRegistry, SUBNET_TTL_SECONDS } from '../subnet/etcd-registry.ts';
 import { type Lease, type LeaseAttrs, describeLease } from '../subnet/lease.ts';
 import { acquireLease, OutOfSubnetsError } from '../subnet/acquire.ts';
 import { readPreviousSubnet, writeSubnetEnv, assertSubnetFilePath } from '../subnet/subnet-env.ts';
@@ -117,6 +117,10 @@ export class Agent {
     }, (err) => (err instanceof OutOfSubnetsError ? 30_000 : undefined));
     if (this.stopped) return;
 
+    // Never reconcile against an empty peer set: that would remove every peer's entries on a
+    // restart until the watch caught up.
+    await this.retry('list leases', async () => this.replacePeers(await this.registry.listLeases()));
+    if (this.stopped) return;
     await this.reconcileNow();
     await this.ensureMasqAndEnv(prepared.mtu);
     const tick = setInterval(() => {
@@ -221,8 +225,7 @@ export class Agent {
     while (!this.stopped) {
       try {
         const list = await this.registry.listLeases();
-        for (const bad of list.invalid) this.log.warn(bad, 'ignoring malformed lease');
-        this.peers = new Map(list.leases.map((l) => [l.key, l]));
+        this.replacePeers(list);
         this.etcdUp = true;
         this.metrics.etcdReachable.set(1);
         backoff = 100;
@@ -244,6 +247,11 @@ export class Agent {
       await this.sleepUnlessStopped(backoff);
       backoff = Math.min(backoff * 2, 5000);
     }
+  }
+
+  private replacePeers(list: LeaseList): void {
+    for (const bad of list.invalid) this.log.warn(bad, 'ignoring malformed lease');
+    this.peers = new Map(list.leases.map((l) => [l.key, l]));
   }
 
   private async watchOnce(fromRevision: string): Promise<string> {

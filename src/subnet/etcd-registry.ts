@@ -48,7 +48,8 @@ export function parseEndpoints(text: string): string[] {
 export function etcdClientOptions(o: EtcdConnectOptions): IOptions {
   const opts: IOptions = { hosts: o.endpoints, dialTimeout: 5000 };
   const timeout = o.callTimeoutMs ?? 5000;
-  opts.defaultCallOptions = () => ({ deadline: Date.now() + timeout });
+  // Streams (the lease watch) live for hours; only unary calls get a deadline.
+  opts.defaultCallOptions = (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout });
   if (o.caFile || o.certFile || o.keyFile) {
     if (!o.caFile) throw new Error('--etcd-cafile is required for TLS');
     if (!!o.certFile !== !!o.keyFile) throw new Error('--etcd-certfile and --etcd-keyfile must be given together');

@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertNetnsName } from '../../src/kernel/netns.ts';
+import { run } from '../../src/kernel/exec.ts';
 
 export interface EtcdOptions {
   /** Run etcd inside this named network namespace (it must already exist). */
@@ -35,6 +36,26 @@ export interface EtcdServer {
   start(): Promise<void>;
   /** Stops and removes the data dir (also run by teardown). */
   dispose(): Promise<void>;
+  /**
+   * Calls etcd's v3 JSON gateway (e.g. "kv/put"), from inside the namespace when etcd runs in
+   * one (the test process cannot reach a namespace's addresses directly).
+   */
+  v3(path: string, body: object): Promise<Record<string, unknown>>;
+  put(key: string, value: string): Promise<void>;
+  get(key: string): Promise<string | null>;
+  /** Keys under a prefix with their values and etcd lease ids ("0": no lease). */
+  list(prefix: string): Promise<{ key: string; value: string; lease: string }[]>;
+  del(key: string): Promise<void>;
+}
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const unb64 = (s: unknown) => Buffer.from(String(s ?? ''), 'base64').toString();
+
+/** The end of a prefix range, as etcd defines it: the prefix with its last byte incremented. */
+function prefixEnd(prefix: string): string {
+  const b = Buffer.from(prefix);
+  b[b.length - 1] = b[b.length - 1]! + 1;
+  return b.toString('base64');
 }
 
 async function freeLoopbackPort(): Promise<number> {
@@ -127,6 +148,31 @@ export async function startEtcd(t: ExecutionContext | null, opts: EtcdOptions = 
     rmSync(dataDir, { recursive: true, force: true });
   };
 
+  const v3 = async (path: string, body: object): Promise<Record<string, unknown>> => {
+    if (!/^[a-z]+\/[a-z]+$/.test(path)) throw new Error(`invalid etcd v3 path ${path}`);
+    const url = `${clientUrl}/v3/${path}`;
+    const text = JSON.stringify(body);
+    if (!opts.netns) {
+      const res = await fetch(url, { method: 'POST', body: text });
+      if (!res.ok) throw new Error(`etcd ${path}: HTTP ${res.status} ${await res.text()}`);
+      return (await res.json()) as Record<string, unknown>;
+    }
+    const { stdout } = await run('ip', ['netns', 'exec', opts.netns, 'curl', '-sS', '--fail-with-body', '-X', 'POST', '--data-binary', '@-', url], { input: text });
+    return JSON.parse(stdout) as Record<string, unknown>;
+  };
+  const put = async (key: string, value: string) => { await v3('kv/put', { key: b64(key), value: b64(value) }); };
+  const list = async (prefix: string) => {
+    const res = await v3('kv/range', { key: b64(prefix), range_end: prefixEnd(prefix) });
+    const kvs = (res.kvs ?? []) as { key: string; value?: string; lease?: string }[];
+    return kvs.map((kv) => ({ key: unb64(kv.key), value: unb64(kv.value), lease: String(kv.lease ?? '0') }));
+  };
+  const get = async (key: string) => {
+    const res = await v3('kv/range', { key: b64(key) });
+    const kvs = (res.kvs ?? []) as { value?: string }[];
+    return kvs.length ? unb64(kvs[0]!.value) : null;
+  };
+  const del = async (key: string) => { await v3('kv/deleterange', { key: b64(key) }); };
+
   if (t) t.teardown(dispose);
   try {
     await start();
@@ -134,5 +180,5 @@ export async function startEtcd(t: ExecutionContext | null, opts: EtcdOptions = 
     await dispose();
     throw err;
   }
-  return { endpoint: clientUrl, host, clientPort, peerPort, dataDir, stop, start, dispose };
+  return { endpoint: clientUrl, host, clientPort, peerPort, dataDir, stop, start, dispose, v3, put, get, list, del };
 }

@@ -110,3 +110,14 @@ test('etcd helper: stop and start keep data and port', async (t) => {
   t.teardown(() => again.close());
   t.is(await again.get('/k').string(), 'v');
 });
+
+test('etcd helper: v3 JSON gateway put/get/list/del', async (t) => {
+  const { etcd } = await setup(t);
+  await etcd.put('/p/a', '1');
+  await etcd.put('/p/b', '2');
+  await etcd.put('/q', '3');
+  t.is(await etcd.get('/p/a'), '1');
+  t.deepEqual((await etcd.list('/p/')).map((kv) => `${kv.key}=${kv.value}:${kv.lease}`), ['/p/a=1:0', '/p/b=2:0']);
+  await etcd.del('/p/a');
+  t.is(await etcd.get('/p/a'), null);
+});

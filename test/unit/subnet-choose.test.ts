@@ -2,7 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { chooseSubnet, freeSubnets } from '../../src/subnet/choose.ts';
 import { parseNetworkConfig } from '../../src/subnet/config.ts';
-import { formatCidr, overlaps, parseCidr } from '../../src/subnet/cidr.ts';
+import { type Cidr, formatCidr, overlaps, parseCidr } from '../../src/subnet/cidr.ts';
 import type { Lease } from '../../src/subnet/lease.ts';
 import { makeSubnetKey } from '../../src/subnet/lease.ts';
 
@@ -38,9 +38,9 @@ test('then the subnet from the subnet file, if nobody holds it', (t) => {
 test('otherwise a random pick among the first 100 free subnets; reservations count as taken', (t) => {
   const leases = [lease('10.5.1.0/24', '192.168.50.3', '0'), lease('10.5.2.0/24', '192.168.50.4')];
   const first = chooseSubnet({ range, leases, publicIP: '192.168.50.2', previous: null, random: () => 0 }).choice;
-  t.is(formatCidr((first as { subnet: never }).subnet), '10.5.3.0/24');
+  t.is(formatCidr((first as { subnet: Cidr }).subnet), '10.5.3.0/24');
   const last = chooseSubnet({ range, leases, publicIP: '192.168.50.2', previous: null, random: () => 0.9999 }).choice;
-  t.is(formatCidr((last as { subnet: never }).subnet), '10.5.102.0/24');
+  t.is(formatCidr((last as { subnet: Cidr }).subnet), '10.5.102.0/24');
 });
 
 test('out of subnets when every subnet in Min..Max is held', (t) => {
