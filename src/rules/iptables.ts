@@ -3,7 +3,7 @@
 // people read is exactly what the kernel gets. The structure follows what kube-proxy writes for
 // one sync: the filter table in full, then the nat table with the always-written chains and the
 // chains of every service (full sync) or of changed services only (partial sync).
-import { buildServiceModel, type EndpointInfo, type ServicePortInfo } from './model.ts';
+import { buildServiceModel, portFingerprint, type EndpointInfo, type ServicePortInfo } from './model.ts';
 import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
 import type { LocalDetector, ProxySettings, RenderRequest, RenderResult } from './types.ts';
@@ -207,6 +207,158 @@ export function masqueradeMark(bit: number): string {
   return `0x${((1 << bit) >>> 0).toString(16)}`;
 }
 
+/** Everything one service port contributes to a sync, per destination. */
+interface PortOutput {
+  filter: TableBuffer;
+  /** Rules in KUBE-SERVICES and KUBE-NODEPORTS (written in every sync). */
+  natTop: TableBuffer;
+  /** The port's own chains (SVC, SVL, EXT, FW, SEP) and their rules. */
+  own: TableBuffer;
+  noLocalInternal: boolean;
+  noLocalExternal: boolean;
+}
+
+interface PortContext {
+  settings: ProxySettings;
+  detector: LocalDetector;
+  localhostNodePorts: boolean;
+  isIPv6: boolean;
+  svcComment: (c: string) => string[];
+}
+
+function renderServicePort(s: ServicePortInfo, ctx: PortContext): PortOutput {
+  const { settings, detector, localhostNodePorts, isIPv6, svcComment } = ctx;
+  const po: PortOutput = { filter: new TableBuffer(), natTop: new TableBuffer(), own: new TableBuffer(), noLocalInternal: false, noLocalExternal: false };
+  const proto = s.protocol;
+  const name = s.portName;
+  const port = String(s.port);
+  const plan = planServicePort(s);
+  const { clusterEps, localEps, allReachable, hasEndpoints, hasInternal, hasExternal, usesFW } = plan;
+  const { internalChain, externalPolicyChain, lbChain } = plan;
+  const clusterChain = s.chains.cluster;
+  const localChain = s.chains.local;
+  const extChain = s.chains.external;
+  const usesExtChain = hasEndpoints && externallyAccessible(s);
+  const internalTarget = plan.internalFilter?.target ?? '';
+  const internalComment = plan.internalFilter ? q(plan.internalFilter.reason) : '';
+  const externalTarget = plan.externalFilter?.target ?? '';
+  const externalComment = plan.externalFilter ? q(plan.externalFilter.reason) : '';
+  po.noLocalInternal = hasEndpoints && !hasInternal;
+  po.noLocalExternal = hasEndpoints && !hasExternal;
+
+  // Cluster IP.
+  if (hasInternal) {
+    po.natTop.rule(KUBE_SERVICES, '-m', 'comment', '--comment', q(`${name} cluster IP`), '-m', proto, '-p', proto, '-d', s.clusterIP, '--dport', port, '-j', internalChain);
+  } else {
+    po.filter.rule(KUBE_SERVICES, '-m', 'comment', '--comment', internalComment, '-m', proto, '-p', proto, '-d', s.clusterIP, '--dport', port, '-j', internalTarget);
+  }
+  // External IPs.
+  for (const ip of s.externalIPs) {
+    if (hasEndpoints) {
+      po.natTop.rule(KUBE_SERVICES, '-m', 'comment', '--comment', q(`${name} external IP`), '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', extChain);
+    }
+    if (!hasExternal) {
+      po.filter.rule(KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', externalTarget);
+    }
+  }
+  // Load balancer ingress IPs.
+  for (const ip of s.loadBalancerVIPs) {
+    if (hasEndpoints) {
+      po.natTop.rule(KUBE_SERVICES, '-m', 'comment', '--comment', q(`${name} loadbalancer IP`), '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', lbChain);
+    }
+    if (usesFW) {
+      po.filter.rule(KUBE_PROXY_FIREWALL, '-m', 'comment', '--comment', q(`${name} traffic not accepted by ${s.chains.firewall}`), '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', 'DROP');
+    }
+  }
+  if (!hasExternal) {
+    for (const ip of s.loadBalancerVIPs) {
+      po.filter.rule(KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', externalTarget);
+    }
+  }
+  // Node ports.
+  if (s.nodePort !== 0) {
+    const np = String(s.nodePort);
+    if (hasEndpoints) {
+      if (localhostNodePorts && settings.nfacctCounters) {
+        po.natTop.rule(KUBE_NODEPORTS, '-m', 'comment', '--comment', name, '-m', proto, '-p', proto, '-d', '127.0.0.0/8', '--dport', np,
+          '-m', 'nfacct', '--nfacct-name', NFACCT_LOCALHOST_NODEPORTS, '-j', extChain);
+      }
+      po.natTop.rule(KUBE_NODEPORTS, '-m', 'comment', '--comment', name, '-m', proto, '-p', proto, '--dport', np, '-j', extChain);
+    }
+    if (!hasExternal) {
+      po.filter.rule(KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', 'addrtype', '--dst-type', 'LOCAL', '-m', proto, '-p', proto, '--dport', np, '-j', externalTarget);
+    }
+  }
+  // Health check node port: always accepted, whether or not there are local endpoints.
+  if (s.healthCheckNodePort !== 0) {
+    po.filter.rule(KUBE_NODEPORTS, '-m', 'comment', '--comment', q(`${name} health check node port`), '-m', 'tcp', '-p', 'tcp', '--dport', String(s.healthCheckNodePort), '-j', 'ACCEPT');
+  }
+
+  const out = po.own;
+
+  if (hasInternal) {
+    const args = ['-m', 'comment', '--comment', q(`${name} cluster IP`), '-m', proto, '-p', proto, '-d', s.clusterIP, '--dport', port];
+    if (settings.masqueradeAll) out.rule(internalChain, ...args, '-j', KUBE_MARK_MASQ);
+    else if (detector.mode !== 'None') out.rule(internalChain, ...args, ...ifNotLocal(detector), '-j', KUBE_MARK_MASQ);
+  }
+  // Chains are declared before their rules are written (written below, declared here).
+  const declare = (c: string) => { out.chain(c); };
+  if (usesExtChain) {
+    declare(extChain);
+    if (!s.externalPolicyLocal) {
+      out.rule(extChain, '-m', 'comment', '--comment', q(`masquerade traffic for ${name} external destinations`), '-j', KUBE_MARK_MASQ);
+    } else {
+      if (detector.mode !== 'None') {
+        // Pods reaching an external address are treated as if they came back from outside a
+        // load balancer: no traffic policy applies.
+        out.rule(extChain, '-m', 'comment', '--comment', q(`pod traffic for ${name} external destinations`), ...ifLocal(detector), '-j', clusterChain);
+      }
+      out.rule(extChain, '-m', 'comment', '--comment', q(`masquerade LOCAL traffic for ${name} external destinations`), '-m', 'addrtype', '--src-type', 'LOCAL', '-j', KUBE_MARK_MASQ);
+      out.rule(extChain, '-m', 'comment', '--comment', q(`route LOCAL traffic for ${name} external destinations`), '-m', 'addrtype', '--src-type', 'LOCAL', '-j', clusterChain);
+    }
+    if (hasExternal) out.rule(extChain, '-j', externalPolicyChain);
+  }
+  if (usesFW) {
+    const fw = s.chains.firewall;
+    declare(fw);
+    const fwArgs = ['-m', 'comment', '--comment', q(`${name} loadbalancer IP`)];
+    let allowFromNode = false;
+    const nodeIP = parseIP(settings.nodeIPs.find((ip) => parseIP(ip)?.family === (isIPv6 ? 6 : 4)) ?? '');
+    for (const cidr of s.loadBalancerSourceRanges) {
+      out.rule(fw, ...fwArgs, '-s', cidr, '-j', extChain);
+      if (nodeIP && cidrContains(parseCIDR(cidr)!, nodeIP)) allowFromNode = true;
+    }
+    // A VIP that is local on the node loops back with the VIP as source: allow it when the
+    // node itself is allowed.
+    if (allowFromNode) for (const ip of s.loadBalancerVIPs) out.rule(fw, ...fwArgs, '-s', ip, '-j', extChain);
+    out.rule(fw, '-m', 'comment', '--comment', q(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`));
+  }
+  const toEndpoints = (chain: string, eps: EndpointInfo[]) => {
+    declare(chain);
+    if (s.clientIPAffinity) {
+      for (const ep of eps) {
+        out.rule(chain, ...svcComment(q(`${name} -> ${ep.addr}`)), '-m', 'recent', '--name', ep.chain, '--rcheck', '--seconds', String(s.stickySeconds), '--reap', '-j', ep.chain);
+      }
+    }
+    eps.forEach((ep, i) => {
+      const stat = i < eps.length - 1 ? ['-m', 'statistic', '--mode', 'random', '--probability', probability(eps.length - i)] : [];
+      out.rule(chain, ...svcComment(q(`${name} -> ${ep.addr}`)), ...stat, '-j', ep.chain);
+    });
+  };
+  if (plan.usesClusterChain) toEndpoints(clusterChain, clusterEps);
+  if (plan.usesLocalChain) toEndpoints(localChain, localEps);
+  for (const ep of allReachable) {
+    declare(ep.chain);
+    const base = svcComment(name);
+    out.rule(ep.chain, ...base, '-s', ep.ip, '-j', KUBE_MARK_MASQ);
+    const aff = s.clientIPAffinity ? ['-m', 'recent', '--name', ep.chain, '--set'] : [];
+    out.rule(ep.chain, ...base, ...aff, '-m', proto, '-p', proto, '-j', 'DNAT', '--to-destination', ep.addr);
+  }
+  return po;
+}
+
+const portCache: { key: string; map: Map<string, PortOutput> } = { key: '', map: new Map() };
+
 export function renderIptables(req: RenderRequest): RenderResult {
   const { settings } = req;
   const model = buildServiceModel(req.cluster, settings);
@@ -220,8 +372,7 @@ export function renderIptables(req: RenderRequest): RenderResult {
 
   const filter = new TableBuffer();
   const nat = new TableBuffer();
-  // A partial sync still renders unchanged services (to count their rules), into this buffer.
-  const skipped = new TableBuffer();
+  let skippedRules = 0;
 
   for (const c of [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL]) filter.chain(c);
   for (const c of [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ]) nat.chains.push(c);
@@ -248,134 +399,35 @@ export function renderIptables(req: RenderRequest): RenderResult {
   let noLocalInternal = 0;
   let noLocalExternal = 0;
 
+  // Rendering a port is a pure function of its fingerprint and the settings, so a proxy that
+  // re-renders an unchanged cluster reuses the previous output instead of rebuilding ~10 rules
+  // per endpoint.
+  const ctx: PortContext = { settings, detector, localhostNodePorts, isIPv6, svcComment };
+  const ctxKey = `${JSON.stringify(settings)}|${largeCluster}`;
+  if (portCache.key !== ctxKey || portCache.map.size > 4 * model.ports.length + 1000) {
+    portCache.key = ctxKey;
+    portCache.map = new Map();
+  }
+  const nextCache = new Map<string, PortOutput>();
   for (const s of model.ports) {
-    const proto = s.protocol;
-    const name = s.portName;
-    const port = String(s.port);
-    const plan = planServicePort(s);
-    const { clusterEps, localEps, allReachable, hasEndpoints, hasInternal, hasExternal, usesFW } = plan;
-    const { internalChain, externalPolicyChain, lbChain } = plan;
-    const clusterChain = s.chains.cluster;
-    const localChain = s.chains.local;
-    const extChain = s.chains.external;
-    const usesExtChain = hasEndpoints && externallyAccessible(s);
-    const internalTarget = plan.internalFilter?.target ?? '';
-    const internalComment = plan.internalFilter ? q(plan.internalFilter.reason) : '';
-    const externalTarget = plan.externalFilter?.target ?? '';
-    const externalComment = plan.externalFilter ? q(plan.externalFilter.reason) : '';
-    if (hasEndpoints && !hasInternal) noLocalInternal++;
-    if (hasEndpoints && !hasExternal) noLocalExternal++;
-
-    // Cluster IP.
-    if (hasInternal) {
-      nat.rule(KUBE_SERVICES, '-m', 'comment', '--comment', q(`${name} cluster IP`), '-m', proto, '-p', proto, '-d', s.clusterIP, '--dport', port, '-j', internalChain);
+    const fp = portFingerprint(s);
+    let po = portCache.map.get(fp);
+    if (!po) po = renderServicePort(s, ctx);
+    nextCache.set(fp, po);
+    if (po.noLocalInternal) noLocalInternal++;
+    if (po.noLocalExternal) noLocalExternal++;
+    filter.rules.push(...po.filter.rules);
+    nat.rules.push(...po.natTop.rules);
+    for (const c of po.own.chains) active.add(c);
+    if (partial && !changed!.has(s.service)) {
+      // Left out of a partial sync, but still counted (kube-proxy's metrics do the same).
+      skippedRules += po.own.rules.length;
     } else {
-      filter.rule(KUBE_SERVICES, '-m', 'comment', '--comment', internalComment, '-m', proto, '-p', proto, '-d', s.clusterIP, '--dport', port, '-j', internalTarget);
-    }
-    // External IPs.
-    for (const ip of s.externalIPs) {
-      if (hasEndpoints) {
-        nat.rule(KUBE_SERVICES, '-m', 'comment', '--comment', q(`${name} external IP`), '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', extChain);
-      }
-      if (!hasExternal) {
-        filter.rule(KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', externalTarget);
-      }
-    }
-    // Load balancer ingress IPs.
-    for (const ip of s.loadBalancerVIPs) {
-      if (hasEndpoints) {
-        nat.rule(KUBE_SERVICES, '-m', 'comment', '--comment', q(`${name} loadbalancer IP`), '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', lbChain);
-      }
-      if (usesFW) {
-        filter.rule(KUBE_PROXY_FIREWALL, '-m', 'comment', '--comment', q(`${name} traffic not accepted by ${s.chains.firewall}`), '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', 'DROP');
-      }
-    }
-    if (!hasExternal) {
-      for (const ip of s.loadBalancerVIPs) {
-        filter.rule(KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', proto, '-p', proto, '-d', ip, '--dport', port, '-j', externalTarget);
-      }
-    }
-    // Node ports.
-    if (s.nodePort !== 0) {
-      const np = String(s.nodePort);
-      if (hasEndpoints) {
-        if (localhostNodePorts && settings.nfacctCounters) {
-          nat.rule(KUBE_NODEPORTS, '-m', 'comment', '--comment', name, '-m', proto, '-p', proto, '-d', '127.0.0.0/8', '--dport', np,
-            '-m', 'nfacct', '--nfacct-name', NFACCT_LOCALHOST_NODEPORTS, '-j', extChain);
-        }
-        nat.rule(KUBE_NODEPORTS, '-m', 'comment', '--comment', name, '-m', proto, '-p', proto, '--dport', np, '-j', extChain);
-      }
-      if (!hasExternal) {
-        filter.rule(KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', 'addrtype', '--dst-type', 'LOCAL', '-m', proto, '-p', proto, '--dport', np, '-j', externalTarget);
-      }
-    }
-    // Health check node port: always accepted, whether or not there are local endpoints.
-    if (s.healthCheckNodePort !== 0) {
-      filter.rule(KUBE_NODEPORTS, '-m', 'comment', '--comment', q(`${name} health check node port`), '-m', 'tcp', '-p', 'tcp', '--dport', String(s.healthCheckNodePort), '-j', 'ACCEPT');
-    }
-
-    // Per-service chains: left out of a partial sync when the service did not change.
-    const out = partial && !changed!.has(s.service) ? skipped : nat;
-
-    if (hasInternal) {
-      const args = ['-m', 'comment', '--comment', q(`${name} cluster IP`), '-m', proto, '-p', proto, '-d', s.clusterIP, '--dport', port];
-      if (settings.masqueradeAll) out.rule(internalChain, ...args, '-j', KUBE_MARK_MASQ);
-      else if (detector.mode !== 'None') out.rule(internalChain, ...args, ...ifNotLocal(detector), '-j', KUBE_MARK_MASQ);
-    }
-    // Chains are declared before their rules are written (written below, declared here).
-    const declare = (c: string) => { out.chain(c); active.add(c); };
-    if (usesExtChain) {
-      declare(extChain);
-      if (!s.externalPolicyLocal) {
-        out.rule(extChain, '-m', 'comment', '--comment', q(`masquerade traffic for ${name} external destinations`), '-j', KUBE_MARK_MASQ);
-      } else {
-        if (detector.mode !== 'None') {
-          // Pods reaching an external address are treated as if they came back from outside a
-          // load balancer: no traffic policy applies.
-          out.rule(extChain, '-m', 'comment', '--comment', q(`pod traffic for ${name} external destinations`), ...ifLocal(detector), '-j', clusterChain);
-        }
-        out.rule(extChain, '-m', 'comment', '--comment', q(`masquerade LOCAL traffic for ${name} external destinations`), '-m', 'addrtype', '--src-type', 'LOCAL', '-j', KUBE_MARK_MASQ);
-        out.rule(extChain, '-m', 'comment', '--comment', q(`route LOCAL traffic for ${name} external destinations`), '-m', 'addrtype', '--src-type', 'LOCAL', '-j', clusterChain);
-      }
-      if (hasExternal) out.rule(extChain, '-j', externalPolicyChain);
-    }
-    if (usesFW) {
-      const fw = s.chains.firewall;
-      declare(fw);
-      const fwArgs = ['-m', 'comment', '--comment', q(`${name} loadbalancer IP`)];
-      let allowFromNode = false;
-      const nodeIP = parseIP(settings.nodeIPs.find((ip) => parseIP(ip)?.family === (isIPv6 ? 6 : 4)) ?? '');
-      for (const cidr of s.loadBalancerSourceRanges) {
-        out.rule(fw, ...fwArgs, '-s', cidr, '-j', extChain);
-        if (nodeIP && cidrContains(parseCIDR(cidr)!, nodeIP)) allowFromNode = true;
-      }
-      // A VIP that is local on the node loops back with the VIP as source: allow it when the
-      // node itself is allowed.
-      if (allowFromNode) for (const ip of s.loadBalancerVIPs) out.rule(fw, ...fwArgs, '-s', ip, '-j', extChain);
-      out.rule(fw, '-m', 'comment', '--comment', q(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`));
-    }
-    const toEndpoints = (chain: string, eps: EndpointInfo[]) => {
-      declare(chain);
-      if (s.clientIPAffinity) {
-        for (const ep of eps) {
-          out.rule(chain, ...svcComment(q(`${name} -> ${ep.addr}`)), '-m', 'recent', '--name', ep.chain, '--rcheck', '--seconds', String(s.stickySeconds), '--reap', '-j', ep.chain);
-        }
-      }
-      eps.forEach((ep, i) => {
-        const stat = i < eps.length - 1 ? ['-m', 'statistic', '--mode', 'random', '--probability', probability(eps.length - i)] : [];
-        out.rule(chain, ...svcComment(q(`${name} -> ${ep.addr}`)), ...stat, '-j', ep.chain);
-      });
-    };
-    if (plan.usesClusterChain) toEndpoints(clusterChain, clusterEps);
-    if (plan.usesLocalChain) toEndpoints(localChain, localEps);
-    for (const ep of allReachable) {
-      declare(ep.chain);
-      const base = svcComment(name);
-      out.rule(ep.chain, ...base, '-s', ep.ip, '-j', KUBE_MARK_MASQ);
-      const aff = s.clientIPAffinity ? ['-m', 'recent', '--name', ep.chain, '--set'] : [];
-      out.rule(ep.chain, ...base, ...aff, '-m', proto, '-p', proto, '-j', 'DNAT', '--to-destination', ep.addr);
+      nat.chains.push(...po.own.chains);
+      nat.rules.push(...po.own.rules);
     }
   }
+  portCache.map = nextCache;
 
   // Stale service chains: declared (which flushes them) and deleted.
   const existing = partial?.previous ?? req.existing;
@@ -421,7 +473,7 @@ export function renderIptables(req: RenderRequest): RenderResult {
     text: parts.join('\n') + '\n',
     state: { natChains: [...active].sort() },
     rulesWritten: { filter: filter.rules.length, nat: natWritten },
-    rulesTotal: { filter: filter.rules.length, nat: natWritten + skipped.rules.length },
+    rulesTotal: { filter: filter.rules.length, nat: natWritten + skippedRules },
     warnings: model.warnings,
     noLocalEndpoints: { internal: noLocalInternal, external: noLocalExternal },
   };

@@ -227,7 +227,7 @@ function sliceView(slice: EndpointSlice, settings: ProxySettings): SliceView | n
 }
 
 /** Everything about a port that changes its rules, as one string (cheaper than JSON at 10k services). */
-function fingerprint(p: ServicePortInfo): string {
+export function portFingerprint(p: ServicePortInfo): string {
   const eps = p.endpoints.map((e) => `${e.addr}${e.isLocal ? 'L' : ''}${e.ready ? 'R' : ''}${e.serving ? 'S' : ''}${e.terminating ? 'T' : ''}`).join(',');
   return [p.portName, p.protocol, p.clusterIP, p.port, p.nodePort, p.externalIPs.join(','), p.loadBalancerVIPs.join(','),
     p.loadBalancerSourceRanges.join(','), p.clientIPAffinity ? p.stickySeconds : '-', p.internalPolicyLocal ? 'IL' : '', p.externalPolicyLocal ? 'EL' : '',
@@ -317,7 +317,7 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
       parts.push(info);
       ports.push(info);
     }
-    fingerprints.set(name, parts.map(fingerprint).join('|'));
+    fingerprints.set(name, parts.map(portFingerprint).join('|'));
   }
   // Endpoints without a Service still count as a change when they come or go.
   for (const key of byPort.keys()) {
