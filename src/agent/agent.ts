@@ -244,6 +244,9 @@ export class Agent {
       }
       this.etcdUp = false;
       this.metrics.etcdReachable.set(0);
+      // After an outage the lease's fate is uncertain (expired? etcd restored from a backup?):
+      // renew as soon as etcd answers again.
+      this.renewDue = true;
       await this.sleepUnlessStopped(backoff);
       backoff = Math.min(backoff * 2, 5000);
     }

@@ -95,11 +95,13 @@ async function addPod(t: ExecutionContext, n: Node): Promise<void> {
   const env = subnetEnv(n);
   const gw = env.get('FLANNEL_SUBNET')!; // e.g. 10.5.7.1/24
   const mtu = env.get('FLANNEL_MTU')!;
-  const podIP = gw.replace(/\.1\/(\d+)$/, '.2');
+  const [gwIP, len] = gw.split('/') as [string, string];
+  const octets = gwIP.split('.');
+  const podIP = [...octets.slice(0, 3), String(Number(octets[3]) + 1)].join('.');
   const pod = await testNetns(t, 'knt-a');
   await ipBatch(n.ns, ['link add cni0 type bridge', `addr add ${gw} dev cni0`, 'link set cni0 up',
     `link add vpod type veth peer name eth0 netns ${pod}`, 'link set vpod master cni0 up']);
-  await ipBatch(pod, [`addr add ${podIP}/${gw.split('/')[1]} dev eth0`, `link set eth0 mtu ${mtu} up`, `route add default via ${gw.split('/')[0]}`]);
+  await ipBatch(pod, [`addr add ${podIP}/${len} dev eth0`, `link set eth0 mtu ${mtu} up`, `route add default via ${gwIP}`]);
   n.pod = pod;
   n.podIP = podIP;
 }
@@ -234,7 +236,7 @@ rootTest('three nodes: pods reach each other; restart, lease deletion, hand edit
   t.true(await ping(b.pod!, a.podIP!));
 
   // Hand-delete a route and an FDB entry on A: the next periodic reconcile restores them.
-  const cSubnet = subnetEnv(cc).get('FLANNEL_SUBNET')!.replace(/\.1\//, '.0/');
+  const cSubnet = subnetEnv(cc).get('FLANNEL_SUBNET')!.replace(/\.1\/24$/, '.0/24');
   const cFdb = before.state.fdb.find((f) => f.dst === cc.ip)!;
   await ipBatch(a.ns, [`route del ${cSubnet}`]);
   await run('bridge', ['-n', a.ns, 'fdb', 'del', cFdb.mac, 'dev', 'flannel.1', 'dst', cc.ip, 'self']);
