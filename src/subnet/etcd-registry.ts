@@ -120,12 +120,13 @@ export class SubnetRegistry {
     return out;
   }
 
-  private async grant(ttlSeconds: number): Promise<string> {
+  /** Grants an etcd lease; callers may grant ahead (in parallel with a list) and pass the id in. */
+  async grant(ttlSeconds: number): Promise<string> {
     const res = await this.client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 });
     return String(res.ID);
   }
 
-  private async revoke(id: string): Promise<void> {
+  async revoke(id: string): Promise<void> {
     await this.client.leaseClient.leaseRevoke({ ID: id }).catch(() => undefined);
   }
 
@@ -133,16 +134,16 @@ export class SubnetRegistry {
    * Creates the lease key only if it does not exist (Version == 0). Returns null when another
    * node won the race for this subnet.
    */
-  async createLease(subnet: Cidr, attrs: LeaseAttrs, ttlSeconds = SUBNET_TTL_SECONDS): Promise<Lease | null> {
+  async createLease(subnet: Cidr, attrs: LeaseAttrs, ttlSeconds = SUBNET_TTL_SECONDS, granted?: { id: string; at: number }): Promise<Lease | null> {
     const key = this.leaseKey(subnet);
-    const id = await this.grant(ttlSeconds);
-    const started = Date.now();
+    const started = granted?.at ?? Date.now();
+    const id = granted?.id ?? (await this.grant(ttlSeconds));
     const res = await this.client
       .if(key, 'Version', '==', 0)
       .then(this.client.put(key).value(formatLeaseAttrs(attrs)).lease(id))
       .commit();
     if (!res.succeeded) {
-      await this.revoke(id);
+      if (!granted) await this.revoke(id); // a caller's pre-granted lease stays theirs to retry with
       return null;
     }
     return { key: makeSubnetKey(subnet), subnet, ipv6Subnet: null, attrs, etcdLease: id, expiresAt: started + ttlSeconds * 1000 };
@@ -152,7 +153,7 @@ export class SubnetRegistry {
    * Renews by putting the key again on a fresh etcd lease (the old one simply expires, as in
    * flannel). A reservation stays lease-less. Fails if another node now holds the subnet.
    */
-  async renewLease(lease: Lease, attrs: LeaseAttrs, ttlSeconds = SUBNET_TTL_SECONDS): Promise<Lease> {
+  async renewLease(lease: Lease, attrs: LeaseAttrs, ttlSeconds = SUBNET_TTL_SECONDS, granted?: { id: string; at: number }): Promise<Lease> {
     const key = this.subnetsPrefix + lease.key;
     const current = await this.client.get(key).exec();
     const kv = current.kvs[0];
@@ -163,11 +164,12 @@ export class SubnetRegistry {
       }
       if (String(kv.lease) === '0') {
         if (kv.value.toString() !== formatLeaseAttrs(attrs)) await this.client.put(key).value(formatLeaseAttrs(attrs)).exec();
+        if (granted) await this.revoke(granted.id);
         return { ...lease, attrs, etcdLease: '0', expiresAt: null };
       }
     }
-    const id = await this.grant(ttlSeconds);
-    const started = Date.now();
+    const started = granted?.at ?? Date.now();
+    const id = granted?.id ?? (await this.grant(ttlSeconds));
     // Guard against the key appearing for someone else between our read and this write.
     const guard = kv ? this.client.if(key, 'Mod', '==', Number(kv.mod_revision)) : this.client.if(key, 'Version', '==', 0);
     const res = await guard.then(this.client.put(key).value(formatLeaseAttrs(attrs)).lease(id)).commit();
