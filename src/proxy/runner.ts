@@ -72,7 +72,7 @@ export class SyncRunner {
 
   /** Resolves when no sync is running or pending (tests, shutdown). */
   whenIdle(): Promise<void> {
-    if (!this.running && !this.pending) return Promise.resolve();
+    if (!this.running && (this.stopped || !this.pending)) return Promise.resolve();
     return new Promise((r) => this.idle.push(r));
   }
 
@@ -130,7 +130,7 @@ export class SyncRunner {
     } finally {
       this.running = false;
     }
-    if (!this.pending) for (const r of this.idle.splice(0)) r();
+    if (!this.pending || this.stopped) for (const r of this.idle.splice(0)) r();
     this.tick();
   }
 }

@@ -16,10 +16,13 @@ import { run } from '../../src/kernel/exec.ts';
 import type { IptablesBackend } from '../../src/kernel/iptables.ts';
 import { ManifestDirSource } from '../../src/k8s/manifest-dir.ts';
 import { ProxyDaemon } from '../../src/proxy/daemon.ts';
+import { iptablesSave } from '../../src/kernel/iptables.ts';
+import type { ChildProcess } from 'node:child_process';
 import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 
-const rootTest = isRoot ? test : test.skip;
+// Serial: four topologies with their node processes at once starve 2 CPUs and make TCP time out.
+const rootTest = isRoot ? test.serial : test.skip;
 const log = pino({ level: process.env.KNET_TEST_LOG ?? 'silent' });
 const env = { ...process.env };
 delete env.NODE_EXTRA_CA_CERTS; // makes every node start ~50 ms slower
@@ -54,9 +57,24 @@ const udp = () => new Promise((res) => {
   s.on('error', (e) => { clearTimeout(t); res('ERR ' + e.code); });
   s.bind(Number(src || 0), () => s.send('ping', Number(port), host));
 });
-const out = [];
-for (let i = 0; i < Number(count); i++) out.push(await (mode === 'udp' ? udp() : tcp()));
-process.stdout.write(JSON.stringify(out));
+if (mode === 'loop') {
+  // New TCP connections back to back until SIGTERM; then the tally.
+  const tally = { ok: 0, fail: 0, errors: [] }; let stop = false;
+  process.on('SIGTERM', () => { stop = true; });
+  while (!stop) {
+    const r = await tcp();
+    if (r.startsWith('ERR')) { tally.fail++; if (tally.errors.length < 20) tally.errors.push(Date.now() + ' ' + r); } else tally.ok++;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  process.stdout.write(JSON.stringify(tally));
+} else if (mode === 'http') {
+  const r = await fetch('http://' + host + ':' + port + count);
+  process.stdout.write(JSON.stringify([String(r.status), await r.text()]));
+} else {
+  const out = [];
+  for (let i = 0; i < Number(count); i++) out.push(await (mode === 'udp' ? udp() : tcp()));
+  process.stdout.write(JSON.stringify(out));
+}
 `;
 
 export interface Topo {
@@ -220,5 +238,89 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
 
     // The invalid Service did not stop the rest, and the proxy is healthy.
     t.true(proxy.daemon.health.status().healthy);
+  });
+}
+
+/** `knet proxy` as its own process inside the node namespace. */
+function spawnProxy(t: ExecutionContext, topo: Topo, backend: IptablesBackend, extra: string[] = []): { p: ChildProcess; synced: Promise<void>; exited: Promise<number | null> } {
+  const args = ['netns', 'exec', topo.node, process.execPath, '--import', 'tsx', join(process.cwd(), 'src/cli/proxy-main.ts'), 'proxy',
+    '--manifests', topo.manifests, '--config', join(topo.dir, 'kube-proxy.yaml'), '--iptables-backend', backend, '--node-ip', '192.168.77.2',
+    '--hostname-override', NODE, '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249', ...extra];
+  const p = spawn('ip', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => { p.kill('SIGKILL'); });
+  let buf = '';
+  const synced = new Promise<void>((resolve) => {
+    p.stderr!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      if (buf.includes('"msg":"synced"')) resolve();
+      if (buf.length > 100_000) buf = buf.slice(-1000);
+    });
+  });
+  const exited = new Promise<number | null>((r) => p.once('exit', (c, sig) => { if (c !== 0 && process.env.KNT_DEBUG) console.log('proxy exit', c, sig, buf.slice(-2000)); r(c); }));
+  return { p, synced, exited };
+}
+
+for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
+  rootTest(`${backend}: continuity: new TCP connections never fail while endpoints churn 100 times and knet proxy restarts 5 times`, async (t) => {
+    t.timeout(180_000);
+    const topo = await topology(t);
+    writeFileSync(join(topo.dir, 'kube-proxy.yaml'), 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\niptables:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n');
+    // pod1 stays ready throughout; pod2 and pod3 come and go (their servers keep running, so
+    // any failed connection is the proxy's fault).
+    const variants = [[0], [0, 1], [0, 1, 2], [0, 2]];
+    const write = (i: number) => {
+      const eps = variants[i % variants.length]!.map((k) => BACKEND_IPS[k]!);
+      const tmp = join(topo.dir, `.c${i}.json`);
+      writeFileSync(tmp, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [webSvc(), makeSlice('default', 'web', eps, [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }], { nodeName: NODE })] }));
+      renameSync(tmp, join(topo.manifests, 'cluster.json'));
+    };
+    write(2);
+    let proxy = spawnProxy(t, topo, backend);
+    await proxy.synced;
+    const loop = spawn('ip', ['netns', 'exec', topo.client, process.execPath, join(topo.dir, 'client.mjs'), 'loop', '172.30.0.10', '80', '0'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    t.teardown(() => { loop.kill('SIGKILL'); });
+    let out = '';
+    loop.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const loopDone = new Promise((r) => loop.once('exit', r));
+    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 100; i++) {
+      write(i);
+      if (i % 20 === 10) {
+        // Restart a proxy that is up (SIGTERM before node installed its handlers would just kill it).
+        await proxy.synced;
+        proxy.p.kill('SIGTERM');
+        t.is(await proxy.exited, 0);
+        proxy = spawnProxy(t, topo, backend);
+      }
+      await new Promise((r) => setTimeout(r, 80));
+    }
+    // Final state: pod1 only (variant 99 % 4 = 3 -> [0, 2]; write one more).
+    write(100);
+    await proxy.synced;
+    for (let i = 0; i < 100 && /10\.244\.1\.1[23]:8080/.test(await iptablesSave({ backend, netns: topo.node }, 'nat')); i++) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 300));
+    // kill(1) inside the namespace: the client is `ip netns exec` -> exec'd node, same pid.
+    loop.kill('SIGTERM');
+    await loopDone;
+    const tally = JSON.parse(out) as { ok: number; fail: number; errors: string[] };
+    t.is(tally.fail, 0, tally.errors.join('; '));
+    t.true(tally.ok > 200, `only ${tally.ok} connections`);
+    t.notRegex(await iptablesSave({ backend, netns: topo.node }, 'nat'), /10\.244\.1\.1[23]:8080/);
+
+    // Health and metrics of the running process, with kube-proxy's names.
+    const [code, body] = await probe(topo, topo.node, 'http' as 'tcp', '127.0.0.1', 10256, '/healthz' as unknown as number);
+    t.is(code, '200');
+    t.true((JSON.parse(body!) as { nodeEligible: boolean }).nodeEligible);
+    const [, metrics] = await probe(topo, topo.node, 'http' as 'tcp', '127.0.0.1', 10249, '/metrics' as unknown as number);
+    t.regex(metrics!, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds [1-9]/m);
+    t.regex(metrics!, /^kubeproxy_sync_proxy_rules_iptables_total\{table="nat"\} [1-9]/m);
+    t.regex(metrics!, /^kubeproxy_sync_full_proxy_rules_duration_seconds_count 1$/m);
+
+    // `knet proxy --cleanup` removes everything, in both backends.
+    proxy.p.kill('SIGTERM');
+    await proxy.exited;
+    const cleanup = spawnProxy(t, topo, backend, ['--cleanup']);
+    t.is(await cleanup.exited, 0);
+    t.notRegex(await iptablesSave({ backend, netns: topo.node }), /KUBE-(SERVICES|SVC|SEP|POSTROUTING)/);
   });
 }

@@ -93,3 +93,13 @@ test('syncs never overlap: a request during a sync runs after it', async (t) => 
   t.is(maxActive, 1);
   r.stop();
 });
+
+test('whenIdle resolves after stop even with a request pending', async (t) => {
+  const { clock, r } = setup(1000, 30_000, 1);
+  r.start();
+  await clock.advance(0);
+  r.run();
+  r.stop();
+  await r.whenIdle();
+  t.pass();
+});
