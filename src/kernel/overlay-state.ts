@@ -3,14 +3,12 @@
 // its own protocol number, so readers return only knet's entries and nothing else is removed.
 import { bridgeBatch, bridgeJson, ipBatch, ipJson } from './iproute.ts';
 import type { FdbEntry, NeighEntry, OverlayDiff, OverlayState, RouteEntry } from '../overlay/types.ts';
+import { DEVICE_NAME as DEV, IPV4_TEXT as IPV4, MAC_TEXT as MAC } from './vxlan.ts';
 
 /** Route/neighbour protocol number knet writes ("K"); unused by the kernel and common daemons. */
 export const KNET_RTPROTO = 75;
 
-const DEV = /^[A-Za-z0-9_.-]{1,15}$/;
-const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 const CIDR4 = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 function check(ok: boolean, what: string, v: string): void {
   if (!ok) throw new Error(`refusing to program invalid ${what} ${JSON.stringify(v)}`);

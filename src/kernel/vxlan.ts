@@ -3,12 +3,15 @@
 import { randomBytes } from 'node:crypto';
 import { ipBatch, ipJson } from './iproute.ts';
 
-const DEV = /^[A-Za-z0-9_.-]{1,15}$/;
-const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+/** Shapes every value must have before it goes into an iproute2 command (kernel limits). */
+export const DEVICE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+export const IPV4_TEXT = /^\d{1,3}(\.\d{1,3}){3}$/;
+export const MAC_TEXT = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IPV4 = IPV4_TEXT;
+const MAC = MAC_TEXT;
 
-function assertDev(name: string): void {
-  if (!DEV.test(name)) throw new Error(`invalid device name ${JSON.stringify(name)}`);
+export function assertDev(name: string): void {
+  if (!DEVICE_NAME.test(name) || name === '.' || name === '..') throw new Error(`invalid device name ${JSON.stringify(name)}`);
 }
 
 interface IpAddrInfo { family: string; local: string; prefixlen: number; scope?: string }

@@ -38,10 +38,6 @@ export function parseVxlanConfig(b: BackendConfig): VxlanConfig {
   return { vni, port, mtu, gbp: bool(b.raw, 'GBP'), learning: bool(b.raw, 'Learning'), directRouting: bool(b.raw, 'DirectRouting') };
 }
 
-const DEVICE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
-
-export function assertDeviceName(name: string): void {
-  if (!DEVICE_NAME.test(name) || name === '.' || name === '..') throw new Error(`invalid device name ${JSON.stringify(name)}`);
-}
+export { assertDev as assertDeviceName } from '../../kernel/vxlan.ts';
 
 export const defaultVxlanDevice = (vni: number): string => `flannel.${vni}`;
