@@ -246,6 +246,12 @@ rootTest('three nodes: pods reach each other; restart, lease deletion, hand edit
   }, 10_000);
   t.true(await ping(a.pod!, cc.podIP!));
 
+  // Someone deletes A's own lease while A runs: A puts the same subnet back.
+  const aKey = leases.find((l) => JSON.parse(l.value).PublicIP === a.ip)!.key;
+  await c.etcd.del(aKey);
+  await waitFor('A re-creates its lease', async () => (await c.etcd.get(aKey)) !== null, 10_000);
+  t.is(JSON.parse((await c.etcd.get(aKey))!).PublicIP, a.ip);
+
   // Node C goes away and its lease is deleted: A and B remove C's entries.
   await cc.agent!.stop('SIGKILL');
   const cKey = leases.find((l) => JSON.parse(l.value).PublicIP === cc.ip)!.key;
@@ -295,4 +301,20 @@ rootTest('config missing at start is retried; etcd stopped for 60 s: traffic flo
   t.is(after.key, before.key, 'same subnet');
   t.true(a.agent!.logs().includes('renewed subnet lease'));
   t.true(await ping(a.pod!, b.podIP!));
+});
+
+rootTest('two agents racing for the last free subnet: one gets it, the other reports "out of subnets"', async (t) => {
+  const c = await makeCluster(t, 2, '{"Network":"10.5.0.0/16","SubnetMin":"10.5.7.0","SubnetMax":"10.5.7.0","Backend":{"Type":"vxlan"}}');
+  for (const n of c.nodes) startAgent(t, c, n);
+  const outcome = await waitFor('one winner and one clear loser', async () => {
+    const won = c.nodes.filter((n) => existsSync(n.subnetFile));
+    const lost = c.nodes.filter((n) => n.agent!.logs().includes('out of subnets: every /24 between 10.5.7.0 and 10.5.7.0 in 10.5.0.0/16 is leased or reserved'));
+    return won.length === 1 && lost.length === 1 && won[0] !== lost[0] ? { won: won[0]!, lost: lost[0]! } : null;
+  });
+  const leases = await c.etcd.list(`${PREFIX}/subnets/`);
+  t.deepEqual(leases.map((l) => l.key), [`${PREFIX}/subnets/10.5.7.0-24`]);
+  t.is(JSON.parse(leases[0]!.value).PublicIP, outcome.won.ip);
+  t.is(subnetEnv(outcome.won).get('FLANNEL_SUBNET'), '10.5.7.1/24');
+  const { stdout } = await inNs(outcome.lost.ns, 'curl', ['-s', `http://127.0.0.1:${HEALTHZ}/healthz`]);
+  t.regex(stdout, /not ready: acquire subnet lease: out of subnets/);
 });

@@ -89,3 +89,13 @@ rootTest('bad names never reach the kernel', async (t) => {
   await t.throwsAsync(findUnderlay(ns, { iface: 'nope0' }), { message: /interface nope0 not found/ });
   await t.throwsAsync(findUnderlay(ns, {}), { message: /no default route/ });
 });
+
+rootTest('DirectRouting: peers on the underlay subnet get a plain route via their public IP, others VXLAN', async (t) => {
+  const { ns, underlay } = await node(t);
+  const backend = new VxlanBackend({ netns: ns, config: { vni: 1, port: 8472, mtu: null, gbp: false, learning: false, directRouting: true }, device: 'flannel.1', underlay, network: parseCidr('10.5.0.0/16') });
+  const mac = ((await backend.prepare(undefined)).backendData as { VtepMAC: string }).VtepMAC;
+  await backend.reconcile(lease(1, '192.168.50.1', mac), [lease(2, '192.168.50.2'), lease(3, '172.16.0.3')]);
+  const s = await readOverlayState(ns, 'flannel.1');
+  t.deepEqual(s.routes.map((r) => `${r.dst} via ${r.via} dev ${r.dev}`).sort(), ['10.5.2.0/24 via 192.168.50.2 dev eth0', '10.5.3.0/24 via 10.5.3.0 dev flannel.1']);
+  t.deepEqual(s.fdb.map((f) => f.dst), ['172.16.0.3']);
+});
