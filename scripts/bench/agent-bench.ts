@@ -61,6 +61,11 @@ function peerLease(i: number, gen = 0): Lease {
 
 async function benchProgram(): Promise<void> {
   const ns = randomNetnsName('knt-a');
+  // Remove the namespace even when interrupted or when stdout goes away (| head).
+  const cleanup = () => { deleteNetns(ns).finally(() => process.exit(1)); };
+  process.once('SIGINT', cleanup);
+  process.once('SIGTERM', cleanup);
+  process.stdout.on('error', cleanup);
   await addNetns(ns);
   try {
     await ipBatch(ns, ['link add eth0 type veth peer name peer0', 'addr add 172.16.200.1/16 dev eth0', 'link set eth0 up', 'link set peer0 up']);
