@@ -1,0 +1,32 @@
+// `knet proxy --proxy-mode userspace`: builds the userspace data path for runProxy
+// (src/cli/proxy.ts), which keeps sources, daemon, health and metrics as in iptables mode.
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { IptablesTarget } from '../kernel/iptables.ts';
+import type { ProxySettings } from '../rules/types.ts';
+import { parseDuration } from '../rules/config.ts';
+import type { UserspaceDataPlane } from '../proxy/userspace/dataplane.ts';
+
+export interface UserspaceCliInput {
+  target: IptablesTarget;
+  settings: ProxySettings;
+  log: Logger;
+  /** The daemon's registry (daemon.metrics.registry), so /metrics serves the data-path metrics. */
+  registry: Registry;
+  /** KubeProxyConfiguration text: udpIdleTimeout and bindAddress are read from it. */
+  configYaml?: string;
+}
+
+export async function createUserspaceDataPlane(i: UserspaceCliInput): Promise<UserspaceDataPlane> {
+  const { parse } = await import('yaml');
+  const doc = (i.configYaml ? parse(i.configYaml) : {}) as Record<string, unknown> | null;
+  const udp = doc?.udpIdleTimeout;
+  const bind = typeof doc?.bindAddress === 'string' ? doc.bindAddress : undefined;
+  const { UserspaceDataPlane } = await import('../proxy/userspace/dataplane.ts');
+  return new UserspaceDataPlane({
+    target: i.target, settings: i.settings, log: i.log, registry: i.registry,
+    ...(udp !== undefined ? { udpIdleMs: parseDuration(udp, 'udpIdleTimeout') } : {}),
+    // An unspecified bind address listens everywhere and REDIRECTs; a specific one is DNATed to.
+    ...(bind && bind !== '0.0.0.0' && bind !== '::' ? { bindAddress: bind } : {}),
+  });
+}

@@ -1,0 +1,163 @@
+// The userspace data path (`knet proxy --proxy-mode userspace`): the same service model as the
+// iptables mode (src/rules/model.ts), but each service port gets a listener in this process and
+// the kernel only steers traffic to it (src/rules/portals.ts). Order matters on every sync:
+// listeners open before rules point at them, and close only after the rules stopped pointing.
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../../kernel/iptables.ts';
+import { buildServiceModel, type ServicePortInfo } from '../../rules/model.ts';
+import { PORTAL_CHAINS, PORTAL_JUMPS, portalCleanupText, renderPortals, type PortalPort } from '../../rules/portals.ts';
+import type { ProxySettings, RenderWarning } from '../../rules/types.ts';
+import { ensureJumps, isJumpLine } from '../jumps.ts';
+import type { DataPlane, SyncOutcome, SyncRequest } from '../dataplane.ts';
+import { ServicePortBalancer } from './balancer.ts';
+import { UserspaceMetrics } from './metrics.ts';
+import { TcpPortProxy } from './tcp.ts';
+import { UdpPortProxy } from './udp.ts';
+
+export interface UserspaceOptions {
+  target: IptablesTarget;
+  settings: ProxySettings;
+  log: Logger;
+  registry: Registry;
+  /** Address the listeners bind (default 0.0.0.0: container traffic is REDIRECTed). */
+  bindAddress?: string;
+  /** UDP flow idle timeout (kube-proxy's udpIdleTimeout; default 250 ms). */
+  udpIdleMs?: number;
+  /** UDP flows per service port (default 4096; each is a socket). */
+  maxUdpFlows?: number;
+  /** TCP connections idle in both directions this long are closed (default 1 h). */
+  tcpIdleMs?: number;
+  dialTimeoutsMs?: readonly number[];
+}
+
+interface PortState {
+  info: ServicePortInfo;
+  balancer: ServicePortBalancer;
+  listener: TcpPortProxy | UdpPortProxy;
+}
+
+const keyOf = (p: ServicePortInfo) => `${p.portName}/${p.protocol}`;
+
+/** Endpoints a new connection may use: ready ones; if none, serving terminating ones (kube-proxy's fallback). */
+export function usableEndpoints(p: ServicePortInfo): string[] {
+  const ready = p.endpoints.filter((e) => e.ready).map((e) => e.addr);
+  return ready.length ? ready : p.endpoints.filter((e) => e.serving && e.terminating).map((e) => e.addr);
+}
+
+export class UserspaceDataPlane implements DataPlane {
+  readonly metrics: UserspaceMetrics;
+  private readonly ports = new Map<string, PortState>();
+  private settings: ProxySettings;
+  private rulesWritten = false;
+
+  constructor(private readonly o: UserspaceOptions) {
+    this.settings = o.settings;
+    this.metrics = new UserspaceMetrics(o.registry);
+  }
+
+  setSettings(s: ProxySettings): void {
+    this.settings = s;
+  }
+
+  /** Proxy port per "ns/name:port/protocol" (tests, benchmarks). */
+  portMap(): Map<string, number> {
+    return new Map([...this.ports].map(([k, s]) => [k, s.listener.port]));
+  }
+
+  async intact(): Promise<boolean> {
+    if (!this.rulesWritten) return false;
+    try {
+      await iptables(this.o.target, ['-t', 'nat', '-S', 'KUBE-PORTALS-CONTAINER']);
+      return true;
+    } catch {
+      this.o.log.warn('portal chains are gone (tables were flushed by someone else): full resync');
+      this.rulesWritten = false;
+      return false;
+    }
+  }
+
+  private async open(p: ServicePortInfo): Promise<PortState> {
+    const balancer = new ServicePortBalancer({ stickySeconds: p.clientIPAffinity ? p.stickySeconds : 0 });
+    const common = { name: p.portName, balancer, metrics: this.metrics, log: this.o.log, bindHost: this.o.bindAddress ?? '0.0.0.0' };
+    const listener = p.protocol === 'tcp'
+      ? new TcpPortProxy({ ...common, idleMs: this.o.tcpIdleMs ?? 3_600_000, keepAliveMs: 60_000, ...(this.o.dialTimeoutsMs ? { dialTimeoutsMs: this.o.dialTimeoutsMs } : {}) })
+      : new UdpPortProxy({ ...common, idleMs: this.o.udpIdleMs ?? 250, maxFlows: this.o.maxUdpFlows ?? 4096, bufferBytes: 4 << 20 });
+    await listener.listen();
+    this.o.log.info({ service: p.portName, protocol: p.protocol, port: listener.port }, 'opened proxy port');
+    return { info: p, balancer, listener };
+  }
+
+  async sync(req: SyncRequest): Promise<SyncOutcome> {
+    const model = buildServiceModel(req.cluster, this.settings);
+    const warnings: RenderWarning[] = [...model.warnings];
+    const now = Date.now();
+    const wanted = new Map<string, ServicePortInfo>();
+    for (const p of model.ports) {
+      if (p.protocol === 'sctp') { warnings.push({ object: `Service ${p.service}`, field: 'spec.ports', message: `${p.portName}: SCTP is not supported in userspace mode` }); continue; }
+      wanted.set(keyOf(p), p);
+    }
+    for (const [k, p] of wanted) {
+      let st = this.ports.get(k);
+      if (!st) this.ports.set(k, (st = await this.open(p)));
+      st.info = p;
+      st.balancer.setStickySeconds(p.clientIPAffinity ? p.stickySeconds : 0);
+      // Only new connections see endpoint changes; established ones run on (facts.md D.6).
+      st.balancer.update(usableEndpoints(p));
+      st.balancer.sweep(now);
+    }
+    const portals: PortalPort[] = [...wanted].map(([k, p]) => ({
+      portName: p.portName, protocol: p.protocol as 'tcp' | 'udp', clusterIP: p.clusterIP, port: p.port, nodePort: p.nodePort,
+      externalIPs: p.externalIPs, loadBalancerIPs: p.loadBalancerVIPs, proxyPort: this.ports.get(k)!.listener.port,
+    }));
+    const hostIP = this.settings.nodeIPs.find((ip) => !ip.includes(':')) ?? null;
+    const r = renderPortals(portals, { hostIP, ...(this.o.bindAddress ? { listenIP: this.o.bindAddress } : {}) });
+    warnings.push(...r.warnings);
+    const full = req.full || !this.rulesWritten;
+    this.rulesWritten = false;
+    await iptablesRestore(this.o.target, r.text, { noflush: true });
+    if (full) {
+      const inserted = await ensureJumps(this.o.target, PORTAL_JUMPS);
+      if (inserted) this.o.log.info({ inserted }, 'inserted portal jump rules');
+    }
+    this.rulesWritten = true;
+    for (const [k, st] of this.ports) {
+      if (wanted.has(k)) continue;
+      st.listener.close();
+      this.ports.delete(k);
+      this.metrics.remove(st.info.portName);
+      this.o.log.info({ service: st.info.portName, protocol: st.info.protocol }, 'closed proxy port');
+    }
+    return {
+      full,
+      rulesWritten: r.rulesWritten,
+      rulesTotal: r.rulesWritten,
+      warnings,
+      noLocalEndpoints: { internal: 0, external: 0 },
+    };
+  }
+
+  /** Closes every listener and connection; rules stay (like the iptables mode on stop). */
+  close(): void {
+    for (const st of this.ports.values()) {
+      if (st.listener instanceof TcpPortProxy) st.listener.destroy();
+      else st.listener.close();
+    }
+    this.ports.clear();
+  }
+}
+
+/** Removes the portal jumps and chains (`knet proxy --cleanup` for this mode). Safe to run twice. */
+export async function cleanupPortals(t: IptablesTarget): Promise<number> {
+  let removed = 0;
+  for (const table of ['nat', 'filter'] as const) {
+    const saved = await iptablesSave(t, table);
+    const lines = saved.split('\n');
+    const dels = lines.filter((l) => PORTAL_JUMPS.some((j) => j.table === table && isJumpLine(l, j))).map((l) => `-D ${l.slice(3)}`);
+    const present = PORTAL_CHAINS[table].filter((c) => lines.includes(`:${c} - [0:0]`) || lines.some((l) => l.startsWith(`:${c} `)));
+    const text = (dels.length ? `*${table}\n${dels.join('\n')}\nCOMMIT\n` : '') + portalCleanupText({ nat: table === 'nat' ? present : [], filter: table === 'filter' ? present : [] });
+    if (text) await iptablesRestore(t, text, { noflush: true });
+    removed += dels.length + present.length;
+  }
+  return removed;
+}
