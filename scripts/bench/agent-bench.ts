@@ -24,6 +24,10 @@ const fmt = (ms: number) => `${ms.toFixed(2)} ms`;
 
 async function benchAcquire(): Promise<void> {
   const etcd = await startEtcd(null);
+  const stopEtcd = () => { etcd.dispose().finally(() => process.exit(1)); };
+  process.once('SIGINT', stopEtcd);
+  process.once('SIGTERM', stopEtcd);
+  process.stdout.once('error', stopEtcd);
   const reg = SubnetRegistry.connect({ endpoints: [etcd.endpoint] });
   try {
     const range = parseNetworkConfig('{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}').ipv4!;
@@ -47,6 +51,9 @@ async function benchAcquire(): Promise<void> {
   } finally {
     reg.close();
     await etcd.dispose();
+    process.removeListener('SIGINT', stopEtcd);
+    process.removeListener('SIGTERM', stopEtcd);
+    process.stdout.removeListener('error', stopEtcd);
   }
 }
 
