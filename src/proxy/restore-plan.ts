@@ -56,10 +56,18 @@ export function parseRestore(text: string): Parsed {
   return out;
 }
 
+/** "hash#ruleCount": the count lets the proxy report rules owned without another save. */
 export function hashRules(rules: readonly string[]): string {
   const h = createHash('sha1');
   for (const r of rules) h.update(r).update('\n');
-  return h.digest('base64');
+  return `${h.digest('base64')}#${rules.length}`;
+}
+
+/** Rules in the chains of one table, as far as known. */
+export function rulesInTable(a: AppliedState, table: string): number {
+  let n = 0;
+  for (const v of a.get(table)?.values() ?? []) n += Number(v.split('#')[1] ?? 0) || 0;
+  return n;
 }
 
 export interface PlanOptions {

@@ -48,7 +48,8 @@ function sliceFingerprint(s: EndpointSlice): string {
   return canonical({ l: s.metadata.labels, a: s.addressType, e: s.endpoints, p: s.ports });
 }
 
-interface Entry<T> { obj: T; fp: string; owner: string }
+/** src: the object as handed in; the same object again (a cached manifest) is unchanged. */
+interface Entry<T> { obj: T; fp: string; owner: string; src: T }
 
 export class ChangeTracker {
   private readonly services = new Map<string, Entry<Service>>();
@@ -71,11 +72,12 @@ export class ChangeTracker {
       this.warn(`Service ${String(raw?.metadata?.namespace)}/${String(raw?.metadata?.name)}`, 'invalid metadata.name or namespace; skipped');
       return false;
     }
+    const old = this.services.get(key);
+    if (old && old.src === raw) return false;
     const obj = plain(raw);
     const fp = serviceFingerprint(obj);
-    const old = this.services.get(key);
-    if (old && old.fp === fp) return false;
-    this.services.set(key, { obj, fp, owner: key });
+    if (old && old.fp === fp) { old.src = raw; return false; }
+    this.services.set(key, { obj, fp, owner: key, src: raw });
     this.mark(key);
     this.serviceEvents++;
     return true;
@@ -98,12 +100,13 @@ export class ChangeTracker {
         `invalid name or missing ${SERVICE_NAME_LABEL} label; skipped`);
       return false;
     }
+    const old = this.slices.get(key);
+    if (old && old.src === raw) return false;
     const obj = plain(raw);
     const fp = sliceFingerprint(obj);
-    const old = this.slices.get(key);
-    if (old && old.fp === fp && old.owner === owner) return false;
+    if (old && old.fp === fp && old.owner === owner) { old.src = raw; return false; }
     if (old && old.owner !== owner) this.mark(old.owner);
-    this.slices.set(key, { obj, fp, owner });
+    this.slices.set(key, { obj, fp, owner, src: raw });
     this.mark(owner);
     this.endpointEvents++;
     const t = Date.parse(obj.metadata.annotations?.[TRIGGER_ANNOTATION] ?? '');
