@@ -1,0 +1,200 @@
+// `lab status`, `apply`, `delete`, `exec` and `check` against a running lab: they read the
+// lab's state file, talk to the lab API over its socket, and do kernel work (pods, probes)
+// through the adapters.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { parseAllDocuments } from 'yaml';
+import { run } from '../kernel/exec.ts';
+import { listNetns } from '../kernel/netns.ts';
+import type { EndpointSlice, Service } from '../model/k8s.ts';
+import { formatCheckTable, judge, planChecks, type Probe, type Row } from './check.ts';
+import { LabApiClient } from './client.ts';
+import { createPod, deletePod, pool } from './pods.ts';
+import { paths, requireState, type LabState } from './state.ts';
+import { childEnv, pidAlive, sleep } from './shell.ts';
+import { formatStatus } from './status.ts';
+import { assertName, NETNS_ANNOTATION, normalizePod, podPorts, type LabPod } from './workload.ts';
+
+export function openLab(dir: string): { s: LabState; api: LabApiClient } {
+  const s = requireState(dir);
+  return { s, api: new LabApiClient(paths(dir).socket) };
+}
+
+export async function labStatus(dir: string): Promise<string> {
+  const { s, api } = openLab(dir);
+  const alive = (what: string) => s.processes.some((p) => p.what === what && pidAlive(p.pid));
+  if (!(await api.healthy())) throw new Error(`the lab API of ${dir} does not answer (log: ${paths(dir).log('lab-api')}); knet lab down, then up`);
+  const [apiNodes, leases, pods, services, slices] = await Promise.all([api.nodes(), api.leases(), api.pods(), api.services(), api.slices()]);
+  return formatStatus({
+    labId: s.plan.labId, dir,
+    nodes: s.plan.nodes.map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, agent: alive(`agent-${n.name}`), proxy: alive(`proxy-${n.name}`) })),
+    apiNodes, leases, pods, services, slices,
+  });
+}
+
+// ---- apply / delete ----
+
+export interface Manifest { kind: string; obj: Record<string, unknown> }
+
+/** Multi-document YAML or JSON, `kind: List` flattened; only the kinds the lab serves (pure). */
+export function parseLabManifests(text: string, source: string): Manifest[] {
+  const out: Manifest[] = [];
+  const add = (o: unknown, where: string) => {
+    if (o === null || o === undefined) return;
+    if (typeof o !== 'object' || Array.isArray(o)) throw new Error(`${where}: not an object`);
+    const r = o as Record<string, unknown>;
+    if (r.kind === 'List' || r.kind?.toString().endsWith('List')) {
+      ((r.items ?? []) as unknown[]).forEach((x, i) => add(x, `${where} items[${i}]`));
+      return;
+    }
+    if (r.kind !== 'Service' && r.kind !== 'EndpointSlice' && r.kind !== 'Pod') throw new Error(`${where}: kind ${JSON.stringify(r.kind)} is not served by the lab (Service, EndpointSlice, Pod)`);
+    const md = (r.metadata ?? {}) as Record<string, unknown>;
+    assertName(`${where} metadata.name`, md.name);
+    if (md.namespace !== undefined) assertName(`${where} metadata.namespace`, md.namespace);
+    out.push({ kind: r.kind, obj: r });
+  };
+  parseAllDocuments(text).forEach((d, i) => {
+    if (d.errors.length) throw new Error(`${source}: document ${i + 1}: ${d.errors[0]!.message}`);
+    add(d.toJS(), `${source} document ${i + 1}`);
+  });
+  return out;
+}
+
+const nsOf = (o: Record<string, unknown>) => ((o.metadata as { namespace?: string }).namespace ?? 'default');
+const nameOf = (o: Record<string, unknown>) => (o.metadata as { name: string }).name;
+
+export async function labApply(dir: string, file: string, say: (l: string) => void): Promise<void> {
+  const { s, api } = openLab(dir);
+  const text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  const items = parseLabManifests(text, file);
+  const nodeNames = s.plan.nodes.map((n) => n.name);
+  const pods = items.filter((m) => m.kind === 'Pod').map((m) => normalizePod(m.obj, nodeNames));
+  // Services and slices first: proxies program the rules while pods come up.
+  for (const m of items.filter((x) => x.kind === 'Service')) {
+    const r = await api.putService(m.obj as unknown as Service);
+    say(`service/${nameOf(m.obj)} applied (${r.spec?.clusterIP})`);
+  }
+  for (const m of items.filter((x) => x.kind === 'EndpointSlice')) {
+    await api.putSlice(m.obj as unknown as EndpointSlice);
+    say(`endpointslice/${nameOf(m.obj)} applied`);
+  }
+  const existing = await api.pods();
+  await pool(pods, 6, async (p) => {
+    const old = existing.find((e) => e.metadata.namespace === p.metadata.namespace && e.metadata.name === p.metadata.name);
+    if (old && old.spec.nodeName === p.spec.nodeName && podPorts(old).join() === podPorts(p).join()) {
+      // Same sandbox: only the labels (and so the Services it belongs to) change.
+      await api.putPod({ ...old, metadata: { ...old.metadata, labels: p.metadata.labels ?? {} } });
+      say(`pod/${p.metadata.name} configured`);
+      return;
+    }
+    if (old) await deletePod(s, api, old);
+    const made = await createPod(s, api, p);
+    say(`pod/${p.metadata.name} created on ${p.spec.nodeName} (${made.status?.podIP})`);
+  });
+}
+
+type Kind = 'pods' | 'services' | 'endpointslices';
+export function kindOf(word: string): Kind {
+  const w = word.toLowerCase();
+  if (['pod', 'pods', 'po'].includes(w)) return 'pods';
+  if (['service', 'services', 'svc'].includes(w)) return 'services';
+  if (['endpointslice', 'endpointslices'].includes(w)) return 'endpointslices';
+  throw new Error(`cannot delete ${JSON.stringify(word)}: the lab has pods, services and endpointslices`);
+}
+
+export async function labDelete(dir: string, targets: Array<{ kind: Kind; namespace: string; name: string }>, say: (l: string) => void): Promise<number> {
+  const { s, api } = openLab(dir);
+  let missing = 0;
+  const pods = await api.pods();
+  for (const t of targets) {
+    assertName('name', t.name);
+    if (t.kind === 'pods') {
+      const p = pods.find((x) => x.metadata.namespace === t.namespace && x.metadata.name === t.name);
+      if (!p) { say(`pod/${t.name} not found`); missing++; continue; }
+      await deletePod(s, api, p);
+    } else {
+      try { await api.delete(t.kind, t.namespace, t.name); } catch (err) { say(`${t.kind}/${t.name}: ${(err as Error).message}`); missing++; continue; }
+    }
+    say(`${t.kind.replace(/s$/, '')}/${t.name} deleted`);
+  }
+  return missing;
+}
+
+export function deleteTargetsFromFile(file: string): Array<{ kind: Kind; namespace: string; name: string }> {
+  const text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  return parseLabManifests(text, file).map((m) => ({ kind: kindOf(m.kind), namespace: nsOf(m.obj), name: nameOf(m.obj) }));
+}
+
+// ---- exec ----
+
+/** The namespace of a pod (by name), a node (node-N) or the outside host ("outside"). */
+export async function resolveTarget(s: LabState, api: LabApiClient, name: string, namespace = 'default'): Promise<string> {
+  const node = s.plan.nodes.find((n) => n.name === name);
+  if (node) return node.ns;
+  if (name === 'outside') return s.plan.outside.ns;
+  if (name === 'underlay') return s.plan.underlay.ns;
+  const pod = (await api.pods()).find((p) => p.metadata.namespace === namespace && p.metadata.name === name);
+  const ns = pod?.metadata.annotations?.[NETNS_ANNOTATION];
+  if (!ns) throw new Error(`no pod ${namespace}/${name} (nor node or "outside") in this lab`);
+  return ns;
+}
+
+export async function labExec(dir: string, target: string, namespace: string, cmd: string[]): Promise<number> {
+  if (cmd.length === 0) throw new Error('nothing to run: knet lab exec POD -- CMD [ARGS...]');
+  const { s, api } = openLab(dir);
+  const ns = await resolveTarget(s, api, target, namespace);
+  const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: 'inherit', env: childEnv() });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, sig) => resolve(code ?? (sig ? 128 + 9 : 1)));
+  });
+}
+
+// ---- check ----
+
+export interface CheckResult { rows: Row[]; passed: boolean; seconds: number }
+
+async function sendProbes(s: LabState, probes: Probe[]): Promise<Map<string, string[]>> {
+  const groups = new Map<string, Probe[]>();
+  for (const p of probes) groups.set(p.fromNs, [...(groups.get(p.fromNs) ?? []), p]);
+  const out = new Map<string, string[]>();
+  await pool([...groups], 8, async ([ns, list]) => {
+    const spec = list.map((p) => ({ id: p.id, proto: p.proto, host: p.host, port: p.port, count: p.count, timeoutMs: 1500 }));
+    try {
+      const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, paths(s.dir).probe], { input: JSON.stringify(spec), env: childEnv(), timeoutMs: 120_000 });
+      const r = JSON.parse(stdout) as Record<string, string[]>;
+      for (const p of list) out.set(p.id, r[p.id] ?? []);
+    } catch (err) {
+      for (const p of list) out.set(p.id, [`ERR probe-failed ${(err as Error).message.slice(0, 80)}`]);
+    }
+  });
+  return out;
+}
+
+/** Real traffic for every planned probe; failures are retried until `waitMs` has passed. */
+export async function labCheck(dir: string, o: { waitMs?: number } = {}): Promise<CheckResult> {
+  const t0 = Date.now();
+  const { s, api } = openLab(dir);
+  const [pods, services, slices] = await Promise.all([api.pods(), api.services(), api.slices()]);
+  const known = new Set(await listNetns());
+  const input = {
+    nodes: s.plan.nodes.map((n) => ({ name: n.name, ip: n.ip })),
+    pods: pods.filter((p: LabPod) => known.has(p.metadata.annotations?.[NETNS_ANNOTATION] ?? '')),
+    services, slices, outside: { ns: s.plan.outside.ns, ip: s.plan.outside.ip },
+  };
+  const probes = planChecks(input);
+  const verdicts = new Map<string, Row>();
+  const until = Date.now() + (o.waitMs ?? 20_000);
+  let pending = probes;
+  for (;;) {
+    const replies = await sendProbes(s, pending);
+    for (const p of pending) verdicts.set(p.id, { probe: p, verdict: judge(p, replies.get(p.id) ?? []) });
+    pending = pending.filter((p) => !verdicts.get(p.id)!.verdict.pass);
+    if (pending.length === 0 || Date.now() > until) break;
+    await sleep(1000);
+  }
+  const rows = probes.map((p) => verdicts.get(p.id)!);
+  return { rows, passed: rows.every((r) => r.verdict.pass), seconds: (Date.now() - t0) / 1000 };
+}
+
+export { formatCheckTable };

@@ -1,0 +1,281 @@
+// `lab up` and `lab down`. `up` records every namespace and process in state.json before it
+// makes it, so a failure, a Ctrl-C or a later `down` removes exactly what this lab made: its
+// processes, its namespaces (named with its prefix; links, routes and rules live and die with
+// them) and its files. Nothing is created in the machine's own network namespace.
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { run } from '../kernel/exec.ts';
+import { addNetns, deleteNetns, listNetns } from '../kernel/netns.ts';
+import { ipBatch } from '../kernel/iproute.ts';
+import { LabApiClient } from './client.ts';
+import { conflistPath, createPod, pool } from './pods.ts';
+import { ECHO_SERVER, PROBE_CLIENT } from './scripts.ts';
+import { paths, readState, writeState, type LabState } from './state.ts';
+import { childEnv, knetBinaries, packageRoot, pidAlive, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
+import { cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, planLab, underlayLinks, type LabPlan } from './topology.ts';
+import { defaultWorkload } from './workload.ts';
+
+export interface UpOptions {
+  dir: string;
+  nodes: number;
+  backend?: string;
+  proxyMode?: string;
+  nsPrefix?: string;
+  /** Skip the default workload (benchmarks of the bare cluster). */
+  noWorkload?: boolean;
+  progress: (line: string) => void;
+}
+
+export class Interrupted extends Error {
+  constructor() { super('interrupted'); }
+}
+
+export class StepError extends Error {
+  constructor(readonly step: string, override readonly cause: unknown, readonly logPath: string) {
+    super(`step "${step}" failed: ${(cause as Error)?.message ?? String(cause)}`);
+  }
+}
+
+/** Set by a signal handler; every wait and step boundary checks it. */
+export const abort = { requested: false };
+
+function checkAbort(): void {
+  if (abort.requested) throw new Interrupted();
+}
+
+async function waitAbortable<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
+  return waitFor(what, async () => { checkAbort(); return fn(); }, timeoutMs);
+}
+
+function subnetOf(envText: string): string | null {
+  const m = /^FLANNEL_SUBNET=(\d+)\.(\d+)\.(\d+)\.\d+\/(\d+)$/m.exec(envText);
+  return m ? `${m[1]}.${m[2]}.${m[3]}.0/${m[4]}` : null;
+}
+
+/** Whether the node's proxy finished a sync (kube-proxy's last-sync metric is set). */
+async function proxySynced(ns: string): Promise<boolean> {
+  try {
+    const { stdout } = await run('ip', ['netns', 'exec', ns, 'curl', '-s', '--max-time', '1', 'http://127.0.0.1:10249/metrics'], { timeoutMs: 5000 });
+    const m = /^kubeproxy_sync_proxy_rules_last_timestamp_seconds (\S+)$/m.exec(stdout);
+    return !!m && Number(m[1]) > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Is the lab recorded in DIR running (API answers, every recorded process alive)? */
+export async function labHealth(s: LabState): Promise<{ ok: boolean; problems: string[] }> {
+  const problems: string[] = [];
+  const nss = new Set(await listNetns());
+  for (const ns of s.namespaces) if (!nss.has(ns)) problems.push(`namespace ${ns} is gone`);
+  for (const p of s.processes) if (!pidAlive(p.pid)) problems.push(`${p.what} (pid ${p.pid}) is not running; log: ${p.log}`);
+  if (!(await new LabApiClient(paths(s.dir).socket).healthy())) problems.push('the lab API does not answer');
+  return { ok: problems.length === 0 && s.phase === 'up', problems };
+}
+
+export async function labUp(o: UpOptions): Promise<LabState> {
+  const existing = readState(o.dir);
+  if (existing) {
+    const h = await labHealth(existing);
+    if (h.ok) {
+      o.progress(`lab ${existing.plan.labId} is already up in ${o.dir} (${existing.plan.nodes.length} nodes); nothing to do`);
+      return existing;
+    }
+    throw new Error(`a lab is recorded in ${o.dir} but is not healthy (${h.problems.slice(0, 3).join('; ') || existing.phase}); run knet lab down${o.dir ? ` --dir ${o.dir}` : ''} first`);
+  }
+  if (process.getuid?.() !== 0) throw new Error('knet lab needs root (it creates network namespaces)');
+  const bins = knetBinaries();
+  const plan = planLab({ labId: randomBytes(3).toString('hex'), nodes: o.nodes, ...(o.nsPrefix ? { nsPrefix: o.nsPrefix } : {}), ...(o.backend ? { backend: o.backend } : {}), ...(o.proxyMode ? { proxyMode: o.proxyMode } : {}) });
+  const taken = (await listNetns()).filter((n) => n.startsWith(plan.nsPrefix));
+  if (taken.length) throw new Error(`namespaces with prefix ${plan.nsPrefix} already exist (${taken.slice(0, 3).join(', ')}); choose another prefix`);
+  const P = paths(o.dir);
+  rmSync(P.logs, { recursive: true, force: true }); // a failed up's logs, now superseded
+  const state: LabState = { version: 1, dir: o.dir, plan, namespaces: [], processes: [], phase: 'starting', startedAt: new Date().toISOString(), steps: [] };
+  mkdirSync(P.logs, { recursive: true });
+  writeState(state);
+  const t0 = Date.now();
+  let current = 'prepare';
+  let logPath = P.logs;
+  const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    checkAbort();
+    current = name;
+    logPath = P.logs;
+    const s = Date.now();
+    const r = await fn();
+    const seconds = (Date.now() - s) / 1000;
+    state.steps!.push({ step: name, seconds });
+    writeState(state);
+    o.progress(`  ${name}: ${seconds.toFixed(2)}s`);
+    return r;
+  };
+  const started = async (what: string, ns: string, file: string, args: string[], extra: { cwd?: string } = {}) => {
+    const log = P.log(what);
+    logPath = log;
+    o.progress(`    starting ${what} (log ${log})`);
+    const st = await startInNetns(ns, file, args, log, { env: childEnv({ KNET_LOG_LEVEL: 'info' }), ...extra });
+    state.processes.push({ what, pid: st.pid, log });
+    writeState(state);
+    return st;
+  };
+  /** Waits for a started process to be ready; a failure names that process's log. */
+  const waitProcess = async <T>(what: string, ready: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 60_000): Promise<T> => {
+    const proc = state.processes.find((p) => p.what === what)!;
+    try {
+      return await waitAbortable(ready, async () => {
+        if (!pidAlive(proc.pid)) throw new Error(`${what} exited`);
+        return fn();
+      }, timeoutMs);
+    } catch (err) {
+      logPath = proc.log;
+      throw err;
+    }
+  };
+  const newNs = async (name: string) => {
+    state.namespaces.push(name);
+    writeState(state);
+    await addNetns(name);
+  };
+
+  o.progress(`knet lab ${plan.labId}: ${plan.nodes.length} nodes, ${plan.backend} overlay, ${plan.proxyMode} proxies, namespaces ${plan.nsPrefix}*, dir ${o.dir}`);
+  try {
+    let masqueradeAll = false;
+    await step('prepare', async () => {
+      mkdirSync(P.cniBin, { recursive: true });
+      copyFileSync(bins.cni, join(P.cniBin, 'knet'));
+      chmodSync(join(P.cniBin, 'knet'), 0o755);
+      if (existsSync(bins.netlinkAddon)) copyFileSync(bins.netlinkAddon, join(P.cniBin, 'knet-netlink.node'));
+      writeFileSync(P.echo, ECHO_SERVER);
+      writeFileSync(P.probe, PROBE_CLIENT);
+      writeFileSync(P.kubeconfig, kubeconfigText(plan.apiServer));
+      // Pod to a Service answered by a pod on the same bridge needs bridged traffic to see
+      // iptables (br_netfilter, per namespace). The lab never loads a module: without it, the
+      // proxies masquerade all service traffic instead.
+      masqueradeAll = !existsSync('/proc/sys/net/bridge/bridge-nf-call-iptables');
+      state.masqueradeAll = masqueradeAll;
+      for (const n of plan.nodes) {
+        const d = P.node(n.name);
+        mkdirSync(join(d, 'net.d'), { recursive: true });
+        mkdirSync(join(d, 'ipam'), { recursive: true });
+        writeFileSync(conflistPath(o.dir, n.name), cniConflist({ subnetFile: join(d, 'subnet.env'), dataDir: join(d, 'ipam') }));
+        writeFileSync(join(d, 'kube-proxy.yaml'), kubeProxyConfig(plan, n, masqueradeAll));
+      }
+    });
+    await step('namespaces', async () => {
+      o.progress(`    creating ${plan.nodes.length + 2} namespaces and the underlay bridge ${plan.underlay.bridge} (${plan.underlay.ip}/24)`);
+      await newNs(plan.underlay.ns);
+      await newNs(plan.outside.ns);
+      for (const n of plan.nodes) await newNs(n.ns);
+      const l = underlayLinks(plan);
+      await ipBatch(plan.underlay.ns, l.underlay);
+      await ipBatch(plan.outside.ns, l.outside);
+      await pool(plan.nodes, 8, async (n) => {
+        await ipBatch(n.ns, l.perNode.get(n.ns)!);
+        const sysctls = ['net.ipv4.ip_forward=1'];
+        if (!masqueradeAll) sysctls.push('net.bridge.bridge-nf-call-iptables=1');
+        await run('ip', ['netns', 'exec', n.ns, 'sysctl', '-q', '-w', ...sysctls]);
+      });
+    });
+    await step('etcd', async () => {
+      const u = plan.underlay;
+      const client = `http://${u.ip}:${ETCD_PORT},http://127.0.0.1:${ETCD_PORT}`;
+      const peer = `http://127.0.0.1:2380`;
+      const st = await started('etcd', u.ns, 'etcd', ['--name', 'knet-lab', '--data-dir', P.etcdData, '--listen-client-urls', client,
+        '--advertise-client-urls', `http://${u.ip}:${ETCD_PORT}`, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+        '--initial-cluster', `knet-lab=${peer}`, '--logger', 'zap', '--log-outputs', 'stderr']);
+      await waitProcess('etcd', 'etcd to serve clients', async () => /serving client traffic|ready to serve client requests/.test(readFileSync(st.log, 'utf8')), 30_000);
+    });
+    const api = new LabApiClient(P.socket);
+    await step('lab API', async () => {
+      const self = selfCommand();
+      await started('lab-api', plan.underlay.ns, self.file, [...self.args, 'lab', '_api', '--dir', o.dir], { cwd: packageRoot() });
+      await waitProcess('lab-api', 'the lab API', () => api.healthy(), 30_000);
+    });
+    await step('agents', async () => {
+      for (const n of plan.nodes) {
+        await started(`agent-${n.name}`, n.ns, process.execPath, [bins.cli, 'agent', '--etcd-endpoints', plan.etcdEndpoint, '--etcd-prefix', FLANNEL_PREFIX,
+          '--iface', 'eth0', '--public-ip', n.ip, '--subnet-file', join(P.node(n.name), 'subnet.env'), '--iptables-backend', 'nft',
+          '--resync-period', '30', '--healthz-port', '10260']);
+      }
+      await pool(plan.nodes, 16, (n) => waitProcess(`agent-${n.name}`, `the subnet lease of ${n.name}`, async () => {
+        const f = join(P.node(n.name), 'subnet.env');
+        return existsSync(f) && subnetOf(readFileSync(f, 'utf8'));
+      }));
+    });
+    await step('node objects', async () => {
+      await pool(plan.nodes, 8, async (n) => {
+        const cidr = subnetOf(readFileSync(join(P.node(n.name), 'subnet.env'), 'utf8'))!;
+        await api.putNode({
+          metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name } },
+          spec: { podCIDR: cidr, podCIDRs: [cidr] },
+          status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
+        });
+      });
+    });
+    await step('proxies', async () => {
+      for (const n of plan.nodes) {
+        await started(`proxy-${n.name}`, n.ns, process.execPath, [bins.cli, 'proxy', '--kubeconfig', P.kubeconfig, '--config', join(P.node(n.name), 'kube-proxy.yaml'),
+          '--hostname-override', n.name, '--node-ip', n.ip, '--iptables-backend', 'nft']);
+      }
+      await pool(plan.nodes, 16, (n) => waitProcess(`proxy-${n.name}`, `the proxy on ${n.name} to sync its rules`, () => proxySynced(n.ns)));
+    });
+    if (!o.noWorkload) {
+      const w = defaultWorkload(plan.nodes.map((n) => n.name));
+      await step('pods', async () => {
+        o.progress(`    ${w.pods.length} pods through the CNI plugin, and the outside host's echo server`);
+        await started('outside-echo', plan.outside.ns, process.execPath, [P.echo, 'outside', '9090']);
+        await pool(w.pods, 6, async (p) => { checkAbort(); await createPod(state, api, p); });
+      });
+      await step('services', async () => {
+        for (const s of w.services) await api.putService(s);
+        for (const sl of w.slices) await api.putSlice(sl);
+      });
+    }
+    state.phase = 'up';
+    writeState(state);
+    o.progress(`lab ${plan.labId} up in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+    return state;
+  } catch (err) {
+    const interrupted = err instanceof Interrupted || abort.requested;
+    o.progress(interrupted ? `interrupted during "${current}"; removing what was made` : `lab up: step "${current}" failed: ${(err as Error).message}\n  log: ${logPath}\n  removing what was made (logs stay in ${P.logs})`);
+    await teardown(state, { keepLogs: !interrupted, progress: o.progress });
+    if (interrupted) throw new Interrupted();
+    throw new StepError(current, err, logPath);
+  }
+}
+
+/** Stops the lab's processes, deletes its namespaces and files. Never throws for a missing piece. */
+export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: (l: string) => void } = {}): Promise<{ namespaces: number; processes: number }> {
+  const say = o.progress ?? (() => undefined);
+  // Proxies and agents first (they would otherwise log about etcd and the API going away).
+  const order = (w: string) => (w.startsWith('proxy') ? 0 : w.startsWith('agent') ? 1 : w === 'lab-api' ? 2 : 3);
+  const procs = [...s.processes].sort((a, b) => order(a.what) - order(b.what));
+  await pool(procs, 16, (p) => stopPid(p.pid));
+  const mine = [...new Set([...s.namespaces, ...(await listNetns()).filter((n) => n.startsWith(s.plan.nsPrefix))])];
+  // Pods first, then nodes, the outside host and the underlay last.
+  const rank = (n: string) => (n === s.plan.underlay.ns ? 2 : s.namespaces.includes(n) ? 1 : 0);
+  mine.sort((a, b) => rank(a) - rank(b));
+  for (const r of [0, 1, 2]) await pool(mine.filter((n) => rank(n) === r), 8, (n) => deleteNetns(n));
+  say(`  stopped ${procs.length} processes, deleted ${mine.length} namespaces`);
+  const P = paths(s.dir);
+  for (const f of [P.socket, P.kubeconfig, P.echo, P.probe, join(s.dir, 'cni'), join(s.dir, 'nodes'), P.etcdData]) rmSync(f, { recursive: true, force: true });
+  rmSync(P.state, { force: true });
+  if (!o.keepLogs) {
+    rmSync(P.logs, { recursive: true, force: true });
+    try { if (readdirSync(s.dir).length === 0) rmdirSync(s.dir); } catch { /* not empty or gone */ }
+  }
+  return { namespaces: mine.length, processes: procs.length };
+}
+
+export async function labDown(dir: string, progress: (l: string) => void): Promise<boolean> {
+  const s = readState(dir);
+  if (!s) {
+    progress(`no lab in ${dir}; nothing to do`);
+    return false;
+  }
+  progress(`tearing down lab ${s.plan.labId} (${s.plan.nsPrefix}*)`);
+  await teardown(s, { progress });
+  return true;
+}
+
+export type { LabPlan };

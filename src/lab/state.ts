@@ -1,0 +1,60 @@
+// The lab directory: state.json records what `lab up` made (written before each thing is made,
+// so a failed or interrupted `up` and `lab down` can remove exactly that), plus logs, the
+// per-node CNI config and subnet files, the kubeconfig and the API socket.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { LabPlan } from './topology.ts';
+
+export const DEFAULT_LAB_DIR = '/run/knet-lab';
+
+export interface LabState {
+  version: 1;
+  dir: string;
+  plan: LabPlan;
+  /** Namespaces this lab created (pods' namespaces all start with plan.nsPrefix too). */
+  namespaces: string[];
+  /** Long-running processes: what, pid, log file. */
+  processes: Array<{ what: string; pid: number; log: string }>;
+  phase: 'starting' | 'up' | 'failed';
+  startedAt: string;
+  /** Seconds per step of the last `up`. */
+  steps?: Array<{ step: string; seconds: number }>;
+  /** Whether node proxies masquerade all service traffic (no br_netfilter on this machine). */
+  masqueradeAll?: boolean;
+}
+
+export function labDir(dir?: string): string {
+  return resolve(dir ?? process.env.KNET_LAB_DIR ?? DEFAULT_LAB_DIR);
+}
+
+export const paths = (dir: string) => ({
+  state: join(dir, 'state.json'),
+  logs: join(dir, 'logs'),
+  socket: join(dir, 'api.sock'),
+  kubeconfig: join(dir, 'kubeconfig'),
+  etcdData: join(dir, 'etcd'),
+  cniBin: join(dir, 'cni', 'bin'),
+  echo: join(dir, 'echo.mjs'),
+  probe: join(dir, 'probe.mjs'),
+  node: (name: string) => join(dir, 'nodes', name),
+  log: (what: string) => join(dir, 'logs', `${what}.log`),
+});
+
+export function readState(dir: string): LabState | null {
+  const p = paths(dir).state;
+  if (!existsSync(p)) return null;
+  return JSON.parse(readFileSync(p, 'utf8')) as LabState;
+}
+
+export function writeState(s: LabState): void {
+  mkdirSync(s.dir, { recursive: true });
+  const p = paths(s.dir).state;
+  writeFileSync(`${p}.tmp`, JSON.stringify(s, null, 2) + '\n');
+  renameSync(`${p}.tmp`, p);
+}
+
+export function requireState(dir: string): LabState {
+  const s = readState(dir);
+  if (!s) throw new Error(`no lab in ${dir} (start one with: knet lab up${dir === labDir() ? '' : ` --dir ${dir}`})`);
+  return s;
+}

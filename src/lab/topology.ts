@@ -1,0 +1,164 @@
+// The lab's shape, planned by pure functions: namespace names, underlay addresses, the flannel
+// network config, the Service CIDR and the NodePort range. Everything a `lab up` creates is
+// named here, so `lab down` and the tests can find exactly those objects again.
+import { createHash } from 'node:crypto';
+
+export type OverlayBackend = 'vxlan';
+export type ProxyMode = 'iptables';
+
+export const UNDERLAY_BRIDGE = 'br0';
+export const UNDERLAY_PREFIX = '192.168.50';
+export const UNDERLAY_GATEWAY = `${UNDERLAY_PREFIX}.254`;
+export const OUTSIDE_IP = `${UNDERLAY_PREFIX}.200`;
+export const POD_NETWORK = '10.244.0.0/16';
+/** The book's --service-cluster-ip-range. */
+export const SERVICE_CIDR = '10.254.0.0/16';
+export const NODEPORT_RANGE: readonly [number, number] = [30000, 32767];
+export const ETCD_PORT = 2379;
+export const API_PORT = 6443;
+export const MAX_NODES = 100;
+export const FLANNEL_PREFIX = '/coreos.com/network';
+
+export interface LabNodePlan {
+  /** Kubernetes node name (node-1 ...). */
+  name: string;
+  /** Network namespace holding the node. */
+  ns: string;
+  /** Underlay (public) address. */
+  ip: string;
+  /** The veth end on the underlay bridge (in the underlay namespace). */
+  uplink: string;
+}
+
+export interface LabPlan {
+  labId: string;
+  nsPrefix: string;
+  backend: OverlayBackend;
+  proxyMode: ProxyMode;
+  underlay: { ns: string; bridge: string; ip: string; prefixLen: number };
+  outside: { ns: string; ip: string; uplink: string };
+  nodes: LabNodePlan[];
+  etcdEndpoint: string;
+  apiServer: string;
+  networkConfig: string;
+  podNetwork: string;
+  serviceCIDR: string;
+  nodePortRange: readonly [number, number];
+}
+
+export interface PlanInput {
+  labId: string;
+  nodes: number;
+  /** Default `knl-<labId>-`; tests pass a `knt-l...-` prefix. */
+  nsPrefix?: string;
+  backend?: string;
+  proxyMode?: string;
+}
+
+const LAB_ID = /^[a-z0-9]{1,12}$/;
+const PREFIX = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}-$/;
+
+export function defaultPrefix(labId: string): string {
+  return `knl-${labId}-`;
+}
+
+export function planLab(i: PlanInput): LabPlan {
+  if (!LAB_ID.test(i.labId)) throw new Error(`lab id must be 1-12 lower-case letters or digits: ${JSON.stringify(i.labId)}`);
+  if (!Number.isInteger(i.nodes) || i.nodes < 1 || i.nodes > MAX_NODES) throw new Error(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${i.nodes}`);
+  const backend = i.backend ?? 'vxlan';
+  if (backend !== 'vxlan') {
+    throw new Error(`--backend ${backend}: only vxlan is available (the ovs-gre backend is not part of knet yet)`);
+  }
+  const proxyMode = i.proxyMode ?? 'iptables';
+  if (proxyMode !== 'iptables') {
+    throw new Error(`--proxy-mode ${proxyMode}: only iptables is available (knet proxy has no userspace mode yet)`);
+  }
+  const nsPrefix = i.nsPrefix ?? defaultPrefix(i.labId);
+  if (!PREFIX.test(nsPrefix)) throw new Error(`namespace prefix must end in "-" and hold only letters, digits, "_", "." and "-": ${JSON.stringify(nsPrefix)}`);
+  const nodes: LabNodePlan[] = [];
+  for (let n = 1; n <= i.nodes; n++) {
+    nodes.push({ name: `node-${n}`, ns: `${nsPrefix}node-${n}`, ip: `${UNDERLAY_PREFIX}.${n}`, uplink: `n${n}` });
+  }
+  return {
+    labId: i.labId,
+    nsPrefix,
+    backend,
+    proxyMode,
+    underlay: { ns: `${nsPrefix}underlay`, bridge: UNDERLAY_BRIDGE, ip: UNDERLAY_GATEWAY, prefixLen: 24 },
+    outside: { ns: `${nsPrefix}outside`, ip: OUTSIDE_IP, uplink: 'outside' },
+    nodes,
+    etcdEndpoint: `http://${UNDERLAY_GATEWAY}:${ETCD_PORT}`,
+    apiServer: `http://${UNDERLAY_GATEWAY}:${API_PORT}`,
+    networkConfig: JSON.stringify({ Network: POD_NETWORK, Backend: { Type: backend } }),
+    podNetwork: POD_NETWORK,
+    serviceCIDR: SERVICE_CIDR,
+    nodePortRange: NODEPORT_RANGE,
+  };
+}
+
+/** Every namespace of a lab starts with its prefix; a pod's namespace is derived from its key. */
+export function podNetnsName(nsPrefix: string, namespace: string, name: string): string {
+  const h = createHash('sha256').update(`${namespace}/${name}`).digest('hex').slice(0, 10);
+  return `${nsPrefix}p-${h}`;
+}
+
+/** The `ip batch` lines that wire the underlay: a bridge, one veth per node and the outside host. */
+export function underlayLinks(p: LabPlan): { underlay: string[]; perNode: Map<string, string[]>; outside: string[] } {
+  const u = p.underlay;
+  const underlay = [`link add ${u.bridge} type bridge`, `addr add ${u.ip}/${u.prefixLen} dev ${u.bridge}`, `link set ${u.bridge} up`];
+  const perNode = new Map<string, string[]>();
+  for (const n of p.nodes) {
+    underlay.push(`link add ${n.uplink} type veth peer name eth0 netns ${n.ns}`, `link set ${n.uplink} master ${u.bridge} up`);
+    perNode.set(n.ns, [`addr add ${n.ip}/${u.prefixLen} dev eth0`, 'link set eth0 up', `route add default via ${u.ip}`]);
+  }
+  underlay.push(`link add ${p.outside.uplink} type veth peer name eth0 netns ${p.outside.ns}`, `link set ${p.outside.uplink} master ${u.bridge} up`);
+  const outside = [`addr add ${p.outside.ip}/${u.prefixLen} dev eth0`, 'link set eth0 up'];
+  return { underlay, perNode, outside };
+}
+
+/** The KubeProxyConfiguration every node's proxy runs with. */
+export function kubeProxyConfig(p: LabPlan, node: LabNodePlan, masqueradeAll: boolean): string {
+  return [
+    'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
+    'kind: KubeProxyConfiguration',
+    'mode: iptables',
+    `hostnameOverride: ${node.name}`,
+    `clusterCIDR: ${p.podNetwork}`,
+    `metricsBindAddress: 127.0.0.1:10249`,
+    `healthzBindAddress: 0.0.0.0:10256`,
+    'iptables:',
+    `  masqueradeAll: ${masqueradeAll}`,
+    '  minSyncPeriod: 0s',
+    '  syncPeriod: 30s',
+    '',
+  ].join('\n');
+}
+
+/** A kubeconfig for the lab API (plain HTTP inside the lab's underlay). */
+export function kubeconfigText(server: string): string {
+  return [
+    'apiVersion: v1', 'kind: Config', 'current-context: knet-lab',
+    'clusters:', '- name: knet-lab', '  cluster:', `    server: ${server}`,
+    // The lab API is plain HTTP inside the lab; client-node only allows that with this set.
+    '    insecure-skip-tls-verify: true',
+    'users:', '- name: knet-lab', '  user:', '    token: knet-lab',
+    'contexts:', '- name: knet-lab', '  context:', '    cluster: knet-lab', '    user: knet-lab', '',
+  ].join('\n');
+}
+
+/** The CNI conflist written per node: knet's plugin, reading the node agent's subnet file. */
+export function cniConflist(o: { subnetFile: string; dataDir: string }): string {
+  return JSON.stringify({
+    cniVersion: '1.1.0',
+    name: 'knet',
+    plugins: [{ type: 'knet', subnetFile: o.subnetFile, bridge: 'cni0', hairpinMode: true, dataDir: o.dataDir, iptablesBackend: 'nft' }],
+  }, null, 2) + '\n';
+}
+
+/** The plugin config a runtime hands one plugin of a list: name and cniVersion injected. */
+export function pluginConfFromList(conflist: string): Record<string, unknown> {
+  const l = JSON.parse(conflist) as { cniVersion: string; name: string; plugins: Record<string, unknown>[] };
+  const first = l.plugins[0];
+  if (!first) throw new Error('conflist has no plugins');
+  return { cniVersion: l.cniVersion, name: l.name, ...first };
+}

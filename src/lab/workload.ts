@@ -1,0 +1,235 @@
+// The lab's objects as pure data: the small Pod shape `lab apply` accepts, the default
+// workload, EndpointSlices derived from pod labels (what kube-controller-manager's EndpointSlice
+// controller does for Services with selectors), and ClusterIP / NodePort allocation.
+import type { EndpointSlice, Service } from '../model/k8s.ts';
+import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
+import { OUTSIDE_IP } from './topology.ts';
+
+export const MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
+export const MANAGED_BY = 'lab.knet.dev';
+export const NETNS_ANNOTATION = 'lab.knet.dev/netns';
+export const OUTSIDE_NAME = 'outside';
+
+export interface PodPort { port: number; protocol: 'TCP' | 'UDP' | 'BOTH'; name?: string }
+
+/** A lab pod: a network namespace on a node, running one echo server on its ports. */
+export interface LabPod {
+  apiVersion: 'v1';
+  kind: 'Pod';
+  metadata: { name: string; namespace: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string; uid?: string };
+  spec: { nodeName: string; containers: Array<{ name: string; ports: Array<{ containerPort: number; protocol?: string; name?: string }> }> };
+  status?: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; hostIP?: string };
+}
+
+const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+export function assertName(what: string, v: unknown): string {
+  if (typeof v !== 'string' || v.length > 63 || !DNS1123.test(v)) throw new Error(`${what} must be a DNS label (a-z, 0-9, "-", at most 63): ${JSON.stringify(v)}`);
+  return v;
+}
+
+function port(v: unknown, what: string): number {
+  if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 65535) throw new Error(`${what} must be a port number 1-65535: ${JSON.stringify(v)}`);
+  return v as number;
+}
+
+/**
+ * Normalizes what `lab apply` accepts as a Pod: metadata.name/namespace/labels and
+ * spec.nodeName, with ports either as `spec.ports` (numbers or {port, protocol, name}) or as a
+ * real Pod's `spec.containers[].ports[]`. The echo server answers TCP and UDP on every port.
+ */
+export function normalizePod(o: Record<string, unknown>, nodeNames: readonly string[]): LabPod {
+  const md = (o.metadata ?? {}) as Record<string, unknown>;
+  const name = assertName('Pod metadata.name', md.name);
+  const namespace = md.namespace === undefined ? 'default' : assertName('Pod metadata.namespace', md.namespace);
+  const labels = (md.labels ?? {}) as Record<string, string>;
+  if (typeof labels !== 'object' || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) throw new Error(`Pod ${name}: labels must map strings to strings`);
+  const spec = (o.spec ?? {}) as Record<string, unknown>;
+  const nodeName = spec.nodeName;
+  if (typeof nodeName !== 'string' || !nodeNames.includes(nodeName)) throw new Error(`Pod ${name}: spec.nodeName must be one of ${nodeNames.join(', ')}, got ${JSON.stringify(nodeName)}`);
+  const ports: Array<{ containerPort: number; protocol?: string; name?: string }> = [];
+  const add = (p: unknown, what: string) => {
+    if (typeof p === 'number') { ports.push({ containerPort: port(p, what) }); return; }
+    const r = (p ?? {}) as Record<string, unknown>;
+    const out: { containerPort: number; protocol?: string; name?: string } = { containerPort: port(r.containerPort ?? r.port, what) };
+    if (r.protocol !== undefined) {
+      if (r.protocol !== 'TCP' && r.protocol !== 'UDP') throw new Error(`${what}.protocol must be TCP or UDP`);
+      out.protocol = r.protocol;
+    }
+    if (r.name !== undefined) out.name = assertName(`${what}.name`, r.name);
+    ports.push(out);
+  };
+  if (Array.isArray(spec.ports)) spec.ports.forEach((p, i) => add(p, `Pod ${name} spec.ports[${i}]`));
+  if (Array.isArray(spec.containers)) {
+    spec.containers.forEach((c, i) => {
+      const cp = (c as Record<string, unknown>)?.ports;
+      if (Array.isArray(cp)) cp.forEach((p, j) => add(p, `Pod ${name} spec.containers[${i}].ports[${j}]`));
+    });
+  }
+  if (ports.length === 0) ports.push({ containerPort: 8080 });
+  const pod: LabPod = { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, spec: { nodeName, containers: [{ name: 'echo', ports }] } };
+  if (Object.keys(labels).length) pod.metadata.labels = { ...labels };
+  return pod;
+}
+
+export function podPorts(p: LabPod): number[] {
+  return [...new Set(p.spec.containers.flatMap((c) => c.ports.map((x) => x.containerPort)))].sort((a, b) => a - b);
+}
+
+export function podIP(p: LabPod): string | undefined {
+  return p.status?.podIP;
+}
+
+/** The default workload: a client pod on every node, three web pods on different nodes, five Services. */
+export function defaultWorkload(nodeNames: readonly string[]): { pods: LabPod[]; services: Service[]; slices: EndpointSlice[] } {
+  const pods: LabPod[] = [];
+  const mk = (name: string, node: string, labels: Record<string, string>, ports: number[]) => normalizePod(
+    { metadata: { name, labels }, spec: { nodeName: node, ports } }, nodeNames);
+  nodeNames.forEach((n, i) => pods.push(mk(`client-${i + 1}`, n, { app: 'client' }, [8080])));
+  for (let k = 0; k < 3; k++) pods.push(mk(`web-${k + 1}`, nodeNames[k % nodeNames.length]!, { app: 'web' }, [8080, 5353]));
+  const svc = (name: string, spec: Service['spec']): Service => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec });
+  const services = [
+    svc('web', { type: 'ClusterIP', selector: { app: 'web' }, ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080 }] }),
+    svc('web-nodeport', { type: 'NodePort', selector: { app: 'web' }, ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }] }),
+    svc('web-sticky', { type: 'ClusterIP', selector: { app: 'web' }, sessionAffinity: 'ClientIP', ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080 }] }),
+    svc('dns', { type: 'ClusterIP', selector: { app: 'web' }, ports: [{ name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353 }, { name: 'dns-tcp', protocol: 'TCP', port: 53, targetPort: 5353 }] }),
+    // The book's mysql: no selector, endpoints maintained by hand, pointing outside the cluster.
+    svc('external', { type: 'ClusterIP', ports: [{ name: 'echo', protocol: 'TCP', port: 9090, targetPort: 9090 }] }),
+  ];
+  const slices: EndpointSlice[] = [{
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { name: 'external-1', namespace: 'default', labels: { [SERVICE_NAME_LABEL]: 'external' } },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: [OUTSIDE_IP], conditions: { ready: true } }],
+    ports: [{ name: 'echo', protocol: 'TCP', port: 9090 }],
+  }];
+  return { pods, services, slices };
+}
+
+function selects(selector: Record<string, string>, labels: Record<string, string> | undefined): boolean {
+  return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+}
+
+function resolveTargetPort(tp: number | string | undefined, port: number | undefined, pod: LabPod): number | null {
+  if (tp === undefined) return port ?? null;
+  if (typeof tp === 'number') return tp;
+  if (/^\d+$/.test(tp)) return Number(tp);
+  for (const c of pod.spec.containers) for (const p of c.ports) if (p.name === tp) return p.containerPort;
+  return null;
+}
+
+/**
+ * The EndpointSlices the lab keeps for Services with a selector: one slice per Service (named
+ * `<service>-lab`), every matching pod with an address as a ready endpoint, sorted by pod name.
+ * Services without a selector get none: their slices are the user's.
+ */
+export function deriveEndpointSlices(services: readonly Service[], pods: readonly LabPod[]): EndpointSlice[] {
+  const out: EndpointSlice[] = [];
+  for (const s of services) {
+    const selector = s.spec?.selector;
+    if (!selector || Object.keys(selector).length === 0 || s.spec?.type === 'ExternalName') continue;
+    const ns = s.metadata.namespace ?? 'default';
+    const name = s.metadata.name!;
+    const members = pods
+      .filter((p) => p.metadata.namespace === ns && podIP(p) && selects(selector, p.metadata.labels))
+      .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+    const svcPorts = s.spec?.ports ?? [];
+    const ports = svcPorts.map((sp) => {
+      const first = members[0];
+      const resolved = first ? resolveTargetPort(sp.targetPort, sp.port, first) : (typeof sp.targetPort === 'number' ? sp.targetPort : sp.port ?? null);
+      return { name: sp.name ?? '', protocol: sp.protocol ?? 'TCP', port: resolved };
+    });
+    out.push({
+      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+      metadata: { name: `${name}-lab`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: name, [MANAGED_BY_LABEL]: MANAGED_BY } },
+      addressType: 'IPv4',
+      endpoints: members.map((p) => ({
+        addresses: [podIP(p)!],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: p.spec.nodeName,
+        targetRef: { kind: 'Pod', namespace: ns, name: p.metadata.name },
+      })) as unknown as EndpointSlice['endpoints'],
+      ports,
+    });
+  }
+  return out;
+}
+
+export function isManagedSlice(s: EndpointSlice): boolean {
+  return s.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY;
+}
+
+function ipToInt(ip: string): number {
+  return ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+}
+function intToIp(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+}
+
+/** The first free address of the CIDR from .10 on (a requested one must be inside and free). */
+export function allocateClusterIP(cidr: string, used: ReadonlySet<string>, requested?: string): string {
+  const [base, lenText] = cidr.split('/') as [string, string];
+  const size = 2 ** (32 - Number(lenText));
+  const start = ipToInt(base);
+  if (requested) {
+    const r = ipToInt(requested);
+    if (!/^\d+\.\d+\.\d+\.\d+$/.test(requested) || r <= start || r >= start + size - 1) throw new Error(`clusterIP ${requested} is not in the service range ${cidr}`);
+    if (used.has(requested)) throw new Error(`clusterIP ${requested} is already allocated`);
+    return requested;
+  }
+  for (let i = 10; i < size - 1; i++) {
+    const ip = intToIp(start + i);
+    if (!used.has(ip)) return ip;
+  }
+  throw new Error(`service range ${cidr} is full`);
+}
+
+export function allocateNodePort(range: readonly [number, number], used: ReadonlySet<number>, requested?: number): number {
+  if (requested !== undefined) {
+    if (requested < range[0] || requested > range[1]) throw new Error(`nodePort ${requested} is outside ${range[0]}-${range[1]}`);
+    if (used.has(requested)) throw new Error(`nodePort ${requested} is already allocated`);
+    return requested;
+  }
+  for (let p = range[0]; p <= range[1]; p++) if (!used.has(p)) return p;
+  throw new Error('no free NodePort');
+}
+
+/**
+ * Fills in what kube-apiserver's Service REST storage would: a ClusterIP from the range, a
+ * NodePort for NodePort/LoadBalancer ports, defaults for protocol and targetPort. `previous` is
+ * the stored version: an update keeps its ClusterIP and NodePorts.
+ */
+export function completeService(s: Service, previous: Service | undefined, all: readonly Service[], cidr: string, range: readonly [number, number]): Service {
+  const out: Service = JSON.parse(JSON.stringify(s));
+  out.apiVersion = 'v1';
+  out.kind = 'Service';
+  assertName('Service metadata.name', out.metadata.name);
+  out.metadata.namespace ??= 'default';
+  const spec = (out.spec ??= {});
+  spec.type ??= 'ClusterIP';
+  if (!['ClusterIP', 'NodePort', 'LoadBalancer'].includes(spec.type)) throw new Error(`Service ${out.metadata.name}: type ${spec.type} is not served by the lab`);
+  const key = (x: Service) => `${x.metadata.namespace ?? 'default'}/${x.metadata.name}`;
+  const others = all.filter((x) => key(x) !== key(out));
+  const usedIPs = new Set(others.map((x) => x.spec?.clusterIP).filter((x): x is string => !!x && x !== 'None'));
+  const usedPorts = new Set(others.flatMap((x) => (x.spec?.ports ?? []).map((p) => p.nodePort).filter((p): p is number => !!p)));
+  if (spec.clusterIP !== 'None') {
+    const wanted = spec.clusterIP || previous?.spec?.clusterIP;
+    spec.clusterIP = allocateClusterIP(cidr, usedIPs, wanted || undefined);
+    spec.clusterIPs = [spec.clusterIP];
+  }
+  spec.ipFamilies = ['IPv4'];
+  spec.sessionAffinity ??= 'None';
+  const ports = spec.ports ?? [];
+  if (ports.length === 0) throw new Error(`Service ${out.metadata.name}: spec.ports is empty`);
+  ports.forEach((p, i) => {
+    p.protocol ??= 'TCP';
+    port(p.port, `Service ${out.metadata.name} spec.ports[${i}].port`);
+    p.targetPort ??= p.port;
+    if (spec.type === 'NodePort' || spec.type === 'LoadBalancer') {
+      const prev = previous?.spec?.ports?.find((q) => q.port === p.port && (q.protocol ?? 'TCP') === p.protocol)?.nodePort;
+      p.nodePort = allocateNodePort(range, usedPorts, p.nodePort ?? prev);
+      usedPorts.add(p.nodePort);
+    } else delete p.nodePort;
+  });
+  return out;
+}

@@ -1,0 +1,168 @@
+// knet lab, pure parts: topology planning (names, addresses, configs), pod normalization,
+// EndpointSlice derivation from labels, ClusterIP/NodePort allocation, manifests, API paths.
+import test from 'ava';
+import { cniConflist, kubeconfigText, kubeProxyConfig, planLab, pluginConfFromList, podNetnsName, underlayLinks } from '../../src/lab/topology.ts';
+import { allocateClusterIP, allocateNodePort, completeService, defaultWorkload, deriveEndpointSlices, normalizePod, type LabPod } from '../../src/lab/workload.ts';
+import { parseLabManifests, kindOf } from '../../src/lab/commands.ts';
+import { parsePath, registryKey } from '../../src/lab/api.ts';
+import type { Service } from '../../src/model/k8s.ts';
+
+test('planLab: names every namespace with the prefix, addresses on the underlay, flannel config', (t) => {
+  const p = planLab({ labId: 'abc123', nodes: 3 });
+  t.is(p.nsPrefix, 'knl-abc123-');
+  t.deepEqual(p.nodes.map((n) => [n.name, n.ns, n.ip]), [
+    ['node-1', 'knl-abc123-node-1', '192.168.50.1'],
+    ['node-2', 'knl-abc123-node-2', '192.168.50.2'],
+    ['node-3', 'knl-abc123-node-3', '192.168.50.3'],
+  ]);
+  t.is(p.underlay.ns, 'knl-abc123-underlay');
+  t.is(p.outside.ns, 'knl-abc123-outside');
+  t.is(p.etcdEndpoint, 'http://192.168.50.254:2379');
+  t.is(p.apiServer, 'http://192.168.50.254:6443');
+  t.deepEqual(JSON.parse(p.networkConfig), { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } });
+  for (const a of [p.underlay.ip, p.outside.ip, ...p.nodes.map((n) => n.ip)]) t.regex(a, /^192\.168\./);
+  t.is(planLab({ labId: 'x1', nodes: 10, nsPrefix: 'knt-lq-' }).nodes[9]!.ns, 'knt-lq-node-10');
+});
+
+test('planLab: rejects what the lab cannot do, with the reason', (t) => {
+  t.throws(() => planLab({ labId: 'a', nodes: 0 }), { message: /--nodes/ });
+  t.throws(() => planLab({ labId: 'a', nodes: 101 }), { message: /--nodes/ });
+  t.throws(() => planLab({ labId: 'a', nodes: 3, backend: 'ovs-gre' }), { message: /only vxlan/ });
+  t.throws(() => planLab({ labId: 'a', nodes: 3, proxyMode: 'userspace' }), { message: /only iptables/ });
+  t.throws(() => planLab({ labId: 'A B', nodes: 3 }), { message: /lab id/ });
+  t.throws(() => planLab({ labId: 'a', nodes: 3, nsPrefix: 'bad prefix' }), { message: /prefix/ });
+});
+
+test('underlayLinks: one veth per node into its namespace, the outside host on the same bridge', (t) => {
+  const p = planLab({ labId: 'l1', nodes: 2, nsPrefix: 'knt-lx-' });
+  const l = underlayLinks(p);
+  t.true(l.underlay.includes('link add n1 type veth peer name eth0 netns knt-lx-node-1'));
+  t.true(l.underlay.includes('link set n2 master br0 up'));
+  t.true(l.underlay.includes('link add outside type veth peer name eth0 netns knt-lx-outside'));
+  t.deepEqual(l.perNode.get('knt-lx-node-2'), ['addr add 192.168.50.2/24 dev eth0', 'link set eth0 up', 'route add default via 192.168.50.254']);
+  t.deepEqual(l.outside, ['addr add 192.168.50.200/24 dev eth0', 'link set eth0 up']);
+});
+
+test('pod namespaces: prefixed, stable, distinct per namespace/name', (t) => {
+  const a = podNetnsName('knl-x-', 'default', 'web-1');
+  t.true(a.startsWith('knl-x-p-'));
+  t.is(a, podNetnsName('knl-x-', 'default', 'web-1'));
+  t.not(a, podNetnsName('knl-x-', 'other', 'web-1'));
+  t.regex(a, /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/);
+});
+
+test('configs: conflist as a runtime reads it, kube-proxy config, kubeconfig', (t) => {
+  const list = cniConflist({ subnetFile: '/lab/nodes/node-1/subnet.env', dataDir: '/lab/nodes/node-1/ipam' });
+  t.deepEqual(pluginConfFromList(list), { cniVersion: '1.1.0', name: 'knet', type: 'knet', subnetFile: '/lab/nodes/node-1/subnet.env', bridge: 'cni0', hairpinMode: true, dataDir: '/lab/nodes/node-1/ipam', iptablesBackend: 'nft' });
+  const p = planLab({ labId: 'a', nodes: 1 });
+  const kp = kubeProxyConfig(p, p.nodes[0]!, false);
+  t.regex(kp, /hostnameOverride: node-1/);
+  t.regex(kp, /clusterCIDR: 10\.244\.0\.0\/16/);
+  t.regex(kp, /masqueradeAll: false/);
+  t.regex(kubeconfigText(p.apiServer), /server: http:\/\/192\.168\.50\.254:6443\n {4}insecure-skip-tls-verify: true/);
+});
+
+test('normalizePod: the small shape and a real Pod\'s container ports', (t) => {
+  const nodes = ['node-1', 'node-2'];
+  const a = normalizePod({ metadata: { name: 'web-4', labels: { app: 'web' } }, spec: { nodeName: 'node-2', ports: [8080, { port: 5353, protocol: 'UDP' }] } }, nodes);
+  t.deepEqual(a.spec.containers[0]!.ports, [{ containerPort: 8080 }, { containerPort: 5353, protocol: 'UDP' }]);
+  t.is(a.metadata.namespace, 'default');
+  const b = normalizePod({ metadata: { name: 'x', namespace: 'demo' }, spec: { nodeName: 'node-1', containers: [{ ports: [{ containerPort: 80, name: 'http' }] }] } }, nodes);
+  t.deepEqual(b.spec.containers[0]!.ports, [{ containerPort: 80, name: 'http' }]);
+  t.deepEqual(normalizePod({ metadata: { name: 'y' }, spec: { nodeName: 'node-1' } }, nodes).spec.containers[0]!.ports, [{ containerPort: 8080 }]);
+  t.throws(() => normalizePod({ metadata: { name: 'z' }, spec: { nodeName: 'node-9' } }, nodes), { message: /nodeName must be one of node-1, node-2/ });
+  t.throws(() => normalizePod({ metadata: { name: 'Bad_Name' }, spec: { nodeName: 'node-1' } }, nodes), { message: /DNS label/ });
+  t.throws(() => normalizePod({ metadata: { name: 'p' }, spec: { nodeName: 'node-1', ports: [70000] } }, nodes), { message: /port number/ });
+});
+
+test('defaultWorkload: a client per node, three web pods on different nodes, five services', (t) => {
+  const w = defaultWorkload(['node-1', 'node-2', 'node-3']);
+  t.deepEqual(w.pods.map((p) => `${p.metadata.name}@${p.spec.nodeName}`), ['client-1@node-1', 'client-2@node-2', 'client-3@node-3', 'web-1@node-1', 'web-2@node-2', 'web-3@node-3']);
+  t.deepEqual(w.services.map((s) => s.metadata.name), ['web', 'web-nodeport', 'web-sticky', 'dns', 'external']);
+  t.is(w.services.find((s) => s.metadata.name === 'web-sticky')!.spec!.sessionAffinity, 'ClientIP');
+  t.is(w.services.find((s) => s.metadata.name === 'external')!.spec!.selector, undefined);
+  t.is(w.slices[0]!.endpoints![0]!.addresses[0], '192.168.50.200');
+  // One node: everything on it.
+  t.true(defaultWorkload(['node-1']).pods.every((p) => p.spec.nodeName === 'node-1'));
+});
+
+const withIP = (p: LabPod, ip: string): LabPod => ({ ...p, status: { podIP: ip } });
+
+test('deriveEndpointSlices: selected, addressed pods in the namespace; target ports resolved; selector-less skipped', (t) => {
+  const nodes = ['node-1', 'node-2'];
+  const pods = [
+    withIP(normalizePod({ metadata: { name: 'web-2', labels: { app: 'web', tier: 'a' } }, spec: { nodeName: 'node-2', ports: [{ port: 8080, name: 'http' }] } }, nodes), '10.244.2.2'),
+    withIP(normalizePod({ metadata: { name: 'web-1', labels: { app: 'web' } }, spec: { nodeName: 'node-1', ports: [{ port: 8080, name: 'http' }] } }, nodes), '10.244.1.2'),
+    normalizePod({ metadata: { name: 'web-pending', labels: { app: 'web' } }, spec: { nodeName: 'node-1' } }, nodes),
+    withIP(normalizePod({ metadata: { name: 'other-ns', namespace: 'x', labels: { app: 'web' } }, spec: { nodeName: 'node-1' } }, nodes), '10.244.1.9'),
+    withIP(normalizePod({ metadata: { name: 'db', labels: { app: 'db' } }, spec: { nodeName: 'node-1' } }, nodes), '10.244.1.3'),
+  ];
+  const svc = (name: string, spec: Service['spec']): Service => ({ metadata: { name, namespace: 'default' }, spec });
+  const slices = deriveEndpointSlices([
+    svc('web', { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'alt', port: 81, targetPort: 9000 }] }),
+    svc('ext', { ports: [{ port: 1 }] }),
+    svc('none', { selector: { app: 'nothing' }, ports: [{ port: 80 }] }),
+  ], pods);
+  t.is(slices.length, 2);
+  const web = slices[0]!;
+  t.is(web.metadata.name, 'web-lab');
+  t.is(web.metadata.labels!['kubernetes.io/service-name'], 'web');
+  t.is(web.metadata.labels!['endpointslice.kubernetes.io/managed-by'], 'lab.knet.dev');
+  t.deepEqual(web.endpoints!.map((e) => [e.addresses[0], e.nodeName]), [['10.244.1.2', 'node-1'], ['10.244.2.2', 'node-2']]);
+  t.deepEqual(web.ports, [{ name: 'http', protocol: 'TCP', port: 8080 }, { name: 'alt', protocol: 'TCP', port: 9000 }]);
+  t.deepEqual(slices[1]!.endpoints, []);
+});
+
+test('allocation: ClusterIPs from .10 of the range, NodePorts in range, requested ones honoured or refused', (t) => {
+  t.is(allocateClusterIP('10.254.0.0/16', new Set()), '10.254.0.10');
+  t.is(allocateClusterIP('10.254.0.0/16', new Set(['10.254.0.10', '10.254.0.11'])), '10.254.0.12');
+  t.is(allocateClusterIP('10.254.0.0/16', new Set(), '10.254.3.3'), '10.254.3.3');
+  t.throws(() => allocateClusterIP('10.254.0.0/16', new Set(['10.254.3.3']), '10.254.3.3'), { message: /already allocated/ });
+  t.throws(() => allocateClusterIP('10.254.0.0/16', new Set(), '10.1.0.1'), { message: /not in the service range/ });
+  t.is(allocateNodePort([30000, 32767], new Set([30000])), 30001);
+  t.is(allocateNodePort([30000, 32767], new Set(), 30080), 30080);
+  t.throws(() => allocateNodePort([30000, 32767], new Set(), 80), { message: /outside/ });
+});
+
+test('completeService: defaults, keeps ClusterIP and NodePorts across updates, refuses duplicates', (t) => {
+  const range = [30000, 32767] as const;
+  const s1 = completeService({ metadata: { name: 'a' }, spec: { type: 'NodePort', ports: [{ port: 80 }] } }, undefined, [], '10.254.0.0/16', range);
+  t.like(s1.spec, { clusterIP: '10.254.0.10', clusterIPs: ['10.254.0.10'], sessionAffinity: 'None' });
+  t.deepEqual(s1.spec!.ports, [{ port: 80, protocol: 'TCP', targetPort: 80, nodePort: 30000 }]);
+  t.is(s1.metadata.namespace, 'default');
+  const again = completeService({ metadata: { name: 'a' }, spec: { type: 'NodePort', ports: [{ port: 80, targetPort: 8080 }] } }, s1, [s1], '10.254.0.0/16', range);
+  t.is(again.spec!.clusterIP, '10.254.0.10');
+  t.is(again.spec!.ports![0]!.nodePort, 30000);
+  const b = completeService({ metadata: { name: 'b' }, spec: { ports: [{ port: 80 }] } }, undefined, [s1], '10.254.0.0/16', range);
+  t.is(b.spec!.clusterIP, '10.254.0.11');
+  t.is(b.spec!.ports![0]!.nodePort, undefined);
+  t.throws(() => completeService({ metadata: { name: 'c' }, spec: { type: 'NodePort', ports: [{ port: 1, nodePort: 30000 }] } }, undefined, [s1], '10.254.0.0/16', range), { message: /already allocated/ });
+  t.throws(() => completeService({ metadata: { name: 'd' }, spec: { type: 'ExternalName', ports: [{ port: 1 }] } }, undefined, [], '10.254.0.0/16', range), { message: /not served/ });
+  t.is(completeService({ metadata: { name: 'h' }, spec: { clusterIP: 'None', ports: [{ port: 1 }] } }, undefined, [], '10.254.0.0/16', range).spec!.clusterIP, 'None');
+});
+
+test('parseLabManifests: multi-document YAML, Lists, only lab kinds', (t) => {
+  const m = parseLabManifests([
+    'apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}',
+    'apiVersion: v1\nkind: List\nitems:\n- {kind: Pod, metadata: {name: p1}, spec: {nodeName: node-1}}\n- {kind: EndpointSlice, metadata: {name: s1}}',
+  ].join('\n---\n'), 'f.yaml');
+  t.deepEqual(m.map((x) => x.kind), ['Service', 'Pod', 'EndpointSlice']);
+  t.throws(() => parseLabManifests('kind: Deployment\nmetadata: {name: x}\n', 'f'), { message: /not served by the lab/ });
+  t.throws(() => parseLabManifests('kind: Pod\nmetadata: {name: ../x}\n', 'f'), { message: /DNS label/ });
+  t.throws(() => parseLabManifests('kind: [\n', 'f'), { message: /f: document 1/ });
+  t.is(kindOf('svc'), 'services');
+  t.throws(() => kindOf('node'));
+});
+
+test('lab API paths: list/watch collections, named objects, groups checked', (t) => {
+  t.deepEqual(parsePath('/api/v1/services'), { resource: 'services' });
+  t.deepEqual(parsePath('/apis/discovery.k8s.io/v1/endpointslices'), { resource: 'endpointslices' });
+  t.deepEqual(parsePath('/api/v1/namespaces/default/pods/web-1'), { resource: 'pods', namespace: 'default', name: 'web-1' });
+  t.deepEqual(parsePath('/api/v1/nodes/node-1'), { resource: 'nodes', name: 'node-1' });
+  t.is(parsePath('/api/v1/endpointslices'), null);
+  t.is(parsePath('/apis/discovery.k8s.io/v1/services'), null);
+  t.is(parsePath('/api/v1/namespaces/default/nodes/x'), null);
+  t.is(parsePath('/api/v1/namespaces/default/pods/../../x'), null);
+  t.is(registryKey('services', 'default', 'web'), '/registry/services/default/web');
+  t.is(registryKey('nodes', undefined, 'node-1'), '/registry/nodes/node-1');
+});
