@@ -145,7 +145,9 @@ export class TcpPortProxy extends ListenerBase {
   private splice(c: Conn, finish: () => void): void {
     const { client } = c;
     const up = c.upstream!;
-    const idle = () => { client.destroy(); up.destroy(); };
+    // Reset, not close: a peer that stopped reading would keep a closed socket's unsent data
+    // (and its FIN) queued in the kernel indefinitely.
+    const idle = () => { client.resetAndDestroy(); up.resetAndDestroy(); };
     for (const s of [client, up]) {
       s.setTimeout(this.o.idleMs, idle);
       if (this.o.keepAliveMs) s.setKeepAlive(true, this.o.keepAliveMs);
