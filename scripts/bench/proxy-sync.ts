@@ -42,7 +42,7 @@ for (let i = 0; i < n; i++) { items.push(svc(i)); if (i !== 0) items.push(slice(
 writeJson(join(manifests, 'cluster.json'), items);
 writeJson(join(manifests, 'hot.json'), [slice(0)]);
 writeFileSync(join(dir, 'kube-proxy.yaml'), 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.0.0.0/8\n');
-const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: 'info' };
+const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: process.env.KNET_LOG_LEVEL ?? 'info' };
 delete env.NODE_EXTRA_CA_CERTS;
 
 interface Line { time: number; msg: string; full?: boolean; seconds?: number }
@@ -89,6 +89,7 @@ try {
         writeJson(join(manifests, 'hot.json'), [slice(0, c)]);
         const s = await nextSynced(mark);
         lat.push(s.time - at);
+        if (process.env.KNET_BENCH_TRACE) for (const l of lines.slice(mark)) console.log(at, JSON.stringify(l).slice(0, 300));
       }
       const save = await iptablesSave({ backend, netns: ns }, 'nat');
       const ok = save.includes(`${ip(2 + CHANGES * 3 * n)}:8080`);

@@ -54,7 +54,7 @@ export class ManifestDirSource implements ProxySource {
 
   private schedule(): void {
     if (this.debounce) clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => { void this.reloadSerial(); }, this.o.debounceMs ?? 20);
+    this.debounce = setTimeout(() => { void this.reloadSerial(); }, this.o.debounceMs ?? 5);
   }
 
   private async reloadSerial(): Promise<void> {

@@ -89,6 +89,7 @@ export class IptablesApplier implements DataPlane {
     const full = req.full || this.applied === null;
     const fresh = this.applied === null;
     const applied = this.applied ?? (await this.loadApplied());
+    const t0 = performance.now();
     const natChains = [...(applied.get('nat')?.keys() ?? [])].filter(isServiceChain);
     let parsed: Parsed | null = null;
     let result: Pick<RenderResult, 'warnings' | 'noLocalEndpoints'> | null = null;
@@ -111,6 +112,7 @@ export class IptablesApplier implements DataPlane {
     // Until every restore succeeded the kernel state is uncertain: a failure leaves `applied`
     // null, so the next (full) sync re-reads chain names and rewrites everything.
     this.applied = null;
+    const t1 = performance.now();
     for (const r of plan.restores) await iptablesRestore(this.o.target, r, { noflush: true });
     if (full) {
       const hasFirewall = plan.next.get('filter')?.has('KUBE-FIREWALL');
@@ -118,7 +120,9 @@ export class IptablesApplier implements DataPlane {
       if (inserted) this.o.log.info({ inserted }, 'inserted jump rules');
     }
     this.applied = plan.next;
-    this.o.log.debug({ full, restores: plan.restores.length, chainsWritten: plan.chainsWritten, chainsDeleted: plan.chainsDeleted }, 'rules applied');
+    const ms = (a: number, b: number) => Math.round(b - a);
+    this.o.log.debug({ full, restores: plan.restores.length, chainsWritten: plan.chainsWritten, chainsDeleted: plan.chainsDeleted,
+      renderMs: ms(t0, t1), restoreMs: ms(t1, performance.now()) }, 'rules applied');
 
     const prev = this.previous;
     this.previous = req.cluster;

@@ -115,6 +115,9 @@ export function planRestores(parsed: Parsed, applied: AppliedState, o: PlanOptio
   const rulesWritten: Record<string, number> = {};
   let chainsWritten = 0;
   let chainsDeleted = 0;
+  let declared = 0;
+  for (const [table, pt] of parsed) declared += pt.chains.size + pt.deletes.size + (o.full ? (applied.get(table)?.size ?? 0) : 0);
+  const mayChunk = declared > o.maxChainsPerRestore;
   for (const [table, pt] of parsed) {
     const known = next.get(table) ?? new Map<string, string>();
     next.set(table, known);
@@ -127,7 +130,10 @@ export function planRestores(parsed: Parsed, applied: AppliedState, o: PlanOptio
       write.push(chain);
       hashes.set(chain, h);
     }
-    for (const chain of orderByDependencies(pt.chains, write)) {
+    // Within one restore all chains are declared before any rule, so order matters only when
+    // the writes are split over several restores.
+    const ordered = mayChunk ? orderByDependencies(pt.chains, write) : write;
+    for (const chain of ordered) {
       const rules = pt.chains.get(chain)!;
       units.push({ table, chain, rules });
       known.set(chain, hashes.get(chain)!);

@@ -27,8 +27,12 @@ export function canonical(v: unknown): string {
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
 }
 
-/** Plain JSON copy (typed client objects carry Dates and class prototypes). */
+/**
+ * Plain JSON copy of typed client objects (they carry Dates and class prototypes). Objects that
+ * are already plain (manifests) are kept as they are: copying 10k services costs memory.
+ */
 function plain<T>(o: T): T {
+  if (Object.getPrototypeOf(o) === Object.prototype) return o;
   return JSON.parse(JSON.stringify(o)) as T;
 }
 
@@ -59,6 +63,7 @@ export class ChangeTracker {
   private endpointEvents = 0;
   private triggers: number[] = [];
   private snapshotCache: ClusterState | null = null;
+  private readonly srcKey = new WeakMap<object, string>();
 
   constructor(private readonly warn: (object: string, reason: string) => void = () => {}) {}
 
@@ -76,8 +81,9 @@ export class ChangeTracker {
     if (old && old.src === raw) return false;
     const obj = plain(raw);
     const fp = serviceFingerprint(obj);
-    if (old && old.fp === fp) { old.src = raw; return false; }
+    if (old && old.fp === fp) { old.src = raw; this.srcKey.set(raw, key); return false; }
     this.services.set(key, { obj, fp, owner: key, src: raw });
+    this.srcKey.set(raw, key);
     this.mark(key);
     this.serviceEvents++;
     return true;
@@ -104,9 +110,10 @@ export class ChangeTracker {
     if (old && old.src === raw) return false;
     const obj = plain(raw);
     const fp = sliceFingerprint(obj);
-    if (old && old.fp === fp && old.owner === owner) { old.src = raw; return false; }
+    if (old && old.fp === fp && old.owner === owner) { old.src = raw; this.srcKey.set(raw, key); return false; }
     if (old && old.owner !== owner) this.mark(old.owner);
     this.slices.set(key, { obj, fp, owner, src: raw });
+    this.srcKey.set(raw, key);
     this.mark(owner);
     this.endpointEvents++;
     const t = Date.parse(obj.metadata.annotations?.[TRIGGER_ANNOTATION] ?? '');
@@ -126,11 +133,21 @@ export class ChangeTracker {
 
   /** A complete listing: objects not in it are deleted; unchanged objects mark nothing. */
   replaceAll(services: Service[], slices: EndpointSlice[]): void {
+    // The very objects handed in last time (a cached manifest file) are unchanged: skip them
+    // without validating or fingerprinting, so a relist of 10k services stays cheap.
     const svcKeys = new Set<string>();
-    for (const s of services) if (this.upsertService(s) || this.services.has(metaKey(s?.metadata) ?? '')) svcKeys.add(metaKey(s.metadata)!);
+    for (const s of services) {
+      const known = this.srcKey.get(s);
+      if (known !== undefined && this.services.get(known)?.src === s) { svcKeys.add(known); continue; }
+      if (this.upsertService(s) || this.services.has(metaKey(s?.metadata) ?? '')) svcKeys.add(metaKey(s.metadata)!);
+    }
     for (const [k, e] of [...this.services]) if (!svcKeys.has(k)) this.deleteService(e.obj);
     const sliceKeys = new Set<string>();
-    for (const s of slices) if (this.upsertSlice(s) || this.slices.has(metaKey(s?.metadata) ?? '')) sliceKeys.add(metaKey(s.metadata)!);
+    for (const s of slices) {
+      const known = this.srcKey.get(s);
+      if (known !== undefined && this.slices.get(known)?.src === s) { sliceKeys.add(known); continue; }
+      if (this.upsertSlice(s) || this.slices.has(metaKey(s?.metadata) ?? '')) sliceKeys.add(metaKey(s.metadata)!);
+    }
     for (const [k, e] of [...this.slices]) if (!sliceKeys.has(k)) this.deleteSlice(e.obj);
   }
 
