@@ -159,5 +159,7 @@ export async function attachUnderlayToBridge(t: OvsTarget, bridge: string, iface
   if (!IPV4.test(ip ?? '') || !/^\d{1,2}$/.test(len ?? '')) throw new Error(`invalid underlay address ${JSON.stringify(cidr)}`);
   await vsctl(t, ['--may-exist', 'add-br', bridge, '--', 'set', 'Bridge', bridge, 'datapath_type=netdev', '--', '--may-exist', 'add-port', bridge, iface]);
   await ipBatch(t.netns, [`addr del ${cidr} dev ${iface}`], true).catch(() => undefined);
-  await ipBatch(t.netns, [`addr replace ${cidr} dev ${bridge}`, `link set ${iface} up`, `link set ${bridge} up`]);
+  // `arp off`: the kernel still sees frames on the port and would answer ARP for the bridge's
+  // address with the port's MAC; tunnel packets sent to that MAC are never decapsulated.
+  await ipBatch(t.netns, [`addr replace ${cidr} dev ${bridge}`, `link set ${iface} arp off up`, `link set ${bridge} up`]);
 }

@@ -7,9 +7,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertNetnsName } from '../../src/kernel/netns.ts';
+import { addNetns, assertNetnsName, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
+import { ipBatch } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
-import { type OvsTarget, vsctl } from '../../src/kernel/ovs.ts';
+import { type OvsTarget, attachUnderlayToBridge, vsctl } from '../../src/kernel/ovs.ts';
 
 const SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
 
@@ -101,4 +102,69 @@ export async function startOvs(t: ExecutionContext | null, netns: string): Promi
     throw err;
   }
   return { target, runDir, appctl, logs, stopVswitchd, startVswitchd, stop };
+}
+
+/** Where clean-up steps go: ava's teardown in tests, a list the caller runs in scripts. */
+export interface Scope { defer(fn: () => unknown): void }
+
+export const avaScope = (t: ExecutionContext): Scope => ({ defer: (fn) => t.teardown(async () => { await fn(); }) });
+
+export class ManualScope implements Scope {
+  private fns: (() => unknown)[] = [];
+  defer(fn: () => unknown): void { this.fns.push(fn); }
+  /** Runs every step, last registered first; never throws. */
+  async close(): Promise<void> {
+    for (const fn of this.fns.splice(0).reverse()) {
+      try { await fn(); } catch { /* keep cleaning */ }
+    }
+  }
+}
+
+export async function scopedNetns(scope: Scope, prefix: string): Promise<string> {
+  const name = randomNetnsName(prefix);
+  scope.defer(() => deleteNetns(name));
+  await addNetns(name);
+  return name;
+}
+
+export interface OvsNode {
+  ns: string;
+  /** Underlay (public) IP, on the OVS bridge brphy as the userspace datapath needs. */
+  ip: string;
+  ovs: OvsInstance;
+}
+
+/**
+ * Node namespaces on an underlay namespace's Linux bridge (192.168.50.0/24), each with its own
+ * OVS daemons, the underlay port on OVS bridge `brphy` holding the node's address, and forwarding on.
+ */
+export async function ovsNodes(scope: Scope, count: number, prefix = 'knt-o'): Promise<{ underlay: string; nodes: OvsNode[] }> {
+  const underlay = await scopedNetns(scope, prefix);
+  await ipBatch(underlay, ['link add br0 type bridge', 'link set br0 up']);
+  const nodes: OvsNode[] = [];
+  for (let i = 1; i <= count; i++) {
+    const ns = await scopedNetns(scope, prefix);
+    const ip = `192.168.50.${i}`;
+    // Created inside the underlay namespace, so no link ever appears in the root namespace.
+    await ipBatch(underlay, [`link add n${i} type veth peer name eth0 netns ${ns}`, `link set n${i} master br0 up`]);
+    await run('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    const ovs = await startOvs(null, ns);
+    scope.defer(() => ovs.stop());
+    await attachUnderlayToBridge(ovs.target, 'brphy', 'eth0', `${ip}/24`);
+    nodes.push({ ns, ip, ovs });
+  }
+  return { underlay, nodes };
+}
+
+export interface Pod { ns: string; ip: string }
+
+/** A pod: a namespace with a veth on the node's pod bridge, .2 (or `host`) of the node's subnet. */
+export async function addPod(scope: Scope, node: OvsNode, o: { podBridge: string; gateway: string; prefixLen: number; mtu: number; host?: number }, prefix = 'knt-o'): Promise<Pod> {
+  const ns = await scopedNetns(scope, prefix);
+  const parts = o.gateway.split('.');
+  const ip = [...parts.slice(0, 3), String(o.host ?? 2)].join('.');
+  const host = `vp${ns.slice(-8)}`;
+  await ipBatch(node.ns, [`link add ${host} mtu ${o.mtu} type veth peer name eth0 netns ${ns}`, `link set ${host} master ${o.podBridge} up`]);
+  await ipBatch(ns, [`addr add ${ip}/${o.prefixLen} dev eth0`, `link set eth0 mtu ${o.mtu} up`, `route add default via ${o.gateway}`]);
+  return { ns, ip };
 }
