@@ -10,7 +10,7 @@ export class ApiError extends Error {
 export class LabApiClient {
   constructor(readonly socketPath: string) {}
 
-  call<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+  call<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
     return new Promise((resolve, reject) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = request({ socketPath: this.socketPath, method, path, headers: data ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) } : {} }, (res) => {
@@ -24,14 +24,14 @@ export class LabApiClient {
           else resolve(json as T);
         });
       });
-      req.setTimeout(30_000, () => req.destroy(new Error(`lab API ${method} ${path} timed out`)));
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`lab API ${method} ${path} timed out`)));
       req.on('error', reject);
       req.end(data);
     });
   }
 
   async healthy(): Promise<boolean> {
-    try { return (await this.call<string>('GET', '/healthz')) === 'ok'; } catch { return false; }
+    try { return (await this.call<string>('GET', '/healthz', undefined, 2000)) === 'ok'; } catch { return false; }
   }
 
   async list<T>(path: string): Promise<T[]> {

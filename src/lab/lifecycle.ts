@@ -12,7 +12,7 @@ import { LabApiClient } from './client.ts';
 import { conflistPath, createPod, pool } from './pods.ts';
 import { ECHO_SERVER, PROBE_CLIENT } from './scripts.ts';
 import { paths, readState, writeState, type LabState } from './state.ts';
-import { childEnv, knetBinaries, packageRoot, pidAlive, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
+import { childEnv, FatalWaitError, knetBinaries, packageRoot, pidAlive, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
 import { cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, planLab, underlayLinks, type LabPlan } from './topology.ts';
 import { defaultWorkload } from './workload.ts';
 
@@ -27,7 +27,7 @@ export interface UpOptions {
   progress: (line: string) => void;
 }
 
-export class Interrupted extends Error {
+export class Interrupted extends FatalWaitError {
   constructor() { super('interrupted'); }
 }
 
@@ -103,6 +103,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     logPath = P.logs;
     const s = Date.now();
     const r = await fn();
+    // Test hook: fail after this step made its things, to prove a failed up removes them.
+    if (process.env.KNET_LAB_FAIL_AFTER === name) throw new Error(`failing after "${name}" on purpose (KNET_LAB_FAIL_AFTER)`);
     const seconds = (Date.now() - s) / 1000;
     state.steps!.push({ step: name, seconds });
     writeState(state);
@@ -123,7 +125,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     const proc = state.processes.find((p) => p.what === what)!;
     try {
       return await waitAbortable(ready, async () => {
-        if (!pidAlive(proc.pid)) throw new Error(`${what} exited`);
+        if (!pidAlive(proc.pid)) throw new FatalWaitError(`${what} exited`);
         return fn();
       }, timeoutMs);
     } catch (err) {

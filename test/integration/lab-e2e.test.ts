@@ -1,0 +1,188 @@
+// knet lab end to end, as a user runs it: `lab up` (3 nodes: etcd, lab API, a knet agent and a
+// knet proxy per node as separate processes, pods through the built CNI plugin), `up` again,
+// `check` (real TCP/UDP traffic), `status`, `exec`, `apply` (scale a service, add one),
+// `check` again, `delete`, `down`; then nothing may be left: no namespace, process, file, and
+// nothing changed in the machine's own namespace. Also: a failed `up` and a Ctrl-C during `up`
+// remove what they made. Namespaces are named knt-l<random>-*.
+import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { isRoot } from '../helpers/netns.ts';
+import { run } from '../../src/kernel/exec.ts';
+import { deleteNetns, listNetns } from '../../src/kernel/netns.ts';
+import type { LabState } from '../../src/lab/state.ts';
+
+const rootTest = isRoot ? test.serial : test.skip;
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const main = join(repo, 'src', 'lab', 'main.ts');
+const env = { ...process.env };
+delete env.NODE_EXTRA_CA_CERTS;
+
+interface Out { code: number | null; stdout: string; stderr: string }
+
+function lab(args: string[], o: { onStderr?: (text: string, kill: (s: NodeJS.Signals) => void) => void; env?: Record<string, string> } = {}): Promise<Out> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', main, 'lab', ...args], { cwd: repo, env: { ...env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); o.onStderr?.(stderr, (s) => p.kill(s)); });
+    p.once('error', reject);
+    p.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+function newLab(t: ExecutionContext): { dir: string; prefix: string } {
+  const base = mkdtempSync(join(tmpdir(), 'knt-lab-'));
+  const dir = join(base, 'lab');
+  const prefix = `knt-l${randomBytes(3).toString('hex')}-`;
+  // Whatever happens, nothing of this lab survives the test.
+  t.teardown(async () => {
+    if (existsSync(join(dir, 'state.json'))) await lab(['down', '--dir', dir]);
+    for (const ns of (await listNetns()).filter((n) => n.startsWith(prefix))) await deleteNetns(ns);
+    rmSync(base, { recursive: true, force: true });
+  });
+  return { dir, prefix };
+}
+
+/** The machine's own network: links, addresses, routes, rules (counters dropped). */
+async function rootNetwork(): Promise<string> {
+  const save = (file: string) => run(file, []).catch(() => ({ stdout: '' }));
+  const parts = await Promise.all([
+    run('ip', ['-br', 'link']), run('ip', ['-br', 'addr']), run('ip', ['route', 'show', 'table', 'all']),
+    save('iptables-nft-save'), save('iptables-legacy-save'),
+  ]);
+  return parts.map((p) => p.stdout.split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/g, '')).join('\n')).join('\n--\n');
+}
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); } catch { return false; }
+  try { return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; }
+}
+
+async function assertNothingLeft(t: ExecutionContext, dir: string, prefix: string, pids: number[]): Promise<void> {
+  t.deepEqual((await listNetns()).filter((n) => n.startsWith(prefix)), [], 'no lab namespace is left');
+  t.deepEqual(pids.filter(alive), [], 'no lab process is left');
+  t.false(existsSync(join(dir, 'state.json')), 'the state file is gone');
+}
+
+interface CheckRow { id: string; check: string; pass: boolean; detail: string }
+
+async function check(t: ExecutionContext, dir: string): Promise<CheckRow[]> {
+  const r = await lab(['check', '--dir', dir, '--json', '--wait', '30']);
+  const rows = JSON.parse(r.stdout) as CheckRow[];
+  const failed = rows.filter((x) => !x.pass);
+  t.deepEqual(failed, [], `lab check failed:\n${r.stderr}`);
+  t.is(r.code, 0);
+  return rows;
+}
+
+rootTest('lab up, check, status, exec, apply (scale + new service), check, delete, down: nothing left', async (t) => {
+  const { dir, prefix } = newLab(t);
+  const before = await rootNetwork();
+
+  const up = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix]);
+  t.is(up.code, 0, up.stderr);
+  for (const step of ['namespaces', 'etcd', 'lab API', 'agents', 'proxies', 'pods', 'services']) t.regex(up.stderr, new RegExp(`  ${step}: \\d+\\.\\d+s`));
+  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
+  t.is(state.phase, 'up');
+  t.deepEqual(state.processes.map((p) => p.what).sort(), ['agent-node-1', 'agent-node-2', 'agent-node-3', 'etcd', 'lab-api', 'outside-echo', 'proxy-node-1', 'proxy-node-2', 'proxy-node-3']);
+  t.true(state.namespaces.every((n) => n.startsWith(prefix)));
+  const pids = state.processes.map((p) => p.pid);
+
+  // The agents and proxies are separate processes inside their node namespaces.
+  for (const n of state.plan.nodes) {
+    const inNs = (await run('ip', ['netns', 'pids', n.ns])).stdout.split(/\s+/).filter(Boolean).map(Number);
+    for (const what of [`agent-${n.name}`, `proxy-${n.name}`]) t.true(inNs.includes(state.processes.find((p) => p.what === what)!.pid), `${what} runs in ${n.ns}`);
+  }
+
+  const again = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix]);
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stderr, /already up/);
+
+  const rows = await check(t, dir);
+  t.is(rows.filter((r) => r.check === 'pod to pod').length, 6);
+  for (const c of ['ClusterIP', 'ClusterIP UDP', 'ClientIP affinity', 'NodePort from outside']) t.true(rows.some((r) => r.check === c), c);
+  t.regex(rows.find((r) => r.id === 'svc:default/web:80/TCP')!.detail, /web-1:\d+ web-2:\d+ web-3:\d+/);
+  t.regex(rows.find((r) => r.id === 'svc:default/external:9090/TCP')!.detail, /outside:\d+/);
+
+  const status = await lab(['status', '--dir', dir]);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /node-3 +192\.168\.50\.3 +10\.244\.\d+\.0\/24 +([0-9a-f]{2}:){5}[0-9a-f]{2} +running +running/);
+  t.regex(status.stdout, /web-sticky +ClusterIP +10\.254\.0\.\d+ +80\/TCP +ClientIP/);
+  const webIP = /web-2 +node-2 +(10\.244\.\d+\.\d+)/.exec(status.stdout)![1]!;
+
+  const ex = await lab(['exec', '--dir', dir, 'web-2', '--', 'ip', '-br', 'addr', 'show', 'eth0']);
+  t.is(ex.code, 0, ex.stderr);
+  t.true(ex.stdout.includes(webIP));
+  t.not((await lab(['exec', '--dir', dir, 'web-2', '--', 'false'])).code, 0);
+
+  // Scale web to four pods and add a Service over the client pods.
+  const change = join(dir, '..', 'change.yaml');
+  writeFileSync(change, [
+    'apiVersion: v1', 'kind: Pod', 'metadata: {name: web-4, labels: {app: web}}', 'spec: {nodeName: node-3, ports: [8080, 5353]}', '---',
+    'apiVersion: v1', 'kind: Service', 'metadata: {name: clients}', 'spec:', '  selector: {app: client}', '  ports: [{name: echo, port: 7000, targetPort: 8080}]', '',
+  ].join('\n'));
+  const ap = await lab(['apply', '--dir', dir, '-f', change]);
+  t.is(ap.code, 0, ap.stderr);
+  t.regex(ap.stdout, /service\/clients applied \(10\.254\.0\.\d+\)/);
+  t.regex(ap.stdout, /pod\/web-4 created on node-3/);
+  const rows2 = await check(t, dir);
+  t.regex(rows2.find((r) => r.id === 'svc:default/web:80/TCP')!.detail, /web-4:\d+/);
+  t.regex(rows2.find((r) => r.id === 'svc:default/clients:7000/TCP')!.detail, /client-1:\d+ client-2:\d+ client-3:\d+|client-\d:\d+/);
+
+  const del = await lab(['delete', '--dir', dir, 'pod', 'web-4']);
+  t.is(del.code, 0, del.stderr);
+  t.is((await lab(['delete', '--dir', dir, '-f', change])).code, 1, 'web-4 is already gone');
+  t.is((await listNetns()).filter((n) => n.startsWith(`${prefix}p-`)).length, 6, 'web-4\'s namespace is gone, the six default pods stay');
+  const rows3 = await check(t, dir);
+  t.false(rows3.some((r) => r.id.includes('clients')));
+  t.notRegex(rows3.find((r) => r.id === 'svc:default/web:80/TCP')!.detail, /web-4/);
+
+  const down = await lab(['down', '--dir', dir]);
+  t.is(down.code, 0, down.stderr);
+  await assertNothingLeft(t, dir, prefix, pids);
+  t.false(existsSync(dir), 'the lab directory is removed');
+  t.is(await rootNetwork(), before, 'the machine\'s own network is unchanged');
+  t.regex((await lab(['down', '--dir', dir])).stderr, /nothing to do/);
+});
+
+rootTest('a failed up removes what it made and names the step and its log', async (t) => {
+  const { dir, prefix } = newLab(t);
+  const r = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--no-workload'], { env: { KNET_LAB_FAIL_AFTER: 'agents' } });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /step "agents" failed: failing after "agents" on purpose/);
+  t.regex(r.stderr, /log: /);
+  await assertNothingLeft(t, dir, prefix, []);
+  t.true(existsSync(join(dir, 'logs', 'agent-node-1.log')), 'the logs stay for reading');
+  // And a second up works in the same directory.
+  const ok = await lab(['up', '--nodes', '1', '--dir', dir, '--ns-prefix', prefix, '--no-workload']);
+  t.is(ok.code, 0, ok.stderr);
+  const pids = (JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState).processes.map((p) => p.pid);
+  t.is((await lab(['down', '--dir', dir])).code, 0);
+  await assertNothingLeft(t, dir, prefix, pids);
+});
+
+rootTest('Ctrl-C during up leaves nothing behind', async (t) => {
+  const { dir, prefix } = newLab(t);
+  let pids: number[] = [];
+  let sent = false;
+  const r = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix], {
+    onStderr: (text, kill) => {
+      if (!sent && text.includes('starting agent-node-2')) {
+        sent = true;
+        try { pids = (JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState).processes.map((p) => p.pid); } catch { /* mid-write */ }
+        kill('SIGINT');
+      }
+    },
+  });
+  t.true(sent);
+  t.is(r.code, 130, r.stderr);
+  t.regex(r.stderr, /interrupted during "agents"/);
+  await assertNothingLeft(t, dir, prefix, pids);
+  t.false(existsSync(dir));
+});
