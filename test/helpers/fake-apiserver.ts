@@ -68,10 +68,16 @@ export class FakeApiServer {
   }
 
   async close(): Promise<void> {
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    this.dir = null;
+    const server = this.server;
+    this.server = null;
+    if (!server) return;
+    const closed = new Promise<void>((r) => server.close(() => r()));
     for (const w of this.watchers) w.res.destroy();
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    server.closeAllConnections();
+    await closed;
   }
 
   private key(o: Obj): string {
