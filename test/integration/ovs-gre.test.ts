@@ -237,6 +237,13 @@ rootTest('lease removal, other backend types, restart, a hand-deleted flow and a
   t.is((await vsctl(a.ovs.target, ['get', 'Interface', 'gre0', 'ofport'])).trim(), '10');
   await waitFor('TCP after the port came back', () => tcpEcho(a.pod, c.pod));
 
+  // ovs-vswitchd restarted: it keeps no flows, the next reconcile puts the whole table back.
+  await a.ovs.stopVswitchd();
+  await a.ovs.startVswitchd();
+  t.deepEqual(await dumpFlows(a.ovs.target, 'obr0'), []);
+  t.like(await a.sync(), { changes: 6, errors: [] });
+  await waitFor('TCP after ovs-vswitchd restart', () => tcpEcho(a.pod, c.pod));
+
   // A peer's lease removed removes its flows on the other nodes, and only them.
   await etcd.del(`${PREFIX}/subnets/${c.own.key}`);
   for (const n of [a, b]) {

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { desiredFlows, diffFlows, normalizeFlow } from '../../src/overlay/ovs-gre/flows.ts';
 import { parseOvsGreConfig, GRE_OVERHEAD } from '../../src/overlay/ovs-gre/config.ts';
-import { OvsGreBackend } from '../../src/overlay/ovs-gre/backend.ts';
+import { OvsGreBackend, ovsGreBackendFromConfig } from '../../src/overlay/ovs-gre/backend.ts';
 import { parseNetworkConfig } from '../../src/subnet/config.ts';
 import { parseCidr } from '../../src/subnet/cidr.ts';
 import { makeSubnetKey, type Lease } from '../../src/subnet/lease.ts';
@@ -99,4 +99,12 @@ test('MTU leaves room for Ethernet over GRE with a key (42 bytes); Backend.MTU o
   t.is(new OvsGreBackend({ ovs, config, underlay: { publicIP: '192.168.50.1', mtu: 1500 }, network }).mtu, 1458);
   t.is(new OvsGreBackend({ ovs, config: { ...config, mtu: 9000 }, underlay: { publicIP: '192.168.50.1', mtu: 1500 }, network }).mtu, 8958);
   t.is(new OvsGreBackend({ ovs, config, underlay: { publicIP: '192.168.50.1', mtu: 1500 }, network, tunnelType: 'vxlan' }).mtu, 1450);
+});
+
+test('ovsGreBackendFromConfig: the agent\'s entry point parses Backend options and uses the system OVS run directory by default', (t) => {
+  const cfg = parseNetworkConfig('{"Network":"10.246.0.0/16","Backend":{"Type":"ovs-gre","MTU":1400}}');
+  const b = ovsGreBackendFromConfig({ backend: cfg.backend, network, underlay: { publicIP: '192.168.50.1', mtu: 1500 } });
+  t.is(b.type, 'ovs-gre');
+  t.is(b.mtu, 1400 - 42);
+  t.throws(() => ovsGreBackendFromConfig({ backend: parseNetworkConfig('{"Network":"10.246.0.0/16","Backend":{"Type":"vxlan"}}').backend, network, underlay: { publicIP: '192.168.50.1', mtu: 1500 } }));
 });

@@ -8,9 +8,10 @@ import { type Cidr, containsIP, formatCidr, formatIP, isIPv4, parseIPv4 } from '
 import type { Lease } from '../../subnet/lease.ts';
 import { ipBatch, ipJson } from '../../kernel/iproute.ts';
 import { KNET_RTPROTO } from '../../kernel/overlay-state.ts';
-import { type OvsTarget, dumpFlows, ensureBridge, readOfports, replaceFlows } from '../../kernel/ovs.ts';
+import { type OvsTarget, SYSTEM_OVS, dumpFlows, ensureBridge, readOfports, replaceFlows } from '../../kernel/ovs.ts';
+import type { BackendConfig } from '../../subnet/config.ts';
 import type { OverlayBackend, PreparedBackend, ReconcileReport } from '../backend.ts';
-import { GRE_OVERHEAD, OVS_GRE_TYPE, type OvsGreConfig, VXLAN_OVERHEAD } from './config.ts';
+import { GRE_OVERHEAD, OVS_GRE_TYPE, type OvsGreConfig, VXLAN_OVERHEAD, parseOvsGreConfig } from './config.ts';
 import { desiredFlows, diffFlows } from './flows.ts';
 
 export interface OvsGreBackendOptions {
@@ -130,3 +131,18 @@ export class OvsGreBackend implements OverlayBackend {
   }
 }
 
+
+/**
+ * What the agent calls when the network config says `"Backend": {"Type": "ovs-gre"}`: parses
+ * the Backend options and builds the backend for the agent's own namespace and OVS run directory.
+ */
+export function ovsGreBackendFromConfig(o: {
+  backend: BackendConfig;
+  network: Cidr;
+  underlay: { publicIP: string; mtu: number };
+  ovsRunDir?: string;
+  ovsDbSocket?: string;
+}): OvsGreBackend {
+  const ovs: OvsTarget = { ...SYSTEM_OVS, ...(o.ovsRunDir ? { runDir: o.ovsRunDir } : {}), ...(o.ovsDbSocket ? { dbSocket: o.ovsDbSocket } : {}) };
+  return new OvsGreBackend({ ovs, config: parseOvsGreConfig(o.backend), underlay: o.underlay, network: o.network });
+}
