@@ -80,7 +80,7 @@ if (mode === 'loop') {
 }
 `;
 
-export interface Topo {
+interface Topo {
   node: string;
   outside: string;
   client: string;
@@ -90,7 +90,7 @@ export interface Topo {
 }
 
 const BACKEND_IPS = ['10.244.1.11', '10.244.1.12', '10.244.1.13'];
-export const CLIENT_IP = '10.244.2.21';
+const CLIENT_IP = '10.244.2.21';
 
 /** Node, three backend pods, a client pod and an outside client, wired as a kubelet+CNI would. */
 async function topology(t: ExecutionContext): Promise<Topo> {
