@@ -4,7 +4,7 @@
 // usable without ava (pass null) by benchmarks and the lab, which then call stop() themselves.
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, assertNetnsName, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
@@ -50,9 +50,56 @@ async function stopChild(p: ChildProcess | null): Promise<void> {
   });
 }
 
-export async function startOvs(t: ExecutionContext | null, netns: string): Promise<OvsInstance> {
+export interface StartOvsOptions {
+  /** Run directory to use (created if missing); default a fresh temp dir. Removed by stop(). */
+  runDir?: string;
+  /**
+   * Daemonise (--detach) so the pair outlives this process, as the lab needs; stop() and
+   * stopOvsAt(runDir) end them by the pids in their pidfiles.
+   */
+  detach?: boolean;
+}
+
+/** Running and not a zombie (a detached daemon's exit is reaped by whoever adopted it, maybe late). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) [ZX]/s.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** The pid in RUNDIR/NAME.pid if that process is still this run directory's daemon. */
+function daemonPid(runDir: string, name: string): number | null {
+  try {
+    const pid = Number(readFileSync(join(runDir, `${name}.pid`), 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 1) return null;
+    // Guard against pid reuse: the command line must name this run directory.
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(runDir) ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+async function stopPid(pid: number | null): Promise<void> {
+  if (pid === null) return;
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  for (let i = 0; i < 60 && alive(pid); i++) await sleep(50);
+  if (alive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+}
+
+/** Stops a detached pair started with this run directory (e.g. by an earlier lab command) and removes the directory. */
+export async function stopOvsAt(runDir: string): Promise<void> {
+  await stopPid(daemonPid(runDir, 'ovs-vswitchd'));
+  await stopPid(daemonPid(runDir, 'ovsdb-server'));
+  rmSync(runDir, { recursive: true, force: true });
+}
+
+export async function startOvs(t: ExecutionContext | null, netns: string, opts: StartOvsOptions = {}): Promise<OvsInstance> {
   assertNetnsName(netns);
-  const runDir = mkdtempSync(join(tmpdir(), 'knet-ovs-'));
+  const runDir = opts.runDir ?? mkdtempSync(join(tmpdir(), 'knet-ovs-'));
+  if (opts.runDir) mkdirSync(runDir, { recursive: true });
   const target: OvsTarget = { netns, runDir };
   const db = join(runDir, 'conf.db');
   const env = { ...process.env, OVS_RUNDIR: runDir, OVS_DBDIR: runDir, OVS_LOGDIR: runDir, OVS_SYSCONFDIR: runDir, OVS_PKGDATADIR: '/usr/share/openvswitch' };
@@ -61,39 +108,48 @@ export async function startOvs(t: ExecutionContext | null, netns: string): Promi
   let stopped = false;
   const tail = (f: string) => (existsSync(join(runDir, f)) ? readFileSync(join(runDir, f), 'utf8').split('\n').slice(-15).join('\n') : '');
   const logs = () => `--- ovsdb-server.log\n${tail('ovsdb-server.log')}\n--- ovs-vswitchd.log\n${tail('ovs-vswitchd.log')}`;
-  const daemon = (file: string, args: string[]) =>
-    spawn('ip', ['netns', 'exec', netns, file, ...args, '--no-chdir', `--log-file=${join(runDir, `${file}.log`)}`, `--pidfile=${join(runDir, `${file}.pid`)}`,
-      `--unixctl=${join(runDir, `${file}.ctl`)}`, '-vconsole:off'], { env, stdio: 'ignore' });
+  const argv = (file: string, args: string[]) => ['netns', 'exec', netns, file, ...args, '--no-chdir', `--log-file=${join(runDir, `${file}.log`)}`,
+    `--pidfile=${join(runDir, `${file}.pid`)}`, `--unixctl=${join(runDir, `${file}.ctl`)}`, '-vconsole:off', ...(opts.detach ? ['--detach'] : [])];
+  /** Attached: a child process. Detached: returns once the daemon is up (--detach waits for that). */
+  const daemon = async (file: string, args: string[]): Promise<ChildProcess | null> => {
+    if (opts.detach) {
+      await run('ip', argv(file, args), { env, timeoutMs: 30_000 });
+      return null;
+    }
+    return spawn('ip', argv(file, args), { env, stdio: 'ignore' });
+  };
 
   const appctl = async (args: readonly string[]) =>
     (await run('ip', ['netns', 'exec', netns, 'ovs-appctl', '-t', join(runDir, 'ovs-vswitchd.ctl'), ...args], { env, timeoutMs: 20_000 })).stdout;
 
   const startVswitchd = async () => {
-    if (vswitchd) return;
-    vswitchd = daemon('ovs-vswitchd', [`unix:${join(runDir, 'db.sock')}`]);
-    const p = vswitchd;
-    p.once('exit', () => { if (vswitchd === p) vswitchd = null; });
+    if (vswitchd || daemonPid(runDir, 'ovs-vswitchd') !== null) return;
+    const p = await daemon('ovs-vswitchd', [`unix:${join(runDir, 'db.sock')}`]);
+    vswitchd = p;
+    p?.once('exit', () => { if (vswitchd === p) vswitchd = null; });
     await waitUntil('ovs-vswitchd', async () => { await appctl(['version']); return true; }, 15_000, logs);
   };
 
   const stopVswitchd = async () => {
     const p = vswitchd;
     vswitchd = null;
-    await stopChild(p);
+    if (p) await stopChild(p);
+    else await stopPid(daemonPid(runDir, 'ovs-vswitchd'));
   };
 
   const stop = async () => {
     if (stopped) return;
     stopped = true;
     await stopVswitchd().catch(() => undefined);
-    await stopChild(dbServer).catch(() => undefined);
+    if (dbServer) await stopChild(dbServer).catch(() => undefined);
+    else await stopPid(daemonPid(runDir, 'ovsdb-server'));
     rmSync(runDir, { recursive: true, force: true });
   };
   if (t) t.teardown(stop);
 
   try {
     await run('ovsdb-tool', ['create', db, SCHEMA]);
-    dbServer = daemon('ovsdb-server', [db, `--remote=punix:${join(runDir, 'db.sock')}`]);
+    dbServer = await daemon('ovsdb-server', [db, `--remote=punix:${join(runDir, 'db.sock')}`]);
     await waitUntil('ovsdb-server', () => existsSync(join(runDir, 'db.sock')), 10_000, logs);
     await vsctl(target, ['--no-wait', 'init']);
     await startVswitchd();

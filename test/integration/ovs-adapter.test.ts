@@ -1,7 +1,11 @@
 // The OVS adapter against a real ovsdb-server + ovs-vswitchd pair in a knt-o namespace.
 import test from 'ava';
 import { isRoot, testNetns } from '../helpers/netns.ts';
-import { startOvs } from '../helpers/ovs.ts';
+import { alive, startOvs, stopOvsAt } from '../helpers/ovs.ts';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { run } from '../../src/kernel/exec.ts';
 import { ensureBridge, dumpFlows, readOfports, replaceFlows, vsctl, bridgeExists, deleteBridge, type BridgeSpec } from '../../src/kernel/ovs.ts';
 import { desiredFlows, diffFlows } from '../../src/overlay/ovs-gre/flows.ts';
 import { parseCidr } from '../../src/subnet/cidr.ts';
@@ -52,4 +56,21 @@ rootTest('flows: what knet writes reads back equal (no spurious changes); replac
   const err = await t.throwsAsync(replaceFlows(ovs.target, 'obr0', bad));
   t.regex(err?.message ?? '', /INVALID_METER/); // refused by the switch, not by ovs-ofctl's parser
   t.deepEqual(diffFlows(one, await dumpFlows(ovs.target, 'obr0')), { add: [], remove: [] });
+});
+
+rootTest('test helper: a detached pair (for the lab) outlives its starter and stopOvsAt ends exactly it', async (t) => {
+  const ns = await testNetns(t, 'knt-o');
+  const runDir = join(mkdtempSync(join(tmpdir(), 'knet-ovs-lab-')), 'node1');
+  t.teardown(() => stopOvsAt(dirname(runDir)));
+  t.teardown(() => stopOvsAt(runDir));
+  const ovs = await startOvs(null, ns, { runDir, detach: true });
+  await ensureBridge(ovs.target, spec);
+  const pids = ['ovsdb-server', 'ovs-vswitchd'].map((d) => Number(readFileSync(join(runDir, `${d}.pid`), 'utf8')));
+  t.true(pids.every(alive));
+  // The daemons run inside the node namespace.
+  const { stdout } = await run('ip', ['netns', 'pids', ns]);
+  t.true(pids.every((p) => stdout.split(/\s+/).includes(String(p))), stdout);
+  await stopOvsAt(runDir);
+  t.false(pids.some(alive));
+  t.false(existsSync(runDir));
 });
