@@ -3,7 +3,7 @@
 // people read is exactly what the kernel gets. The structure follows what kube-proxy writes for
 // one sync: the filter table in full, then the nat table with the always-written chains and the
 // chains of every service (full sync) or of changed services only (partial sync).
-import { buildServiceModel, portFingerprint, type EndpointInfo, type ServicePortInfo } from './model.ts';
+import { buildServiceModel, type EndpointInfo, type ServicePortInfo } from './model.ts';
 import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
 import type { LocalDetector, ProxySettings, RenderRequest, RenderResult } from './types.ts';
@@ -410,7 +410,7 @@ export function renderIptables(req: RenderRequest): RenderResult {
   }
   const nextCache = new Map<string, PortOutput>();
   for (const s of model.ports) {
-    const fp = portFingerprint(s);
+    const fp = s.fp;
     let po = portCache.map.get(fp);
     if (!po) po = renderServicePort(s, ctx);
     nextCache.set(fp, po);
@@ -471,7 +471,7 @@ export function renderIptables(req: RenderRequest): RenderResult {
   const natWritten = nat.rules.length - deleted;
   return {
     text: parts.join('\n') + '\n',
-    state: { natChains: [...active].sort() },
+    state: { natChains: [...active] },
     rulesWritten: { filter: filter.rules.length, nat: natWritten },
     rulesTotal: { filter: filter.rules.length, nat: natWritten + skippedRules },
     warnings: model.warnings,

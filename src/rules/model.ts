@@ -20,6 +20,8 @@ export interface EndpointInfo {
   serving: boolean;
   terminating: boolean;
   chain: string;
+  /** This endpoint's part of its port's fingerprint. */
+  fp: string;
 }
 
 export interface ServicePortInfo {
@@ -42,6 +44,8 @@ export interface ServicePortInfo {
   chains: ServicePortChains;
   /** Every endpoint of this port, sorted by "ip:port" (kube-proxy's order). */
   endpoints: EndpointInfo[];
+  /** Everything above as one string: equal fingerprints render equal rules. */
+  fp: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -83,7 +87,7 @@ const familyNumber = (s: ProxySettings) => (s.family === 'IPv4' ? 4 : 6);
 
 interface ServiceBase {
   service: string;
-  ports: Omit<ServicePortInfo, 'endpoints'>[];
+  ports: Omit<ServicePortInfo, 'endpoints' | 'fp'>[];
 }
 
 function isExternallyAccessible(svc: Service): boolean {
@@ -189,6 +193,8 @@ interface SliceView {
   service: string;
   ports: Array<{ name: string; protocol: Protocol; port: number }>;
   endpoints: SliceEndpoint[];
+  /** EndpointInfo per port, built once per (cached) view: unchanged slices allocate nothing. */
+  infos?: EndpointInfo[][];
 }
 
 function sliceView(slice: EndpointSlice, settings: ProxySettings): SliceView | null {
@@ -227,8 +233,17 @@ function sliceView(slice: EndpointSlice, settings: ProxySettings): SliceView | n
 }
 
 /** Everything about a port that changes its rules, as one string (cheaper than JSON at 10k services). */
-export function portFingerprint(p: ServicePortInfo): string {
-  const eps = p.endpoints.map((e) => `${e.addr}${e.isLocal ? 'L' : ''}${e.ready ? 'R' : ''}${e.serving ? 'S' : ''}${e.terminating ? 'T' : ''}`).join(',');
+function endpointInfos(view: SliceView, p: SliceView['ports'][number]): EndpointInfo[] {
+  const portName = p.name ? `${view.service}:${p.name}` : view.service;
+  return view.endpoints.map((ep) => {
+    const addr = joinHostPort(ep.ip, p.port);
+    const fp = `${addr}${ep.isLocal ? 'L' : ''}${ep.ready ? 'R' : ''}${ep.serving ? 'S' : ''}${ep.terminating ? 'T' : ''}`;
+    return { ip: ep.ip, port: p.port, addr, isLocal: ep.isLocal, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, chain: endpointChain(portName, p.protocol, addr), fp };
+  });
+}
+
+function portFingerprint(p: Omit<ServicePortInfo, 'fp'>): string {
+  const eps = p.endpoints.map((e) => e.fp).join(',');
   return [p.portName, p.protocol, p.clusterIP, p.port, p.nodePort, p.externalIPs.join(','), p.loadBalancerVIPs.join(','),
     p.loadBalancerSourceRanges.join(','), p.clientIPAffinity ? p.stickySeconds : '-', p.internalPolicyLocal ? 'IL' : '', p.externalPolicyLocal ? 'EL' : '',
     p.healthCheckNodePort, eps].join(';');
@@ -292,17 +307,17 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
     let view: SliceView | null;
     try { view = cached(sliceCache, slice, `${settings.family}|${settings.nodeName}`, () => sliceView(slice, settings)); } catch (e) { warn(object, e); continue; }
     if (!view) continue;
-    for (const p of view.ports) {
-      const portName = p.name ? `${view.service}:${p.name}` : view.service;
+    const infos = (view.infos ??= view.ports.map((p) => endpointInfos(view!, p)));
+    view.ports.forEach((p, i) => {
+      const portName = p.name ? `${view!.service}:${p.name}` : view!.service;
       const key = `${portName}/${p.protocol}`;
       let set = byPort.get(key);
       if (!set) byPort.set(key, (set = new Map()));
-      for (const ep of view.endpoints) {
-        const addr = joinHostPort(ep.ip, p.port);
-        if (set.has(addr) && !ep.isLocal) continue;
-        set.set(addr, { ...ep, port: p.port, addr, chain: endpointChain(portName, p.protocol, addr) });
+      for (const info of infos[i]!) {
+        if (set.has(info.addr) && !info.isLocal) continue;
+        set.set(info.addr, info);
       }
-    }
+    });
   }
 
   const ports: ServicePortInfo[] = [];
@@ -313,11 +328,17 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
     for (const p of b.ports) {
       const set = byPort.get(`${p.portName}/${p.protocol}`);
       const endpoints = set ? [...set.values()].sort((x, y) => (x.addr < y.addr ? -1 : x.addr > y.addr ? 1 : 0)) : [];
-      const info = { ...p, endpoints };
+      const info: ServicePortInfo = {
+        service: p.service, portName: p.portName, protocol: p.protocol, clusterIP: p.clusterIP, port: p.port, nodePort: p.nodePort,
+        externalIPs: p.externalIPs, loadBalancerVIPs: p.loadBalancerVIPs, loadBalancerSourceRanges: p.loadBalancerSourceRanges,
+        clientIPAffinity: p.clientIPAffinity, stickySeconds: p.stickySeconds, internalPolicyLocal: p.internalPolicyLocal,
+        externalPolicyLocal: p.externalPolicyLocal, healthCheckNodePort: p.healthCheckNodePort, chains: p.chains, endpoints, fp: '',
+      };
+      info.fp = portFingerprint(info);
       parts.push(info);
       ports.push(info);
     }
-    fingerprints.set(name, parts.map(portFingerprint).join('|'));
+    fingerprints.set(name, parts.map((x) => x.fp).join('|'));
   }
   // Endpoints without a Service still count as a change when they come or go.
   for (const key of byPort.keys()) {
