@@ -203,6 +203,9 @@ export async function ovsNodes(scope: Scope, count: number, prefix = 'knt-o'): P
     const ip = `192.168.50.${i}`;
     // Created inside the underlay namespace, so no link ever appears in the root namespace.
     await ipBatch(underlay, [`link add n${i} type veth peer name eth0 netns ${ns}`, `link set n${i} master br0 up`]);
+    // Frames reach OVS's AF_PACKET socket on eth0 as the underlay sent them; with TX checksum
+    // offload the underlay side (etcd on br0) would hand over TCP segments with no checksum yet.
+    await run('ip', ['netns', 'exec', underlay, 'ethtool', '-K', `n${i}`, 'tx', 'off']);
     await run('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     const ovs = await startOvs(null, ns);
     scope.defer(() => ovs.stop());

@@ -1,0 +1,166 @@
+// `knet agent` with `"Backend": {"Type": "ovs-gre"}` end to end: three node namespaces, each
+// with its own ovsdb-server + ovs-vswitchd (userspace datapath) and one agent process; etcd in
+// the underlay namespace; pods on every node. Skipped until the agent offers --ovs-rundir (the
+// wiring of src/overlay/ovs-gre into src/agent, owned by the agent's author).
+import test, { type ExecutionContext } from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isRoot } from '../helpers/netns.ts';
+import { startEtcd } from '../helpers/etcd.ts';
+import { addPod, avaScope, ovsNodes, type OvsNode, type Pod } from '../helpers/ovs.ts';
+import { run } from '../../src/kernel/exec.ts';
+import { ipBatch } from '../../src/kernel/iproute.ts';
+import { deleteFlowsStrict, dumpFlows, dumpFlowsWithStats } from '../../src/kernel/ovs.ts';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const agentMain = join(repo, 'src', 'cli', 'agent-main.ts');
+const PREFIX = '/coreos.com/network';
+const CONFIG = '{"Network":"10.246.0.0/16","Backend":{"Type":"ovs-gre","DatapathType":"netdev"}}';
+
+function agentEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: 'info' };
+  delete env.NODE_EXTRA_CA_CERTS; // makes every node start ~50 ms slower
+  return env;
+}
+
+async function agentSupportsOvsGre(): Promise<boolean> {
+  try {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', agentMain, 'agent', '--help'], { env: agentEnv(), timeoutMs: 30_000 });
+    return stdout.includes('--ovs-rundir');
+  } catch {
+    return false;
+  }
+}
+
+const wired = isRoot && (await agentSupportsOvsGre());
+const rootTest = wired ? test.serial : test.skip;
+
+interface Agent { logs: () => string; stop: () => Promise<void> }
+interface Node extends OvsNode { subnetFile: string; agent: Agent | null; pod: Pod | null }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 20_000, context = () => ''): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await fn()) return;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}\n${context()}`);
+    await sleep(200);
+  }
+}
+
+function startAgent(t: ExecutionContext, etcdEndpoint: string, n: Node): Agent {
+  const proc: ChildProcess = spawn('ip', ['netns', 'exec', n.ns, process.execPath, '--import', 'tsx', agentMain, 'agent',
+    '--etcd-endpoints', etcdEndpoint, '--iface', 'brphy', '--subnet-file', n.subnetFile, '--resync-period', '2',
+    '--ovs-rundir', n.ovs.runDir], { cwd: repo, env: agentEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  proc.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
+  t.teardown(stop);
+  const agent = { logs: () => log, stop };
+  n.agent = agent;
+  return agent;
+}
+
+const env = (n: Node) => new Map(readFileSync(n.subnetFile, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string]));
+const subnetOf = (n: Node) => env(n).get('FLANNEL_SUBNET')!.replace(/\.1\//, '.0/');
+const flowsTo = (flows: string[], subnet: string) => flows.filter((f) => f.includes(`nw_dst=${subnet}`) || f.includes(`arp_tpa=${subnet}`));
+
+async function tcpEcho(from: Pod, to: Pod, timeoutS = 3): Promise<boolean> {
+  const msg = `tcp ${from.ip} -> ${to.ip}\n`;
+  try {
+    const { stdout } = await run('ip', ['netns', 'exec', from.ns, 'socat', '-T', String(timeoutS), '-', `TCP:${to.ip}:8080,connect-timeout=${timeoutS}`], { input: msg, timeoutMs: (timeoutS + 2) * 1000 });
+    return stdout === msg;
+  } catch {
+    return false;
+  }
+}
+
+async function udpEcho(from: Pod, to: Pod): Promise<boolean> {
+  const msg = `udp ${from.ip} -> ${to.ip}\n`;
+  try {
+    const { stdout } = await run('ip', ['netns', 'exec', from.ns, 'socat', '-T', '1', '-', `UDP:${to.ip}:8081`], { input: msg, timeoutMs: 5000 });
+    return stdout === msg;
+  } catch {
+    return false;
+  }
+}
+
+rootTest('three ovs-gre agents: pods talk TCP and UDP; hand-deleted flow heals; restart keeps flows; a removed lease removes its flows', async (t) => {
+  const scope = avaScope(t);
+  const { underlay, nodes: bare } = await ovsNodes(scope, 3);
+  await ipBatch(underlay, ['addr add 192.168.50.254/24 dev br0']);
+  const etcd = await startEtcd(t, { netns: underlay, host: '192.168.50.254' });
+  await etcd.put(`${PREFIX}/config`, CONFIG);
+  const dir = mkdtempSync(join(tmpdir(), 'knet-ovs-agent-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const nodes: Node[] = bare.map((b, i) => ({ ...b, subnetFile: join(dir, `node${i + 1}`, 'subnet.env'), agent: null, pod: null }));
+  const logs = () => nodes.map((n) => `--- agent ${n.ip}\n${n.agent?.logs().slice(-3000) ?? ''}`).join('\n');
+  for (const n of nodes) startAgent(t, etcd.endpoint, n);
+
+  for (const n of nodes) {
+    await waitFor(`subnet file of ${n.ip}`, () => existsSync(n.subnetFile), 30_000, logs);
+    const e = env(n);
+    t.is(e.get('FLANNEL_MTU'), '1458');
+    const [gw, len] = e.get('FLANNEL_SUBNET')!.split('/');
+    n.pod = await addPod(scope, n, { podBridge: 'cni0', gateway: gw!, prefixLen: Number(len), mtu: Number(e.get('FLANNEL_MTU')) });
+    for (const args of [['TCP-LISTEN:8080,reuseaddr,fork', 'PIPE'], ['UDP-RECVFROM:8081,fork', 'PIPE']]) {
+      const p = spawn('ip', ['netns', 'exec', n.pod.ns, 'socat', ...args], { stdio: 'ignore' });
+      t.teardown(() => { p.kill('SIGKILL'); });
+    }
+  }
+  const [a, b, c] = nodes as [Node, Node, Node];
+  for (const from of nodes) {
+    for (const to of nodes) {
+      if (from === to) continue;
+      await waitFor(`TCP ${from.pod!.ip} -> ${to.pod!.ip}`, () => tcpEcho(from.pod!, to.pod!), 20_000, logs);
+      await waitFor(`UDP ${from.pod!.ip} -> ${to.pod!.ip}`, () => udpEcho(from.pod!, to.pod!), 20_000, logs);
+    }
+  }
+  t.is((await dumpFlows(a.ovs.target, 'obr0')).length, 6);
+
+  // A flow deleted by hand comes back at the next periodic reconcile (2 s here).
+  await deleteFlowsStrict(a.ovs.target, 'obr0', `priority=100,ip,in_port=9,nw_dst=${subnetOf(b)}`);
+  t.is(flowsTo(await dumpFlows(a.ovs.target, 'obr0'), subnetOf(b)).length, 1);
+  await waitFor('the deleted flow to come back', async () => flowsTo(await dumpFlows(a.ovs.target, 'obr0'), subnetOf(b)).length === 2, 10_000, logs);
+  await waitFor('TCP a -> b after heal', () => tcpEcho(a.pod!, b.pod!), 10_000, logs);
+
+  // Agent restart: the data plane keeps working while it is down, and the new agent finds the
+  // table as it should be and leaves it alone (the flow's packet counter is not reset).
+  const counter = async () => Number(/n_packets=(\d+)/.exec((await dumpFlowsWithStats(a.ovs.target, 'obr0')).find((f) => f.includes(`ip,in_port=9,nw_dst=${subnetOf(c)}`))!)![1]);
+  await a.agent!.stop();
+  t.true(await tcpEcho(a.pod!, c.pod!));
+  const before = await counter();
+  t.true(before > 0);
+  startAgent(t, etcd.endpoint, a);
+  await waitFor('restarted agent to reconcile', () => a.agent!.logs().includes('wrote subnet file'), 30_000, logs);
+  t.true(await counter() >= before);
+  t.is((await dumpFlows(a.ovs.target, 'obr0')).length, 6);
+  t.true(await tcpEcho(a.pod!, c.pod!));
+
+  // A peer's lease removed (its agent gone, so nobody puts it back) removes its flows elsewhere.
+  await c.agent!.stop();
+  await etcd.del(`${PREFIX}/subnets/${subnetOf(c).replace('/', '-')}`);
+  for (const n of [a, b]) {
+    await waitFor(`${n.ip} to drop the flows of ${subnetOf(c)}`, async () => flowsTo(await dumpFlows(n.ovs.target, 'obr0'), subnetOf(c)).length === 0, 10_000, logs);
+    t.is((await dumpFlows(n.ovs.target, 'obr0')).length, 4);
+  }
+  t.false(await tcpEcho(a.pod!, c.pod!, 1));
+  t.true(await tcpEcho(a.pod!, b.pod!));
+});
