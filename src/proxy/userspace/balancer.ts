@@ -34,6 +34,11 @@ export class ServicePortBalancer {
     return this.endpoints;
   }
 
+  /** Whether picks depend on the client address (callers can skip looking it up otherwise). */
+  get sticky(): boolean {
+    return this.stickyMs > 0;
+  }
+
   get affinityEntries(): number {
     return this.affinity.size;
   }

@@ -108,10 +108,11 @@ export class TcpPortProxy extends ListenerBase {
       if (c.upstream && !c.upstream.destroyed && !c.upstream.writableEnded) c.upstream.destroy();
       if (!c.upstream || c.upstream.destroyed) finish();
     });
-    this.dial(c, clientIP(client), new Set(), 0, finish);
+    // getpeername is a syscall per connection: only affinity needs the address.
+    this.dial(c, this.o.balancer.sticky ? clientIP(client) : '', undefined, 0, finish);
   }
 
-  private dial(c: Conn, ip: string, failed: Set<string>, attempt: number, finish: () => void): void {
+  private dial(c: Conn, ip: string, failed: Set<string> | undefined, attempt: number, finish: () => void): void {
     const { client } = c;
     if (client.destroyed) { finish(); return; }
     const ep = this.o.balancer.pick(ip, Date.now(), failed);
@@ -129,8 +130,7 @@ export class TcpPortProxy extends ListenerBase {
     const onDialError = () => {
       clearTimeout(timer);
       this.pending.dialFailures++;
-      failed.add(ep);
-      this.dial(c, ip, failed, attempt + 1, finish);
+      this.dial(c, ip, (failed ?? new Set()).add(ep), attempt + 1, finish);
     };
     up.once('error', onDialError);
     up.once('connect', () => {

@@ -1,0 +1,166 @@
+// Benchmark of the userspace mode (issue 7): the same client load direct to the backends,
+// through knet's userspace proxy (via the portal rules, as a node-local client would reach a
+// ClusterIP), and through haproxy 2.6 `mode tcp`; UDP against socat. Everything runs in one
+// throw-away network namespace (knt-ub*), removed at the end, also on failure or Ctrl-C.
+//   single-stream throughput  iperf3 -t S
+//   new connections/s         HTTP/1.1 with Connection: close (C load generator)
+//   keep-alive requests/s     HTTP/1.1 keep-alive
+//   UDP packets/s             64-byte datagrams with a window of outstanding ones
+// Backends are haproxy `mode http` returning a fixed 200 (fast enough not to be the limit),
+// iperf3 -s, and a C UDP echo. Goals: throughput >= haproxy; new conn/s >= 0.8 x haproxy;
+// UDP pps >= socat.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { build } from 'esbuild';
+import { run } from '../../src/kernel/exec.ts';
+import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
+import { ipBatch } from '../../src/kernel/iproute.ts';
+import { LOADGEN_C } from './userspace-loadgen.ts';
+
+const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' } } });
+const secs = Number(a.seconds);
+const conc = Number(a.concurrency);
+if (!(secs > 0 && secs <= 60) || !(conc >= 1 && conc <= 1000)) throw new Error('--seconds 1-60, --concurrency 1-1000');
+if (a.backend !== 'nft' && a.backend !== 'legacy') throw new Error('--backend nft|legacy');
+
+const ns = randomNetnsName('knt-ub');
+const dir = mkdtempSync(join(tmpdir(), 'knt-ub-'));
+const children: ChildProcess[] = [];
+const env = { ...process.env };
+delete env.NODE_EXTRA_CA_CERTS;
+let cleaned = false;
+async function cleanup(): Promise<void> {
+  if (cleaned) return;
+  cleaned = true;
+  for (const c of children) c.kill('SIGKILL');
+  await deleteNetns(ns);
+  rmSync(dir, { recursive: true, force: true });
+}
+process.once('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+
+const inNs = (file: string, args: string[]) => ['netns', 'exec', ns, file, ...args];
+/** Starts a long-running process in the namespace; resolves once `ready` (text or delay) is seen. */
+function daemon(file: string, args: string[], ready: string | number, stream: 'stdout' | 'stderr' = 'stdout'): Promise<void> {
+  const p = spawn('ip', inNs(file, args), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(p);
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const seen = (d: Buffer) => { buf = (buf + d.toString()).slice(-10_000); if (typeof ready === 'string' && buf.includes(ready)) resolve(); };
+    // Both streams are read (also so a chatty child never blocks on a full pipe).
+    p.stdout!.on('data', stream === 'stdout' ? seen : () => {});
+    p.stderr!.on('data', stream === 'stderr' ? seen : (d: Buffer) => { buf = (buf + d.toString()).slice(-10_000); });
+    p.once('exit', (c) => reject(new Error(`${file} exited ${c}: ${buf}`)));
+    if (typeof ready === 'number') setTimeout(resolve, ready);
+  });
+}
+const inNsOut = async (file: string, args: string[]) => (await run('ip', inNs(file, args), { timeoutMs: (secs + 30) * 1000 })).stdout;
+
+const NAIVE = `
+import net from 'node:net'; import dgram from 'node:dgram';
+const [node, ...eps] = process.argv.slice(2); let i = 0;
+net.createServer((c) => { const u = net.connect(8080, eps[i++ % eps.length]); c.pipe(u); u.pipe(c); c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(27080, node);
+net.createServer((c) => { const u = net.connect(5201, eps[0]); c.pipe(u); u.pipe(c); c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(27201, node);
+const s = dgram.createSocket('udp4'); const flows = new Map();
+s.on('message', (m, r) => { const k = r.address + ':' + r.port; let f = flows.get(k);
+  if (!f) { f = dgram.createSocket('udp4'); f.on('message', (b) => s.send(b, r.port, r.address)); flows.set(k, f); }
+  f.send(m, 9000, eps[0]); });
+s.bind(27000, node, () => process.stdout.write('ready\\n'));
+`;
+
+const NODE = '10.99.0.1';
+const EPS = ['10.99.1.1', '10.99.1.2', '10.99.1.3'];
+
+async function setup(): Promise<string> {
+  await addNetns(ns);
+  await ipBatch(ns, [
+    'link add eth0 type veth peer name eth0p', `addr add ${NODE}/24 dev eth0`, 'link set eth0p up', 'link set eth0 up',
+    'route add default via 10.99.0.254',
+    ...EPS.map((ip) => `addr add ${ip}/32 dev lo`),
+  ]);
+  await run('ip', inNs('sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=1024 65000', 'net.ipv4.tcp_tw_reuse=1']));
+  const loadgen = join(dir, 'loadgen');
+  writeFileSync(`${loadgen}.c`, LOADGEN_C);
+  await run('gcc', ['-O2', '-o', loadgen, `${loadgen}.c`]);
+
+  // Backends.
+  writeFileSync(join(dir, 'backend.cfg'), [
+    'global', '  maxconn 8000', 'defaults', '  mode http', '  timeout client 30s', '  timeout server 30s', '  timeout connect 5s',
+    ...EPS.map((ip, i) => `frontend be${i}\n  bind ${ip}:8080\n  http-request return status 200 content-type text/plain string ok`), '',
+  ].join('\n'));
+  await daemon('haproxy', ['-db', '-f', join(dir, 'backend.cfg')], 500);
+  await daemon('iperf3', ['-s', '-B', EPS[0]!, '-p', '5201', '--forceflush'], 'Server listening');
+  await daemon(loadgen, ['udpecho', EPS[0]!, '9000'], 'ready');
+
+  // haproxy 2.6 mode tcp and socat, the reference forwarders.
+  writeFileSync(join(dir, 'fwd.cfg'), [
+    'global', '  maxconn 8000', 'defaults', '  mode tcp', '  timeout client 30s', '  timeout server 30s', '  timeout connect 5s',
+    `listen http\n  bind ${NODE}:28080\n  balance roundrobin\n${EPS.map((ip, i) => `  server s${i} ${ip}:8080`).join('\n')}`,
+    `listen iperf\n  bind ${NODE}:25201\n  server s0 ${EPS[0]}:5201`, '',
+  ].join('\n'));
+  await daemon('haproxy', ['-db', '-f', join(dir, 'fwd.cfg')], 500);
+  await daemon('socat', [`UDP4-LISTEN:29000,bind=${NODE},reuseaddr,fork`, `UDP4:${EPS[0]}:9000`], 300);
+  // The naive Node forwarder of baselines.md (pipe() both ways, one dgram socket per client),
+  // to tell Node's own cost from knet's.
+  writeFileSync(join(dir, 'naive.mjs'), NAIVE);
+  await daemon(process.execPath, [join(dir, 'naive.mjs'), NODE, ...EPS], 'ready');
+
+  // knet, userspace mode, from a manifest directory.
+  const manifests = join(dir, 'manifests');
+  await run('mkdir', [manifests]);
+  const svc = (name: string, ip: string, port: number, proto: string, target: number, eps: string[]) => [
+    { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'bench', name }, spec: { clusterIP: ip, ports: [{ port, targetPort: target, protocol: proto }] } },
+    { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { namespace: 'bench', name: `${name}-1`, labels: { 'kubernetes.io/service-name': name } }, addressType: 'IPv4',
+      endpoints: eps.map((e) => ({ addresses: [e], conditions: { ready: true } })), ports: [{ port: target, protocol: proto }] },
+  ];
+  writeFileSync(join(manifests, 'bench.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [
+    ...svc('http', '172.30.0.10', 80, 'TCP', 8080, EPS), ...svc('iperf', '172.30.0.11', 5201, 'TCP', 5201, [EPS[0]!]), ...svc('udp', '172.30.0.12', 9000, 'UDP', 9000, [EPS[0]!]),
+  ] }));
+  // Bundled like dist/knet.js (no tsx loader, no source-map stack rewriting at run time).
+  const main = join(dir, 'knet-userspace.mjs');
+  await build({ entryPoints: [join(process.cwd(), 'src/proxy/userspace/main.ts')], outfile: main, bundle: true, platform: 'node', target: 'node20', format: 'esm',
+    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" }, logLevel: 'error' });
+  await daemon(process.execPath, [main, '--manifests', manifests, '--node-ip', NODE, '--backend', a.backend!], '"msg":"synced"', 'stderr');
+  return loadgen;
+}
+
+async function iperf(host: string, port: number): Promise<number> {
+  const j = JSON.parse(await inNsOut('iperf3', ['-c', host, '-p', String(port), '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
+  return j.end.sum_received.bits_per_second / 1e9;
+}
+
+async function rate(loadgen: string, mode: string, host: string, port: number, n: number): Promise<number> {
+  const out = await inNsOut(loadgen, [mode, host, String(port), String(n), String(secs)]);
+  const m = /rate (\d+)/.exec(out);
+  if (!m) throw new Error(`loadgen: ${out}`);
+  return Number(m[1]);
+}
+
+interface Row { what: string; unit: string; direct: number; knet: number; ref: number; naive: number; refName: string; goal: number }
+
+try {
+  const lg = await setup();
+  const rows: Row[] = [];
+  const tp = { direct: await iperf(EPS[0]!, 5201), knet: await iperf('172.30.0.11', 5201), ref: await iperf(NODE, 25201), naive: await iperf(NODE, 27201) };
+  rows.push({ what: 'single-stream throughput', unit: 'Gbit/s', ...tp, refName: 'haproxy', goal: 1 });
+  const nc = { direct: await rate(lg, 'close', EPS[0]!, 8080, conc), knet: await rate(lg, 'close', '172.30.0.10', 80, conc), ref: await rate(lg, 'close', NODE, 28080, conc), naive: await rate(lg, 'close', NODE, 27080, conc) };
+  rows.push({ what: 'new connections/s (Connection: close)', unit: '/s', ...nc, refName: 'haproxy', goal: 0.8 });
+  const ka = { direct: await rate(lg, 'keepalive', EPS[0]!, 8080, conc), knet: await rate(lg, 'keepalive', '172.30.0.10', 80, conc), ref: await rate(lg, 'keepalive', NODE, 28080, conc), naive: await rate(lg, 'keepalive', NODE, 27080, conc) };
+  rows.push({ what: 'keep-alive requests/s', unit: '/s', ...ka, refName: 'haproxy', goal: 0 });
+  const udp = { direct: await rate(lg, 'udp', EPS[0]!, 9000, 64), knet: await rate(lg, 'udp', '172.30.0.12', 9000, 64), ref: await rate(lg, 'udp', NODE, 29000, 64), naive: await rate(lg, 'udp', NODE, 27000, 64) };
+  rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '/s', ...udp, refName: 'socat', goal: 1 });
+
+  const f = (x: number) => (x >= 100 ? Math.round(x).toString() : x.toFixed(2));
+  console.log(`# knet userspace mode benchmark (${secs} s per figure, ${conc} connections, iptables ${a.backend})\n`);
+  console.log('| measure | direct | knet userspace | reference | naive Node | knet/direct | ref/direct | naive/direct | knet/ref | goal |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const ratio = r.knet / r.ref;
+    const goal = r.goal ? `>= ${r.goal} x ${r.refName}: ${ratio >= r.goal ? 'met' : 'NOT met'}` : '-';
+    console.log(`| ${r.what} | ${f(r.direct)} ${r.unit} | ${f(r.knet)} | ${r.refName} ${f(r.ref)} | ${f(r.naive)} | ${(r.knet / r.direct).toFixed(2)} | ${(r.ref / r.direct).toFixed(2)} | ${(r.naive / r.direct).toFixed(2)} | ${ratio.toFixed(2)} | ${goal} |`);
+  }
+} finally {
+  await cleanup();
+}
