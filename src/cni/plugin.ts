@@ -6,6 +6,7 @@ import { ExecError } from '../kernel/exec.ts';
 import { Rtnl, NetlinkError, macBytes } from '../kernel/netlink.ts';
 import { detectIptablesBackend, ensureMasq } from '../kernel/masq.ts';
 import { IpamStore, PoolExhaustedError } from '../ipam/store.ts';
+import { sweepStaleLocks } from '../ipam/lockfile.ts';
 import { canonicalCidr, formatCidr4, formatIPv4, parseIPv4 } from '../ipam/ipv4.ts';
 import {
   SUPPORTED_VERSIONS, checkVersion, decodeStdin, parseEnv, parseNetConf, parseSubnetEnv, planNetwork,
@@ -214,6 +215,7 @@ async function cmdGc(conf: NetConf): Promise<void> {
   const valid = new Set(conf.validAttachments.map((a) => `${a.containerID}\n${a.ifname}`));
   const validHost = new Set(conf.validAttachments.map((a) => hostVethName(a.containerID, a.ifname)));
   const store = new IpamStore(conf.dataDir);
+  sweepStaleLocks(conf.dataDir);
   const errors: string[] = [];
   await withRtnl(async (nl) => {
     for (const a of store.list()) {

@@ -1,5 +1,6 @@
 // Small file-system coordination helpers shared by IPAM and the node-wide masquerade set-up.
-import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** Exclusive lock file holding the owner's pid; a lock whose owner died is taken over. */
 export async function lockFile(path: string, timeoutMs = 10_000): Promise<() => void> {
@@ -29,4 +30,20 @@ export function pidAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** Removes `*.lock` files in dir whose owner died (for GC after a killed plugin). */
+export function sweepStaleLocks(dir: string): string[] {
+  const removed: string[] = [];
+  let names: string[] = [];
+  try { names = readdirSync(dir); } catch { return removed; }
+  for (const n of names.filter((x) => x.endsWith('.lock'))) {
+    const path = join(dir, n);
+    try {
+      const owner = Number(readFileSync(path, 'utf8'));
+      const stale = owner > 0 ? !pidAlive(owner) : Date.now() - statSync(path).mtimeMs > 1000;
+      if (stale) { unlinkSync(path); removed.push(n); }
+    } catch { /* gone meanwhile */ }
+  }
+  return removed;
 }
