@@ -133,17 +133,17 @@ def ping(dst):
     except socket.timeout: pass
     finally: s.close()
     return False
-def tcp(dst):
+def tcp(dst, dport=None, expect=None):
     try:
-        c = socket.create_connection((dst, port), timeout=1); got = c.recv(64).decode(); c.close(); return got == dst
+        c = socket.create_connection((dst, dport or port), timeout=1); got = c.recv(64).decode(); c.close(); return got == (expect or dst)
     except OSError: return False
-def attempt(f, dst):
+def attempt(f, *args):
     # A loaded test machine drops the odd packet; a missing path fails all three tries.
-    return any(f(dst) for _ in range(3))
+    return any(f(*args) for _ in range(3))
 results = []
 for p in spec['probes']:
     enter(p['ns'])
-    results.append({'ns': p['ns'], 'dst': p['dst'], 'icmp': attempt(ping, p['dst']) if p.get('icmp', True) else None, 'tcp': attempt(tcp, p['dst']) if p.get('tcp', True) else None})
+    results.append({'ns': p['ns'], 'dst': p['dst'], 'icmp': attempt(ping, p['dst']) if p.get('icmp', True) else None, 'tcp': attempt(tcp, p['dst'], p.get('port'), p.get('expect')) if p.get('tcp', True) else None})
 time.sleep(0.1)
 print(json.dumps({'results': results, 'seen': seen}))
 `;
@@ -151,7 +151,8 @@ print(json.dumps({'results': results, 'seen': seen}))
 export interface ProbeSpec {
   port: number;
   servers: { ns: string; ip: string }[];
-  probes: { ns: string; dst: string; icmp?: boolean; tcp?: boolean }[];
+  /** TCP probes connect to dst:(port ?? spec port) and expect the server to answer its own address (expect ?? dst). */
+  probes: { ns: string; dst: string; icmp?: boolean; tcp?: boolean; port?: number; expect?: string }[];
 }
 export interface ProbeOutcome {
   results: { ns: string; dst: string; icmp: boolean | null; tcp: boolean | null }[];
