@@ -1,19 +1,19 @@
 // knet CNI plugin entry: the runtime execs this with CNI_* in the environment and the network
 // config on stdin. Bundled on its own (dist/cni/knet) so a pod's ADD loads only the plugin.
+import { readFileSync } from 'node:fs';
 import { runCni } from '../src/cni/plugin.ts';
 
-function readStdin(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    if (process.stdin.isTTY) return resolve('');
-    const chunks: Buffer[] = [];
-    process.stdin.on('data', (c: Buffer) => chunks.push(c));
-    process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    process.stdin.on('error', reject);
-  });
+// fd 0 read synchronously: process.stdin would load the stream and net machinery for nothing.
+function readStdin(): string {
+  try {
+    return readFileSync(0, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 async function main(): Promise<void> {
-  const stdin = await readStdin();
+  const stdin = readStdin();
   const out = await runCni(stdin, process.env);
   if (out.stdout) process.stdout.write(out.stdout);
   process.exitCode = out.exitCode;

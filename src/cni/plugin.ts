@@ -1,7 +1,6 @@
 // The plugin's commands. Each one validates everything first, then touches IPAM and the kernel;
 // a failed ADD undoes what it did (veth, allocation) before reporting the error.
 import { closeSync, existsSync, readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { ExecError } from '../kernel/exec.ts';
 import { Rtnl, NetlinkError, macBytes } from '../kernel/netlink.ts';
 import { detectIptablesBackend, ensureMasq } from '../kernel/masq.ts';
@@ -93,7 +92,7 @@ async function ensureBridge(nl: Rtnl, conf: NetConf, plan: NetworkPlan): Promise
   if (!br) {
     try {
       // A fixed MAC keeps the bridge's address from following its lowest-numbered port.
-      await nl.createLink({ name: conf.bridge, kind: 'bridge', mtu: plan.mtu, up: true, mac: macBytes(randomMac(randomBytes(6))) });
+      await nl.createLink({ name: conf.bridge, kind: 'bridge', mtu: plan.mtu, up: true, mac: macBytes(randomMac()) });
     } catch (e) {
       if (!(e instanceof NetlinkError && e.code === 'EEXIST')) throw e;
     }
@@ -119,7 +118,7 @@ async function cmdAdd(conf: NetConf, env: CniEnv): Promise<CniResult> {
     const address = formatCidr4(parseIPv4(ip), plan.subnet.prefix);
     return await withRtnl(async (nl) => {
       const bridge = await ensureBridge(nl, conf, plan);
-      const hostMac = randomMac(randomBytes(6));
+      const hostMac = randomMac();
       const mac = podMac(ip!);
       try {
         await nl.createVeth({ name: hostName, mtu: plan.mtu, mac: macBytes(hostMac), master: bridge.index, up: true,

@@ -1,6 +1,6 @@
 // ADD results in the shape of the requested CNI version, and the pure parts of a pod's plan:
 // interface names, MAC addresses and the iproute2 batch that configures the pod side.
-import { createHash } from 'node:crypto';
+import { fnv1aHex } from '../ipam/hash.ts';
 import type { CniVersion } from './config.ts';
 
 export interface ResultInterface { name: string; mac: string; mtu?: number; sandbox?: string }
@@ -54,7 +54,7 @@ export function buildResult(version: CniVersion, f: AttachmentFacts, prev?: Reco
 
 /** The host end's name: stable per (container, interface), so DEL and GC find it without state. */
 export function hostVethName(containerId: string, ifname: string): string {
-  return 'veth' + createHash('sha256').update(`${containerId}/${ifname}`).digest('hex').slice(0, 8);
+  return 'veth' + fnv1aHex(`${containerId}/${ifname}`);
 }
 
 /** Pod MAC derived from its IPv4 address (0a:58 prefix, locally administered, as kubenet did). */
@@ -62,8 +62,13 @@ export function podMac(ip: string): string {
   return ['0a', '58', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
 }
 
-/** A random locally administered unicast MAC (for the bridge, so it never changes with its ports). */
-export function randomMac(bytes: Buffer): string {
+/** Six random bytes (Math.random: a MAC needs no cryptographic randomness, and no node:crypto load). */
+export function randomBytes6(): Buffer {
+  return Buffer.from(Array.from({ length: 6 }, () => Math.floor(Math.random() * 256)));
+}
+
+/** A locally administered unicast MAC from random bytes (the bridge's stays fixed as ports come and go). */
+export function randomMac(bytes: Buffer = randomBytes6()): string {
   const b = Buffer.from(bytes.subarray(0, 6));
   b[0] = (b[0]! & 0xfe) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');

@@ -2,7 +2,7 @@
 // pod traffic is not. One knet-owned chain per network in the nat table, jumped to from
 // POSTROUTING for the node's pod subnet. Applied once per node: a marker file records the boot,
 // the network namespace and the rule text it was applied for, so later ADDs cost no exec.
-import { createHash } from 'node:crypto';
+import { fnv1aHex } from '../ipam/hash.ts';
 import { readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lockFile } from '../ipam/lockfile.ts';
@@ -16,7 +16,7 @@ export interface MasqSpec {
 }
 
 export function masqChainName(network: string): string {
-  return 'KNET-MASQ-' + createHash('sha256').update(network).digest('hex').slice(0, 8).toUpperCase();
+  return 'KNET-MASQ-' + fnv1aHex(network).toUpperCase();
 }
 
 /** iptables-restore input for the chain (declaring it flushes it, so re-applying is idempotent). */
@@ -51,8 +51,7 @@ function markerContent(s: MasqSpec, backend: IptablesBackend): string {
   let boot = '';
   try { boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* no procfs: marker still works per rules */ }
   const ns = statSync('/proc/self/ns/net').ino;
-  const rules = createHash('sha256').update(renderMasqChain(s) + masqJumpRule(s).join(' ')).digest('hex').slice(0, 16);
-  return `${boot} ${ns} ${backend} ${rules}\n`;
+  return `${boot} ${ns} ${backend}\n${renderMasqChain(s)}${masqJumpRule(s).join(' ')}\n`;
 }
 
 /** Installs the chain and its jump unless the marker says this namespace already has them. */

@@ -112,9 +112,11 @@ test('50 pods: addresses, routes, MTU, result, connectivity, masquerade, CHECK, 
 
   // DEL everything, twice: the second round must succeed too.
   for (let round = 0; round < 2; round++) {
-    for (const p of pods) {
-      const r = await execPlugin(bin, { nodeNs: node, command: 'DEL', conf: { ...conf, prevResult: p.result }, containerId: p.cid, netns: netnsPath(p.ns), ifname: 'eth0' });
-      t.is(r.exitCode, 0, r.stdout);
+    for (let i = 0; i < PODS; i += 5) {
+      await Promise.all(pods.slice(i, i + 5).map(async (p) => {
+        const r = await execPlugin(bin, { nodeNs: node, command: 'DEL', conf: { ...conf, prevResult: p.result }, containerId: p.cid, netns: netnsPath(p.ns), ifname: 'eth0' });
+        t.is(r.exitCode, 0, r.stdout);
+      }));
     }
   }
   t.deepEqual((await linkNames(node)).filter((n) => n.startsWith('veth')), []);

@@ -40,6 +40,7 @@ test('names and MACs', (t) => {
   t.not(hostVethName('abc', 'eth0'), hostVethName('abc', 'eth1'));
   t.is(podMac('10.244.3.17'), '0a:58:0a:f4:03:11');
   const m = randomMac(Buffer.from([0xff, 1, 2, 3, 4, 5]));
+  t.regex(randomMac(), /^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/);
   t.is(m, 'fe:01:02:03:04:05', 'unicast, locally administered');
 });
 
