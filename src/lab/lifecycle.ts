@@ -251,7 +251,9 @@ export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: 
   const say = o.progress ?? (() => undefined);
   // Proxies and agents first (they would otherwise log about etcd and the API going away).
   const order = (w: string) => (w.startsWith('proxy') ? 0 : w.startsWith('agent') ? 1 : w === 'lab-api' ? 2 : 3);
-  const procs = [...s.processes].sort((a, b) => order(a.what) - order(b.what));
+  // Only processes whose command line names this lab's directory: a recorded pid may since
+  // have been reused by an unrelated process.
+  const procs = [...s.processes].sort((a, b) => order(a.what) - order(b.what)).filter((p) => cmdlineMentions(p.pid, s.dir));
   await pool(procs, 16, (p) => stopPid(p.pid));
   const mine = [...new Set([...s.namespaces, ...(await listNetns()).filter((n) => n.startsWith(s.plan.nsPrefix))])];
   // Pods first, then nodes, the outside host and the underlay last.
@@ -267,6 +269,14 @@ export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: 
     try { if (readdirSync(s.dir).length === 0) rmdirSync(s.dir); } catch { /* not empty or gone */ }
   }
   return { namespaces: mine.length, processes: procs.length };
+}
+
+function cmdlineMentions(pid: number, dir: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((a) => a === dir || a.startsWith(`${dir}/`));
+  } catch {
+    return false;
+  }
 }
 
 export async function labDown(dir: string, progress: (l: string) => void): Promise<boolean> {

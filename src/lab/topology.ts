@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 
 export type OverlayBackend = 'vxlan';
-export type ProxyMode = 'iptables';
+export type ProxyMode = 'iptables' | 'userspace';
 
 export const UNDERLAY_BRIDGE = 'br0';
 export const UNDERLAY_PREFIX = '192.168.50';
@@ -70,9 +70,7 @@ export function planLab(i: PlanInput): LabPlan {
     throw new Error(`--backend ${backend}: only vxlan is available (the ovs-gre backend is not part of knet yet)`);
   }
   const proxyMode = i.proxyMode ?? 'iptables';
-  if (proxyMode !== 'iptables') {
-    throw new Error(`--proxy-mode ${proxyMode}: only iptables is available (knet proxy has no userspace mode yet)`);
-  }
+  if (proxyMode !== 'iptables' && proxyMode !== 'userspace') throw new Error(`--proxy-mode must be iptables or userspace, got ${JSON.stringify(proxyMode)}`);
   const nsPrefix = i.nsPrefix ?? defaultPrefix(i.labId);
   if (!PREFIX.test(nsPrefix)) throw new Error(`namespace prefix must end in "-" and hold only letters, digits, "_", "." and "-": ${JSON.stringify(nsPrefix)}`);
   const nodes: LabNodePlan[] = [];
@@ -121,7 +119,7 @@ export function kubeProxyConfig(p: LabPlan, node: LabNodePlan, masqueradeAll: bo
   return [
     'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
     'kind: KubeProxyConfiguration',
-    'mode: iptables',
+    `mode: ${p.proxyMode}`,
     `hostnameOverride: ${node.name}`,
     `clusterCIDR: ${p.podNetwork}`,
     `metricsBindAddress: 127.0.0.1:10249`,

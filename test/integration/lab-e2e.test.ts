@@ -186,3 +186,23 @@ rootTest('Ctrl-C during up leaves nothing behind', async (t) => {
   await assertNothingLeft(t, dir, prefix, pids);
   t.false(existsSync(dir));
 });
+
+// The same lab with the userspace proxy: runs the full check where `knet proxy` supports
+// `mode: userspace`; until then `up` must fail at the proxies step and clean up.
+rootTest('userspace proxy mode: check passes, or up fails cleanly while the proxy lacks the mode', async (t) => {
+  const { dir, prefix } = newLab(t);
+  const up = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--proxy-mode', 'userspace']);
+  if (up.code !== 0) {
+    t.regex(up.stderr, /step "proxies" failed/);
+    const log = readFileSync(join(dir, 'logs', 'proxy-node-1.log'), 'utf8');
+    t.regex(log, /not supported by knet proxy/, 'the only accepted reason: the proxy has no userspace mode yet');
+    t.log('knet proxy has no userspace mode yet; up failed cleanly');
+    await assertNothingLeft(t, dir, prefix, []);
+    return;
+  }
+  const pids = (JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState).processes.map((p) => p.pid);
+  const rows = await check(t, dir);
+  t.true(rows.some((r) => r.check === 'ClientIP affinity'));
+  t.is((await lab(['down', '--dir', dir])).code, 0);
+  await assertNothingLeft(t, dir, prefix, pids);
+});

@@ -28,7 +28,8 @@ test('planLab: rejects what the lab cannot do, with the reason', (t) => {
   t.throws(() => planLab({ labId: 'a', nodes: 0 }), { message: /--nodes/ });
   t.throws(() => planLab({ labId: 'a', nodes: 101 }), { message: /--nodes/ });
   t.throws(() => planLab({ labId: 'a', nodes: 3, backend: 'ovs-gre' }), { message: /only vxlan/ });
-  t.throws(() => planLab({ labId: 'a', nodes: 3, proxyMode: 'userspace' }), { message: /only iptables/ });
+  t.throws(() => planLab({ labId: 'a', nodes: 3, proxyMode: 'ipvs' }), { message: /iptables or userspace/ });
+  t.is(planLab({ labId: 'a', nodes: 3, proxyMode: 'userspace' }).proxyMode, 'userspace');
   t.throws(() => planLab({ labId: 'A B', nodes: 3 }), { message: /lab id/ });
   t.throws(() => planLab({ labId: 'a', nodes: 3, nsPrefix: 'bad prefix' }), { message: /prefix/ });
 });
@@ -59,6 +60,9 @@ test('configs: conflist as a runtime reads it, kube-proxy config, kubeconfig', (
   t.regex(kp, /hostnameOverride: node-1/);
   t.regex(kp, /clusterCIDR: 10\.244\.0\.0\/16/);
   t.regex(kp, /masqueradeAll: false/);
+  t.regex(kp, /^mode: iptables$/m);
+  const us = planLab({ labId: 'a', nodes: 1, proxyMode: 'userspace' });
+  t.regex(kubeProxyConfig(us, us.nodes[0]!, false), /^mode: userspace$/m);
   t.regex(kubeconfigText(p.apiServer), /server: http:\/\/192\.168\.50\.254:6443\n {4}insecure-skip-tls-verify: true/);
 });
 
