@@ -51,18 +51,15 @@ export class UserspaceDataPlane implements DataPlane {
   private settings: ProxySettings;
   private rulesWritten = false;
 
-  constructor(private readonly o: UserspaceOptions) {
+  constructor(readonly o: UserspaceOptions) {
+    // The listeners and the portal renderer are IPv4-only for now.
+    if (o.settings.family !== 'IPv4') throw new Error('userspace proxy mode supports IPv4 only');
     this.settings = o.settings;
     this.metrics = new UserspaceMetrics(o.registry);
   }
 
   setSettings(s: ProxySettings): void {
     this.settings = s;
-  }
-
-  /** Proxy port per "ns/name:port/protocol" (tests, benchmarks). */
-  portMap(): Map<string, number> {
-    return new Map([...this.ports].map(([k, s]) => [k, s.listener.port]));
   }
 
   async intact(): Promise<boolean> {
