@@ -1,0 +1,60 @@
+// The rtnetlink adapter in a namespace of its own (the test process enters none: the adapter
+// runs in a child started with `ip netns exec`, where its socket lives).
+import test from 'ava';
+import { isRoot, testNetns } from '../helpers/netns.ts';
+import { ipJsonIn } from '../helpers/cni.ts';
+import { run } from '../../src/kernel/exec.ts';
+import { assertIfName, netlinkAddonCandidates } from '../../src/kernel/netlink.ts';
+
+const SCRIPT = String.raw`
+import { openSync } from 'node:fs';
+import { Rtnl } from './src/kernel/netlink.ts';
+const pod = process.argv[process.argv.length - 1];
+const nl = new Rtnl();
+try {
+  await nl.createLink({ name: 'tbr0', kind: 'bridge', mtu: 1400, up: true });
+  const br = await nl.getLink('tbr0');
+  const added = [await nl.addAddress4(br.index, '10.80.0.1', 24), await nl.addAddress4(br.index, '10.80.0.1', 24)];
+  const fd = openSync('/run/netns/' + pod, 'r');
+  await nl.createVeth({ name: 'tveth0', mtu: 1400, master: br.index, up: true, peer: { name: 'eth0', netnsFd: fd, mtu: 1400 } });
+  const host = await nl.getLink('tveth0');
+  await nl.setHairpin(host.index, true);
+  // Generic route request through node-netlink's codecs (what the overlay agent uses).
+  await nl.routeRequest(24, 0x400 | 0x200, { family: 2, dstLen: 16, table: 254, protocol: 'BOOT', scope: 'UNIVERSE', type: 'UNICAST' },
+    { dst: Buffer.from([10, 81, 0, 0]), gateway: Buffer.from([10, 80, 0, 9]), oif: br.index });
+  const names = (await nl.listLinks()).map((l) => l.name).sort();
+  const missing = await nl.getLink('nope0');
+  let exists = '';
+  try { await nl.createLink({ name: 'tbr0', kind: 'bridge' }); } catch (e) { exists = e.code; }
+  console.log(JSON.stringify({ added, names, missing, exists, master: host.master === br.index, hostUp: host.up }));
+} finally { nl.close(); }
+`;
+
+test('bridge, veth into another namespace, hairpin, address, route, errors', async (t) => {
+  if (!isRoot) return t.pass('needs root');
+  const node = await testNetns(t, 'knt-c');
+  const pod = await testNetns(t, 'knt-c');
+  const { stdout } = await run('ip', ['netns', 'exec', node, 'node', '--import=tsx', '--input-type=module', '-e', SCRIPT, pod], { env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+  const r = JSON.parse(stdout);
+  t.deepEqual(r.added, [true, false], 'second add reports "already there"');
+  t.deepEqual(r.names, ['lo', 'tbr0', 'tveth0']);
+  t.is(r.missing, null);
+  t.is(r.exists, 'EEXIST');
+  t.true(r.master);
+  t.true(r.hostUp);
+  const [eth0] = await ipJsonIn(pod, ['link', 'show', 'eth0']);
+  t.is(eth0.mtu, 1400);
+  const [veth] = await ipJsonIn(node, ['-d', 'link', 'show', 'tveth0']);
+  t.true(veth.linkinfo.info_slave_data.hairpin);
+  const routes = await ipJsonIn(node, ['route', 'show', '10.81.0.0/16']);
+  t.is(routes[0]?.gateway, '10.80.0.9');
+});
+
+test('interface names and addon search path', (t) => {
+  for (const bad of ['', 'a'.repeat(16), 'a/b', 'a b', '..', 'eth0\n']) t.throws(() => assertIfName(bad), undefined, JSON.stringify(bad));
+  assertIfName('eth0');
+  const c = netlinkAddonCandidates(['/opt/cni/bin'], { KNET_NETLINK_ADDON: '/x/addon.node' });
+  t.is(c[0], '/x/addon.node');
+  t.is(c[1], '/opt/cni/bin/knet-netlink.node');
+  t.true(c.includes('/node_modules/netlink/prebuilds/linux-' + process.arch + '/node.napi.node'));
+});
