@@ -17,6 +17,11 @@ import { netnsState, openNetns, podIpBatch, podIpJson } from './podns.ts';
 
 export interface CniOutcome { stdout: string; exitCode: number }
 
+// KNET_CNI_TRACE=1: phase timings on stderr (stdout belongs to the runtime).
+const trace = process.env.KNET_CNI_TRACE === '1'
+  ? (what: string) => process.stderr.write(`knet ${(performance.now()).toFixed(1)}ms ${what}\n`)
+  : () => undefined;
+
 /** Runs one plugin invocation: stdin text and environment in, stdout text and exit code out. */
 export async function runCni(stdin: string, env: NodeJS.ProcessEnv): Promise<CniOutcome> {
   let version = '1.1.0';
@@ -114,10 +119,13 @@ async function cmdAdd(conf: NetConf, env: CniEnv): Promise<CniResult> {
   let ip: string | undefined;
   let vethCreated = false;
   try {
+    trace('validated');
     ip = store.allocate({ subnet: plan.subnet, gateway: plan.gateway, reserved: plan.reserved }, env.containerId, env.ifname);
     const address = formatCidr4(parseIPv4(ip), plan.subnet.prefix);
     return await withRtnl(async (nl) => {
+      trace('allocated, netlink open');
       const bridge = await ensureBridge(nl, conf, plan);
+      trace('bridge ready');
       const hostMac = randomMac();
       const mac = podMac(ip!);
       try {
@@ -131,11 +139,13 @@ async function cmdAdd(conf: NetConf, env: CniEnv): Promise<CniResult> {
         throw e;
       }
       vethCreated = true;
+      trace('veth created');
       if (conf.hairpinMode) {
         const link = await nl.getLink(hostName);
         if (link) await nl.setHairpin(link.index, true);
       }
       await podIpBatch(env.netns, podBatch(env.ifname, address, plan.routes));
+      trace('pod side configured');
       if (plan.ipMasq) {
         await ensureMasq({ network: conf.name, podSubnet: canonicalCidr(plan.subnet), clusterNetwork: canonicalCidr(plan.clusterNetwork) },
           conf.iptablesBackend ?? detectIptablesBackend(), conf.dataDir);
