@@ -193,12 +193,22 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       await started('lab-api', plan.underlay.ns, self.file, [...self.args, 'lab', '_api', '--dir', o.dir], { cwd: packageRoot() });
       await waitProcess('lab-api', 'the lab API', () => api.healthy(), 30_000);
     });
-    await step('agents', async () => {
+    // Agents and proxies start together: a proxy needs only the API (its Node object, with the
+    // podCIDR from the agent's lease, reaches it through its informer when the lease exists).
+    await step('start agents', async () => {
       for (const n of plan.nodes) {
         await started(`agent-${n.name}`, n.ns, process.execPath, [bins.cli, 'agent', '--etcd-endpoints', plan.etcdEndpoint, '--etcd-prefix', FLANNEL_PREFIX,
           '--iface', 'eth0', '--public-ip', n.ip, '--subnet-file', join(P.node(n.name), 'subnet.env'), '--iptables-backend', 'nft',
           '--resync-period', '30', '--healthz-port', '10260']);
       }
+    });
+    await step('start proxies', async () => {
+      for (const n of plan.nodes) {
+        await started(`proxy-${n.name}`, n.ns, process.execPath, [bins.cli, 'proxy', '--kubeconfig', P.kubeconfig, '--config', join(P.node(n.name), 'kube-proxy.yaml'),
+          '--hostname-override', n.name, '--node-ip', n.ip, '--iptables-backend', 'nft']);
+      }
+    });
+    await step('leases', async () => {
       await pool(plan.nodes, 16, (n) => waitProcess(`agent-${n.name}`, `the subnet lease of ${n.name}`, async () => {
         const f = join(P.node(n.name), 'subnet.env');
         return existsSync(f) && subnetOf(readFileSync(f, 'utf8'));
@@ -214,11 +224,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         });
       });
     });
-    await step('proxies', async () => {
-      for (const n of plan.nodes) {
-        await started(`proxy-${n.name}`, n.ns, process.execPath, [bins.cli, 'proxy', '--kubeconfig', P.kubeconfig, '--config', join(P.node(n.name), 'kube-proxy.yaml'),
-          '--hostname-override', n.name, '--node-ip', n.ip, '--iptables-backend', 'nft']);
-      }
+    await step('proxy sync', async () => {
       await pool(plan.nodes, 16, (n) => waitProcess(`proxy-${n.name}`, `the proxy on ${n.name} to sync its rules`, () => proxySynced(n.ns)));
     });
     if (!o.noWorkload) {

@@ -87,7 +87,7 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
 
   const up = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix]);
   t.is(up.code, 0, up.stderr);
-  for (const step of ['namespaces', 'etcd', 'lab API', 'agents', 'proxies', 'pods', 'services']) t.regex(up.stderr, new RegExp(`  ${step}: \\d+\\.\\d+s`));
+  for (const step of ['namespaces', 'etcd', 'lab API', 'start agents', 'start proxies', 'leases', 'node objects', 'proxy sync', 'pods', 'services']) t.regex(up.stderr, new RegExp(`  ${step}: \\d+\\.\\d+s`));
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
   t.is(state.phase, 'up');
   t.deepEqual(state.processes.map((p) => p.what).sort(), ['agent-node-1', 'agent-node-2', 'agent-node-3', 'etcd', 'lab-api', 'outside-echo', 'proxy-node-1', 'proxy-node-2', 'proxy-node-3']);
@@ -153,9 +153,9 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
 
 rootTest('a failed up removes what it made and names the step and its log', async (t) => {
   const { dir, prefix } = newLab(t);
-  const r = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--no-workload'], { env: { KNET_LAB_FAIL_AFTER: 'agents' } });
+  const r = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--no-workload'], { env: { KNET_LAB_FAIL_AFTER: 'leases' } });
   t.is(r.code, 1);
-  t.regex(r.stderr, /step "agents" failed: failing after "agents" on purpose/);
+  t.regex(r.stderr, /step "leases" failed: failing after "leases" on purpose/);
   t.regex(r.stderr, /log: /);
   await assertNothingLeft(t, dir, prefix, []);
   t.true(existsSync(join(dir, 'logs', 'agent-node-1.log')), 'the logs stay for reading');
@@ -182,7 +182,7 @@ rootTest('Ctrl-C during up leaves nothing behind', async (t) => {
   });
   t.true(sent);
   t.is(r.code, 130, r.stderr);
-  t.regex(r.stderr, /interrupted during "agents"/);
+  t.regex(r.stderr, /interrupted during "(start agents|start proxies|leases)"/);
   await assertNothingLeft(t, dir, prefix, pids);
   t.false(existsSync(dir));
 });
@@ -193,7 +193,7 @@ rootTest('userspace proxy mode: check passes, or up fails cleanly while the prox
   const { dir, prefix } = newLab(t);
   const up = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--proxy-mode', 'userspace']);
   if (up.code !== 0) {
-    t.regex(up.stderr, /step "proxies" failed/);
+    t.regex(up.stderr, /step "proxy sync" failed/);
     const log = readFileSync(join(dir, 'logs', 'proxy-node-1.log'), 'utf8');
     t.regex(log, /not supported by knet proxy/, 'the only accepted reason: the proxy has no userspace mode yet');
     t.log('knet proxy has no userspace mode yet; up failed cleanly');
