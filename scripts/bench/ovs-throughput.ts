@@ -10,7 +10,7 @@ import { parseOvsGreConfig } from '../../src/overlay/ovs-gre/config.ts';
 import { parseNetworkConfig } from '../../src/subnet/config.ts';
 import { formatIP, parseCidr } from '../../src/subnet/cidr.ts';
 import { makeSubnetKey, type Lease } from '../../src/subnet/lease.ts';
-import { ManualScope, addPod, ovsNodes, type Pod } from '../../test/helpers/ovs.ts';
+import { ManualScope, addPod, ovsNodes, primeTunnelNeighbours, type Pod } from '../../test/helpers/ovs.ts';
 
 const seconds = Number(process.argv[2] ?? 5);
 const rounds = Number(process.argv[3] ?? 3);
@@ -41,6 +41,7 @@ async function overlay(scope: ManualScope, tunnelType: 'gre' | 'vxlan'): Promise
     if (r.errors.length) throw new Error(r.errors.join('; '));
     pods.push(await addPod(scope, n, { podBridge: config.podBridge, gateway: formatIP(4, leases[i]!.subnet.base + 1n), prefixLen: 24, mtu }));
   }
+  await primeTunnelNeighbours(nodes);
   const underlay = { name: 'node to node over the OVS underlay bridge', client: { ns: nodes[0]!.ns, ip: nodes[0]!.ip }, server: { ns: nodes[1]!.ns, ip: nodes[1]!.ip }, mtu: 1500 };
   return { name: `pod to pod, OVS ${tunnelType.toUpperCase()}`, client: pods[0]!, server: pods[1]!, mtu, underlay };
 }

@@ -215,6 +215,31 @@ export async function ovsNodes(scope: Scope, count: number, prefix = 'knt-o'): P
   return { underlay, nodes };
 }
 
+/**
+ * The userspace datapath learns a tunnel's next-hop MAC only by snooping ARP replies on the
+ * underlay bridge, and asks for it only while translating a packet; a datapath flow that cached
+ * "drop" for a missing neighbour keeps being hit by retries and is never translated again. If that
+ * single ARP exchange is lost (a loaded machine), a node stays cut off from a peer. Real nodes
+ * talk to each other (kubelet, etcd) anyway; here each node's kernel sends one datagram to every
+ * peer until every OVS has every peer's MAC. OVS snoops only once a tunnel port exists, so call
+ * this after the backends have created theirs.
+ */
+export async function primeTunnelNeighbours(nodes: OvsNode[]): Promise<void> {
+  const send = 'import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor ip in sys.argv[1:]: s.sendto(b"x",(ip,9))';
+  for (const n of nodes) {
+    const peers = nodes.filter((p) => p !== n).map((p) => p.ip);
+    await waitFor(`${n.ip}'s OVS to learn the underlay MACs of ${peers.join(', ')}`, async () => {
+      const known = await n.ovs.appctl(['tnl/arp/show']);
+      const missing = peers.filter((ip) => !new RegExp(`^${ip.replace(/\./g, '\\.')}\\s`, 'm').test(known));
+      if (missing.length === 0) return true;
+      // Forget the kernel's entries so it ARPs again (the reply is what OVS snoops).
+      await ipBatch(n.ns, missing.map((ip) => `neigh del ${ip} dev brphy`), true).catch(() => undefined);
+      await run('ip', ['netns', 'exec', n.ns, 'python3', '-c', send, ...missing]);
+      return false;
+    }, 20_000);
+  }
+}
+
 export interface Pod { ns: string; ip: string }
 
 /** A pod: a namespace with a veth on the node's pod bridge, .2 (or `host`) of the node's subnet. */
@@ -226,4 +251,39 @@ export async function addPod(scope: Scope, node: OvsNode, o: { podBridge: string
   await ipBatch(node.ns, [`link add ${host} mtu ${o.mtu} type veth peer name eth0 netns ${ns}`, `link set ${host} master ${o.podBridge} up`]);
   await ipBatch(ns, [`addr add ${ip}/${o.prefixLen} dev eth0`, `link set eth0 mtu ${o.mtu} up`, `route add default via ${o.gateway}`]);
   return { ns, ip };
+}
+
+/** Polls `fn` until true; on timeout the error carries the last failure and `context()`. */
+export async function waitFor(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 10_000, context: () => Promise<string> | string = () => ''): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await fn()) return;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}\n${await context()}`);
+    await sleep(200);
+  }
+}
+
+/** Starts socat echo servers in a pod: TCP 8080 and UDP 8081 (killed by the scope). */
+export function startEchoServers(scope: Scope, pod: Pod): void {
+  // -t: socat's default 0.5 s wait after one side's EOF is too short for a bulk echo here.
+  for (const args of [['TCP-LISTEN:8080,reuseaddr,fork', 'PIPE'], ['UDP-RECVFROM:8081,fork', 'PIPE']]) {
+    const p = spawn('ip', ['netns', 'exec', pod.ns, 'socat', '-t', '15', ...args], { stdio: 'ignore' });
+    scope.defer(() => { p.kill('SIGKILL'); });
+  }
+}
+
+/** One line over TCP to the pod's echo server and back. */
+export async function tcpEcho(from: Pod, to: Pod, timeoutS = 3): Promise<boolean> {
+  const msg = `tcp ${from.ip} -> ${to.ip}\n`;
+  try {
+    const { stdout } = await run('ip', ['netns', 'exec', from.ns, 'socat', '-T', String(timeoutS), '-', `TCP:${to.ip}:8080,connect-timeout=${timeoutS}`], { input: msg, timeoutMs: (timeoutS + 2) * 1000 });
+    return stdout === msg;
+  } catch {
+    return false;
+  }
 }

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isRoot } from '../helpers/netns.ts';
 import { startEtcd } from '../helpers/etcd.ts';
-import { addPod, avaScope, ovsNodes, type OvsNode, type Pod } from '../helpers/ovs.ts';
+import { addPod, avaScope, ovsNodes, primeTunnelNeighbours, startEchoServers, tcpEcho, waitFor, type OvsNode, type Pod } from '../helpers/ovs.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { ipBatch } from '../../src/kernel/iproute.ts';
 import { deleteFlowsStrict, dumpFlows, dumpFlowsWithStats } from '../../src/kernel/ovs.ts';
@@ -41,22 +41,6 @@ const rootTest = wired ? test.serial : test.skip;
 interface Agent { logs: () => string; stop: () => Promise<void> }
 interface Node extends OvsNode { subnetFile: string; agent: Agent | null; pod: Pod | null }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 20_000, context = () => ''): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await fn()) return;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}\n${context()}`);
-    await sleep(200);
-  }
-}
-
 function startAgent(t: ExecutionContext, etcdEndpoint: string, n: Node): Agent {
   const proc: ChildProcess = spawn('ip', ['netns', 'exec', n.ns, process.execPath, '--import', 'tsx', agentMain, 'agent',
     '--etcd-endpoints', etcdEndpoint, '--iface', 'brphy', '--subnet-file', n.subnetFile, '--resync-period', '2',
@@ -81,16 +65,6 @@ function startAgent(t: ExecutionContext, etcdEndpoint: string, n: Node): Agent {
 const env = (n: Node) => new Map(readFileSync(n.subnetFile, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string]));
 const subnetOf = (n: Node) => env(n).get('FLANNEL_SUBNET')!.replace(/\.1\//, '.0/');
 const flowsTo = (flows: string[], subnet: string) => flows.filter((f) => f.includes(`nw_dst=${subnet}`) || f.includes(`arp_tpa=${subnet}`));
-
-async function tcpEcho(from: Pod, to: Pod, timeoutS = 3): Promise<boolean> {
-  const msg = `tcp ${from.ip} -> ${to.ip}\n`;
-  try {
-    const { stdout } = await run('ip', ['netns', 'exec', from.ns, 'socat', '-T', String(timeoutS), '-', `TCP:${to.ip}:8080,connect-timeout=${timeoutS}`], { input: msg, timeoutMs: (timeoutS + 2) * 1000 });
-    return stdout === msg;
-  } catch {
-    return false;
-  }
-}
 
 async function udpEcho(from: Pod, to: Pod): Promise<boolean> {
   const msg = `udp ${from.ip} -> ${to.ip}\n`;
@@ -120,11 +94,9 @@ rootTest('three ovs-gre agents: pods talk TCP and UDP; hand-deleted flow heals; 
     t.is(e.get('FLANNEL_MTU'), '1458');
     const [gw, len] = e.get('FLANNEL_SUBNET')!.split('/');
     n.pod = await addPod(scope, n, { podBridge: 'cni0', gateway: gw!, prefixLen: Number(len), mtu: Number(e.get('FLANNEL_MTU')) });
-    for (const args of [['TCP-LISTEN:8080,reuseaddr,fork', 'PIPE'], ['UDP-RECVFROM:8081,fork', 'PIPE']]) {
-      const p = spawn('ip', ['netns', 'exec', n.pod.ns, 'socat', ...args], { stdio: 'ignore' });
-      t.teardown(() => { p.kill('SIGKILL'); });
-    }
+    startEchoServers(scope, n.pod);
   }
+  await primeTunnelNeighbours(nodes);
   const [a, b, c] = nodes as [Node, Node, Node];
   for (const from of nodes) {
     for (const to of nodes) {

@@ -2,10 +2,9 @@
 // ovs-vswitchd (userspace datapath), leases in a real etcd acquired through knet's subnet code,
 // one backend per node driven by those leases, pods on every node talking TCP and UDP.
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { isRoot } from '../helpers/netns.ts';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.ts';
-import { addPod, avaScope, ovsNodes, type OvsNode, type Pod } from '../helpers/ovs.ts';
+import { addPod, avaScope, ovsNodes, primeTunnelNeighbours, startEchoServers, tcpEcho, waitFor as waitForOr, type OvsNode, type Pod } from '../helpers/ovs.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { ipJson } from '../../src/kernel/iproute.ts';
 import { deleteFlowsStrict, dumpFlows, dumpFlowsWithStats, vsctl } from '../../src/kernel/ovs.ts';
@@ -31,21 +30,8 @@ interface Node extends OvsNode {
   sync(): Promise<ReconcileReport>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await fn()) return;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}\n${await diagnose(current)}`);
-    await sleep(200);
-  }
-}
+/** waitFor with the cluster's state in the failure message. */
+const waitFor = (what: string, fn: () => Promise<boolean>, timeoutMs = 30_000) => waitForOr(what, fn, timeoutMs, () => diagnose(current));
 
 const cfg = parseNetworkConfig(CONFIG);
 const network = cfg.ipv4!.network;
@@ -88,15 +74,9 @@ async function cluster(t: ExecutionContext, count = 3): Promise<{ etcd: EtcdServ
     current = nodes;
   }
   for (const n of nodes) t.deepEqual((await n.sync()).errors, []);
-  for (const n of nodes) startEchoServers(t, n.pod);
+  await primeTunnelNeighbours(nodes);
+  for (const n of nodes) startEchoServers(scope, n.pod);
   return { etcd, nodes };
-}
-
-function startEchoServers(t: ExecutionContext, pod: Pod): void {
-  for (const args of [['TCP-LISTEN:8080,reuseaddr,fork', 'PIPE'], ['UDP-RECVFROM:8081,fork', 'PIPE']]) {
-    const p = spawn('ip', ['netns', 'exec', pod.ns, 'socat', '-t', '15', ...args], { stdio: 'ignore' });
-    t.teardown(() => { p.kill('SIGKILL'); });
-  }
 }
 
 /** Node and pod state for failure messages. */
@@ -109,16 +89,6 @@ async function diagnose(nodes: Node[]): Promise<string> {
     out.push((await dumpFlowsWithStats(n.ovs.target, 'obr0')).join('\n'));
   }
   return out.join('\n');
-}
-
-async function tcpEcho(from: Pod, to: Pod, timeoutS = 3): Promise<boolean> {
-  const msg = `tcp ${from.ip} -> ${to.ip}\n`;
-  try {
-    const { stdout } = await run('ip', ['netns', 'exec', from.ns, 'socat', '-T', String(timeoutS), '-', `TCP:${to.ip}:8080,connect-timeout=${timeoutS}`], { input: msg, timeoutMs: (timeoutS + 2) * 1000 });
-    return stdout === msg;
-  } catch {
-    return false;
-  }
 }
 
 // UDP echo with a datagram of `size` bytes and DF set both ways (Linux sets DF on UDP by default
@@ -240,7 +210,10 @@ rootTest('lease removal, other backend types, restart, a hand-deleted flow and a
   // ovs-vswitchd restarted: it keeps no flows, the next reconcile puts the whole table back.
   await a.ovs.stopVswitchd();
   await a.ovs.startVswitchd();
-  t.deepEqual(await dumpFlows(a.ovs.target, 'obr0'), []);
+  // The bridge's management socket appears once ovs-vswitchd has read the database.
+  let empty: string[] | null = null;
+  await waitFor('obr0 after ovs-vswitchd restart', async () => { empty = await dumpFlows(a.ovs.target, 'obr0'); return true; });
+  t.deepEqual(empty, []);
   t.like(await a.sync(), { changes: 6, errors: [] });
   await waitFor('TCP after ovs-vswitchd restart', () => tcpEcho(a.pod, c.pod));
 
