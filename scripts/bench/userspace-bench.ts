@@ -2,7 +2,7 @@
 // through knet's userspace proxy (via the portal rules, as a node-local client would reach a
 // ClusterIP), and through haproxy 2.6 `mode tcp`; UDP against socat. Everything runs in one
 // throw-away network namespace (knt-ub*), removed at the end, also on failure or Ctrl-C.
-//   single-stream throughput  iperf3 -t S
+//   single-stream throughput  iperf3 -t S (each figure: median of --rounds, paths interleaved)
 //   new connections/s         HTTP/1.1 with Connection: close (C load generator)
 //   keep-alive requests/s     HTTP/1.1 keep-alive
 //   UDP packets/s             64-byte datagrams with a window of outstanding ones
@@ -20,9 +20,11 @@ import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.t
 import { ipBatch } from '../../src/kernel/iproute.ts';
 import { LOADGEN_C } from './userspace-loadgen.ts';
 
-const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' } } });
+const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' } } });
 const secs = Number(a.seconds);
 const conc = Number(a.concurrency);
+const rounds = Number(a.rounds);
+if (!(rounds >= 1 && rounds <= 9)) throw new Error('--rounds 1-9');
 if (!(secs > 0 && secs <= 60) || !(conc >= 1 && conc <= 1000)) throw new Error('--seconds 1-60, --concurrency 1-1000');
 if (a.backend !== 'nft' && a.backend !== 'legacy') throw new Error('--backend nft|legacy');
 
@@ -143,17 +145,25 @@ interface Row { what: string; unit: string; direct: number; knet: number; ref: n
 try {
   const lg = await setup();
   const rows: Row[] = [];
-  const tp = { direct: await iperf(EPS[0]!, 5201), knet: await iperf('172.30.0.11', 5201), ref: await iperf(NODE, 25201), naive: await iperf(NODE, 27201) };
-  rows.push({ what: 'single-stream throughput', unit: 'Gbit/s', ...tp, refName: 'haproxy', goal: 1 });
-  const nc = { direct: await rate(lg, 'close', EPS[0]!, 8080, conc), knet: await rate(lg, 'close', '172.30.0.10', 80, conc), ref: await rate(lg, 'close', NODE, 28080, conc), naive: await rate(lg, 'close', NODE, 27080, conc) };
-  rows.push({ what: 'new connections/s (Connection: close)', unit: '/s', ...nc, refName: 'haproxy', goal: 0.8 });
-  const ka = { direct: await rate(lg, 'keepalive', EPS[0]!, 8080, conc), knet: await rate(lg, 'keepalive', '172.30.0.10', 80, conc), ref: await rate(lg, 'keepalive', NODE, 28080, conc), naive: await rate(lg, 'keepalive', NODE, 27080, conc) };
-  rows.push({ what: 'keep-alive requests/s', unit: '/s', ...ka, refName: 'haproxy', goal: 0 });
-  const udp = { direct: await rate(lg, 'udp', EPS[0]!, 9000, 64), knet: await rate(lg, 'udp', '172.30.0.12', 9000, 64), ref: await rate(lg, 'udp', NODE, 29000, 64), naive: await rate(lg, 'udp', NODE, 27000, 64) };
-  rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '/s', ...udp, refName: 'socat', goal: 1 });
+  // Each figure is the median of --rounds runs, the four paths interleaved within a round, so
+  // load from elsewhere on the machine falls on all of them alike.
+  type Path = 'direct' | 'knet' | 'ref' | 'naive';
+  const measure = async (fns: Record<Path, () => Promise<number>>) => {
+    const got: Record<Path, number[]> = { direct: [], knet: [], ref: [], naive: [] };
+    for (let i = 0; i < rounds; i++) for (const k of Object.keys(fns) as Path[]) got[k].push(await fns[k]());
+    const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+    return { direct: med(got.direct), knet: med(got.knet), ref: med(got.ref), naive: med(got.naive) };
+  };
+  const tcp = (mode: string) => ({ direct: () => rate(lg, mode, EPS[0]!, 8080, conc), knet: () => rate(lg, mode, '172.30.0.10', 80, conc), ref: () => rate(lg, mode, NODE, 28080, conc), naive: () => rate(lg, mode, NODE, 27080, conc) });
+  rows.push({ what: 'single-stream throughput', unit: 'Gbit/s', refName: 'haproxy', goal: 1,
+    ...await measure({ direct: () => iperf(EPS[0]!, 5201), knet: () => iperf('172.30.0.11', 5201), ref: () => iperf(NODE, 25201), naive: () => iperf(NODE, 27201) }) });
+  rows.push({ what: 'new connections/s (Connection: close)', unit: '/s', refName: 'haproxy', goal: 0.8, ...await measure(tcp('close')) });
+  rows.push({ what: 'keep-alive requests/s', unit: '/s', refName: 'haproxy', goal: 0, ...await measure(tcp('keepalive')) });
+  rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '/s', refName: 'socat', goal: 1,
+    ...await measure({ direct: () => rate(lg, 'udp', EPS[0]!, 9000, 64), knet: () => rate(lg, 'udp', '172.30.0.12', 9000, 64), ref: () => rate(lg, 'udp', NODE, 29000, 64), naive: () => rate(lg, 'udp', NODE, 27000, 64) }) });
 
   const f = (x: number) => (x >= 100 ? Math.round(x).toString() : x.toFixed(2));
-  console.log(`# knet userspace mode benchmark (${secs} s per figure, ${conc} connections, iptables ${a.backend})\n`);
+  console.log(`# knet userspace mode benchmark (median of ${rounds} x ${secs} s per figure, ${conc} connections, iptables ${a.backend})\n`);
   console.log('| measure | direct | knet userspace | reference | naive Node | knet/direct | ref/direct | naive/direct | knet/ref | goal |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {

@@ -242,12 +242,14 @@ const cluster = () => [
   svc('flaky', '172.30.0.13'),
   slice('flaky', [PODS[0]!, REFUSING]),
   svc('empty', '172.30.0.14'),
+  svc('dead', '172.30.0.15'),
+  slice('dead', [REFUSING]),
 ];
 
 rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node ports, external and LB IPs, refusing endpoint, metrics', async (t) => {
   t.timeout(120_000);
   const topo = await topology(t);
-  const proxy = await startProxy(t, topo, 'nft', cluster());
+  const proxy = await startProxy(t, topo, 'nft', cluster(), ['--max-udp-flows', '4']);
   const { client: pod, node } = topo;
 
   // Warm-up: neighbour entries and first-use costs of a freshly built topology are not what
@@ -276,6 +278,13 @@ rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node p
   t.true(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"') >= 1);
   await new Promise((r) => setTimeout(r, 800)); // udp idle timeout 250 ms
   t.is(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"'), 0);
+  // Eight clients (source ports) at once against a table of four: the oldest flows are
+  // evicted, every datagram is still answered.
+  const burst = await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 8]);
+  t.true(burst.every((r) => /^pod\d /.test(r)), burst.join());
+  const mu = await proxy.metrics();
+  t.true(metric(mu, 'knet_userspace_udp_flows', 'service="default/web:dns"') <= 4);
+  t.true(metric(mu, 'knet_userspace_udp_flow_evictions_total', 'service="default/web:dns"') >= 1);
 
   // ClientIP affinity: one client sticks; after 1 s idle it expires (the next round-robin
   // pick is another endpoint); six clients spread and each sticks.
@@ -291,6 +300,8 @@ rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node p
   // An endpoint that refuses connections is skipped: every connection lands on pod1.
   const flaky = ids(await call<string[]>(topo, pod, ['seq', '172.30.0.13', 80, 10]));
   t.deepEqual([...new Set(flaky)], ['pod1'], flaky.join());
+  // Only a refusing endpoint: one bounded try, then the client is reset.
+  t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.15', 80, 1]))[0]!, /^ERR /);
   // No endpoints: the client is reset at once.
   t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.14', 80, 1]))[0]!, /^ERR /);
 
@@ -299,6 +310,7 @@ rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node p
   t.true(metric(m, 'knet_userspace_connections_total', 'service="default/web:who"') >= 33);
   t.true(metric(m, 'knet_userspace_bytes_total', 'service="default/web:who",direction="to_client"') > 0);
   t.true(metric(m, 'knet_userspace_no_endpoint_total', 'service="default/empty:who"') >= 1);
+  t.is(metric(m, 'knet_userspace_dial_failures_total', 'service="default/dead:who"'), 1);
   t.regex(m, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds [1-9]/m);
 
   // The rules are knet's portal chains; removing a service closes its port and its rules.

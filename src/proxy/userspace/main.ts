@@ -19,6 +19,7 @@ const { values: a } = parseArgs({
     metrics: { type: 'string', default: '' },
     'udp-idle-ms': { type: 'string', default: '250' },
     'tcp-idle-ms': { type: 'string', default: '3600000' },
+    'max-udp-flows': { type: 'string', default: '4096' },
     'min-sync-ms': { type: 'string', default: '100' },
   },
 });
@@ -36,6 +37,7 @@ const metrics = new ProxyMetrics();
 const dataplane = new UserspaceDataPlane({
   target: { backend: a.backend, waitSeconds: 5 }, settings, log, registry: metrics.registry,
   udpIdleMs: num(a['udp-idle-ms']!, '--udp-idle-ms'), tcpIdleMs: num(a['tcp-idle-ms']!, '--tcp-idle-ms'),
+  maxUdpFlows: num(a['max-udp-flows']!, '--max-udp-flows'),
 });
 const daemon = new ProxyDaemon({
   source: new ManifestDirSource({ dir: a.manifests, nodeName: a['node-name']!, pollMs: 60_000, debounceMs: 5 }),

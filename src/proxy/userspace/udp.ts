@@ -13,6 +13,10 @@ export interface UdpPortOptions extends ListenerBaseOptions {
   bufferBytes?: number;
 }
 
+// Every address sent to is an IP literal (a client's from recvfrom, an endpoint's validated by
+// the model), so the per-datagram dns.lookup (and its extra tick) is skipped.
+const literal = ((address: string, _family: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, address, 4)) as unknown as dgram.SocketOptions['lookup'];
+
 interface Flow {
   key: string;
   clientAddr: string;
@@ -30,7 +34,7 @@ export class UdpPortProxy extends ListenerBase {
   private closed = false;
 
   constructor(private readonly o: UdpPortOptions) {
-    const sock = dgram.createSocket({ type: 'udp4', ...(o.bufferBytes ? { recvBufferSize: o.bufferBytes, sendBufferSize: o.bufferBytes } : {}) });
+    const sock = dgram.createSocket({ type: 'udp4', lookup: literal, ...(o.bufferBytes ? { recvBufferSize: o.bufferBytes, sendBufferSize: o.bufferBytes } : {}) });
     super(o, 'udp socket', sock);
     this.sock = sock;
     this.flows = new FlowTable<Flow>({ idleMs: o.idleMs, maxFlows: o.maxFlows });
@@ -84,7 +88,7 @@ export class UdpPortProxy extends ListenerBase {
     const ep = this.o.balancer.pick(r.address, Date.now());
     if (ep === null) { this.pending.noEndpoint++; return null; }
     const i = ep.lastIndexOf(':');
-    const sock = dgram.createSocket('udp4');
+    const sock = dgram.createSocket({ type: 'udp4', lookup: literal });
     const f: Flow = { key, clientAddr: r.address, clientPort: r.port, epHost: ep.slice(0, i), epPort: Number(ep.slice(i + 1)), sock };
     sock.on('message', (m, from) => {
       // Only the endpoint's replies go back; anything else reaching this ephemeral port is noise.
