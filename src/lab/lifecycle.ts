@@ -44,8 +44,8 @@ function checkAbort(): void {
   if (abort.requested) throw new Interrupted();
 }
 
-async function waitAbortable<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
-  return waitFor(what, async () => { checkAbort(); return fn(); }, timeoutMs);
+async function waitAbortable<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 100): Promise<T> {
+  return waitFor(what, async () => { checkAbort(); return fn(); }, timeoutMs, everyMs);
 }
 
 function subnetOf(envText: string): string | null {
@@ -53,10 +53,14 @@ function subnetOf(envText: string): string | null {
   return m ? `${m[1]}.${m[2]}.${m[3]}.0/${m[4]}` : null;
 }
 
+const METRICS_FETCH = "fetch('http://127.0.0.1:10249/metrics', { signal: AbortSignal.timeout(1000) }).then((r) => r.text()).then((t) => process.stdout.write(t), () => process.exit(1))";
+
 /** Whether the node's proxy finished a sync (kube-proxy's last-sync metric is set). */
 async function proxySynced(ns: string): Promise<boolean> {
   try {
-    const { stdout } = await run('ip', ['netns', 'exec', ns, 'curl', '-s', '--max-time', '1', 'http://127.0.0.1:10249/metrics'], { timeoutMs: 5000 });
+    // The metrics port listens on the node's loopback; Node's fetch, run inside the namespace,
+    // reads it (no curl needed).
+    const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, '-e', METRICS_FETCH], { timeoutMs: 5000, env: childEnv() });
     const m = /^kubeproxy_sync_proxy_rules_last_timestamp_seconds (\S+)$/m.exec(stdout);
     return !!m && Number(m[1]) > 0;
   } catch {
@@ -80,6 +84,9 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     const h = await labHealth(existing);
     if (h.ok) {
       o.progress(`lab ${existing.plan.labId} is already up in ${o.dir} (${existing.plan.nodes.length} nodes); nothing to do`);
+      if (existing.plan.nodes.length !== o.nodes || (o.proxyMode && o.proxyMode !== existing.plan.proxyMode)) {
+        o.progress(`  note: it runs ${existing.plan.nodes.length} nodes with ${existing.plan.proxyMode} proxies; to change that, knet lab down first`);
+      }
       return existing;
     }
     throw new Error(`a lab is recorded in ${o.dir} but is not healthy (${h.problems.slice(0, 3).join('; ') || existing.phase}); run knet lab down${o.dir ? ` --dir ${o.dir}` : ''} first`);
@@ -121,13 +128,13 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     return st;
   };
   /** Waits for a started process to be ready; a failure names that process's log. */
-  const waitProcess = async <T>(what: string, ready: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 60_000): Promise<T> => {
+  const waitProcess = async <T>(what: string, ready: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> => {
     const proc = state.processes.find((p) => p.what === what)!;
     try {
       return await waitAbortable(ready, async () => {
         if (!pidAlive(proc.pid)) throw new FatalWaitError(`${what} exited`);
         return fn();
-      }, timeoutMs);
+      }, timeoutMs, everyMs);
     } catch (err) {
       logPath = proc.log;
       throw err;
@@ -225,7 +232,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       });
     });
     await step('proxy sync', async () => {
-      await pool(plan.nodes, 16, (n) => waitProcess(`proxy-${n.name}`, `the proxy on ${n.name} to sync its rules`, () => proxySynced(n.ns)));
+      await pool(plan.nodes, 16, (n) => waitProcess(`proxy-${n.name}`, `the proxy on ${n.name} to sync its rules`, () => proxySynced(n.ns), 60_000, 250));
     });
     if (!o.noWorkload) {
       const w = defaultWorkload(plan.nodes.map((n) => n.name));
