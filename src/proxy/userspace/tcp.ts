@@ -8,7 +8,7 @@ import { dialPlan } from './balancer.ts';
 import { ListenerBase, type ListenerBaseOptions } from './bind.ts';
 
 export interface TcpPortOptions extends ListenerBaseOptions {
-  /** No traffic in either direction for this long closes both sides. */
+  /** No byte moving either way for this long resets both sides (checked every idleMs/4, at most every minute). */
   idleMs: number;
   /** Per-try dial timeouts (length bounds the tries). */
   dialTimeoutsMs?: readonly number[];
@@ -21,6 +21,9 @@ interface Conn {
   upstream: net.Socket | null;
   countedUp: number;
   countedDown: number;
+  /** Bytes read from both sides at the last sweep, and when that last changed. */
+  seen: number;
+  lastMs: number;
 }
 
 const clientIP = (s: net.Socket) => {
@@ -37,6 +40,7 @@ function splitHostPort(ep: string): [string, number] {
 export class TcpPortProxy extends ListenerBase {
   private readonly server: net.Server;
   private readonly conns = new Set<Conn>();
+  private sweeper: NodeJS.Timeout | null = null;
   private pending = { accepted: 0, dialFailures: 0, noEndpoint: 0, up: 0, down: 0 };
 
   constructor(private readonly o: TcpPortOptions) {
@@ -93,7 +97,7 @@ export class TcpPortProxy extends ListenerBase {
 
   private accept(client: net.Socket): void {
     this.pending.accepted++;
-    const c: Conn = { client, upstream: null, countedUp: 0, countedDown: 0 };
+    const c: Conn = { client, upstream: null, countedUp: 0, countedDown: 0, seen: 0, lastMs: 0 };
     this.conns.add(c);
     let done = false;
     const finish = () => {
@@ -142,16 +146,34 @@ export class TcpPortProxy extends ListenerBase {
     });
   }
 
+  private ensureSweeper(): void {
+    if (this.sweeper) return;
+    // One coarse sweep instead of a timer per socket: socket timeouts are re-armed on every
+    // chunk read or written, a cost paid per chunk on the hot path.
+    this.sweeper = setInterval(() => this.sweep(), Math.max(100, Math.min(this.o.idleMs / 4, 60_000)));
+    this.sweeper.unref();
+  }
+
+  /** Resets pairs that moved no byte for idleMs (dead peers, a client that stopped reading). */
+  private sweep(): void {
+    const now = Date.now();
+    for (const c of this.conns) {
+      if (!c.upstream) continue;
+      const seen = c.client.bytesRead + c.upstream.bytesRead;
+      if (seen !== c.seen) { c.seen = seen; c.lastMs = now; continue; }
+      // Reset, not close: a peer that stopped reading would keep a closed socket's unsent
+      // data (and its FIN) queued in the kernel indefinitely.
+      if (now - c.lastMs >= this.o.idleMs) { c.client.resetAndDestroy(); c.upstream.resetAndDestroy(); }
+    }
+    if (this.conns.size === 0 && this.sweeper) { clearInterval(this.sweeper); this.sweeper = null; }
+  }
+
   private splice(c: Conn, finish: () => void): void {
     const { client } = c;
     const up = c.upstream!;
-    // Reset, not close: a peer that stopped reading would keep a closed socket's unsent data
-    // (and its FIN) queued in the kernel indefinitely.
-    const idle = () => { client.resetAndDestroy(); up.resetAndDestroy(); };
-    for (const s of [client, up]) {
-      s.setTimeout(this.o.idleMs, idle);
-      if (this.o.keepAliveMs) s.setKeepAlive(true, this.o.keepAliveMs);
-    }
+    if (this.o.keepAliveMs) { client.setKeepAlive(true, this.o.keepAliveMs); up.setKeepAlive(true, this.o.keepAliveMs); }
+    c.lastMs = Date.now();
+    this.ensureSweeper();
     up.on('error', () => { client.destroy(); });
     up.on('close', () => {
       if (!client.destroyed && !client.writableEnded) client.destroy();
