@@ -27,6 +27,7 @@ export async function labStatus(dir: string): Promise<string> {
   const [apiNodes, leases, pods, services, slices] = await Promise.all([api.nodes(), api.leases(), api.pods(), api.services(), api.slices()]);
   return formatStatus({
     labId: s.plan.labId, dir,
+    summary: `${s.plan.nodes.length} nodes, ${s.plan.backend} overlay, ${s.plan.proxyMode} proxies, etcd ${s.plan.etcdEndpoint}, lab API ${s.plan.apiServer} (a kube-apiserver stand-in)`,
     nodes: s.plan.nodes.map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, agent: alive(`agent-${n.name}`), proxy: alive(`proxy-${n.name}`) })),
     apiNodes, leases, pods, services, slices,
   });

@@ -8,6 +8,8 @@ import { podIP, podPorts, type LabPod } from './workload.ts';
 export interface StatusInput {
   labId: string;
   dir: string;
+  /** e.g. "vxlan overlay, iptables proxies, etcd http://..., lab API http://..." */
+  summary?: string;
   nodes: Array<{ name: string; ns: string; ip: string; agent: boolean; proxy: boolean }>;
   apiNodes: Node[];
   leases: Array<{ key: string; value: string }>;
@@ -27,7 +29,7 @@ function leaseFor(ip: string, leases: StatusInput['leases']): { subnet: string; 
 }
 
 export function formatStatus(i: StatusInput): string {
-  const out: string[] = [`lab ${i.labId} (${i.dir})`, ''];
+  const out: string[] = [`lab ${i.labId} (${i.dir})${i.summary ? `: ${i.summary}` : ''}`, ''];
   out.push(table([
     ['NODE', 'PUBLIC IP', 'SUBNET', 'VTEP MAC', 'AGENT', 'PROXY', 'NAMESPACE'],
     ...i.nodes.map((n) => {

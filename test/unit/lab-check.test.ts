@@ -90,12 +90,13 @@ test('formatCheckTable: aligned columns, PASS/FAIL, summary', (t) => {
 test('formatStatus: nodes with subnet and VTEP from leases, pods, services with endpoints', (t) => {
   const l = lab(2);
   const text = formatStatus({
-    labId: 'abc', dir: '/run/knet-lab',
+    labId: 'abc', dir: '/run/knet-lab', summary: '2 nodes, vxlan overlay',
     nodes: [{ name: 'node-1', ns: 'knl-abc-node-1', ip: '192.168.50.1', agent: true, proxy: true }, { name: 'node-2', ns: 'knl-abc-node-2', ip: '192.168.50.2', agent: true, proxy: false }],
     apiNodes: [],
     leases: [{ key: '10.244.1.0-24', value: JSON.stringify({ PublicIP: '192.168.50.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:01' } }) }],
     pods: l.pods, services: l.services, slices: l.slices,
   });
+  t.true(text.startsWith('lab abc (/run/knet-lab): 2 nodes, vxlan overlay\n'));
   t.regex(text, /node-1 +192\.168\.50\.1 +10\.244\.1\.0\/24 +aa:bb:cc:dd:ee:01 +running +running/);
   t.regex(text, /node-2 +192\.168\.50\.2 +- +- +running +DOWN/);
   t.regex(text, /web-2 +node-2 +10\.244\.2\.\d+ +5353,8080 +app=web/);
