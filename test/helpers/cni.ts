@@ -139,7 +139,7 @@ def tcp(dst, dport=None, expect=None):
     except OSError: return False
 def attempt(f, *args):
     # A loaded test machine drops the odd packet; a missing path fails all three tries.
-    return any(f(*args) for _ in range(3))
+    return any(f(*args) for _ in range(spec.get('attempts', 3)))
 results = []
 for p in spec['probes']:
     enter(p['ns'])
@@ -150,6 +150,8 @@ print(json.dumps({'results': results, 'seen': seen}))
 
 export interface ProbeSpec {
   port: number;
+  /** Tries per probe before it counts as failed (default 3). */
+  attempts?: number;
   servers: { ns: string; ip: string }[];
   /** TCP probes connect to dst:(port ?? spec port) and expect the server to answer its own address (expect ?? dst). */
   probes: { ns: string; dst: string; icmp?: boolean; tcp?: boolean; port?: number; expect?: string }[];
