@@ -13,6 +13,9 @@ import { acquireLease, OutOfSubnetsError } from '../subnet/acquire.ts';
 import { readPreviousSubnet, writeSubnetEnv, assertSubnetFilePath } from '../subnet/subnet-env.ts';
 import { type VxlanConfig, parseVxlanConfig, defaultVxlanDevice, assertDeviceName } from '../overlay/vxlan/config.ts';
 import { VxlanBackend } from '../overlay/vxlan/backend.ts';
+import type { OverlayBackend } from '../overlay/backend.ts';
+import { OVS_GRE_TYPE, parseOvsGreConfig } from '../overlay/ovs-gre/config.ts';
+import { ovsGreBackendFromConfig } from '../overlay/ovs-gre/backend.ts';
 import { findUnderlay, type Underlay } from '../kernel/vxlan.ts';
 import type { IptablesBackend } from '../kernel/iptables.ts';
 import { applyMasqRules } from './masq.ts';
@@ -33,6 +36,8 @@ export interface AgentOptions {
   resyncSeconds: number;
   /** VXLAN device name; default flannel.<VNI>. */
   device?: string;
+  /** Open vSwitch run directory (db.sock, BRIDGE.mgmt) for the ovs-gre backend. */
+  ovsRunDir?: string;
   leaseTtlSeconds?: number;
   log: Logger;
 }
@@ -49,7 +54,7 @@ export class Agent {
   private config: NetworkConfig | null = null;
   private vxlan: VxlanConfig | null = null;
   private underlay: Underlay | null = null;
-  private backend: VxlanBackend | null = null;
+  private backend: OverlayBackend | null = null;
   private attrs: LeaseAttrs | null = null;
   private own: Lease | null = null;
   private peers = new Map<string, Lease>();
@@ -95,13 +100,16 @@ export class Agent {
       const cfg = await this.registry.getConfig();
       if (!cfg.ipv4) throw new Error('IPv6-only networks are not supported by knet agent yet');
       if (cfg.enableIPv6) throw new Error('EnableIPv6 is not supported by knet agent yet; set it to false');
-      this.vxlan = parseVxlanConfig(cfg.backend);
+      if (cfg.backend.type === OVS_GRE_TYPE) parseOvsGreConfig(cfg.backend);
+      else this.vxlan = parseVxlanConfig(cfg.backend);
       this.config = cfg;
     });
     if (this.stopped) return;
     const range = this.config!.ipv4!;
-    const vx = this.vxlan!;
-    this.backend = new VxlanBackend({ netns: null, config: vx, device: this.o.device ?? defaultVxlanDevice(vx.vni), underlay: this.underlay, network: range.network });
+    const vx = this.vxlan;
+    this.backend = vx
+      ? new VxlanBackend({ netns: null, config: vx, device: this.o.device ?? defaultVxlanDevice(vx.vni), underlay: this.underlay, network: range.network })
+      : ovsGreBackendFromConfig({ backend: this.config!.backend, network: range.network, underlay: this.underlay, ...(this.o.ovsRunDir ? { ovsRunDir: this.o.ovsRunDir } : {}) });
 
     const previous = await readPreviousSubnet(this.o.subnetFile);
     const prevLease = await this.retry('list leases', async () => (await this.registry.listLeases()).leases.find((l) => l.attrs.PublicIP === this.underlay!.publicIP) ?? null);
@@ -113,7 +121,7 @@ export class Agent {
       const got = await acquireLease(this.registry, { range, attrs: this.attrs!, previous, ttlSeconds: this.ttl });
       for (const d of got.deleted) this.log.warn({ lease: describeLease(d) }, 'deleted this node\'s lease that no longer fits the config');
       this.setOwn(got.lease);
-      this.log.info({ subnet: formatCidr(got.lease.subnet), how: got.how, vtepMac: (prepared.backendData as { VtepMAC: string }).VtepMAC }, 'acquired subnet lease');
+      this.log.info({ subnet: formatCidr(got.lease.subnet), how: got.how, backend: prepared.backendType, backendData: prepared.backendData }, 'acquired subnet lease');
     }, (err) => (err instanceof OutOfSubnetsError ? 30_000 : undefined));
     if (this.stopped) return;
 

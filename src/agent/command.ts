@@ -35,6 +35,8 @@ export function agentOptionsFromFlags(f: Record<string, unknown>, log: AgentOpti
   if (iface) o.iface = iface;
   if (publicIP) o.publicIP = publicIP;
   if (device) o.device = device;
+  const ovsRunDir = str(f.ovsRundir);
+  if (ovsRunDir) o.ovsRunDir = ovsRunDir;
   // Test hook: a short TTL makes renewal observable without waiting a day.
   const ttl = process.env.KNET_AGENT_LEASE_TTL_SECONDS;
   if (ttl) {

@@ -31,6 +31,7 @@ export function registerAgent(program: Command): void {
     .option('--subnet-lease-renew-margin <minutes>', 'renew the lease this long before it expires', intFlag('--subnet-lease-renew-margin', 1, 1439), 60)
     .option('--resync-period <seconds>', 'full reconcile period', intFlag('--resync-period', 1, 86400), 60)
     .option('--vxlan-device <name>', 'VXLAN device name (default flannel.<VNI>)')
+    .option('--ovs-rundir <dir>', 'Open vSwitch run directory (db.sock, BRIDGE.mgmt) for the ovs-gre backend', '/var/run/openvswitch')
     .action(async (opts: Record<string, unknown>) => {
       const { runAgentCommand } = await import('../agent/command.ts');
       await runAgentCommand(opts);
