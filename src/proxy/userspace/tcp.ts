@@ -2,7 +2,7 @@
 // connection a dial to an endpoint (bounded tries, each on the next endpoint) and a full-duplex
 // splice. pipe() gives back-pressure (a side that stops reading pauses the other side, so
 // memory stays bounded by the socket buffers) and allowHalfOpen lets a FIN travel on while the
-// other direction keeps flowing. An idle timeout cuts dead or stalled peers.
+// other direction keeps flowing. TCP keepalive and an idle sweep reset dead or stalled peers.
 import net from 'node:net';
 import { dialPlan } from './balancer.ts';
 import { ListenerBase, type ListenerBaseOptions } from './bind.ts';
@@ -119,9 +119,10 @@ export class TcpPortProxy extends ListenerBase {
   private dial(c: Conn, ip: string, failed: Set<string> | undefined, attempt: number, finish: () => void): void {
     const { client } = c;
     if (client.destroyed) { finish(); return; }
-    const ep = this.o.balancer.pick(ip, Date.now(), failed);
     const plan = dialPlan(this.o.balancer.size, this.o.dialTimeoutsMs);
-    if (ep === null || attempt >= plan.tries) {
+    // Out of tries: no pick, so a give-up does not move the rotation.
+    const ep = attempt < plan.tries ? this.o.balancer.pick(ip, Date.now(), failed) : null;
+    if (ep === null) {
       this.pending.noEndpoint++;
       // A reset, so the client fails fast instead of waiting on a connection nobody serves.
       client.resetAndDestroy();
