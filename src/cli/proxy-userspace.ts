@@ -30,3 +30,9 @@ export async function createUserspaceDataPlane(i: UserspaceCliInput): Promise<Us
     ...(bind && bind !== '0.0.0.0' && bind !== '::' ? { bindAddress: bind } : {}),
   });
 }
+
+/** `knet proxy --cleanup` for this mode: removes the portal jumps and chains; returns how many. */
+export async function cleanupUserspace(t: IptablesTarget): Promise<number> {
+  const { cleanupPortals } = await import('../proxy/userspace/dataplane.ts');
+  return cleanupPortals(t);
+}
