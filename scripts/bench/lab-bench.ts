@@ -91,7 +91,13 @@ try {
     const prefix = `knt-lb${randomBytes(2).toString('hex')}-`;
     current = dir;
     const up = await lab(['up', '--nodes', String(n), '--dir', dir, '--ns-prefix', prefix]);
-    if (up.code !== 0) throw new Error(`lab up failed:\n${up.stderr}`);
+    if (up.code !== 0) {
+      // The failed up kept its logs; show the failing one before the temp dir goes.
+      const log = /\n {2}log: (\S+)/.exec(up.stderr)?.[1];
+      let tail = '';
+      try { if (log) tail = readFileSync(log, 'utf8').trim().split('\n').slice(-15).join('\n'); } catch { /* not a file */ }
+      throw new Error(`lab up failed:\n${up.stderr}${tail ? `\n--- ${log}\n${tail}` : ''}`);
+    }
     const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
     const steps = state.steps ?? [];
     const total = steps.reduce((a, s) => a + s.seconds, 0);
