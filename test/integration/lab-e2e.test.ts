@@ -187,22 +187,17 @@ rootTest('Ctrl-C during up leaves nothing behind', async (t) => {
   t.false(existsSync(dir));
 });
 
-// The same lab with the userspace proxy: runs the full check where `knet proxy` supports
-// `mode: userspace`; until then `up` must fail at the proxies step and clean up.
-rootTest('userspace proxy mode: check passes, or up fails cleanly while the proxy lacks the mode', async (t) => {
+// The same lab with the userspace proxy (`mode: userspace` in every node's
+// KubeProxyConfiguration): the whole check passes, then nothing is left.
+rootTest('userspace proxy mode: up, check, down', async (t) => {
   const { dir, prefix } = newLab(t);
   const up = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--proxy-mode', 'userspace']);
-  if (up.code !== 0) {
-    t.regex(up.stderr, /step "proxy sync" failed/);
-    const log = readFileSync(join(dir, 'logs', 'proxy-node-1.log'), 'utf8');
-    t.regex(log, /not supported by knet proxy/, 'the only accepted reason: the proxy has no userspace mode yet');
-    t.log('knet proxy has no userspace mode yet; up failed cleanly');
-    await assertNothingLeft(t, dir, prefix, []);
-    return;
-  }
-  const pids = (JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState).processes.map((p) => p.pid);
+  t.is(up.code, 0, up.stderr);
+  t.regex(up.stderr, /userspace proxies/);
+  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
+  t.regex(readFileSync(join(dir, 'nodes', 'node-1', 'kube-proxy.yaml'), 'utf8'), /^mode: userspace$/m);
   const rows = await check(t, dir);
-  t.true(rows.some((r) => r.check === 'ClientIP affinity'));
+  for (const c of ['pod to pod', 'ClusterIP', 'ClusterIP UDP', 'ClientIP affinity', 'NodePort from outside']) t.true(rows.some((r) => r.check === c), c);
   t.is((await lab(['down', '--dir', dir])).code, 0);
-  await assertNothingLeft(t, dir, prefix, pids);
+  await assertNothingLeft(t, dir, prefix, state.processes.map((p) => p.pid));
 });
