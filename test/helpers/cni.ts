@@ -101,6 +101,7 @@ def enter(ns):
     os.close(fd)
 spec = json.load(sys.stdin)
 port = spec['port']
+wait = spec.get('timeout', 1.0)
 seen = {}
 servers = []
 for s in spec['servers']:
@@ -118,12 +119,12 @@ def csum(b):
     n = sum(struct.unpack('!%dH' % (len(b) // 2), b)); n = (n >> 16) + (n & 0xffff); n += n >> 16
     return ~n & 0xffff
 def ping(dst):
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(wait)
     ident = os.getpid() & 0xffff
     h = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + b'knet'
     h = struct.pack('!BBHHH', 8, 0, csum(h), ident, 1) + b'knet'
     s.sendto(h, (dst, 0))
-    end = time.time() + 1
+    end = time.time() + wait
     try:
         while time.time() < end:
             data, addr = s.recvfrom(1500)
@@ -135,14 +136,16 @@ def ping(dst):
     return False
 def tcp(dst, dport=None, expect=None):
     try:
-        c = socket.create_connection((dst, dport or port), timeout=1); got = c.recv(64).decode(); c.close(); return got == (expect or dst)
+        c = socket.create_connection((dst, dport or port), timeout=wait); got = c.recv(64).decode(); c.close(); return got == (expect or dst)
     except OSError: return False
 def attempt(f, *args):
     # A loaded test machine drops the odd packet; a missing path fails all three tries.
     return any(f(*args) for _ in range(spec.get('attempts', 3)))
 results = []
+current = None
 for p in spec['probes']:
-    enter(p['ns'])
+    # setns(2) is slow (an RCU grace period): enter each source namespace once.
+    if p['ns'] != current: enter(p['ns']); current = p['ns']
     results.append({'ns': p['ns'], 'dst': p['dst'], 'icmp': attempt(ping, p['dst']) if p.get('icmp', True) else None, 'tcp': attempt(tcp, p['dst'], p.get('port'), p.get('expect')) if p.get('tcp', True) else None})
 time.sleep(0.1)
 print(json.dumps({'results': results, 'seen': seen}))
@@ -150,8 +153,9 @@ print(json.dumps({'results': results, 'seen': seen}))
 
 export interface ProbeSpec {
   port: number;
-  /** Tries per probe before it counts as failed (default 3). */
+  /** Tries per probe before it counts as failed (default 3), and seconds per try (default 1). */
   attempts?: number;
+  timeout?: number;
   servers: { ns: string; ip: string }[];
   /** TCP probes connect to dst:(port ?? spec port) and expect the server to answer its own address (expect ?? dst). */
   probes: { ns: string; dst: string; icmp?: boolean; tcp?: boolean; port?: number; expect?: string }[];
