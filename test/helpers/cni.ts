@@ -19,9 +19,8 @@ export function tempDir(t: ExecutionContext, prefix: string): string {
 }
 
 /**
- * Copies dist/cni/knet (built by `npm run build`) into a temp bin dir. It must run outside the
- * checkout: dist/ sits under package.json's "type": "module", which would make Node read the
- * extensionless CJS bundle as ESM.
+ * Copies dist/cni/knet (built by `npm run build`) into a temp bin dir with its netlink addon
+ * beside it: the layout of an install into /opt/cni/bin, far from node_modules.
  */
 export function installPlugin(t: ExecutionContext): string {
   if (!existsSync(BUILT_PLUGIN)) throw new Error(`${BUILT_PLUGIN} is missing: run npm run build first`);
