@@ -252,7 +252,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     return state;
   } catch (err) {
     const interrupted = err instanceof Interrupted || abort.requested;
-    o.progress(interrupted ? `interrupted during "${current}"; removing what was made` : `lab up: step "${current}" failed: ${(err as Error).message}\n  log: ${logPath}\n  removing what was made (logs stay in ${P.logs})`);
+    o.progress(interrupted ? `interrupted during "${current}"; removing what was made` : `lab up: step "${current}" failed: ${(err as Error).message}\n  log: ${logPath}${logTail(logPath)}\n  removing what was made (logs stay in ${P.logs})`);
     await teardown(state, { keepLogs: !interrupted, progress: o.progress });
     if (interrupted) throw new Interrupted();
     throw new StepError(current, err, logPath);
@@ -282,6 +282,16 @@ export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: 
     try { if (readdirSync(s.dir).length === 0) rmdirSync(s.dir); } catch { /* not empty or gone */ }
   }
   return { namespaces: mine.length, processes: procs.length };
+}
+
+/** The last lines of a log file, indented, for a failure message ('' when not a file). */
+function logTail(path: string, lines = 8): string {
+  try {
+    const text = readFileSync(path, 'utf8').trimEnd();
+    return text ? `\n    ${text.split('\n').slice(-lines).map((l) => l.slice(0, 300)).join('\n    ')}` : '';
+  } catch {
+    return '';
+  }
 }
 
 function cmdlineMentions(pid: number, dir: string): boolean {
