@@ -128,7 +128,9 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     return st;
   };
   /** Waits for a started process to be ready; a failure names that process's log. */
-  const waitProcess = async <T>(what: string, ready: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> => {
+  // Node processes start slowly on a busy machine: more nodes, more patience.
+  const patience = 60_000 + 5_000 * plan.nodes.length;
+  const waitProcess = async <T>(what: string, ready: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = patience, everyMs = 100): Promise<T> => {
     const proc = state.processes.find((p) => p.what === what)!;
     try {
       return await waitAbortable(ready, async () => {
@@ -232,7 +234,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       });
     });
     await step('proxy sync', async () => {
-      await pool(plan.nodes, 16, (n) => waitProcess(`proxy-${n.name}`, `the proxy on ${n.name} to sync its rules`, () => proxySynced(n.ns), 60_000, 250));
+      await pool(plan.nodes, 16, (n) => waitProcess(`proxy-${n.name}`, `the proxy on ${n.name} to sync its rules`, () => proxySynced(n.ns), patience, 250));
     });
     if (!o.noWorkload) {
       const w = defaultWorkload(plan.nodes.map((n) => n.name));
