@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import { makeLogger, type Logger } from '../util/log.ts';
 import { parseKubeProxyConfig, proxySettingsFromConfig } from '../rules/config.ts';
 import type { ProxySettings } from '../rules/types.ts';
+import type { DataPlane } from '../proxy/dataplane.ts';
 import type { Node } from '../model/k8s.ts';
 import { ipJson } from '../kernel/iproute.ts';
 import type { IptablesBackend, IptablesTarget } from '../kernel/iptables.ts';
@@ -18,6 +19,7 @@ export interface ProxyCliOptions {
   manifests?: string;
   cleanup?: boolean;
   iptablesBackend: string;
+  proxyMode?: string;
   healthzBindAddress?: string;
   metricsBindAddress?: string;
   nodeIp: string[];
@@ -30,12 +32,13 @@ const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s)
 export function registerProxy(program: Command): void {
   program
     .command('proxy')
-    .description('kube-proxy compatible service proxy (iptables mode): watch Services and EndpointSlices, program the kernel')
+    .description('kube-proxy compatible service proxy: watch Services and EndpointSlices, program iptables (or balance in userspace)')
     .option('--config <file>', 'KubeProxyConfiguration YAML (kube-proxy defaults when absent)')
     .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster config, then ~/.kube/config)')
     .option('--hostname-override <name>', 'this node\'s name (default: config hostnameOverride, then the host name)')
     .option('--manifests <dir>', 'read Services/EndpointSlices/Endpoints from a directory of manifests (watched) instead of the API')
     .option('--cleanup', 'remove every rule the proxy (or kube-proxy) wrote, in both iptables backends, and exit')
+    .option('--proxy-mode <mode>', 'iptables (kube-proxy\'s rules) or userspace (a TCP/UDP balancer behind portal rules); default: the config\'s mode, else iptables')
     .option('--iptables-backend <mode>', 'auto (detect like iptables-wrappers), nft or legacy', 'auto')
     .option('--healthz-bind-address <addr>', 'HOST:PORT for /healthz and /livez (default 0.0.0.0:10256; "" disables)')
     .option('--metrics-bind-address <addr>', 'HOST:PORT for /metrics (default 127.0.0.1:10249; "" disables)')
@@ -76,7 +79,8 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
     for (const backend of ['nft', 'legacy'] as const) {
       try {
         const r = await cleanupIptables({ backend, waitSeconds: lockWait });
-        log.info({ backend, ...r }, 'cleaned up');
+        const portals = await (await import('./proxy-userspace.ts')).cleanupUserspace({ backend, waitSeconds: lockWait });
+        log.info({ backend, ...r, portalRules: portals }, 'cleaned up');
       } catch (err) {
         log.warn({ backend, err: String(err) }, 'cleanup failed (backend unusable?)');
       }
@@ -86,7 +90,8 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
 
   const yamlText = o.config ? readFileSync(o.config, 'utf8') : undefined;
   const cfg = parseKubeProxyConfig(yamlText);
-  if (cfg.mode && cfg.mode !== 'iptables') throw new Error(`mode ${JSON.stringify(cfg.mode)} is not supported by knet proxy (iptables only)`);
+  const mode = o.proxyMode ?? cfg.mode ?? 'iptables';
+  if (mode !== 'iptables' && mode !== 'userspace') throw new Error(`proxy mode ${JSON.stringify(mode)} is not supported by knet proxy (iptables or userspace)`);
   const { hostname } = await import('node:os');
   const nodeName = (o.hostnameOverride ?? cfg.hostnameOverride ?? hostname()).toLowerCase();
   for (const ip of o.nodeIp) if (!parseIP(ip)) throw new Error(`--node-ip: invalid IP ${JSON.stringify(ip)}`);
@@ -109,7 +114,11 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const { IptablesApplier } = await import('../proxy/iptables-applier.ts');
   const { ProxyDaemon } = await import('../proxy/daemon.ts');
   const { parseBindAddress, serveHealth } = await import('../proxy/health.ts');
-  const applier = new IptablesApplier({ target, settings, log });
+  const { ProxyMetrics } = await import('../proxy/metrics.ts');
+  const metrics = new ProxyMetrics();
+  const dataplane: DataPlane & { setSettings(s: ProxySettings): void } = mode === 'userspace'
+    ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, ...(yamlText !== undefined ? { configYaml: yamlText } : {}) })
+    : new IptablesApplier({ target, settings, log });
   let source;
   if (o.manifests) {
     const { ManifestDirSource } = await import('../k8s/manifest-dir.ts');
@@ -120,7 +129,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   }
   const fullSyncPeriodMs = o.fullSyncPeriod ? (await import('../rules/config.ts')).parseDuration(o.fullSyncPeriod, '--full-sync-period') : undefined;
   const daemon = new ProxyDaemon({
-    source, dataplane: applier, log,
+    source, dataplane, log, metrics,
     minSyncPeriodMs: cfg.minSyncPeriodMs, syncPeriodMs: cfg.syncPeriodMs,
     ...(fullSyncPeriodMs ? { fullSyncPeriodMs } : {}),
     onNode: (n) => {
@@ -129,7 +138,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
       if (JSON.stringify(next) === JSON.stringify(nodeFacts)) return false;
       nodeFacts = next;
       settings = makeSettings();
-      applier.setSettings(settings);
+      dataplane.setSettings(settings);
       log.info({ nodeIPs: settings.nodeIPs, podCIDRs: next.podCIDRs }, 'node facts changed');
       return true;
     },
@@ -146,7 +155,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
     const a = parseBindAddress(metricsAddr);
     servers.push(await daemon.metrics.serve(a.host, a.port));
   }
-  log.info({ nodeName, backend, source: o.manifests ? `manifests ${o.manifests}` : 'kubernetes API', healthAddr, metricsAddr }, 'knet proxy starting');
+  log.info({ nodeName, mode, backend, source: o.manifests ? `manifests ${o.manifests}` : 'kubernetes API', healthAddr, metricsAddr }, 'knet proxy starting');
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -155,6 +164,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
       stopping = true;
       log.info({ signal: sig }, 'stopping; rules stay in place');
       void daemon.stop().finally(() => {
+        dataplane.close?.();
         for (const s of servers) s.close();
         resolve();
       });

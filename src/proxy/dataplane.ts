@@ -24,4 +24,6 @@ export interface DataPlane {
   sync(req: SyncRequest): Promise<SyncOutcome>;
   /** Cheap check, on idle periodic syncs, that nobody flushed our state (e.g. a firewall reload). */
   intact(): Promise<boolean>;
+  /** Releases what keeps the process alive (listeners, sockets); rules stay in place. */
+  close?(): void;
 }
