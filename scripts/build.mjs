@@ -2,7 +2,7 @@
 // The CLI keeps npm packages external (they are installed beside it); the CNI plugin is one
 // self-contained file because runtimes exec it from /opt/cni/bin, far from node_modules.
 import { build } from 'esbuild';
-import { chmodSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
 
 const banner = { js: '#!/usr/bin/env node' };
 mkdirSync('dist/cni', { recursive: true });
@@ -42,4 +42,7 @@ if (existsSync('cni/main.ts')) {
   // The repository is "type": "module"; this marks the extensionless CommonJS bundle as such,
   // so dist/cni/knet runs in place as well as from /opt/cni/bin.
   writeFileSync('dist/cni/package.json', '{"type": "commonjs"}\n');
+  // The plugin loads node-netlink's native addon from beside itself: ship the two together.
+  const addon = `node_modules/netlink/prebuilds/${process.platform}-${process.arch}/node.napi.node`;
+  if (existsSync(addon)) copyFileSync(addon, 'dist/cni/knet-netlink.node');
 }
