@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { registerRules } from './rules.ts';
 import { registerAgent } from './agent.ts';
 import { registerProxy } from './proxy.ts';
+import { registerLab } from './lab.ts';
 
 const program = new Command();
 program
@@ -14,6 +15,7 @@ program
 registerRules(program);
 registerAgent(program);
 registerProxy(program);
+registerLab(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`knet: ${err instanceof Error ? err.message : String(err)}\n`);
