@@ -22,8 +22,14 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+const live = new Set<string>();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => { void Promise.all([...live].map(deleteNetns)).finally(() => process.exit(130)); });
+}
+
 async function apply(backend: 'nft' | 'legacy', text: string): Promise<number> {
   const ns = randomNetnsName('knt-b');
+  live.add(ns);
   await addNetns(ns);
   try {
     const t0 = performance.now();
@@ -32,6 +38,7 @@ async function apply(backend: 'nft' | 'legacy', text: string): Promise<number> {
     return performance.now() - t0;
   } finally {
     await deleteNetns(ns);
+    live.delete(ns);
   }
 }
 
