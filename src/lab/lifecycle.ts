@@ -8,12 +8,14 @@ import { randomBytes } from 'node:crypto';
 import { run } from '../kernel/exec.ts';
 import { addNetns, deleteNetns, listNetns } from '../kernel/netns.ts';
 import { ipBatch } from '../kernel/iproute.ts';
+import { attachUnderlayToBridge } from '../kernel/ovs.ts';
 import { LabApiClient } from './client.ts';
 import { conflistPath, createPod, pool } from './pods.ts';
 import { ECHO_SERVER, PROBE_CLIENT } from './scripts.ts';
+import { primeTunnelNeighbours, startOvsDaemons, stopOvsAt, type OvsInstance } from './ovs.ts';
 import { paths, readState, writeState, type LabState } from './state.ts';
 import { childEnv, FatalWaitError, knetBinaries, packageRoot, pidAlive, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
-import { cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, planLab, underlayLinks, type LabPlan } from './topology.ts';
+import { agentIface, cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, underlayLinks, type LabPlan } from './topology.ts';
 import { defaultWorkload } from './workload.ts';
 
 export interface UpOptions {
@@ -187,6 +189,31 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         await run('ip', ['netns', 'exec', n.ns, 'sysctl', '-q', '-w', ...sysctls]);
       });
     });
+    // ovs-gre (userspace datapath): one ovsdb-server + ovs-vswitchd per node, detached, with its
+    // run directory under the lab's; the node's underlay port eth0 on OVS bridge brphy, which
+    // takes the node's address (src/overlay/ovs-gre/README.md).
+    const ovs = new Map<string, OvsInstance>();
+    if (plan.backend === 'ovs-gre') {
+      await step('ovs', async () => {
+        o.progress(`    starting ovsdb-server and ovs-vswitchd in ${plan.nodes.length} node namespaces (run dirs ${P.ovs('NODE')})`);
+        await pool(plan.nodes, 4, async (n) => {
+          checkAbort();
+          // Frames reach OVS's AF_PACKET socket on eth0 as the underlay sent them: TCP from the
+          // underlay namespace (etcd, the lab API, the outside host) needs checksums filled in.
+          await run('ip', ['netns', 'exec', plan.underlay.ns, 'ethtool', '-K', n.uplink, 'tx', 'off']);
+          const runDir = P.ovs(n.name);
+          logPath = join(runDir, 'ovs-vswitchd.log');
+          const inst = await startOvsDaemons(n.ns, { runDir, detach: true });
+          ovs.set(n.name, inst);
+          const pids = inst.pids();
+          if (pids.ovsdbServer) state.processes.push({ what: `ovsdb-server-${n.name}`, pid: pids.ovsdbServer, log: join(runDir, 'ovsdb-server.log') });
+          if (pids.vswitchd) state.processes.push({ what: `ovs-vswitchd-${n.name}`, pid: pids.vswitchd, log: join(runDir, 'ovs-vswitchd.log') });
+          writeState(state);
+          await attachUnderlayToBridge(inst.target, OVS_UNDERLAY_BRIDGE, 'eth0', `${n.ip}/${plan.underlay.prefixLen}`);
+          await ipBatch(n.ns, [ovsNodeRoute(plan)]);
+        });
+      });
+    }
     await step('etcd', async () => {
       const u = plan.underlay;
       const client = `http://${u.ip}:${ETCD_PORT},http://127.0.0.1:${ETCD_PORT}`;
@@ -207,8 +234,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     await step('start agents', async () => {
       for (const n of plan.nodes) {
         await started(`agent-${n.name}`, n.ns, process.execPath, [bins.cli, 'agent', '--etcd-endpoints', plan.etcdEndpoint, '--etcd-prefix', FLANNEL_PREFIX,
-          '--iface', 'eth0', '--public-ip', n.ip, '--subnet-file', join(P.node(n.name), 'subnet.env'), '--iptables-backend', 'nft',
-          '--resync-period', '30', '--healthz-port', '10260']);
+          '--iface', agentIface(plan), '--public-ip', n.ip, '--subnet-file', join(P.node(n.name), 'subnet.env'), '--iptables-backend', 'nft',
+          '--resync-period', '30', '--healthz-port', '10260', ...(plan.backend === 'ovs-gre' ? ['--ovs-rundir', P.ovs(n.name)] : [])]);
       }
     });
     await step('start proxies', async () => {
@@ -223,6 +250,10 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         return existsSync(f) && subnetOf(readFileSync(f, 'utf8'));
       }));
     });
+    if (plan.backend === 'ovs-gre') {
+      // Every node's OVS learns its peers' underlay MACs now that the GRE ports exist.
+      await step('tunnel neighbours', () => primeTunnelNeighbours(plan.nodes.map((n) => ({ ns: n.ns, ip: n.ip, ovs: ovs.get(n.name)! })), patience));
+    }
     await step('node objects', async () => {
       await pool(plan.nodes, 8, async (n) => {
         const cidr = subnetOf(readFileSync(join(P.node(n.name), 'subnet.env'), 'utf8'))!;
@@ -270,13 +301,15 @@ export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: 
   // have been reused by an unrelated process.
   const procs = [...s.processes].sort((a, b) => order(a.what) - order(b.what)).filter((p) => cmdlineMentions(p.pid, s.dir));
   await pool(procs, 16, (p) => stopPid(p.pid));
+  // ovs-gre: every node's OVS pair, by pidfile (also one started but not yet recorded).
+  const P = paths(s.dir);
+  await pool(s.plan.nodes, 8, (n) => stopOvsAt(P.ovs(n.name)));
   const mine = [...new Set([...s.namespaces, ...(await listNetns()).filter((n) => n.startsWith(s.plan.nsPrefix))])];
   // Pods first, then nodes, the outside host and the underlay last.
   const rank = (n: string) => (n === s.plan.underlay.ns ? 2 : s.namespaces.includes(n) ? 1 : 0);
   mine.sort((a, b) => rank(a) - rank(b));
   for (const r of [0, 1, 2]) await pool(mine.filter((n) => rank(n) === r), 8, (n) => deleteNetns(n));
   say(`  stopped ${procs.length} processes, deleted ${mine.length} namespaces`);
-  const P = paths(s.dir);
   for (const f of [P.socket, P.kubeconfig, P.echo, P.probe, join(s.dir, 'cni'), join(s.dir, 'nodes'), P.etcdData]) rmSync(f, { recursive: true, force: true });
   rmSync(P.state, { force: true });
   if (!o.keepLogs) {

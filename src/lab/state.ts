@@ -37,6 +37,8 @@ export const paths = (dir: string) => ({
   echo: join(dir, 'echo.mjs'),
   probe: join(dir, 'probe.mjs'),
   node: (name: string) => join(dir, 'nodes', name),
+  /** ovs-gre: the node's OVS run directory (database, sockets, pidfiles, logs). */
+  ovs: (name: string) => join(dir, 'nodes', name, 'ovs'),
   log: (what: string) => join(dir, 'logs', `${what}.log`),
 });
 

@@ -3,10 +3,16 @@
 // named here, so `lab down` and the tests can find exactly those objects again.
 import { createHash } from 'node:crypto';
 
-export type OverlayBackend = 'vxlan';
+export type OverlayBackend = 'vxlan' | 'ovs-gre';
+export const BACKENDS: readonly OverlayBackend[] = ['vxlan', 'ovs-gre'];
 export type ProxyMode = 'iptables' | 'userspace';
 
 export const UNDERLAY_BRIDGE = 'br0';
+/**
+ * ovs-gre: the OVS bridge in each node that holds the underlay port eth0 and the node's address
+ * (the userspace datapath sends tunnel packets through it; src/overlay/ovs-gre/README.md).
+ */
+export const OVS_UNDERLAY_BRIDGE = 'brphy';
 export const UNDERLAY_PREFIX = '192.168.50';
 export const UNDERLAY_GATEWAY = `${UNDERLAY_PREFIX}.254`;
 export const OUTSIDE_IP = `${UNDERLAY_PREFIX}.200`;
@@ -65,10 +71,8 @@ export function defaultPrefix(labId: string): string {
 export function planLab(i: PlanInput): LabPlan {
   if (!LAB_ID.test(i.labId)) throw new Error(`lab id must be 1-12 lower-case letters or digits: ${JSON.stringify(i.labId)}`);
   if (!Number.isInteger(i.nodes) || i.nodes < 1 || i.nodes > MAX_NODES) throw new Error(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${i.nodes}`);
-  const backend = i.backend ?? 'vxlan';
-  if (backend !== 'vxlan') {
-    throw new Error(`--backend ${backend}: only vxlan is available (the ovs-gre backend is not part of knet yet)`);
-  }
+  const backend = (i.backend ?? 'vxlan') as OverlayBackend;
+  if (!BACKENDS.includes(backend)) throw new Error(`--backend must be ${BACKENDS.join(' or ')}, got ${JSON.stringify(i.backend)}`);
   const proxyMode = i.proxyMode ?? 'iptables';
   if (proxyMode !== 'iptables' && proxyMode !== 'userspace') throw new Error(`--proxy-mode must be iptables or userspace, got ${JSON.stringify(proxyMode)}`);
   const nsPrefix = i.nsPrefix ?? defaultPrefix(i.labId);
@@ -87,7 +91,8 @@ export function planLab(i: PlanInput): LabPlan {
     nodes,
     etcdEndpoint: `http://${UNDERLAY_GATEWAY}:${ETCD_PORT}`,
     apiServer: `http://${UNDERLAY_GATEWAY}:${API_PORT}`,
-    networkConfig: JSON.stringify({ Network: POD_NETWORK, Backend: { Type: backend } }),
+    // ovs-gre: the lab's OVS daemons run without the kernel module (userspace datapath).
+    networkConfig: JSON.stringify({ Network: POD_NETWORK, Backend: backend === 'ovs-gre' ? { Type: backend, DatapathType: 'netdev' } : { Type: backend } }),
     podNetwork: POD_NETWORK,
     serviceCIDR: SERVICE_CIDR,
     nodePortRange: NODEPORT_RANGE,
@@ -100,18 +105,32 @@ export function podNetnsName(nsPrefix: string, namespace: string, name: string):
   return `${nsPrefix}p-${h}`;
 }
 
-/** The `ip batch` lines that wire the underlay: a bridge, one veth per node and the outside host. */
+/**
+ * The `ip batch` lines that wire the underlay: a bridge, one veth per node and the outside host.
+ * ovs-gre: a node's address and default route go on its OVS bridge `brphy` once OVS runs
+ * (`ovsNodeLinks`), so here eth0 is only brought up.
+ */
 export function underlayLinks(p: LabPlan): { underlay: string[]; perNode: Map<string, string[]>; outside: string[] } {
   const u = p.underlay;
   const underlay = [`link add ${u.bridge} type bridge`, `addr add ${u.ip}/${u.prefixLen} dev ${u.bridge}`, `link set ${u.bridge} up`];
   const perNode = new Map<string, string[]>();
   for (const n of p.nodes) {
     underlay.push(`link add ${n.uplink} type veth peer name eth0 netns ${n.ns}`, `link set ${n.uplink} master ${u.bridge} up`);
-    perNode.set(n.ns, [`addr add ${n.ip}/${u.prefixLen} dev eth0`, 'link set eth0 up', `route add default via ${u.ip}`]);
+    perNode.set(n.ns, p.backend === 'ovs-gre' ? ['link set eth0 up'] : [`addr add ${n.ip}/${u.prefixLen} dev eth0`, 'link set eth0 up', `route add default via ${u.ip}`]);
   }
   underlay.push(`link add ${p.outside.uplink} type veth peer name eth0 netns ${p.outside.ns}`, `link set ${p.outside.uplink} master ${u.bridge} up`);
   const outside = [`addr add ${p.outside.ip}/${u.prefixLen} dev eth0`, 'link set eth0 up'];
   return { underlay, perNode, outside };
+}
+
+/** ovs-gre: the node's default route, once its address is on `brphy`. */
+export function ovsNodeRoute(p: LabPlan): string {
+  return `route replace default via ${p.underlay.ip} dev ${OVS_UNDERLAY_BRIDGE}`;
+}
+
+/** The interface the node agent uses for its public address. */
+export function agentIface(p: LabPlan): string {
+  return p.backend === 'ovs-gre' ? OVS_UNDERLAY_BRIDGE : 'eth0';
 }
 
 /** The KubeProxyConfiguration every node's proxy runs with. */

@@ -6,7 +6,7 @@
 // remove what they made. Namespaces are named knt-l<random>-*.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -200,4 +200,49 @@ rootTest('userspace proxy mode: up, check, down', async (t) => {
   for (const c of ['pod to pod', 'ClusterIP', 'ClusterIP UDP', 'ClientIP affinity', 'NodePort from outside']) t.true(rows.some((r) => r.check === c), c);
   t.is((await lab(['down', '--dir', dir])).code, 0);
   await assertNothingLeft(t, dir, prefix, state.processes.map((p) => p.pid));
+});
+
+/** Processes whose command line names the lab directory (OVS daemons name their run dirs). */
+function processesMentioning(dir: string): string[] {
+  const out: string[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes(dir) && alive(Number(pid))) out.push(`${pid}: ${cmd.replace(/\0/g, ' ')}`);
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+// --backend ovs-gre: an ovsdb-server + ovs-vswitchd pair per node (userspace datapath, run
+// directories under the lab's), the agents on brphy with the ovs-gre backend; the whole check
+// passes, then no OVS daemon or anything else is left.
+rootTest('ovs-gre backend: up, check, down: no OVS daemon left', async (t) => {
+  t.timeout(120_000);
+  const { dir, prefix } = newLab(t);
+  // A failed up stops the OVS daemons it started, too.
+  const failed = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--backend', 'ovs-gre', '--no-workload'], { env: { KNET_LAB_FAIL_AFTER: 'tunnel neighbours' } });
+  t.is(failed.code, 1, failed.stderr);
+  t.regex(failed.stderr, /step "tunnel neighbours" failed/);
+  await assertNothingLeft(t, dir, prefix, []);
+  t.deepEqual(processesMentioning(dir), [], 'a failed up leaves no OVS daemon');
+
+  const up = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix, '--backend', 'ovs-gre']);
+  t.is(up.code, 0, up.stderr);
+  t.regex(up.stderr, /ovs-gre overlay/);
+  for (const step of ['ovs', 'tunnel neighbours']) t.regex(up.stderr, new RegExp(`  ${step}: \\d+\\.\\d+s`));
+  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
+  t.is(state.plan.backend, 'ovs-gre');
+  t.deepEqual(JSON.parse(state.plan.networkConfig).Backend, { Type: 'ovs-gre', DatapathType: 'netdev' });
+  for (const n of state.plan.nodes) {
+    for (const d of ['ovsdb-server', 'ovs-vswitchd']) t.true(state.processes.some((p) => p.what === `${d}-${n.name}`), `${d} of ${n.name} is recorded`);
+    t.regex((await run('ip', ['netns', 'exec', n.ns, 'ip', '-br', 'addr', 'show', 'brphy'])).stdout, new RegExp(`${n.ip.replace(/\./g, '\\.')}/24`));
+  }
+  const rows = await check(t, dir);
+  t.is(rows.filter((r) => r.check === 'pod to pod').length, 6);
+  for (const c of ['ClusterIP', 'ClusterIP UDP', 'ClientIP affinity', 'NodePort from outside']) t.true(rows.some((r) => r.check === c), c);
+  t.is((await lab(['down', '--dir', dir])).code, 0);
+  await assertNothingLeft(t, dir, prefix, state.processes.map((p) => p.pid));
+  t.deepEqual(processesMentioning(dir), [], 'no OVS daemon (or other process) of the lab is left');
+  t.false(existsSync(dir));
 });

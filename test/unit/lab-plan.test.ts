@@ -1,7 +1,7 @@
 // knet lab, pure parts: topology planning (names, addresses, configs), pod normalization,
 // EndpointSlice derivation from labels, ClusterIP/NodePort allocation, manifests, API paths.
 import test from 'ava';
-import { cniConflist, kubeconfigText, kubeProxyConfig, planLab, pluginConfFromList, podNetnsName, underlayLinks } from '../../src/lab/topology.ts';
+import { agentIface, cniConflist, kubeconfigText, kubeProxyConfig, ovsNodeRoute, planLab, pluginConfFromList, podNetnsName, underlayLinks } from '../../src/lab/topology.ts';
 import { allocateClusterIP, allocateNodePort, completeService, defaultWorkload, deriveEndpointSlices, normalizePod, type LabPod } from '../../src/lab/workload.ts';
 import { parseLabManifests, kindOf } from '../../src/lab/commands.ts';
 import { parsePath, registryKey } from '../../src/lab/api.ts';
@@ -27,11 +27,21 @@ test('planLab: names every namespace with the prefix, addresses on the underlay,
 test('planLab: rejects what the lab cannot do, with the reason', (t) => {
   t.throws(() => planLab({ labId: 'a', nodes: 0 }), { message: /--nodes/ });
   t.throws(() => planLab({ labId: 'a', nodes: 101 }), { message: /--nodes/ });
-  t.throws(() => planLab({ labId: 'a', nodes: 3, backend: 'ovs-gre' }), { message: /only vxlan/ });
+  t.throws(() => planLab({ labId: 'a', nodes: 3, backend: 'geneve' }), { message: /vxlan or ovs-gre/ });
   t.throws(() => planLab({ labId: 'a', nodes: 3, proxyMode: 'ipvs' }), { message: /iptables or userspace/ });
   t.is(planLab({ labId: 'a', nodes: 3, proxyMode: 'userspace' }).proxyMode, 'userspace');
   t.throws(() => planLab({ labId: 'A B', nodes: 3 }), { message: /lab id/ });
   t.throws(() => planLab({ labId: 'a', nodes: 3, nsPrefix: 'bad prefix' }), { message: /prefix/ });
+});
+
+test('planLab ovs-gre: userspace datapath in the network config, node address on brphy', (t) => {
+  const p = planLab({ labId: 'o1', nodes: 2, nsPrefix: 'knt-lx-', backend: 'ovs-gre' });
+  t.is(p.backend, 'ovs-gre');
+  t.deepEqual(JSON.parse(p.networkConfig), { Network: '10.244.0.0/16', Backend: { Type: 'ovs-gre', DatapathType: 'netdev' } });
+  t.deepEqual(underlayLinks(p).perNode.get('knt-lx-node-1'), ['link set eth0 up']);
+  t.is(agentIface(p), 'brphy');
+  t.is(ovsNodeRoute(p), 'route replace default via 192.168.50.254 dev brphy');
+  t.is(agentIface(planLab({ labId: 'o1', nodes: 2 })), 'eth0');
 });
 
 test('underlayLinks: one veth per node into its namespace, the outside host on the same bridge', (t) => {
