@@ -98,7 +98,7 @@ test('50 pods: addresses, routes, MTU, result, connectivity, masquerade, CHECK, 
   // packets; a pair counts as broken only if it fails again in a second, later pass.
   const firstFailures = out.results.filter((r) => r.icmp === false || r.tcp === false);
   if (firstFailures.length) t.log(`${firstFailures.length} probes failed once; probing them again`);
-  const second = firstFailures.length ? await probe({ ...spec, attempts: 3, timeout: 1, probes: firstFailures.map((f) => ({ ns: f.ns, dst: f.dst, icmp: f.icmp === false, tcp: f.tcp === false })) }) : null;
+  const second = firstFailures.length ? await probe({ ...spec, attempts: 5, timeout: 3, probes: firstFailures.map((f) => ({ ns: f.ns, dst: f.dst, icmp: f.icmp === false, tcp: f.tcp === false })) }) : null;
   for (const [k, v] of Object.entries(second?.seen ?? {})) out.seen[k] = [...(out.seen[k] ?? []), ...v];
   const failed = (second?.results ?? []).filter((r) => r.icmp === false || r.tcp === false);
   t.deepEqual(failed.slice(0, 40).map((f) => `${f.ns}>${f.dst} icmp=${f.icmp} tcp=${f.tcp}`), [], `${failed.length} of ${out.results.length} probes failed twice`);
