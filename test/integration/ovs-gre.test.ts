@@ -156,11 +156,12 @@ rootTest('three nodes: bridge, ports, flows and route as specified; pods reach e
   }
   // A datagram filling the pod MTU (1458 - 20 IP - 8 UDP) crosses the tunnel unfragmented.
   t.true(await udpEcho(nodes[0]!.pod, nodes[2]!.pod, 1458 - 28), 'full-MTU UDP');
-  // Bulk TCP (full-size segments through the userspace datapath); -t: socat's default 0.5 s
+  // Bulk TCP (full-size segments through the userspace datapath; 128 KiB, generous timeouts:
+  // retransmission backoff on a loaded machine can pause the stream for many seconds); -t: socat's default 0.5 s
   // wait after the sender's EOF is too short here: the userspace datapath drops bursts into
   // the tap (about 1 in 7 packets at full speed), and TCP recovers by retransmitting.
-  const big = 'x'.repeat(512 * 1024);
-  const { stdout } = await run('ip', ['netns', 'exec', nodes[1]!.pod.ns, 'socat', '-t', '15', '-T', '15', '-', `TCP:${nodes[2]!.pod.ip}:8080`], { input: big, timeoutMs: 40_000 });
+  const big = 'x'.repeat(128 * 1024);
+  const { stdout } = await run('ip', ['netns', 'exec', nodes[1]!.pod.ns, 'socat', '-t', '30', '-T', '60', '-', `TCP:${nodes[2]!.pod.ip}:8080`], { input: big, timeoutMs: 120_000 });
   t.is(stdout.length, big.length);
   // Nothing to do on a second pass: the comparison finds the table as desired.
   for (const n of nodes) t.like(await n.sync(), { changes: 0, errors: [], peers: 2 });
