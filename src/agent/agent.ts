@@ -20,6 +20,7 @@ import { findUnderlay, type Underlay } from '../kernel/vxlan.ts';
 import type { IptablesBackend } from '../kernel/iptables.ts';
 import { applyMasqRules } from './masq.ts';
 import { AgentMetrics, startHealthz, startMetrics } from './http.ts';
+import { sleep } from '../util/wait.ts';
 
 export interface AgentOptions {
   etcd: EtcdConnectOptions;
@@ -42,7 +43,6 @@ export interface AgentOptions {
   log: Logger;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class Agent {
   readonly metrics = new AgentMetrics();

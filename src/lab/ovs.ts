@@ -11,6 +11,7 @@ import { assertNetnsName } from '../kernel/netns.ts';
 import { ipBatch } from '../kernel/iproute.ts';
 import { run } from '../kernel/exec.ts';
 import { type OvsTarget, vsctl } from '../kernel/ovs.ts';
+import { sleep } from '../util/wait.ts';
 
 const SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
 
@@ -30,7 +31,6 @@ export interface OvsInstance {
   stop(): Promise<void>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function waitUntil(what: string, fn: () => Promise<boolean> | boolean, timeoutMs: number, logs: () => string): Promise<void> {
   const until = Date.now() + timeoutMs;

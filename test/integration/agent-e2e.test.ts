@@ -12,6 +12,7 @@ import { ipBatch, ipJson } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { readOverlayState } from '../../src/kernel/overlay-state.ts';
 import { iptablesSave } from '../../src/kernel/iptables.ts';
+import { sleep, waitFor as waitUntil } from '../../src/util/wait.ts';
 
 const rootTest = isRoot ? test : test.skip;
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -24,22 +25,8 @@ interface Agent { proc: ChildProcess; logs: () => string; stop: (signal?: NodeJS
 interface Node { ns: string; ip: string; subnetFile: string; agent: Agent | null; pod: string | null; podIP: string | null }
 interface Cluster { underlay: string; etcd: EtcdServer; nodes: Node[] }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await sleep(200);
-  }
-}
+// Waits here default to 20 s, polling every 200 ms.
+const waitFor = <T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000) => waitUntil(what, fn, timeoutMs, 200);
 
 const inNs = (ns: string, file: string, args: string[], input?: string) => run('ip', ['netns', 'exec', ns, file, ...args], input === undefined ? {} : { input });
 
