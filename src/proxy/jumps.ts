@@ -3,6 +3,7 @@
 // missing, in one restore. Also the cleanup of everything the proxy (or kube-proxy) wrote.
 import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../kernel/iptables.ts';
 import { appliedFromSave, planRestores, type Parsed } from './restore-plan.ts';
+import { isServiceChainName } from '../rules/names.ts';
 
 export interface JumpRule {
   table: 'filter' | 'nat';
@@ -42,10 +43,9 @@ const OWNED: Record<string, string[]> = {
   nat: ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', CANARY],
   filter: ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', CANARY],
 };
-const SERVICE_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-', 'KUBE-XLB-'];
-
+/** The renderer's service chains, plus KUBE-XLB-* that older kube-proxy wrote (cleaned up too). */
 export function isServiceChain(chain: string): boolean {
-  return SERVICE_PREFIXES.some((p) => chain.startsWith(p));
+  return isServiceChainName(chain) || chain.startsWith('KUBE-XLB-');
 }
 
 export function isOwnedChain(table: string, chain: string): boolean {

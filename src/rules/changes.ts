@@ -11,11 +11,7 @@ export function changedServicesFromFingerprints(prev: Map<string, string>, cur: 
   return out;
 }
 
-export function changedServices(prev: ClusterState, cur: ClusterState, settings?: ProxySettings): Set<string> {
-  const s: ProxySettings = settings ?? {
-    nodeName: '', family: 'IPv4', nodeIPs: [], interfaceAddresses: [], localDetector: { mode: 'None' },
-    nodePortAddresses: [], masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true,
-    randomFully: false, nfacctCounters: false, largeClusterEndpointsThreshold: 1000,
-  };
-  return changedServicesFromFingerprints(buildServiceModel(prev, s).fingerprints, buildServiceModel(cur, s).fingerprints);
+/** Settings matter: which endpoints are local, and which family, change a service's rules. */
+export function changedServices(prev: ClusterState, cur: ClusterState, settings: ProxySettings): Set<string> {
+  return changedServicesFromFingerprints(buildServiceModel(prev, settings).fingerprints, buildServiceModel(cur, settings).fingerprints);
 }

@@ -2,7 +2,10 @@
 // arithmetic is the same for both families and never goes through strings.
 import { Address6 } from 'ip-address';
 
-export type Family = 4 | 6;
+import { formatIP, type Family } from '../util/ip.ts';
+
+// Family and the one address formatter come from src/util/ip.ts, shared with the renderer.
+export { formatIP, type Family };
 
 export interface Cidr {
   family: Family;
@@ -36,10 +39,6 @@ export function parseIP(text: string): { family: Family; value: bigint } {
   return { family: 4, value: parseIPv4(text) };
 }
 
-export function formatIP(family: Family, value: bigint): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 255n)).join('.');
-  return Address6.fromBigInt(value).correctForm();
-}
 
 export function hostMask(c: { family: Family; len: number }): bigint {
   return (1n << BigInt(bitsOf(c.family) - c.len)) - 1n;

@@ -94,8 +94,3 @@ export function familyOf(s: string): Family | null {
 export function joinHostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
-
-/** Size of the address space of a CIDR (2^(bits-prefix)). */
-export function cidrSize(c: ParsedCIDR): bigint {
-  return 1n << BigInt((c.family === 4 ? 32 : 128) - c.prefix);
-}
