@@ -147,19 +147,62 @@ export async function deleteBridge(t: OvsTarget, bridge: string): Promise<void> 
   await vsctl(t, ['--if-exists', 'del-br', bridge]);
 }
 
+/** How OVS reads the underlay port: AF_XDP rings, or a plain AF_PACKET socket (OVS type "system"). */
+export type UnderlayPortKind = 'afxdp' | 'packet';
+
+/** Parses an ovs-vsctl set column such as `[afxdp, gre, "system"]`. */
+export function parseOvsSet(out: string): string[] {
+  const s = out.trim().replace(/^\[|\]$/g, '').trim();
+  return s === '' ? [] : s.split(',').map((x) => x.trim().replace(/^"|"$/g, ''));
+}
+
+/** The interface's receive queues (the kernel's real_num_rx_queues: one rx-N per queue in sysfs). */
+export async function rxQueueCount(netns: string | null, iface: string): Promise<number> {
+  assertOvsName(iface);
+  const args = ['-1', `/sys/class/net/${iface}/queues`];
+  if (netns) assertNetnsName(netns);
+  const { stdout } = netns ? await run('ip', ['netns', 'exec', netns, 'ls', ...args]) : await run('ls', args);
+  return Math.max(1, stdout.split('\n').filter((l) => /^rx-\d+$/.test(l.trim())).length);
+}
+
 /**
  * The userspace datapath's native tunnels leave through an OVS bridge that holds the underlay
  * address: this puts `iface` on bridge `bridge` (datapath netdev) and moves `cidr` onto the bridge.
  * Node setup for labs and tests; a kernel-datapath node does not need it.
+ *
+ * How OVS reads the port matters (issue #8). A plain port is an AF_PACKET socket whose receive
+ * buffer is the namespace's net.core.rmem_default (208 KiB, read-only in a child namespace):
+ * about 80 full-size frames. OVS drains it from its main thread between other work, so a TCP
+ * burst arriving from the underlay overflows it (`ss -0 -e -m`: skmem d<drops>; about 1 segment
+ * in 7 at full speed, every one a retransmit, pod to pod and node to node alike). With
+ * `kind: 'afxdp'` (the default when this OVS lists `afxdp-nonpmd` in iface_types) the port is
+ * `type=afxdp-nonpmd`: an XDP program hands frames to an AF_XDP socket with rings of thousands
+ * of frames, still polled by the main thread (no busy-polling PMD thread), one socket per
+ * receive queue (`options:n_rxq` = the interface's queues; frames on an unbound queue would go
+ * to the kernel and be lost). If OVS cannot open the port that way it falls back to AF_PACKET.
+ * Returns the kind in use.
  */
-export async function attachUnderlayToBridge(t: OvsTarget, bridge: string, iface: string, cidr: string): Promise<void> {
+export async function attachUnderlayToBridge(t: OvsTarget, bridge: string, iface: string, cidr: string, opts: { kind?: UnderlayPortKind } = {}): Promise<UnderlayPortKind> {
   assertOvsName(bridge);
   assertOvsName(iface);
   const [ip, len] = cidr.split('/');
   if (!IPV4.test(ip ?? '') || !/^\d{1,2}$/.test(len ?? '')) throw new Error(`invalid underlay address ${JSON.stringify(cidr)}`);
-  await vsctl(t, ['--may-exist', 'add-br', bridge, '--', 'set', 'Bridge', bridge, 'datapath_type=netdev', '--', '--may-exist', 'add-port', bridge, iface]);
+  const afxdpAvailable = parseOvsSet(await vsctl(t, ['get', 'Open_vSwitch', '.', 'iface_types'])).includes('afxdp-nonpmd');
+  let kind: UnderlayPortKind = (opts.kind ?? 'afxdp') === 'afxdp' && afxdpAvailable ? 'afxdp' : 'packet';
+  const packetPort = ['--', 'set', 'Interface', iface, 'type=system', '--', 'remove', 'Interface', iface, 'options', 'n_rxq'];
+  const port = kind === 'afxdp'
+    ? ['--', 'set', 'Interface', iface, 'type=afxdp-nonpmd', `options:n_rxq=${await rxQueueCount(t.netns, iface)}`]
+    : packetPort;
+  await vsctl(t, ['--may-exist', 'add-br', bridge, '--', 'set', 'Bridge', bridge, 'datapath_type=netdev',
+    '--', '--may-exist', 'add-port', bridge, iface, ...port]);
+  if (kind === 'afxdp' && (await readOfports(t, [iface])).get(iface) === -1) {
+    // OVS could not open it so (no XDP on this interface, no AF_XDP in the kernel): the plain socket.
+    kind = 'packet';
+    await vsctl(t, packetPort.slice(1));
+  }
   await ipBatch(t.netns, [`addr del ${cidr} dev ${iface}`], true).catch(() => undefined);
-  // `arp off`: the kernel still sees frames on the port and would answer ARP for the bridge's
-  // address with the port's MAC; tunnel packets sent to that MAC are never decapsulated.
+  // `arp off`: the kernel still sees frames on an AF_PACKET port and would answer ARP for the
+  // bridge's address with the port's MAC; tunnel packets sent to that MAC are never decapsulated.
   await ipBatch(t.netns, [`addr replace ${cidr} dev ${bridge}`, `link set ${iface} arp off up`, `link set ${bridge} up`]);
+  return kind;
 }

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
 import { ipBatch } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
-import { attachUnderlayToBridge } from '../../src/kernel/ovs.ts';
+import { attachUnderlayToBridge, type UnderlayPortKind } from '../../src/kernel/ovs.ts';
 import { primeTunnelNeighbours as primeNeighbours, startOvsDaemons, type OvsInstance, type StartOvsOptions } from '../../src/lab/ovs.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -53,8 +53,9 @@ export interface OvsNode {
 /**
  * Node namespaces on an underlay namespace's Linux bridge (192.168.50.0/24), each with its own
  * OVS daemons, the underlay port on OVS bridge `brphy` holding the node's address, and forwarding on.
+ * `underlayKind`: how OVS reads the underlay port (attachUnderlayToBridge; default AF_XDP when available).
  */
-export async function ovsNodes(scope: Scope, count: number, prefix = 'knt-o'): Promise<{ underlay: string; nodes: OvsNode[] }> {
+export async function ovsNodes(scope: Scope, count: number, prefix = 'knt-o', underlayKind?: UnderlayPortKind): Promise<{ underlay: string; nodes: OvsNode[] }> {
   const underlay = await scopedNetns(scope, prefix);
   await ipBatch(underlay, ['link add br0 type bridge', 'link set br0 up']);
   const nodes: OvsNode[] = [];
@@ -63,13 +64,13 @@ export async function ovsNodes(scope: Scope, count: number, prefix = 'knt-o'): P
     const ip = `192.168.50.${i}`;
     // Created inside the underlay namespace, so no link ever appears in the root namespace.
     await ipBatch(underlay, [`link add n${i} type veth peer name eth0 netns ${ns}`, `link set n${i} master br0 up`]);
-    // Frames reach OVS's AF_PACKET socket on eth0 as the underlay sent them; with TX checksum
+    // Frames reach OVS's socket on eth0 (AF_XDP or AF_PACKET) as the underlay sent them; with TX checksum
     // offload the underlay side (etcd on br0) would hand over TCP segments with no checksum yet.
     await run('ip', ['netns', 'exec', underlay, 'ethtool', '-K', `n${i}`, 'tx', 'off']);
     await run('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     const ovs = await startOvs(null, ns);
     scope.defer(() => ovs.stop());
-    await attachUnderlayToBridge(ovs.target, 'brphy', 'eth0', `${ip}/24`);
+    await attachUnderlayToBridge(ovs.target, 'brphy', 'eth0', `${ip}/24`, underlayKind ? { kind: underlayKind } : {});
     nodes.push({ ns, ip, ovs });
   }
   return { underlay, nodes };
