@@ -79,6 +79,7 @@ try {
         }
       };
       const first = await nextSynced(0);
+      if (process.env.KNET_BENCH_TRACE) for (const l of lines) console.log('start', JSON.stringify(l).slice(0, 300));
       const wall = (first.time - t0) / 1000;
       const lat: number[] = [];
       for (let c = 1; c <= CHANGES; c++) {

@@ -3,9 +3,8 @@
 // network namespace on the nft and the legacy backend, and prints render/apply ratios.
 // Needs root for the apply half; prints render figures anyway.
 import { performance } from 'node:perf_hooks';
-import { renderIptables } from '../../src/rules/iptables.ts';
-import { buildServiceModel } from '../../src/rules/model.ts';
-import { changedServicesFromFingerprints } from '../../src/rules/changes.ts';
+import { IptablesRenderer, renderIptables } from '../../src/rules/iptables.ts';
+import { ClusterStore } from '../../src/rules/cluster-index.ts';
 import { settingsFromConfig, parseKubeProxyConfig } from '../../src/rules/config.ts';
 import { iptablesRestore } from '../../src/kernel/iptables.ts';
 import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
@@ -55,38 +54,50 @@ if (!child) {
 }
 for (const n of sizes) {
   const cluster = syntheticCluster(n, 3);
+  // Full render: a fresh renderer (no memory) down to the restore text, as `knet rules` prints it.
   const fulls: number[] = [];
-  let result = renderIptables({ cluster, settings });
+  let text = '';
+  let natRules = 0;
   for (let i = 0; i < 5; i++) {
     const t0 = performance.now();
-    result = renderIptables({ cluster, settings });
+    const r = renderIptables({ cluster, settings });
+    text = r.text;
     fulls.push(performance.now() - t0);
+    natRules = r.rulesTotal.nat;
     sample();
   }
-  // One endpoint of one service changes: what a proxy's partial sync renders. As with
-  // informers, every other object keeps its identity; the change set is known from the event
-  // (as in the proxy), so it is not part of the timing.
-  const changed = { services: cluster.services, endpointSlices: [...cluster.endpointSlices] };
-  const edited = structuredClone(cluster.endpointSlices[n >> 1]!);
+  // Partial render: one endpoint of one service changes, as in the proxy. The objects live in a
+  // grouped store (the proxy's change tracker plays that part) and the changed service is known
+  // from the event, so the renderer re-models that service alone; the timing covers the render
+  // and its restore text (always-written chains in full plus the changed service's chains).
+  const store = new ClusterStore();
+  for (const s of cluster.services) store.upsertService(s);
+  for (const s of cluster.endpointSlices) store.upsertSlice(s);
+  const renderer = new IptablesRenderer();
+  const indexed = { services: [], endpointSlices: [], index: store };
+  renderer.render({ cluster: indexed, settings }).tables;
+  const original = cluster.endpointSlices[n >> 1]!;
+  const edited = structuredClone(original);
   edited.endpoints![0]!.addresses = ['10.99.99.99'];
-  changed.endpointSlices[n >> 1] = edited;
-  const changedSet = changedServicesFromFingerprints(buildServiceModel(cluster, settings).fingerprints, buildServiceModel(changed, settings).fingerprints);
   const partials: number[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 20; i++) {
+    const key = store.upsertSlice(i % 2 ? original : edited);
     const t0 = performance.now();
-    renderIptables({ cluster: changed, settings, partial: { previous: result.state, changedServices: changedSet } });
+    const changed = new Set([key]);
+    const r = renderer.render({ cluster: indexed, settings, recompute: changed, partial: { changedServices: changed } });
+    if (r.text.length === 0 || r.tables.size === 0) throw new Error('empty render');
     partials.push(performance.now() - t0);
     sample();
   }
   let nft = NaN;
   let legacy = NaN;
   if (root) {
-    nft = await apply('nft', result.text);
-    legacy = await apply('legacy', result.text);
+    nft = await apply('nft', text);
+    legacy = await apply('legacy', text);
   }
   const full = median(fulls);
   console.log([
-    String(n).padStart(8), String(result.rulesTotal.nat).padStart(10), `${full.toFixed(0)} ms`.padStart(12), `${median(partials).toFixed(1)} ms`.padStart(15),
+    String(n).padStart(8), String(natRules).padStart(10), `${full.toFixed(0)} ms`.padStart(12), `${median(partials).toFixed(1)} ms`.padStart(15),
     `${nft.toFixed(0)} ms`.padStart(10), `${legacy.toFixed(0)} ms`.padStart(13), `${((full / nft) * 100).toFixed(1)}%`.padStart(11), `${((full / legacy) * 100).toFixed(1)}%`.padStart(14),
     `${(peakRss / 2 ** 20).toFixed(0)} MB`.padStart(9),
   ].join(' '));

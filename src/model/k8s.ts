@@ -88,6 +88,23 @@ export interface Node {
 export interface ClusterState {
   services: Service[];
   endpointSlices: EndpointSlice[];
+  /**
+   * The same objects grouped per service, when the holder keeps them that way (the proxy's
+   * change tracker): the renderer then looks up only the services that changed.
+   */
+  index?: ClusterIndex;
+}
+
+/** A Service ("ns/name") and the EndpointSlices labelled with its name. */
+export interface ServiceObjects {
+  service: Service | undefined;
+  slices: readonly EndpointSlice[];
+}
+
+export interface ClusterIndex {
+  /** Every "ns/name" that has a Service or an EndpointSlice, in any order. */
+  keys(): Iterable<string>;
+  get(key: string): ServiceObjects | undefined;
 }
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';

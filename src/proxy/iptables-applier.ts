@@ -5,12 +5,10 @@
 import type { Logger } from 'pino';
 import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../kernel/iptables.ts';
 import { conntrackDelete, type ConntrackFilter } from '../kernel/conntrack.ts';
-import { renderIptables } from '../rules/iptables.ts';
-import { buildServiceModel } from '../rules/model.ts';
-import type { ClusterState } from '../model/k8s.ts';
-import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
-import type { ProxySettings, RenderResult } from '../rules/types.ts';
-import { appliedFromSave, parseRestore, planRestores, rulesInTable, type AppliedState, type Parsed } from './restore-plan.ts';
+import { IptablesRenderer } from '../rules/iptables.ts';
+import type { ServicePortInfo } from '../rules/model.ts';
+import type { ProxySettings } from '../rules/types.ts';
+import { appliedFromSave, planRestores, rulesInTable, type AppliedState } from './restore-plan.ts';
 import { CANARY, FIREWALL_JUMPS, JUMPS, ensureJumps, isServiceChain } from './jumps.ts';
 import { conntrackCleanup } from './conntrack-plan.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
@@ -25,23 +23,13 @@ export interface ApplierOptions {
   conntrack?: boolean;
 }
 
-/** Only the objects of the given services. */
-export function subsetOf(c: ClusterState, keys: ReadonlySet<string>): ClusterState {
-  return {
-    services: c.services.filter((s) => keys.has(`${s.metadata.namespace ?? 'default'}/${s.metadata.name}`)),
-    endpointSlices: c.endpointSlices.filter((s) => keys.has(`${s.metadata.namespace ?? 'default'}/${s.metadata.labels?.[SERVICE_NAME_LABEL]}`)),
-  };
-}
-
 export class IptablesApplier implements DataPlane {
-  /** Chain hashes from the last successful restore; null: unknown (start, after a failure). */
+  /** Chain contents from the last successful restore; null: unknown (start, after a failure). */
   private applied: AppliedState | null = null;
-  private previous: ClusterState | null = null;
+  /** Remembers each service's model and rules: a partial sync re-renders only changed services. */
+  private readonly renderer = new IptablesRenderer();
+  private synced = false;
   private settings: ProxySettings;
-  /** Whether the last full render dropped per-endpoint comments (kube-proxy's large-cluster mode). */
-  private largeCluster = false;
-  /** Partial syncs that took the changed-services-only path, and those that re-rendered everything. */
-  readonly stats = { fastPartial: 0, slowPartial: 0 };
   private readonly maxChains: number;
 
   constructor(private readonly o: ApplierOptions) {
@@ -87,33 +75,26 @@ export class IptablesApplier implements DataPlane {
 
   async sync(req: SyncRequest): Promise<SyncOutcome> {
     const full = req.full || this.applied === null;
-    const fresh = this.applied === null;
     const applied = this.applied ?? (await this.loadApplied());
     const t0 = performance.now();
-    const natChains = [...(applied.get('nat')?.keys() ?? [])].filter(isServiceChain);
-    let parsed: Parsed | null = null;
-    let result: Pick<RenderResult, 'warnings' | 'noLocalEndpoints'> | null = null;
-    if (!full && this.previous) {
-      const fast = this.renderChangedOnly(this.previous, req, applied);
-      if (fast) { ({ parsed, result } = fast); this.stats.fastPartial++; } else this.stats.slowPartial++;
-    }
-    if (!parsed || !result) {
-      const r = renderIptables({
-        cluster: req.cluster,
-        settings: this.settings,
-        ...(full ? { existing: { natChains } } : { partial: { previous: { natChains }, changedServices: req.changed } }),
-      });
+    // What the changed services rendered before this sync, for conntrack clean-up.
+    const keys: Iterable<string> = full ? this.renderer.serviceKeys() : req.changed;
+    const before = this.synced ? this.renderer.portsOf(keys) : null;
+    const r = full
+      ? this.renderer.render({ cluster: req.cluster, settings: this.settings,
+        existing: { natChains: [...(applied.get('nat')?.keys() ?? [])].filter(isServiceChain) } })
+      : this.renderer.render({ cluster: req.cluster, settings: this.settings, recompute: req.changed, partial: { changedServices: req.changed } });
+    let tables = r.tables;
+    if (full) {
       // The canary tells a later sync whether someone flushed our tables behind our back.
-      parsed = parseRestore(full ? `${r.text}*nat\n:${CANARY} - [0:0]\nCOMMIT\n*filter\n:${CANARY} - [0:0]\nCOMMIT\n` : r.text);
-      if (full) this.largeCluster = isLargeCluster(parsed);
-      result = r;
+      tables = new Map([...tables].map(([t, pt]) => [t, { chains: new Map([...pt.chains, [CANARY, []]]), deletes: pt.deletes }]));
     }
-    const plan = planRestores(parsed, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains });
+    const plan = planRestores(tables, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains });
     // Until every restore succeeded the kernel state is uncertain: a failure leaves `applied`
     // null, so the next (full) sync re-reads chain names and rewrites everything.
     this.applied = null;
     const t1 = performance.now();
-    for (const r of plan.restores) await iptablesRestore(this.o.target, r, { noflush: true });
+    for (const text of plan.restores) await iptablesRestore(this.o.target, text, { noflush: true });
     if (full) {
       const hasFirewall = plan.next.get('filter')?.has('KUBE-FIREWALL');
       const inserted = await ensureJumps(this.o.target, hasFirewall ? [...JUMPS, ...FIREWALL_JUMPS] : JUMPS);
@@ -124,63 +105,23 @@ export class IptablesApplier implements DataPlane {
     this.o.log.debug({ full, restores: plan.restores.length, chainsWritten: plan.chainsWritten, chainsDeleted: plan.chainsDeleted,
       renderMs: ms(t0, t1), restoreMs: ms(t1, performance.now()) }, 'rules applied');
 
-    const prev = this.previous;
-    this.previous = req.cluster;
-    if (this.o.conntrack !== false && prev && !fresh) await this.cleanConntrack(prev, req);
+    if (this.o.conntrack !== false && before) {
+      const after = this.renderer.portsOf(full ? this.renderer.serviceKeys() : req.changed);
+      await this.cleanConntrack(before, after);
+    }
+    this.synced = true;
 
     return {
       full,
       rulesWritten: { filter: plan.rulesWritten.filter ?? 0, nat: plan.rulesWritten.nat ?? 0 },
       rulesTotal: { filter: rulesInTable(plan.next, 'filter'), nat: rulesInTable(plan.next, 'nat') },
-      warnings: result.warnings,
-      noLocalEndpoints: result.noLocalEndpoints,
+      warnings: r.warnings,
+      noLocalEndpoints: r.noLocalEndpoints,
     };
   }
 
-  /**
-   * A partial sync without rendering the whole cluster. The shared renderer rebuilds its model of
-   * every service on each call (about 1 s at 10k services), so for a partial sync knet renders
-   * only the changed services, before and after: when their contributions to the always-written
-   * chains (KUBE-SERVICES, KUBE-NODEPORTS, filter chains) are identical, only their own service
-   * chains can have changed, and those are taken from the small render; stale ones are deleted.
-   * Otherwise (a new ClusterIP, endpoints 0 <-> N, near the large-cluster threshold) it returns
-   * null and the caller renders the whole cluster.
-   */
-  private renderChangedOnly(prev: ClusterState, req: SyncRequest, applied: AppliedState):
-    { parsed: Parsed; result: Pick<RenderResult, 'warnings' | 'noLocalEndpoints'> } | null {
-    if (req.changed.size === 0) return { parsed: new Map(), result: { warnings: [], noLocalEndpoints: { internal: 0, external: 0 } } };
-    if (req.changed.size > 100) return null;
-    // Endpoint comments depend on the cluster-wide endpoint count: stay clear of the threshold.
-    const seps = [...(applied.get('nat')?.keys() ?? [])].filter((c) => c.startsWith('KUBE-SEP-')).length;
-    if (Math.abs(seps - this.settings.largeClusterEndpointsThreshold) < 200) return null;
-    const settings = { ...this.settings, largeClusterEndpointsThreshold: this.largeCluster ? -1 : Number.MAX_SAFE_INTEGER };
-    const before = renderIptables({ cluster: subsetOf(prev, req.changed), settings });
-    const after = renderIptables({ cluster: subsetOf(req.cluster, req.changed), settings });
-    const pb = parseRestore(before.text);
-    const pa = parseRestore(after.text);
-    for (const table of new Set([...pb.keys(), ...pa.keys()])) {
-      const b = pb.get(table)?.chains ?? new Map<string, string[]>();
-      const a = pa.get(table)?.chains ?? new Map<string, string[]>();
-      for (const c of new Set([...b.keys(), ...a.keys()])) {
-        if (isServiceChain(c)) continue;
-        if ((b.get(c) ?? []).join('\n') !== (a.get(c) ?? []).join('\n')) return null;
-      }
-    }
-    const nat = pa.get('nat')?.chains ?? new Map<string, string[]>();
-    const chains = new Map([...nat].filter(([c]) => isServiceChain(c)));
-    const known = applied.get('nat') ?? new Map<string, string>();
-    const deletes = new Set(before.state.natChains.filter((c) => !chains.has(c) && known.has(c)));
-    return { parsed: new Map([['nat', { chains, deletes }]]), result: after };
-  }
-
-  private async cleanConntrack(prev: ClusterState, req: SyncRequest): Promise<void> {
-    let keys: ReadonlySet<string> = req.changed;
-    if (req.full) keys = new Set([...prev.services, ...req.cluster.services].map((s) => `${s.metadata.namespace ?? 'default'}/${s.metadata.name}`));
-    if (keys.size === 0) return;
-    const before = buildServiceModel(subsetOf(prev, keys), this.settings).ports;
-    const after = buildServiceModel(subsetOf(req.cluster, keys), this.settings).ports;
-    const filters = conntrackCleanup(before, after);
-    for (const f of filters) {
+  private async cleanConntrack(before: ServicePortInfo[], after: ServicePortInfo[]): Promise<void> {
+    for (const f of conntrackCleanup(before, after)) {
       const withFamily: ConntrackFilter = this.settings.family === 'IPv6' ? { ...f, family: 'IPv6' } : f;
       try {
         const n = await conntrackDelete(this.o.target.netns, withFamily);
@@ -190,12 +131,4 @@ export class IptablesApplier implements DataPlane {
       }
     }
   }
-}
-
-/** kube-proxy drops per-endpoint comments in large clusters; see whether this render did. */
-function isLargeCluster(p: Parsed): boolean {
-  for (const [chain, rules] of p.get('nat')?.chains ?? []) {
-    if (chain.startsWith('KUBE-SEP-') && rules.length) return !rules[0]!.includes('--comment');
-  }
-  return false;
 }

@@ -5,25 +5,21 @@
 // restores of <= ~1000 chain declarations take 3.1 s (fresh) / 3.6 s (all existing) at 10k
 // services. iptables-legacy is the opposite: every restore rewrites the whole table, so one
 // transaction (1.9 s) beats chunks (7-12 s). So knet
-//  1. remembers a hash of every chain's rules from the last successful restore and writes only
-//     chains whose content changed (a periodic or partial sync of an unchanged cluster writes
-//     nothing, and a restart of knet rewrites each chain once);
+//  1. remembers every chain's rules from the last successful restore and writes only chains
+//     whose content changed (a periodic or partial sync of an unchanged cluster writes nothing,
+//     and a restart of knet rewrites each chain once). The renderer hands out the same rule
+//     arrays for unchanged ports, so most comparisons are one reference check;
 //  2. on nft splits large writes into restores of bounded size, ordered so every intermediate
 //     kernel state is consistent: a chain is written after the chains it jumps to, stale chains
 //     are deleted only after the chains that referenced them were rewritten.
-import { createHash } from 'node:crypto';
+import type { RenderedTable, RenderedTables } from '../rules/types.ts';
 
-export interface ParsedTable {
-  /** Chains declared (":NAME - [0:0]") with their rules, in declaration order. */
-  chains: Map<string, string[]>;
-  /** Chains the text deletes (-X). */
-  deletes: Set<string>;
-}
+/** Chains declared (":NAME - [0:0]") with their rules in declaration order, and chains deleted (-X). */
+export type ParsedTable = RenderedTable;
+export type Parsed = RenderedTables;
 
-export type Parsed = Map<string, ParsedTable>;
-
-/** table -> chain -> hash of its rules ('' : exists, content unknown). */
-export type AppliedState = Map<string, Map<string, string>>;
+/** table -> chain -> its rules in the kernel (null: the chain exists, content unknown). */
+export type AppliedState = Map<string, Map<string, readonly string[] | null>>;
 
 export function parseRestore(text: string): Parsed {
   const out: Parsed = new Map();
@@ -56,17 +52,17 @@ export function parseRestore(text: string): Parsed {
   return out;
 }
 
-/** "hash#ruleCount": the count lets the proxy report rules owned without another save. */
-export function hashRules(rules: readonly string[]): string {
-  const h = createHash('sha1');
-  for (const r of rules) h.update(r).update('\n');
-  return `${h.digest('base64')}#${rules.length}`;
+function sameRules(a: readonly string[] | null | undefined, b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Rules in the chains of one table, as far as known. */
 export function rulesInTable(a: AppliedState, table: string): number {
   let n = 0;
-  for (const v of a.get(table)?.values() ?? []) n += Number(v.split('#')[1] ?? 0) || 0;
+  for (const v of a.get(table)?.values() ?? []) n += v?.length ?? 0;
   return n;
 }
 
@@ -119,24 +115,18 @@ export function planRestores(parsed: Parsed, applied: AppliedState, o: PlanOptio
   for (const [table, pt] of parsed) declared += pt.chains.size + pt.deletes.size + (o.full ? (applied.get(table)?.size ?? 0) : 0);
   const mayChunk = declared > o.maxChainsPerRestore;
   for (const [table, pt] of parsed) {
-    const known = next.get(table) ?? new Map<string, string>();
+    const known = next.get(table) ?? new Map<string, readonly string[] | null>();
     next.set(table, known);
     rulesWritten[table] = 0;
     const write: string[] = [];
-    const hashes = new Map<string, string>();
-    for (const [chain, rules] of pt.chains) {
-      const h = hashRules(rules);
-      if (known.get(chain) === h) continue;
-      write.push(chain);
-      hashes.set(chain, h);
-    }
+    for (const [chain, rules] of pt.chains) if (!sameRules(known.get(chain), rules)) write.push(chain);
     // Within one restore all chains are declared before any rule, so order matters only when
     // the writes are split over several restores.
     const ordered = mayChunk ? orderByDependencies(pt.chains, write) : write;
     for (const chain of ordered) {
       const rules = pt.chains.get(chain)!;
       units.push({ table, chain, rules });
-      known.set(chain, hashes.get(chain)!);
+      known.set(chain, rules);
       chainsWritten++;
       rulesWritten[table]! += rules.length;
     }
@@ -175,7 +165,7 @@ function renderChunk(units: Unit[]): string {
   return out.join('\n') + '\n';
 }
 
-/** Chain names per table from iptables-save output (content unknown: hash ''). */
+/** Chain names per table from iptables-save output (content unknown: null). */
 export function appliedFromSave(saveText: string, keep: (table: string, chain: string) => boolean): AppliedState {
   const out: AppliedState = new Map();
   let table = '';
@@ -183,7 +173,7 @@ export function appliedFromSave(saveText: string, keep: (table: string, chain: s
     if (line.startsWith('*')) { table = line.slice(1).trim(); if (!out.has(table)) out.set(table, new Map()); }
     else if (line.startsWith(':') && table) {
       const [name, policy] = line.slice(1).split(' ');
-      if (policy === '-' && keep(table, name!)) out.get(table)!.set(name!, '');
+      if (policy === '-' && keep(table, name!)) out.get(table)!.set(name!, null);
     }
   }
   return out;

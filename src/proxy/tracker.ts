@@ -3,7 +3,7 @@
 // events go in, and `take()` hands out the set of "ns/name" keys whose objects really changed
 // since the last take. A relist that returns the same objects marks nothing, so the next sync
 // writes nothing.
-import type { ClusterState, EndpointSlice, Service } from '../model/k8s.ts';
+import type { ClusterIndex, ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 
 export interface Changes {
@@ -55,7 +55,7 @@ function sliceFingerprint(s: EndpointSlice): string {
 /** src: the object as handed in; the same object again (a cached manifest) is unchanged. */
 interface Entry<T> { obj: T; fp: string; owner: string; src: T }
 
-export class ChangeTracker {
+export class ChangeTracker implements ClusterIndex {
   private readonly services = new Map<string, Entry<Service>>();
   private readonly slices = new Map<string, Entry<EndpointSlice>>();
   private dirty = new Set<string>();
@@ -63,6 +63,9 @@ export class ChangeTracker {
   private endpointEvents = 0;
   private triggers: number[] = [];
   private snapshotCache: ClusterState | null = null;
+  /** Slice keys per owning service, and the per-service view handed to the renderer. */
+  private readonly owned = new Map<string, Set<string>>();
+  private readonly views = new Map<string, ServiceObjects>();
   private readonly srcKey = new WeakMap<object, string>();
 
   constructor(private readonly warn: (object: string, reason: string) => void = () => {}) {}
@@ -111,8 +114,11 @@ export class ChangeTracker {
     const obj = plain(raw);
     const fp = sliceFingerprint(obj);
     if (old && old.fp === fp && old.owner === owner) { old.src = raw; this.srcKey.set(raw, key); return false; }
-    if (old && old.owner !== owner) this.mark(old.owner);
+    if (old && old.owner !== owner) { this.mark(old.owner); this.disown(old.owner, key); }
     this.slices.set(key, { obj, fp, owner, src: raw });
+    let set = this.owned.get(owner);
+    if (!set) this.owned.set(owner, (set = new Set()));
+    set.add(key);
     this.srcKey.set(raw, key);
     this.mark(owner);
     this.endpointEvents++;
@@ -126,6 +132,7 @@ export class ChangeTracker {
     const old = key ? this.slices.get(key) : undefined;
     if (!key || !old) return false;
     this.slices.delete(key);
+    this.disown(old.owner, key);
     this.mark(old.owner);
     this.endpointEvents++;
     return true;
@@ -153,26 +160,48 @@ export class ChangeTracker {
 
   private mark(key: string): void {
     this.dirty.add(key);
+    this.views.delete(key);
     this.snapshotCache = null;
   }
 
-  /** Everything known now, for the renderer. */
+  private disown(owner: string, sliceKey: string): void {
+    const set = this.owned.get(owner);
+    if (set && set.delete(sliceKey) && set.size === 0) this.owned.delete(owner);
+  }
+
+  keys(): Iterable<string> {
+    return new Set([...this.services.keys(), ...this.owned.keys()]);
+  }
+
+  get(key: string): ServiceObjects | undefined {
+    let v = this.views.get(key);
+    if (v) return v;
+    const service = this.services.get(key)?.obj;
+    const owned = this.owned.get(key);
+    if (!service && !owned) return undefined;
+    const slices: EndpointSlice[] = [];
+    for (const k of owned ?? []) slices.push(this.slices.get(k)!.obj);
+    this.views.set(key, (v = { service, slices }));
+    return v;
+  }
+
+  /**
+   * Everything known now, for the renderer, which reads it through the index (this tracker).
+   * The plain lists are built only if someone asks for them.
+   */
   snapshot(): ClusterState {
     if (!this.snapshotCache) {
+      const services = this.services;
+      const slices = this.slices;
+      let svcList: Service[] | null = null;
+      let sliceList: EndpointSlice[] | null = null;
       this.snapshotCache = {
-        services: [...this.services.values()].map((e) => e.obj),
-        endpointSlices: [...this.slices.values()].map((e) => e.obj),
+        get services() { return (svcList ??= [...services.values()].map((e) => e.obj)); },
+        get endpointSlices() { return (sliceList ??= [...slices.values()].map((e) => e.obj)); },
+        index: this,
       };
     }
     return this.snapshotCache;
-  }
-
-  /** Only the objects of the given services (for per-service comparisons such as conntrack). */
-  subset(keys: ReadonlySet<string>): ClusterState {
-    const services: Service[] = [];
-    for (const k of keys) { const e = this.services.get(k); if (e) services.push(e.obj); }
-    const endpointSlices = [...this.slices.values()].filter((e) => keys.has(e.owner)).map((e) => e.obj);
-    return { services, endpointSlices };
   }
 
   /** Hands out what changed since the last take and starts a new batch. */

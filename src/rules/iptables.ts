@@ -3,10 +3,12 @@
 // people read is exactly what the kernel gets. The structure follows what kube-proxy writes for
 // one sync: the filter table in full, then the nat table with the always-written chains and the
 // chains of every service (full sync) or of changed services only (partial sync).
-import { buildServiceModel, type EndpointInfo, type ServicePortInfo } from './model.ts';
+import { duplicateWarnings, modelService, type EndpointInfo, type ServiceEntry, type ServicePortInfo } from './model.ts';
+import { indexCluster } from './cluster-index.ts';
+import type { ServiceObjects } from '../model/k8s.ts';
 import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
-import type { LocalDetector, ProxySettings, RenderRequest, RenderResult } from './types.ts';
+import type { LocalDetector, ProxySettings, RenderRequest, RenderResult, RenderWarning, RenderedTables } from './types.ts';
 
 export const KUBE_SERVICES = 'KUBE-SERVICES';
 export const KUBE_EXTERNAL_SERVICES = 'KUBE-EXTERNAL-SERVICES';
@@ -357,124 +359,438 @@ function renderServicePort(s: ServicePortInfo, ctx: PortContext): PortOutput {
   return po;
 }
 
-const portCache: { key: string; map: Map<string, PortOutput> } = { key: '', map: new Map() };
+interface RenderedService {
+  /** The objects this entry was modelled from (compared by reference). */
+  objs: ServiceObjects;
+  entry: ServiceEntry;
+  /** Per port of entry.ports; rendered on demand, dropped when settings change. */
+  outputs: (PortOutput | undefined)[];
+}
 
-export function renderIptables(req: RenderRequest): RenderResult {
-  const { settings } = req;
-  const model = buildServiceModel(req.cluster, settings);
-  const isIPv6 = settings.family === 'IPv6';
-  const mark = masqueradeMark(settings.masqueradeBit);
-  const npa = nodePortAddresses(settings);
-  const localhostNodePorts = settings.localhostNodePorts && npa.containsIPv4Loopback && !isIPv6;
-  const detector = settings.localDetector;
-  const partial = req.partial;
-  const changed = partial?.changedServices;
+function sameObjects(a: ServiceObjects, b: ServiceObjects): boolean {
+  if (a === b) return true;
+  if (a.service !== b.service || a.slices.length !== b.slices.length) return false;
+  for (let i = 0; i < a.slices.length; i++) if (a.slices[i] !== b.slices[i]) return false;
+  return true;
+}
 
-  const filter = new TableBuffer();
-  const nat = new TableBuffer();
-  let skippedRules = 0;
+/** Splits rules ("-A CHAIN ...") by chain, keeping each chain's order. */
+function byChain(rules: readonly string[], declared: readonly string[] = []): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const c of declared) out.set(c, []);
+  for (const r of rules) {
+    const c = r.slice(3, r.indexOf(' ', 3));
+    let l = out.get(c);
+    if (!l) out.set(c, (l = []));
+    l.push(r);
+  }
+  return out;
+}
 
-  for (const c of [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL]) filter.chain(c);
-  for (const c of [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ]) nat.chains.push(c);
+// Per-port chain maps, derived once per (cached) port output.
+const filterChainsOf = new WeakMap<PortOutput, Map<string, string[]>>();
+const topChainsOf = new WeakMap<PortOutput, Map<string, string[]>>();
+const ownChainsOf = new WeakMap<PortOutput, Map<string, string[]>>();
+function chainsOf(cache: WeakMap<PortOutput, Map<string, string[]>>, po: PortOutput, t: TableBuffer): Map<string, string[]> {
+  let m = cache.get(po);
+  if (!m) cache.set(po, (m = byChain(t.rules, t.chains)));
+  return m;
+}
 
-  nat.rule(KUBE_POSTROUTING, '-m', 'mark', '!', '--mark', `${mark}/${mark}`, '-j', 'RETURN');
-  // Clear the mark so a packet that traverses the stack again is not masqueraded twice.
-  nat.rule(KUBE_POSTROUTING, '-j', 'MARK', '--xor-mark', mark);
-  nat.rule(KUBE_POSTROUTING, '-m', 'comment', '--comment', q('kubernetes service traffic requiring SNAT'), '-j', 'MASQUERADE',
-    ...(settings.randomFully ? ['--random-fully'] : []));
-  nat.rule(KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', mark);
+/**
+ * Renders kube-proxy's rule set and remembers, per service, the model and the rendered rules, so
+ * the next render re-models only the services that changed (`recompute`) and re-renders only
+ * ports whose fingerprint changed. Output is always exactly what a fresh render would give:
+ * `renderIptables` is this class used once.
+ */
+export class IptablesRenderer {
+  private modelKey: string | null = null;
+  private outputKey = '';
+  private readonly services = new Map<string, RenderedService>();
+  /** Services with warnings. */
+  private readonly warned = new Set<string>();
+  private order: string[] | null = null;
+  private endpoints = 0;
+  /** Every port's output in service order, where each service's ports start, and their own rules. */
+  private all: PortOutput[] | null = null;
+  /** Per service: where its ports start in `all`, and how many there are. */
+  private readonly span = new Map<string, { at: number; n: number }>();
+  private ownRules = 0;
+  private fixed: FixedChains | null = null;
 
-  if (!isIPv6 && localhostNodePorts) {
-    // route_localnet makes 127.0.0.0/8 routable; drop such traffic from outside (CVE-2020-8558).
-    filter.chain(KUBE_FIREWALL);
-    filter.rule(KUBE_FIREWALL, '-m', 'comment', '--comment', q('block incoming localnet connections'),
-      '-d', '127.0.0.0/8', '!', '-s', '127.0.0.0/8', '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT', '-j', 'DROP');
+  /** Every service ("ns/name") of the last render. */
+  serviceKeys(): string[] {
+    return [...this.services.keys()];
   }
 
-  const active = new Set<string>();
-  let totalEndpoints = 0;
-  for (const s of model.ports) totalEndpoints += s.endpoints.length;
-  const largeCluster = totalEndpoints > settings.largeClusterEndpointsThreshold;
-  const svcComment = (c: string): string[] => (largeCluster ? [] : ['-m', 'comment', '--comment', c]);
-  let noLocalInternal = 0;
-  let noLocalExternal = 0;
-
-  // Rendering a port is a pure function of its fingerprint and the settings, so a proxy that
-  // re-renders an unchanged cluster reuses the previous output instead of rebuilding ~10 rules
-  // per endpoint.
-  const ctx: PortContext = { settings, detector, localhostNodePorts, isIPv6, svcComment };
-  const ctxKey = `${JSON.stringify(settings)}|${largeCluster}`;
-  if (portCache.key !== ctxKey || portCache.map.size > 4 * model.ports.length + 1000) {
-    portCache.key = ctxKey;
-    portCache.map = new Map();
+  /** The modelled ports of these services as of the last render. */
+  portsOf(keys: Iterable<string>): ServicePortInfo[] {
+    const out: ServicePortInfo[] = [];
+    for (const k of keys) { const rs = this.services.get(k); if (rs) out.push(...rs.entry.ports); }
+    return out;
   }
-  const nextCache = new Map<string, PortOutput>();
-  for (const s of model.ports) {
-    const fp = s.fp;
-    let po = portCache.map.get(fp);
-    if (!po) po = renderServicePort(s, ctx);
-    nextCache.set(fp, po);
-    if (po.noLocalInternal) noLocalInternal++;
-    if (po.noLocalExternal) noLocalExternal++;
-    filter.rules.push(...po.filter.rules);
-    nat.rules.push(...po.natTop.rules);
-    for (const c of po.own.chains) active.add(c);
-    if (partial && !changed!.has(s.service)) {
-      // Left out of a partial sync, but still counted (kube-proxy's metrics do the same).
-      skippedRules += po.own.rules.length;
-    } else {
-      nat.chains.push(...po.own.chains);
-      nat.rules.push(...po.own.rules);
+
+  render(req: RenderRequest): RenderResult {
+    const { settings } = req;
+    const modelKey = JSON.stringify(settings);
+    let index = req.cluster.index;
+    const extraWarnings: RenderWarning[] = [];
+    if (!index) {
+      const indexed = indexCluster(req.cluster);
+      index = indexed.index;
+      extraWarnings.push(...duplicateWarnings(indexed.duplicates));
     }
-  }
-  portCache.map = nextCache;
+    let walkAll = !req.recompute;
+    if (modelKey !== this.modelKey) {
+      this.services.clear();
+      this.warned.clear();
+      this.order = null;
+      this.endpoints = 0;
+      this.modelKey = modelKey;
+      walkAll = true;
+    }
+    // Services modelled again in this render, with what they rendered before (stale chains).
+    const replaced: Array<{ key: string; old: RenderedService }> = [];
+    const remodelled: string[] = [];
+    const update = (key: string, objs: ServiceObjects | undefined) => {
+      const old = this.services.get(key);
+      if (!objs) {
+        if (!old) return;
+        this.services.delete(key);
+        this.warned.delete(key);
+        this.endpoints -= old.entry.endpointCount;
+        this.order = null;
+        replaced.push({ key, old });
+        return;
+      }
+      if (old && sameObjects(old.objs, objs)) return;
+      const entry = modelService(objs, settings);
+      // A port whose fingerprint is unchanged keeps its rendered rules.
+      const prior = new Map<string, PortOutput>();
+      old?.entry.ports.forEach((p, i) => { const po = old.outputs[i]; if (po) prior.set(p.fp, po); });
+      this.services.set(key, { objs, entry, outputs: entry.ports.map((p) => prior.get(p.fp)) });
+      if (entry.warnings.length) this.warned.add(key);
+      else this.warned.delete(key);
+      this.endpoints += entry.endpointCount - (old?.entry.endpointCount ?? 0);
+      if (old) replaced.push({ key, old });
+      else this.order = null;
+      remodelled.push(key);
+    };
+    if (walkAll) {
+      const seen = new Set<string>();
+      for (const key of index.keys()) { seen.add(key); update(key, index.get(key)); }
+      for (const key of [...this.services.keys()]) if (!seen.has(key)) update(key, undefined);
+    } else {
+      for (const key of req.recompute!) update(key, index.get(key));
+    }
 
-  // Stale service chains: declared (which flushes them) and deleted.
-  const existing = partial?.previous ?? req.existing;
-  let deleted = 0;
-  if (existing) {
-    for (const c of [...existing.natChains].sort()) {
-      if (!active.has(c) && isServiceChainName(c)) {
-        nat.chains.push(c);
-        nat.raw(`-X ${c}`);
-        deleted++;
+    const isIPv6 = settings.family === 'IPv6';
+    const npa = nodePortAddresses(settings);
+    const localhostNodePorts = settings.localhostNodePorts && npa.containsIPv4Loopback && !isIPv6;
+    const largeCluster = this.endpoints > settings.largeClusterEndpointsThreshold;
+    const svcComment = (c: string): string[] => (largeCluster ? [] : ['-m', 'comment', '--comment', c]);
+    const ctx: PortContext = { settings, detector: settings.localDetector, localhostNodePorts, isIPv6, svcComment };
+    const outputKey = `${modelKey}|${largeCluster}`;
+    if (outputKey !== this.outputKey) {
+      for (const rs of this.services.values()) rs.outputs = [];
+      this.outputKey = outputKey;
+      this.all = null;
+    }
+    const outputs = (rs: RenderedService): PortOutput[] => {
+      const ports = rs.entry.ports;
+      for (let i = 0; i < ports.length; i++) rs.outputs[i] ??= renderServicePort(ports[i]!, ctx);
+      return rs.outputs as PortOutput[];
+    };
+
+    // Port outputs in service order: patched in place where only re-modelled services changed
+    // (same services, same port counts), rebuilt otherwise.
+    let patched: number[] | null = null;
+    if (this.order && this.all) {
+      patched = [];
+      for (const key of remodelled) {
+        const rs = this.services.get(key)!;
+        const span = this.span.get(key)!;
+        if (span.n !== rs.entry.ports.length) { patched = null; break; }
+        const at = span.at;
+        const pos = outputs(rs);
+        for (let i = 0; i < pos.length; i++) {
+          this.ownRules += pos[i]!.own.rules.length - this.all[at + i]!.own.rules.length;
+          this.all[at + i] = pos[i]!;
+          patched.push(at + i);
+        }
       }
     }
-  }
-
-  // Node ports last in KUBE-SERVICES.
-  const lastComment = q('kubernetes service nodeports; NOTE: this must be the last rule in this chain');
-  if (npa.matchAll) {
-    const dst = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
-    if (isIPv6) dst.push('!', '-d', '::1/128');
-    else if (!localhostNodePorts) dst.push('!', '-d', '127.0.0.0/8');
-    nat.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, ...dst, '-j', KUBE_NODEPORTS);
-  } else {
-    for (const ip of nodePortIPs(npa, settings)) {
-      const p = parseIP(ip)!;
-      const loopback = p.family === 4 ? ip.startsWith('127.') : ip === '::1';
-      if (loopback && (isIPv6 || !localhostNodePorts)) continue;
-      nat.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, '-d', ip, '-j', KUBE_NODEPORTS);
+    if (!patched) {
+      if (!this.order) this.order = [...this.services.keys()].sort();
+      const all: PortOutput[] = [];
+      this.span.clear();
+      this.ownRules = 0;
+      for (const key of this.order) {
+        const pos = outputs(this.services.get(key)!);
+        this.span.set(key, { at: all.length, n: pos.length });
+        for (const po of pos) { all.push(po); this.ownRules += po.own.rules.length; }
+      }
+      this.all = all;
     }
+    const all = this.all!;
+    // The fixed chains are rebuilt only when a port's contribution to them changed.
+    if (!this.fixed || !this.fixed.fits(outputKey, all, patched)) this.fixed = new FixedChains(outputKey, [...all], { settings, npa, localhostNodePorts, isIPv6 });
+
+    // The ports whose own chains this render writes: all of them, or those of changed services.
+    const changed = req.partial?.changedServices;
+    let written: PortOutput[];
+    if (!changed) written = all;
+    else {
+      written = [];
+      for (const key of [...changed].sort()) { const rs = this.services.get(key); if (rs) written.push(...(rs.outputs as PortOutput[])); }
+    }
+
+    // Stale service chains: those the kernel holds (as the caller says, or as this renderer last
+    // rendered the re-modelled services) that no longer belong to any port.
+    const services = this.services;
+    // Later renders patch `this.all` in place: the active set is built from a copy of today's.
+    const ports = all.slice();
+    let activeSet: Set<string> | null = null;
+    const active = () => {
+      if (!activeSet) {
+        activeSet = new Set();
+        for (const po of ports) for (const c of po.own.chains) activeSet.add(c);
+      }
+      return activeSet;
+    };
+    const previous = req.partial ? req.partial.previous : req.existing;
+    const stale: string[] = [];
+    if (previous) {
+      for (const c of [...previous.natChains].sort()) if (isServiceChainName(c) && !active().has(c)) stale.push(c);
+    } else if (req.partial) {
+      // Chain names hash the service's name, so a chain never moves between services: what a
+      // re-modelled service rendered before and renders no more is stale.
+      const candidates = new Set<string>();
+      for (const { old } of replaced) for (const po of old.outputs) for (const c of po?.own.chains ?? []) candidates.add(c);
+      for (const { key } of replaced) for (const po of services.get(key)?.outputs ?? []) for (const c of po?.own.chains ?? []) candidates.delete(c);
+      stale.push(...[...candidates].sort());
+    }
+
+    const warnings = extraWarnings;
+    if (this.warned.size) for (const key of [...this.warned].sort()) warnings.push(...this.services.get(key)!.entry.warnings);
+    return assemble({ fixed: this.fixed, written: written === all ? ports : written, ownRules: this.ownRules, stale, warnings, active });
+  }
+}
+
+/** A fresh render (no memory of earlier renders). */
+export function renderIptables(req: RenderRequest): RenderResult {
+  return new IptablesRenderer().render(req);
+}
+
+interface Assembly {
+  fixed: FixedChains;
+  /** The ports whose own chains this render writes, in service order. */
+  written: PortOutput[];
+  /** Rules in the own chains of every port (written or not). */
+  ownRules: number;
+  stale: string[];
+  warnings: RenderWarning[];
+  /** Service chains of every port. */
+  active: () => Set<string>;
+}
+
+const FILTER_CHAINS = [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL];
+const NAT_CHAINS = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ];
+
+interface FixedContext {
+  settings: ProxySettings;
+  npa: NodePortAddresses;
+  localhostNodePorts: boolean;
+  isIPv6: boolean;
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * The chains written in every sync: the whole filter table and KUBE-SERVICES, KUBE-NODEPORTS,
+ * KUBE-POSTROUTING and KUBE-MARK-MASQ in nat. Their content depends only on the settings and on
+ * each port's filter and KUBE-SERVICES/KUBE-NODEPORTS rules, so a render in which those are
+ * unchanged (an endpoint change, the common case) reuses the previous arrays and text.
+ */
+class FixedChains {
+  private built: { filter: Map<string, string[]>; nat: Map<string, string[]>; filterText: string; natDecl: string; natRules: string } | null = null;
+  readonly filterRules: number;
+  readonly natRules: number;
+  /** Service ports with no endpoints at all / no local endpoints (kube-proxy metrics). */
+  readonly noLocalEndpoints = { internal: 0, external: 0 };
+
+  constructor(readonly key: string, readonly all: readonly PortOutput[], private readonly c: FixedContext) {
+    let f = 0;
+    let n = 0;
+    for (const po of all) {
+      f += po.filter.rules.length;
+      n += po.natTop.rules.length;
+      if (po.noLocalInternal) this.noLocalEndpoints.internal++;
+      if (po.noLocalExternal) this.noLocalEndpoints.external++;
+    }
+    const { pre, post, filterPre, filterPost } = this.edges();
+    this.filterRules = f + filterPre.rules.length + filterPost.rules.length;
+    this.natRules = n + pre.rules.length + post.rules.length;
   }
 
-  filter.rule(KUBE_FORWARD, '-m', 'conntrack', '--ctstate', 'INVALID',
-    ...(settings.nfacctCounters ? ['-m', 'nfacct', '--nfacct-name', NFACCT_INVALID] : []), '-j', 'DROP');
-  filter.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding rules'), '-m', 'mark', '--mark', `${mark}/${mark}`, '-j', 'ACCEPT');
-  filter.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding conntrack rule'), '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT');
+  /**
+   * Whether a render with these port outputs would produce the same fixed chains (and counts);
+   * `positions`: the only places where `all` may differ from last time (null: anywhere).
+   */
+  fits(key: string, all: readonly PortOutput[], positions: readonly number[] | null): boolean {
+    if (key !== this.key || all.length !== this.all.length) return false;
+    const same = (i: number) => {
+      const a = all[i]!;
+      const b = this.all[i]!;
+      return a === b || (sameStrings(a.natTop.rules, b.natTop.rules) && sameStrings(a.filter.rules, b.filter.rules)
+        && a.noLocalInternal === b.noLocalInternal && a.noLocalExternal === b.noLocalExternal);
+    };
+    if (positions) return positions.every(same);
+    for (let i = 0; i < all.length; i++) if (!same(i)) return false;
+    return true;
+  }
 
-  const parts: string[] = ['*filter'];
-  for (const c of filter.chains) parts.push(`:${c} - [0:0]`);
-  parts.push(...filter.rules, 'COMMIT', '*nat');
-  for (const c of nat.chains) parts.push(`:${c} - [0:0]`);
-  parts.push(...nat.rules, 'COMMIT');
-  const natWritten = nat.rules.length - deleted;
+  get filter(): Map<string, string[]> { return this.build().filter; }
+  get nat(): Map<string, string[]> { return this.build().nat; }
+  get filterText(): string { return this.build().filterText; }
+  /** Declarations of the fixed nat chains. */
+  get natDecl(): string { return this.build().natDecl; }
+  /** Rules of the fixed nat chains, KUBE-SERVICES' node port rule last. */
+  get natRulesText(): string { return this.build().natRules; }
+
+  /** The settings-only rules around the per-port ones. */
+  private edges() {
+    const { settings, npa, localhostNodePorts, isIPv6 } = this.c;
+    const mark = masqueradeMark(settings.masqueradeBit);
+    const filterPre = new TableBuffer();
+    for (const c of FILTER_CHAINS) filterPre.chain(c);
+    if (!isIPv6 && localhostNodePorts) {
+      // route_localnet makes 127.0.0.0/8 routable; drop such traffic from outside (CVE-2020-8558).
+      filterPre.chain(KUBE_FIREWALL);
+      filterPre.rule(KUBE_FIREWALL, '-m', 'comment', '--comment', q('block incoming localnet connections'),
+        '-d', '127.0.0.0/8', '!', '-s', '127.0.0.0/8', '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT', '-j', 'DROP');
+    }
+    const filterPost = new TableBuffer();
+    filterPost.rule(KUBE_FORWARD, '-m', 'conntrack', '--ctstate', 'INVALID',
+      ...(settings.nfacctCounters ? ['-m', 'nfacct', '--nfacct-name', NFACCT_INVALID] : []), '-j', 'DROP');
+    filterPost.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding rules'), '-m', 'mark', '--mark', `${mark}/${mark}`, '-j', 'ACCEPT');
+    filterPost.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding conntrack rule'), '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT');
+
+    const pre = new TableBuffer();
+    for (const c of NAT_CHAINS) pre.chain(c);
+    pre.rule(KUBE_POSTROUTING, '-m', 'mark', '!', '--mark', `${mark}/${mark}`, '-j', 'RETURN');
+    // Clear the mark so a packet that traverses the stack again is not masqueraded twice.
+    pre.rule(KUBE_POSTROUTING, '-j', 'MARK', '--xor-mark', mark);
+    pre.rule(KUBE_POSTROUTING, '-m', 'comment', '--comment', q('kubernetes service traffic requiring SNAT'), '-j', 'MASQUERADE',
+      ...(settings.randomFully ? ['--random-fully'] : []));
+    pre.rule(KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', mark);
+
+    // Node ports last in KUBE-SERVICES.
+    const post = new TableBuffer();
+    const lastComment = q('kubernetes service nodeports; NOTE: this must be the last rule in this chain');
+    if (npa.matchAll) {
+      const dst = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
+      if (isIPv6) dst.push('!', '-d', '::1/128');
+      else if (!localhostNodePorts) dst.push('!', '-d', '127.0.0.0/8');
+      post.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, ...dst, '-j', KUBE_NODEPORTS);
+    } else {
+      for (const ip of nodePortIPs(npa, settings)) {
+        const p = parseIP(ip)!;
+        const loopback = p.family === 4 ? ip.startsWith('127.') : ip === '::1';
+        if (loopback && (isIPv6 || !localhostNodePorts)) continue;
+        post.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, '-d', ip, '-j', KUBE_NODEPORTS);
+      }
+    }
+    return { pre, post, filterPre, filterPost };
+  }
+
+  private build() {
+    if (this.built) return this.built;
+    const { pre, post, filterPre, filterPost } = this.edges();
+    const filter = byChain(filterPre.rules, filterPre.chains);
+    const nat = byChain(pre.rules, pre.chains);
+    const append = (into: Map<string, string[]>, from: Map<string, string[]>) => {
+      for (const [c, rules] of from) {
+        if (!rules.length) continue;
+        const l = into.get(c);
+        if (l) for (const r of rules) l.push(r);
+        else into.set(c, [...rules]);
+      }
+    };
+    const filterLines: string[] = ['*filter', ...filterPre.chains.map((c) => `:${c} - [0:0]`), ...filterPre.rules];
+    const natLines: string[] = [...pre.rules];
+    for (const po of this.all) {
+      if (po.filter.rules.length) {
+        append(filter, chainsOf(filterChainsOf, po, po.filter));
+        for (const r of po.filter.rules) filterLines.push(r);
+      }
+      if (po.natTop.rules.length) {
+        append(nat, chainsOf(topChainsOf, po, po.natTop));
+        for (const r of po.natTop.rules) natLines.push(r);
+      }
+    }
+    append(filter, byChain(filterPost.rules));
+    append(nat, byChain(post.rules));
+    filterLines.push(...filterPost.rules, 'COMMIT');
+    natLines.push(...post.rules);
+    this.built = {
+      filter, nat,
+      filterText: filterLines.join('\n') + '\n',
+      natDecl: pre.chains.map((c) => `:${c} - [0:0]\n`).join(''),
+      natRules: natLines.join('\n') + '\n',
+    };
+    return this.built;
+  }
+}
+
+/** The render's text and per-chain tables, both built only when asked for. */
+function assemble(a: Assembly): RenderResult {
+  const { fixed, written, stale } = a;
+  let natWritten = fixed.natRules;
+  for (const po of written) natWritten += po.own.rules.length;
+  const skipped = a.ownRules - (natWritten - fixed.natRules);
+
+  let text: string | null = null;
+  let tables: RenderedTables | null = null;
+  let natChains: string[] | null = null;
   return {
-    text: parts.join('\n') + '\n',
-    state: { natChains: [...active] },
-    rulesWritten: { filter: filter.rules.length, nat: natWritten },
-    rulesTotal: { filter: filter.rules.length, nat: natWritten + skippedRules },
-    warnings: model.warnings,
-    noLocalEndpoints: { internal: noLocalInternal, external: noLocalExternal },
+    get text() {
+      if (text === null) {
+        // Fixed chains' rules come first (KUBE-SERVICES' last rule included), then the service
+        // chains written in this render; iptables-restore takes a table's lines in any order
+        // once every chain is declared.
+        const decl: string[] = [];
+        const rules: string[] = [];
+        for (const { own } of written) {
+          for (const c of own.chains) decl.push(`:${c} - [0:0]`);
+          for (const r of own.rules) rules.push(r);
+        }
+        for (const c of stale) decl.push(`:${c} - [0:0]`);
+        for (const c of stale) rules.push(`-X ${c}`);
+        rules.push('COMMIT');
+        text = [fixed.filterText, '*nat\n', fixed.natDecl, decl.length ? decl.join('\n') + '\n' : '', fixed.natRulesText, rules.join('\n'), '\n'].join('');
+      }
+      return text;
+    },
+    get tables() {
+      if (tables === null) {
+        const nat = new Map(fixed.nat);
+        for (const po of written) for (const [c, rules] of chainsOf(ownChainsOf, po, po.own)) nat.set(c, rules);
+        tables = new Map([['filter', { chains: fixed.filter, deletes: new Set<string>() }], ['nat', { chains: nat, deletes: new Set(stale) }]]);
+      }
+      return tables;
+    },
+    get state() {
+      return { get natChains() { return (natChains ??= [...a.active()]); } };
+    },
+    rulesWritten: { filter: fixed.filterRules, nat: natWritten },
+    rulesTotal: { filter: fixed.filterRules, nat: natWritten + skipped },
+    warnings: a.warnings,
+    noLocalEndpoints: { ...fixed.noLocalEndpoints },
   };
 }

@@ -2,7 +2,8 @@
 // per (service, port) with its addresses, policies and the endpoints that match it. Pure; every
 // object that fails validation is skipped with a warning naming the object and the field, so a
 // bad manifest (or a bad API object) never stops the rest from rendering.
-import type { ClusterState, EndpointSlice, Service } from '../model/k8s.ts';
+import type { ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
+import { indexCluster } from './cluster-index.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { joinHostPort, parseCIDR, parseIP } from '../util/ip.ts';
 import { endpointChain, servicePortChains, type ServicePortChains } from './names.ts';
@@ -279,33 +280,43 @@ export interface ServiceModel {
   warnings: RenderWarning[];
 }
 
-export function buildServiceModel(cluster: ClusterState, settings: ProxySettings): ServiceModel {
-  const warnings: RenderWarning[] = [];
-  const warn = (object: string, e: unknown) => {
-    if (e instanceof Invalid) warnings.push({ object, field: e.field, message: `${e.field} ${e.message}` });
-    else throw e;
-  };
+/** One service's part of the model: what the renderer keeps per service between renders. */
+export interface ServiceEntry {
+  ports: ServicePortInfo[];
+  /** null: nothing to render and nothing that counts as a change. */
+  fingerprint: string | null;
+  warnings: RenderWarning[];
+  /** Endpoints over all ports (kube-proxy's large-cluster threshold counts these). */
+  endpointCount: number;
+}
 
-  const bases = new Map<string, ServiceBase>();
-  for (const svc of cluster.services) {
-    const object = objectName('Service', svc.metadata);
+function warningFor(object: string, e: unknown): RenderWarning {
+  if (e instanceof Invalid) return { object, field: e.field, message: `${e.field} ${e.message}` };
+  throw e;
+}
+
+const sliceName = (x: EndpointSlice) => x.metadata?.name ?? '';
+
+/** Models one service from its Service (if any) and its EndpointSlices. */
+export function modelService(objs: ServiceObjects, settings: ProxySettings): ServiceEntry {
+  const warnings: RenderWarning[] = [];
+  let base: ServiceBase | null = null;
+  if (objs.service) {
     try {
-      const b = cached(serviceCache, svc, settings.family, () => serviceBase(svc, settings));
-      if (b) {
-        if (bases.has(b.service)) warnings.push({ object, field: 'metadata.name', message: 'duplicate Service; the later one wins' });
-        bases.set(b.service, b);
-      }
-    } catch (e) { warn(object, e); }
+      base = cached(serviceCache, objs.service, settings.family, () => serviceBase(objs.service!, settings));
+    } catch (e) { warnings.push(warningFor(objectName('Service', objs.service.metadata), e)); }
   }
 
-  // Endpoints per (service, port name, protocol), deduplicated by ip:port (a local copy wins).
+  // Endpoints per (port name, protocol), deduplicated by ip:port (a local copy wins).
   const byPort = new Map<string, Map<string, EndpointInfo>>();
-  const sliceName = (x: EndpointSlice) => x.metadata?.name ?? '';
-  const slices = [...cluster.endpointSlices].sort((a, b) => (sliceName(a) < sliceName(b) ? -1 : sliceName(a) > sliceName(b) ? 1 : 0));
+  const slices = objs.slices.length > 1
+    ? [...objs.slices].sort((a, b) => (sliceName(a) < sliceName(b) ? -1 : sliceName(a) > sliceName(b) ? 1 : 0))
+    : objs.slices;
   for (const slice of slices) {
-    const object = objectName('EndpointSlice', slice.metadata);
     let view: SliceView | null;
-    try { view = cached(sliceCache, slice, `${settings.family}|${settings.nodeName}`, () => sliceView(slice, settings)); } catch (e) { warn(object, e); continue; }
+    try {
+      view = cached(sliceCache, slice, `${settings.family}|${settings.nodeName}`, () => sliceView(slice, settings));
+    } catch (e) { warnings.push(warningFor(objectName('EndpointSlice', slice.metadata), e)); continue; }
     if (!view) continue;
     const infos = (view.infos ??= view.ports.map((p) => endpointInfos(view!, p)));
     view.ports.forEach((p, i) => {
@@ -320,30 +331,45 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
     });
   }
 
+  // Endpoints without a Service still count as a change when they come or go.
+  if (!base) return { ports: [], fingerprint: byPort.size ? 'endpoints-only' : null, warnings, endpointCount: 0 };
+  const ports: ServicePortInfo[] = [];
+  let endpointCount = 0;
+  for (const p of base.ports) {
+    const set = byPort.get(`${p.portName}/${p.protocol}`);
+    const endpoints = set ? [...set.values()].sort((x, y) => (x.addr < y.addr ? -1 : x.addr > y.addr ? 1 : 0)) : [];
+    const info: ServicePortInfo = {
+      service: p.service, portName: p.portName, protocol: p.protocol, clusterIP: p.clusterIP, port: p.port, nodePort: p.nodePort,
+      externalIPs: p.externalIPs, loadBalancerVIPs: p.loadBalancerVIPs, loadBalancerSourceRanges: p.loadBalancerSourceRanges,
+      clientIPAffinity: p.clientIPAffinity, stickySeconds: p.stickySeconds, internalPolicyLocal: p.internalPolicyLocal,
+      externalPolicyLocal: p.externalPolicyLocal, healthCheckNodePort: p.healthCheckNodePort, chains: p.chains, endpoints, fp: '',
+    };
+    info.fp = portFingerprint(info);
+    endpointCount += endpoints.length;
+    ports.push(info);
+  }
+  return { ports, fingerprint: ports.map((x) => x.fp).join('|'), warnings, endpointCount };
+}
+
+export function duplicateWarnings(duplicates: readonly Service[]): RenderWarning[] {
+  return duplicates.map((s) => ({ object: objectName('Service', s.metadata), field: 'metadata.name', message: 'duplicate Service; the later one wins' }));
+}
+
+export function buildServiceModel(cluster: ClusterState, settings: ProxySettings): ServiceModel {
+  let index = cluster.index;
+  const warnings: RenderWarning[] = [];
+  if (!index) {
+    const indexed = indexCluster(cluster);
+    index = indexed.index;
+    warnings.push(...duplicateWarnings(indexed.duplicates));
+  }
   const ports: ServicePortInfo[] = [];
   const fingerprints = new Map<string, string>();
-  for (const name of [...bases.keys()].sort()) {
-    const b = bases.get(name)!;
-    const parts: ServicePortInfo[] = [];
-    for (const p of b.ports) {
-      const set = byPort.get(`${p.portName}/${p.protocol}`);
-      const endpoints = set ? [...set.values()].sort((x, y) => (x.addr < y.addr ? -1 : x.addr > y.addr ? 1 : 0)) : [];
-      const info: ServicePortInfo = {
-        service: p.service, portName: p.portName, protocol: p.protocol, clusterIP: p.clusterIP, port: p.port, nodePort: p.nodePort,
-        externalIPs: p.externalIPs, loadBalancerVIPs: p.loadBalancerVIPs, loadBalancerSourceRanges: p.loadBalancerSourceRanges,
-        clientIPAffinity: p.clientIPAffinity, stickySeconds: p.stickySeconds, internalPolicyLocal: p.internalPolicyLocal,
-        externalPolicyLocal: p.externalPolicyLocal, healthCheckNodePort: p.healthCheckNodePort, chains: p.chains, endpoints, fp: '',
-      };
-      info.fp = portFingerprint(info);
-      parts.push(info);
-      ports.push(info);
-    }
-    fingerprints.set(name, parts.map((x) => x.fp).join('|'));
-  }
-  // Endpoints without a Service still count as a change when they come or go.
-  for (const key of byPort.keys()) {
-    const svc = key.split(/[:/]/).slice(0, 2).join('/');
-    if (!fingerprints.has(svc)) fingerprints.set(svc, 'endpoints-only');
+  for (const key of [...index.keys()].sort()) {
+    const e = modelService(index.get(key)!, settings);
+    warnings.push(...e.warnings);
+    ports.push(...e.ports);
+    if (e.fingerprint !== null) fingerprints.set(key, e.fingerprint);
   }
   return { ports, fingerprints, warnings };
 }

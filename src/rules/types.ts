@@ -38,8 +38,18 @@ export interface SyncState {
 export interface RenderRequest {
   cluster: ClusterState;
   settings: ProxySettings;
-  /** Present for a partial sync: the previous sync's state and the services that changed ("ns/name"). */
-  partial?: { previous: SyncState; changedServices: ReadonlySet<string> };
+  /**
+   * Present for a partial sync: the services that changed ("ns/name") and the previous sync's
+   * state. Without `previous`, a stateful renderer (IptablesRenderer) deletes the chains it
+   * rendered last time for re-modelled services that no longer exist.
+   */
+  partial?: { previous?: SyncState; changedServices: ReadonlySet<string> };
+  /**
+   * For a stateful renderer: the only services ("ns/name") whose objects may have changed since
+   * its last render; every other service is reused without being looked at. Absent: all are
+   * looked at (unchanged objects, compared by reference, are still reused).
+   */
+  recompute?: ReadonlySet<string>;
   /**
    * For a full sync: what the kernel holds now, so stale service chains are flushed and deleted
    * (kube-proxy reads this with iptables-save). Absent: nothing is deleted.
@@ -53,9 +63,19 @@ export interface RenderWarning {
   message: string;
 }
 
+/** Rules per chain of one table as written by a render, and the chains it deletes. */
+export interface RenderedTable {
+  chains: Map<string, string[]>;
+  deletes: Set<string>;
+}
+
+export type RenderedTables = Map<string, RenderedTable>;
+
 export interface RenderResult {
-  /** iptables-restore input: *filter ... COMMIT *nat ... COMMIT */
-  text: string;
+  /** iptables-restore input: *filter ... COMMIT *nat ... COMMIT (built when first read). */
+  readonly text: string;
+  /** The same content per table and chain, for appliers (built when first read). */
+  readonly tables: RenderedTables;
   state: SyncState;
   /** Number of -A rules written per table in this text. */
   rulesWritten: { filter: number; nat: number };

@@ -72,6 +72,8 @@ rootTest('informers: list, watch, dropped connections and 410 Gone converge with
   api.upsert('endpointslices', makeSlice('default', 'web', ['10.1.0.1', '10.1.0.4'], [{ name: 'http', port: 8080 }]));
   await until('relist after 410', () => api.requests.filter((r) => r.startsWith('list services')).length > listsBefore);
   await until('change seen through relist', async () => /10\.1\.0\.4:8080/.test(await nat()));
+  // The sync is counted once it returns, after conntrack clean-up: the rules land first.
+  await until('sync counted', () => daemon.syncs > syncsBefore);
   t.is(daemon.syncs, syncsBefore + 1);
   const o = daemon.lastOutcome!;
   t.false(o.full);

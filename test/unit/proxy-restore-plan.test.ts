@@ -53,7 +53,7 @@ test('chunks keep every chain after the chains it jumps to, deletions last', (t)
   fc.assert(fc.property(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 40 }), (nSvc, nEp, max) => {
     const services: Record<string, string[]> = {};
     for (let i = 0; i < nSvc; i++) services[`S${i}`] = Array.from({ length: nEp }, (_, e) => `S${i}E${e}`);
-    const applied: AppliedState = new Map([['nat', new Map([['KUBE-SEP-OLD', 'x'], ['KUBE-SVC-OLD', 'y']])]]);
+    const applied: AppliedState = new Map([['nat', new Map<string, string[] | null>([['KUBE-SEP-OLD', ['x']], ['KUBE-SVC-OLD', null]])]]);
     const plan = planRestores(parseRestore(natText(services)), applied, { full: true, isStale, maxChainsPerRestore: max });
     const exists = new Set(['KUBE-SEP-OLD', 'KUBE-SVC-OLD']);
     for (const r of plan.restores) {
@@ -74,8 +74,8 @@ test('chunks keep every chain after the chains it jumps to, deletions last', (t)
 test('chain names are read from iptables-save output with unknown content', (t) => {
   const save = '*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n:OTHER - [0:0]\n-A PREROUTING -j KUBE-SVC-X\nCOMMIT\n';
   const a = appliedFromSave(save, (_t, c) => c.startsWith('KUBE-'));
-  t.deepEqual([...a.get('nat')!], [['KUBE-SVC-X', '']]);
-  // Unknown content never matches a hash, so the chain is rewritten.
+  t.deepEqual([...a.get('nat')!], [['KUBE-SVC-X', null]]);
+  // Unknown content never matches, so the chain is rewritten (even as an empty chain).
   const p = planRestores(parseRestore('*nat\n:KUBE-SVC-X - [0:0]\nCOMMIT\n'), a, { full: true, isStale, maxChainsPerRestore: 10 });
   t.is(p.chainsWritten, 1);
 });
