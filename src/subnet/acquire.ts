@@ -37,7 +37,7 @@ export async function acquireLease(reg: SubnetRegistry, input: AcquireInput): Pr
   try {
     for (let attempt = 0; attempt < RACE_RETRIES; attempt++) {
       const pending: Promise<string> = granted ? Promise.resolve(granted.id) : grant;
-      const [list, id] = await Promise.all([reg.listLeases(), pending]);
+      const [list, id] = await Promise.all([reg.listLeases({ serializable: true }), pending]);
       granted = { id, at };
       const { choice, incompatible } = chooseSubnet({
         range: input.range,

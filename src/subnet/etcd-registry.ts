@@ -106,8 +106,13 @@ export class SubnetRegistry {
     return leaseFromKv(fullKey.slice(this.subnetsPrefix.length), value, etcdLease, null);
   }
 
-  async listLeases(): Promise<LeaseList> {
-    const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
+  /**
+   * serializable: read from the member's local state without a consensus round. Acquisition
+   * uses it: its create is guarded by a Version==0 transaction anyway, and a linearizable read
+   * issued beside the lease grant waits for that write to commit first.
+   */
+  async listLeases(o: { serializable?: boolean } = {}): Promise<LeaseList> {
+    const res = await this.client.getAll().prefix(this.subnetsPrefix).serializable(o.serializable === true).exec();
     const out: LeaseList = { leases: [], invalid: [], revision: String(res.header.revision) };
     for (const kv of res.kvs) {
       const key = kv.key.toString();
