@@ -147,6 +147,16 @@ export async function deleteBridge(t: OvsTarget, bridge: string): Promise<void> 
   await vsctl(t, ['--if-exists', 'del-br', bridge]);
 }
 
+/**
+ * Queue length for the taps that stand for internal ports on the userspace datapath (`brphy`, the
+ * backend's `tun0`). The kernel hands a tap's transmissions (towards OVS) to a ring of txqueuelen
+ * packets and drops, without pushing back, what does not fit; a pod's or node's 64 KiB GSO send
+ * lands there as ~45 segments at once and OVS's main thread is not always there to take them
+ * (issue #8: tap TX dropped equal to the sender's retransmits at the default 1000). Packets are at
+ * most MTU-sized here (no vnet header), so this bounds the ring at a few MiB.
+ */
+export const OVS_TAP_TXQUEUELEN = 5000;
+
 /** How OVS reads the underlay port: AF_XDP rings, or a plain AF_PACKET socket (OVS type "system"). */
 export type UnderlayPortKind = 'afxdp' | 'packet';
 
@@ -203,6 +213,6 @@ export async function attachUnderlayToBridge(t: OvsTarget, bridge: string, iface
   await ipBatch(t.netns, [`addr del ${cidr} dev ${iface}`], true).catch(() => undefined);
   // `arp off`: the kernel still sees frames on an AF_PACKET port and would answer ARP for the
   // bridge's address with the port's MAC; tunnel packets sent to that MAC are never decapsulated.
-  await ipBatch(t.netns, [`addr replace ${cidr} dev ${bridge}`, `link set ${iface} arp off up`, `link set ${bridge} up`]);
+  await ipBatch(t.netns, [`addr replace ${cidr} dev ${bridge}`, `link set ${iface} arp off up`, `link set ${bridge} txqueuelen ${OVS_TAP_TXQUEUELEN} up`]);
   return kind;
 }

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { run } from '../../src/kernel/exec.ts';
-import { attachUnderlayToBridge, ensureBridge, dumpFlows, readOfports, replaceFlows, vsctl, bridgeExists, deleteBridge, type BridgeSpec } from '../../src/kernel/ovs.ts';
+import { OVS_TAP_TXQUEUELEN, attachUnderlayToBridge, ensureBridge, dumpFlows, readOfports, replaceFlows, vsctl, bridgeExists, deleteBridge, type BridgeSpec } from '../../src/kernel/ovs.ts';
 import { ipBatch } from '../../src/kernel/iproute.ts';
 import { desiredFlows, diffFlows } from '../../src/overlay/ovs-gre/flows.ts';
 import { parseCidr } from '../../src/subnet/cidr.ts';
@@ -80,6 +80,8 @@ rootTest('attachUnderlayToBridge: the underlay port is AF_XDP (main-thread polle
   // The address is on the bridge, the port does not answer ARP.
   t.regex((await run('ip', ['-n', ns, '-4', 'addr', 'show', 'brphy'])).stdout, /192\.168\.50\.1\/24/);
   t.regex(await xdp(), /NOARP/);
+  // The bridge's tap takes a node's GSO burst towards OVS (default 1000 dropped segments).
+  t.regex((await run('ip', ['-n', ns, 'link', 'show', 'brphy'])).stdout, new RegExp(`qlen ${OVS_TAP_TXQUEUELEN}\\b`));
   // Idempotent.
   t.is(await attachUnderlayToBridge(ovs.target, 'brphy', 'eth0', '192.168.50.1/24'), 'afxdp');
   t.is(await iface(), now);

@@ -7,7 +7,7 @@ import { startEtcd, type EtcdServer } from '../helpers/etcd.ts';
 import { addPod, avaScope, ovsNodes, primeTunnelNeighbours, startEchoServers, tcpEcho, waitFor as waitForOr, type OvsNode, type Pod } from '../helpers/ovs.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { ipJson } from '../../src/kernel/iproute.ts';
-import { deleteFlowsStrict, dumpFlows, dumpFlowsWithStats, vsctl } from '../../src/kernel/ovs.ts';
+import { OVS_TAP_TXQUEUELEN, deleteFlowsStrict, dumpFlows, dumpFlowsWithStats, vsctl } from '../../src/kernel/ovs.ts';
 import { SubnetRegistry } from '../../src/subnet/etcd-registry.ts';
 import { acquireLease } from '../../src/subnet/acquire.ts';
 import { parseNetworkConfig } from '../../src/subnet/config.ts';
@@ -143,8 +143,11 @@ rootTest('three nodes: bridge, ports, flows and route as specified; pods reach e
   t.is(flowsTo(flows, subnetOf(a!)).filter((f) => f.includes('in_port=10') && f.endsWith('actions=output:9')).length, 2);
   const [route] = await ipJson<{ dst: string; dev: string; prefsrc: string }>(a!.ns, ['route', 'show', 'exact', '10.246.0.0/16']);
   t.like(route, { dev: 'cni0', prefsrc: formatIP(4, a!.own.subnet.base + 1n) });
-  const [tun0] = await ipJson<{ master: string; mtu: number }>(a!.ns, ['link', 'show', 'tun0']);
-  t.like(tun0, { master: 'cni0', mtu: 1458 });
+  // txqlen: the tap's queue towards OVS takes a GSO burst (issue #8; 1000 dropped segments).
+  const [tun0] = await ipJson<{ master: string; mtu: number; txqlen: number }>(a!.ns, ['link', 'show', 'tun0']);
+  t.like(tun0, { master: 'cni0', mtu: 1458, txqlen: OVS_TAP_TXQUEUELEN });
+  const [brphy] = await ipJson<{ txqlen: number }>(a!.ns, ['link', 'show', 'brphy']);
+  t.is(brphy!.txqlen, OVS_TAP_TXQUEUELEN);
 
   for (const from of nodes) {
     for (const to of nodes) {
@@ -200,12 +203,14 @@ rootTest('lease removal, other backend types, restart, a hand-deleted flow and a
   t.like(await a.sync(), { changes: 1, errors: [] });
   t.true(await tcpEcho(a.pod, b.pod));
 
-  // A deleted tunnel port and the pod network route come back too.
+  // A deleted tunnel port and the pod network route come back too, and tun0's queue length.
   await vsctl(a.ovs.target, ['del-port', 'obr0', 'gre0']);
   await run('ip', ['-n', a.ns, 'route', 'del', '10.246.0.0/16']);
+  await run('ip', ['-n', a.ns, 'link', 'set', 'tun0', 'txqueuelen', '1000']);
   t.false(await tcpEcho(a.pod, c.pod, 1));
   t.deepEqual((await a.sync()).errors, []);
   t.is((await vsctl(a.ovs.target, ['get', 'Interface', 'gre0', 'ofport'])).trim(), '10');
+  t.is((await ipJson<{ txqlen: number }>(a.ns, ['link', 'show', 'tun0']))[0]!.txqlen, OVS_TAP_TXQUEUELEN);
   await waitFor('TCP after the port came back', () => tcpEcho(a.pod, c.pod));
 
   // ovs-vswitchd restarted: it keeps no flows, the next reconcile puts the whole table back.

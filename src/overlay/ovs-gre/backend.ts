@@ -8,7 +8,7 @@ import { type Cidr, containsIP, formatCidr, formatIP, isIPv4, parseIPv4 } from '
 import type { Lease } from '../../subnet/lease.ts';
 import { ipBatch, ipJson } from '../../kernel/iproute.ts';
 import { KNET_RTPROTO } from '../../kernel/overlay-state.ts';
-import { type OvsTarget, SYSTEM_OVS, dumpFlows, ensureBridge, readOfports, replaceFlows } from '../../kernel/ovs.ts';
+import { OVS_TAP_TXQUEUELEN, type OvsTarget, SYSTEM_OVS, dumpFlows, ensureBridge, readOfports, replaceFlows } from '../../kernel/ovs.ts';
 import type { BackendConfig } from '../../subnet/config.ts';
 import type { OverlayBackend, PreparedBackend, ReconcileReport } from '../backend.ts';
 import { GRE_OVERHEAD, OVS_GRE_TYPE, type OvsGreConfig, VXLAN_OVERHEAD, parseOvsGreConfig } from './config.ts';
@@ -28,6 +28,7 @@ export interface OvsGreBackendOptions {
 interface IpLink {
   ifname: string;
   mtu: number;
+  txqlen?: number;
   master?: string;
   flags?: string[];
   addr_info?: { family: string; local: string; prefixlen: number }[];
@@ -96,8 +97,10 @@ export class OvsGreBackend implements OverlayBackend {
       if (isIPv4(a.local) && containsIP(this.o.network, parseIPv4(a.local))) lines.push(`addr del ${a.local}/${a.prefixlen} dev ${c.podBridge}`);
     }
     if (!hasGw) lines.push(`addr add ${gw}/${own.subnet.len} dev ${c.podBridge}`);
-    if (port.master !== c.podBridge || port.mtu !== this.mtu || !(port.flags ?? []).includes('UP')) {
-      lines.push(`link set ${c.internalPort} mtu ${this.mtu} master ${c.podBridge} up`);
+    // Userspace datapath: the internal port is a tap whose queue towards OVS must take GSO bursts.
+    const txq = c.datapathType === 'netdev' ? OVS_TAP_TXQUEUELEN : null;
+    if (port.master !== c.podBridge || port.mtu !== this.mtu || !(port.flags ?? []).includes('UP') || (txq !== null && port.txqlen !== txq)) {
+      lines.push(`link set ${c.internalPort} mtu ${this.mtu}${txq === null ? '' : ` txqueuelen ${txq}`} master ${c.podBridge} up`);
     }
     const routes = await ipJson<IpRoute>(this.netns, ['route', 'show', 'exact', net]);
     if (!routes.some((r) => r.dev === c.podBridge && r.prefsrc === gw)) {
