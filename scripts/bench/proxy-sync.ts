@@ -56,7 +56,8 @@ try {
     try {
       writeJson(join(manifests, 'hot.json'), [slice(0)]);
       const t0 = Date.now();
-      const p = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', 'src/cli/proxy-main.ts', 'proxy', '--manifests', manifests,
+      // The built CLI, as users run it (a tsx loader would add its own memory and start-up).
+      const p = spawn('ip', ['netns', 'exec', ns, process.execPath, 'dist/knet.js', 'proxy', '--manifests', manifests,
         '--config', join(dir, 'kube-proxy.yaml'), '--iptables-backend', backend, '--node-ip', '192.168.1.2', '--hostname-override', 'bench',
         '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', ''], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       const lines: Line[] = [];

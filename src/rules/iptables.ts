@@ -32,10 +32,29 @@ class TableBuffer {
     this.chains.push(name);
   }
   rule(chain: string, ...args: string[]): void {
-    this.rules.push(`-A ${chain} ${args.join(' ')}`);
+    // One join gives a flat string; concatenating would leave a rope that every later join,
+    // compare and write has to flatten again.
+    args.unshift('-A', chain);
+    this.rules.push(args.join(' '));
   }
   raw(line: string): void {
     this.rules.push(line);
+  }
+}
+
+/** A port's own chains with their rules; insertion order is declaration order. */
+class ChainBuffer {
+  readonly chains = new Map<string, string[]>();
+  ruleCount = 0;
+  chain(name: string): void {
+    if (!this.chains.has(name)) this.chains.set(name, []);
+  }
+  rule(chain: string, ...args: string[]): void {
+    args.unshift('-A', chain);
+    let l = this.chains.get(chain);
+    if (!l) this.chains.set(chain, (l = []));
+    l.push(args.join(' '));
+    this.ruleCount++;
   }
 }
 
@@ -215,7 +234,7 @@ interface PortOutput {
   /** Rules in KUBE-SERVICES and KUBE-NODEPORTS (written in every sync). */
   natTop: TableBuffer;
   /** The port's own chains (SVC, SVL, EXT, FW, SEP) and their rules. */
-  own: TableBuffer;
+  own: ChainBuffer;
   noLocalInternal: boolean;
   noLocalExternal: boolean;
 }
@@ -230,7 +249,7 @@ interface PortContext {
 
 function renderServicePort(s: ServicePortInfo, ctx: PortContext): PortOutput {
   const { settings, detector, localhostNodePorts, isIPv6, svcComment } = ctx;
-  const po: PortOutput = { filter: new TableBuffer(), natTop: new TableBuffer(), own: new TableBuffer(), noLocalInternal: false, noLocalExternal: false };
+  const po: PortOutput = { filter: new TableBuffer(), natTop: new TableBuffer(), own: new ChainBuffer(), noLocalInternal: false, noLocalExternal: false };
   const proto = s.protocol;
   const name = s.portName;
   const port = String(s.port);
@@ -387,16 +406,6 @@ function byChain(rules: readonly string[], declared: readonly string[] = []): Ma
   return out;
 }
 
-// Per-port chain maps, derived once per (cached) port output.
-const filterChainsOf = new WeakMap<PortOutput, Map<string, string[]>>();
-const topChainsOf = new WeakMap<PortOutput, Map<string, string[]>>();
-const ownChainsOf = new WeakMap<PortOutput, Map<string, string[]>>();
-function chainsOf(cache: WeakMap<PortOutput, Map<string, string[]>>, po: PortOutput, t: TableBuffer): Map<string, string[]> {
-  let m = cache.get(po);
-  if (!m) cache.set(po, (m = byChain(t.rules, t.chains)));
-  return m;
-}
-
 /**
  * Renders kube-proxy's rule set and remembers, per service, the model and the rendered rules, so
  * the next render re-models only the services that changed (`recompute`) and re-renders only
@@ -514,7 +523,7 @@ export class IptablesRenderer {
         const at = span.at;
         const pos = outputs(rs);
         for (let i = 0; i < pos.length; i++) {
-          this.ownRules += pos[i]!.own.rules.length - this.all[at + i]!.own.rules.length;
+          this.ownRules += pos[i]!.own.ruleCount - this.all[at + i]!.own.ruleCount;
           this.all[at + i] = pos[i]!;
           patched.push(at + i);
         }
@@ -528,7 +537,7 @@ export class IptablesRenderer {
       for (const key of this.order) {
         const pos = outputs(this.services.get(key)!);
         this.span.set(key, { at: all.length, n: pos.length });
-        for (const po of pos) { all.push(po); this.ownRules += po.own.rules.length; }
+        for (const po of pos) { all.push(po); this.ownRules += po.own.ruleCount; }
       }
       this.all = all;
     }
@@ -554,7 +563,7 @@ export class IptablesRenderer {
     const active = () => {
       if (!activeSet) {
         activeSet = new Set();
-        for (const po of ports) for (const c of po.own.chains) activeSet.add(c);
+        for (const po of ports) for (const c of po.own.chains.keys()) activeSet.add(c);
       }
       return activeSet;
     };
@@ -566,8 +575,8 @@ export class IptablesRenderer {
       // Chain names hash the service's name, so a chain never moves between services: what a
       // re-modelled service rendered before and renders no more is stale.
       const candidates = new Set<string>();
-      for (const { old } of replaced) for (const po of old.outputs) for (const c of po?.own.chains ?? []) candidates.add(c);
-      for (const { key } of replaced) for (const po of services.get(key)?.outputs ?? []) for (const c of po?.own.chains ?? []) candidates.delete(c);
+      for (const { old } of replaced) for (const po of old.outputs) for (const c of po?.own.chains.keys() ?? []) candidates.add(c);
+      for (const { key } of replaced) for (const po of services.get(key)?.outputs ?? []) for (const c of po?.own.chains.keys() ?? []) candidates.delete(c);
       stale.push(...[...candidates].sort());
     }
 
@@ -714,28 +723,28 @@ class FixedChains {
     const { pre, post, filterPre, filterPost } = this.edges();
     const filter = byChain(filterPre.rules, filterPre.chains);
     const nat = byChain(pre.rules, pre.chains);
-    const append = (into: Map<string, string[]>, from: Map<string, string[]>) => {
-      for (const [c, rules] of from) {
-        if (!rules.length) continue;
-        const l = into.get(c);
-        if (l) for (const r of rules) l.push(r);
-        else into.set(c, [...rules]);
+    const append = (into: Map<string, string[]>, rules: readonly string[]) => {
+      for (const r of rules) {
+        const c = r.slice(3, r.indexOf(' ', 3));
+        let l = into.get(c);
+        if (!l) into.set(c, (l = []));
+        l.push(r);
       }
     };
     const filterLines: string[] = ['*filter', ...filterPre.chains.map((c) => `:${c} - [0:0]`), ...filterPre.rules];
     const natLines: string[] = [...pre.rules];
     for (const po of this.all) {
       if (po.filter.rules.length) {
-        append(filter, chainsOf(filterChainsOf, po, po.filter));
+        append(filter, po.filter.rules);
         for (const r of po.filter.rules) filterLines.push(r);
       }
       if (po.natTop.rules.length) {
-        append(nat, chainsOf(topChainsOf, po, po.natTop));
+        append(nat, po.natTop.rules);
         for (const r of po.natTop.rules) natLines.push(r);
       }
     }
-    append(filter, byChain(filterPost.rules));
-    append(nat, byChain(post.rules));
+    append(filter, filterPost.rules);
+    append(nat, post.rules);
     filterLines.push(...filterPost.rules, 'COMMIT');
     natLines.push(...post.rules);
     this.built = {
@@ -752,7 +761,7 @@ class FixedChains {
 function assemble(a: Assembly): RenderResult {
   const { fixed, written, stale } = a;
   let natWritten = fixed.natRules;
-  for (const po of written) natWritten += po.own.rules.length;
+  for (const po of written) natWritten += po.own.ruleCount;
   const skipped = a.ownRules - (natWritten - fixed.natRules);
 
   let text: string | null = null;
@@ -767,8 +776,10 @@ function assemble(a: Assembly): RenderResult {
         const decl: string[] = [];
         const rules: string[] = [];
         for (const { own } of written) {
-          for (const c of own.chains) decl.push(`:${c} - [0:0]`);
-          for (const r of own.rules) rules.push(r);
+          for (const [c, chainRules] of own.chains) {
+            decl.push(`:${c} - [0:0]`);
+            for (const r of chainRules) rules.push(r);
+          }
         }
         for (const c of stale) decl.push(`:${c} - [0:0]`);
         for (const c of stale) rules.push(`-X ${c}`);
@@ -780,7 +791,7 @@ function assemble(a: Assembly): RenderResult {
     get tables() {
       if (tables === null) {
         const nat = new Map(fixed.nat);
-        for (const po of written) for (const [c, rules] of chainsOf(ownChainsOf, po, po.own)) nat.set(c, rules);
+        for (const po of written) for (const [c, rules] of po.own.chains) nat.set(c, rules);
         tables = new Map([['filter', { chains: fixed.filter, deletes: new Set<string>() }], ['nat', { chains: nat, deletes: new Set(stale) }]]);
       }
       return tables;

@@ -194,8 +194,6 @@ interface SliceView {
   service: string;
   ports: Array<{ name: string; protocol: Protocol; port: number }>;
   endpoints: SliceEndpoint[];
-  /** EndpointInfo per port, built once per (cached) view: unchanged slices allocate nothing. */
-  infos?: EndpointInfo[][];
 }
 
 function sliceView(slice: EndpointSlice, settings: ProxySettings): SliceView | null {
@@ -250,28 +248,6 @@ function portFingerprint(p: Omit<ServicePortInfo, 'fp'>): string {
     p.healthCheckNodePort, eps].join(';');
 }
 
-// Parsing and validating objects is most of a render's cost; a proxy re-renders the same
-// (unchanged, identical) objects on every sync, so results are remembered per object.
-type Cached<T> = { key: string; value: T } | { key: string; error: unknown };
-const serviceCache = new WeakMap<object, Cached<ServiceBase | null>>();
-const sliceCache = new WeakMap<object, Cached<SliceView | null>>();
-
-function cached<O extends object, T>(cache: WeakMap<object, Cached<T>>, o: O, key: string, compute: () => T): T {
-  const hit = cache.get(o);
-  if (hit && hit.key === key) {
-    if ('error' in hit) throw hit.error;
-    return hit.value;
-  }
-  try {
-    const value = compute();
-    cache.set(o, { key, value });
-    return value;
-  } catch (e) {
-    cache.set(o, { key, error: e });
-    throw e;
-  }
-}
-
 export interface ServiceModel {
   /** Service ports in a stable order: by service name, then the Service's port order. */
   ports: ServicePortInfo[];
@@ -303,7 +279,7 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
   let base: ServiceBase | null = null;
   if (objs.service) {
     try {
-      base = cached(serviceCache, objs.service, settings.family, () => serviceBase(objs.service!, settings));
+      base = serviceBase(objs.service, settings);
     } catch (e) { warnings.push(warningFor(objectName('Service', objs.service.metadata), e)); }
   }
 
@@ -315,10 +291,10 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
   for (const slice of slices) {
     let view: SliceView | null;
     try {
-      view = cached(sliceCache, slice, `${settings.family}|${settings.nodeName}`, () => sliceView(slice, settings));
+      view = sliceView(slice, settings);
     } catch (e) { warnings.push(warningFor(objectName('EndpointSlice', slice.metadata), e)); continue; }
     if (!view) continue;
-    const infos = (view.infos ??= view.ports.map((p) => endpointInfos(view!, p)));
+    const infos = view.ports.map((p) => endpointInfos(view!, p));
     view.ports.forEach((p, i) => {
       const portName = p.name ? `${view!.service}:${p.name}` : view!.service;
       const key = `${portName}/${p.protocol}`;

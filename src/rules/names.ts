@@ -5,22 +5,11 @@ import { createHash } from 'node:crypto';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
-// Hashing dominates re-rendering an unchanged cluster; a proxy renders the same names every sync.
-const memo = new Map<string, string>();
-const MEMO_LIMIT = 500_000;
-
+/**
+ * base32 of the first 10 bytes (80 bits = exactly 16 characters, no padding involved). Not
+ * memoised: the renderer keeps each service's model (names included) until its objects change.
+ */
 function hash16(input: string): string {
-  let h = memo.get(input);
-  if (h === undefined) {
-    if (memo.size >= MEMO_LIMIT) memo.clear();
-    h = computeHash16(input);
-    memo.set(input, h);
-  }
-  return h;
-}
-
-/** base32 of the first 10 bytes (80 bits = exactly 16 characters, no padding involved). */
-function computeHash16(input: string): string {
   const d = createHash('sha256').update(input).digest();
   let out = '';
   let buffer = 0;
