@@ -10,8 +10,8 @@
 // iperf3 -s, and a C UDP echo. Goals: throughput >= haproxy; new conn/s >= 0.8 x haproxy;
 // UDP pps >= socat.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
@@ -20,13 +20,24 @@ import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.t
 import { ipBatch } from '../../src/kernel/iproute.ts';
 import { LOADGEN_C } from './userspace-loadgen.ts';
 
-const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' } } });
+const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' },
+  only: { type: 'string', default: 'throughput,close,keepalive,udp' },
+  // haproxy runs one thread per CPU (2.6's default nbthread): knet gets as many processes.
+  workers: { type: 'string', default: String(availableParallelism() - 1) }, paths: { type: 'string', default: 'direct,knet,ref,naive' }, 'cpu-prof': { type: 'string' } } });
 const secs = Number(a.seconds);
+const workers = Number(a.workers);
+if (!(Number.isInteger(workers) && workers >= 0 && workers <= 8)) throw new Error('--workers 0-8');
 const conc = Number(a.concurrency);
 const rounds = Number(a.rounds);
 if (!(rounds >= 1 && rounds <= 9)) throw new Error('--rounds 1-9');
 if (!(secs > 0 && secs <= 60) || !(conc >= 1 && conc <= 1000)) throw new Error('--seconds 1-60, --concurrency 1-1000');
 if (a.backend !== 'nft' && a.backend !== 'legacy') throw new Error('--backend nft|legacy');
+const MEASURES = ['throughput', 'close', 'keepalive', 'udp'];
+const only = new Set(a.only!.split(','));
+if (![...only].every((m) => MEASURES.includes(m))) throw new Error(`--only: a comma list of ${MEASURES.join(',')}`);
+// --paths: a subset of the paths (profiling one of them); ratios of skipped paths print NaN.
+const paths = new Set(a.paths!.split(','));
+if (![...paths].every((p) => ['direct', 'knet', 'ref', 'naive'].includes(p))) throw new Error('--paths: a comma list of direct,knet,ref,naive');
 
 const ns = randomNetnsName('knt-ub');
 const dir = mkdtempSync(join(tmpdir(), 'knt-ub-'));
@@ -34,9 +45,16 @@ const children: ChildProcess[] = [];
 const env = { ...process.env };
 delete env.NODE_EXTRA_CA_CERTS;
 let cleaned = false;
+let knet: ChildProcess | null = null;
 async function cleanup(): Promise<void> {
   if (cleaned) return;
   cleaned = true;
+  // knet first and gently: it exits on SIGTERM (writing its --cpu-prof profile).
+  if (knet && knet.exitCode === null) {
+    const exited = new Promise((r) => knet!.once('exit', r));
+    knet.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  }
   for (const c of children) c.kill('SIGKILL');
   await deleteNetns(ns);
   rmSync(dir, { recursive: true, force: true });
@@ -45,10 +63,11 @@ process.once('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
 
 const inNs = (file: string, args: string[]) => ['netns', 'exec', ns, file, ...args];
 /** Starts a long-running process in the namespace; resolves once `ready` (text or delay) is seen. */
-function daemon(file: string, args: string[], ready: string | number, stream: 'stdout' | 'stderr' = 'stdout'): Promise<void> {
+function daemon(file: string, args: string[], ready: string | number, stream: 'stdout' | 'stderr' = 'stdout'): Promise<ChildProcess> {
   const p = spawn('ip', inNs(file, args), { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(p);
-  return new Promise((resolve, reject) => {
+  return new Promise((resolveP, reject) => {
+    const resolve = () => resolveP(p);
     let buf = '';
     const seen = (d: Buffer) => { buf = (buf + d.toString()).slice(-10_000); if (typeof ready === 'string' && buf.includes(ready)) resolve(); };
     // Both streams are read (also so a chatty child never blocks on a full pipe).
@@ -102,12 +121,12 @@ async function setup(): Promise<string> {
     `listen http\n  bind ${NODE}:28080\n  balance roundrobin\n${EPS.map((ip, i) => `  server s${i} ${ip}:8080`).join('\n')}`,
     `listen iperf\n  bind ${NODE}:25201\n  server s0 ${EPS[0]}:5201`, '',
   ].join('\n'));
-  await daemon('haproxy', ['-db', '-f', join(dir, 'fwd.cfg')], 500);
-  await daemon('socat', [`UDP4-LISTEN:29000,bind=${NODE},reuseaddr,fork`, `UDP4:${EPS[0]}:9000`], 300);
+  pids.ref = (await daemon('haproxy', ['-db', '-f', join(dir, 'fwd.cfg')], 500)).pid!;
+  pids.socat = (await daemon('socat', [`UDP4-LISTEN:29000,bind=${NODE},reuseaddr,fork`, `UDP4:${EPS[0]}:9000`], 300)).pid!;
   // The naive Node forwarder of baselines.md (pipe() both ways, one dgram socket per client),
   // to tell Node's own cost from knet's.
   writeFileSync(join(dir, 'naive.mjs'), NAIVE);
-  await daemon(process.execPath, [join(dir, 'naive.mjs'), NODE, ...EPS], 'ready');
+  pids.naive = (await daemon(process.execPath, [join(dir, 'naive.mjs'), NODE, ...EPS], 'ready')).pid!;
 
   // knet, userspace mode, from a manifest directory.
   const manifests = join(dir, 'manifests');
@@ -122,9 +141,15 @@ async function setup(): Promise<string> {
   ] }));
   // Bundled like dist/knet.js (no tsx loader, no source-map stack rewriting at run time).
   const main = join(dir, 'knet-userspace.mjs');
-  await build({ entryPoints: [join(process.cwd(), 'src/proxy/userspace/main.ts')], outfile: main, bundle: true, platform: 'node', target: 'node20', format: 'esm',
+  const bundle = (entry: string, outfile: string) => build({ entryPoints: [join(process.cwd(), entry)], outfile, bundle: true, platform: 'node', target: 'node20', format: 'esm',
     banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" }, logLevel: 'error' });
-  await daemon(process.execPath, [main, '--manifests', manifests, '--node-ip', NODE, '--backend', a.backend!], '"msg":"synced"', 'stderr');
+  await bundle('src/proxy/userspace/main.ts', main);
+  // Found beside the bundle by src/proxy/userspace/workers.ts.
+  await bundle('src/proxy/userspace/worker.ts', join(dir, 'knet-userspace-worker.mjs'));
+  // --cpu-prof DIR: knet writes a V8 CPU profile there when stopped with SIGTERM at the end.
+  const prof = a['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', a['cpu-prof']] : [];
+  knet = await daemon(process.execPath, [...prof, main, '--manifests', manifests, '--node-ip', NODE, '--backend', a.backend!, '--workers', String(workers)], '"msg":"synced"', 'stderr');
+  pids.knet = knet.pid!;
   return loadgen;
 }
 
@@ -140,7 +165,25 @@ async function rate(loadgen: string, mode: string, host: string, port: number, n
   return Number(m[1]);
 }
 
-interface Row { what: string; unit: string; direct: number; knet: number; ref: number; naive: number; refName: string; goal: number }
+/** The forwarders' processes (`ip netns exec` execs, so these are theirs), for CPU accounting. */
+const pids: { knet?: number; ref?: number; socat?: number; naive?: number } = {};
+/** CPU seconds of a process, its live descendants and its reaped children (/proc, 100 Hz ticks). */
+function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    let t = (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) t += cpuSeconds(Number(c));
+    }
+    return t;
+  } catch {
+    return 0; // exited meanwhile: counted in its parent once reaped
+  }
+}
+
+interface Row { what: string; unit: string; direct: number; knet: number; ref: number; naive: number; refName: string; goal: number; eff: { knet: number; ref: number; naive: number } }
 
 try {
   const lg = await setup();
@@ -148,22 +191,34 @@ try {
   // Each figure is the median of --rounds runs, the four paths interleaved within a round, so
   // load from elsewhere on the machine falls on all of them alike.
   type Path = 'direct' | 'knet' | 'ref' | 'naive';
-  const measure = async (fns: Record<Path, () => Promise<number>>) => {
+  // Besides the rate, each forwarder's work per CPU second (its processes' user+system time
+  // during its run): on a shared machine the rate follows the CPU share, this does much less.
+  const measure = async (fns: Record<Path, () => Promise<number>>, refPid = pids.ref) => {
     const got: Record<Path, number[]> = { direct: [], knet: [], ref: [], naive: [] };
-    for (let i = 0; i < rounds; i++) for (const k of Object.keys(fns) as Path[]) got[k].push(await fns[k]());
-    const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-    return { direct: med(got.direct), knet: med(got.knet), ref: med(got.ref), naive: med(got.naive) };
+    const eff: Record<Path, number[]> = { direct: [], knet: [], ref: [], naive: [] };
+    const pidOf: Record<Path, number | undefined> = { direct: undefined, knet: pids.knet, ref: refPid, naive: pids.naive };
+    for (let i = 0; i < rounds; i++) {
+      for (const k of Object.keys(fns) as Path[]) {
+        if (!paths.has(k)) continue;
+        const c0 = cpuSeconds(pidOf[k]);
+        const r = await fns[k]();
+        got[k].push(r);
+        eff[k].push(r * secs / (cpuSeconds(pidOf[k]) - c0));
+      }
+    }
+    const med = (xs: number[]) => xs.length ? [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]! : NaN;
+    return { direct: med(got.direct), knet: med(got.knet), ref: med(got.ref), naive: med(got.naive), eff: { knet: med(eff.knet), ref: med(eff.ref), naive: med(eff.naive) } };
   };
   const tcp = (mode: string) => ({ direct: () => rate(lg, mode, EPS[0]!, 8080, conc), knet: () => rate(lg, mode, '172.30.0.10', 80, conc), ref: () => rate(lg, mode, NODE, 28080, conc), naive: () => rate(lg, mode, NODE, 27080, conc) });
-  rows.push({ what: 'single-stream throughput', unit: 'Gbit/s', refName: 'haproxy', goal: 1,
+  if (only.has('throughput')) rows.push({ what: 'single-stream throughput', unit: 'Gbit/s', refName: 'haproxy', goal: 1,
     ...await measure({ direct: () => iperf(EPS[0]!, 5201), knet: () => iperf('172.30.0.11', 5201), ref: () => iperf(NODE, 25201), naive: () => iperf(NODE, 27201) }) });
-  rows.push({ what: 'new connections/s (Connection: close)', unit: '/s', refName: 'haproxy', goal: 0.8, ...await measure(tcp('close')) });
-  rows.push({ what: 'keep-alive requests/s', unit: '/s', refName: 'haproxy', goal: 0, ...await measure(tcp('keepalive')) });
-  rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '/s', refName: 'socat', goal: 1,
-    ...await measure({ direct: () => rate(lg, 'udp', EPS[0]!, 9000, 64), knet: () => rate(lg, 'udp', '172.30.0.12', 9000, 64), ref: () => rate(lg, 'udp', NODE, 29000, 64), naive: () => rate(lg, 'udp', NODE, 27000, 64) }) });
+  if (only.has('close')) rows.push({ what: 'new connections/s (Connection: close)', unit: '/s', refName: 'haproxy', goal: 0.8, ...await measure(tcp('close')) });
+  if (only.has('keepalive')) rows.push({ what: 'keep-alive requests/s', unit: '/s', refName: 'haproxy', goal: 0, ...await measure(tcp('keepalive')) });
+  if (only.has('udp')) rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '/s', refName: 'socat', goal: 1,
+    ...await measure({ direct: () => rate(lg, 'udp', EPS[0]!, 9000, 64), knet: () => rate(lg, 'udp', '172.30.0.12', 9000, 64), ref: () => rate(lg, 'udp', NODE, 29000, 64), naive: () => rate(lg, 'udp', NODE, 27000, 64) }, pids.socat) });
 
   const f = (x: number) => (x >= 100 ? Math.round(x).toString() : x.toFixed(2));
-  console.log(`# knet userspace mode benchmark (median of ${rounds} x ${secs} s per figure, ${conc} connections, iptables ${a.backend})\n`);
+  console.log(`# knet userspace mode benchmark (median of ${rounds} x ${secs} s per figure, ${conc} connections, iptables ${a.backend}, knet with ${workers} worker process(es), haproxy with its default nbthread ${availableParallelism()})\n`);
   console.log('| measure | direct | knet userspace | reference | naive Node | knet/direct | ref/direct | naive/direct | knet/ref | goal |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
@@ -171,6 +226,9 @@ try {
     const goal = r.goal ? `>= ${r.goal} x ${r.refName}: ${ratio >= r.goal ? 'met' : 'NOT met'}` : '-';
     console.log(`| ${r.what} | ${f(r.direct)} ${r.unit} | ${f(r.knet)} | ${r.refName} ${f(r.ref)} | ${f(r.naive)} | ${(r.knet / r.direct).toFixed(2)} | ${(r.ref / r.direct).toFixed(2)} | ${(r.naive / r.direct).toFixed(2)} | ${ratio.toFixed(2)} | ${goal} |`);
   }
+  console.log('\n| work per CPU second of the forwarder | knet userspace | reference | naive Node | knet/ref |');
+  console.log('|---|---|---|---|---|');
+  for (const r of rows) console.log(`| ${r.what} | ${f(r.eff.knet)} ${r.unit === '/s' ? '' : r.unit.replace('/s', '')} | ${r.refName} ${f(r.eff.ref)} | ${f(r.eff.naive)} | ${(r.eff.knet / r.eff.ref).toFixed(2)} |`);
 } finally {
   await cleanup();
 }

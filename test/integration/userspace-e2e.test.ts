@@ -398,3 +398,87 @@ rootTest('legacy: 1 GiB arrives intact across a half-close, 1000 concurrent conn
   t.true(sent < 64 * 1024 * 1024, `${sent} bytes buffered towards a client that never reads`);
   t.true(cutAfter >= 3500 && cutAfter < 9000, `cut after ${cutAfter} ms`);
 });
+
+const childPids = (pid: number) => {
+  try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number); } catch { return []; }
+};
+const alive = (pid: number) => { try { return !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); } catch { return false; } };
+const until = async (what: string, f: () => boolean | Promise<boolean>, ms = 10_000) => {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+/** Established sockets towards an endpoint port in the node namespace, by owning pid. */
+async function socketsByPid(topo: Topo, port: number): Promise<Map<number, number>> {
+  const out = (await run('ip', ['netns', 'exec', topo.node, 'ss', '-tnpH', 'state', 'established', `( dport = :${port} )`])).stdout;
+  const m = new Map<number, number>();
+  for (const x of out.matchAll(/pid=(\d+)/g)) m.set(Number(x[1]), (m.get(Number(x[1])) ?? 0) + 1);
+  return m;
+}
+
+rootTest('nft: a worker process shares the TCP listeners (round robin, half-close, metrics summed, affinity stays in one table), is restarted when it dies, and dies with the proxy', async (t) => {
+  t.timeout(120_000);
+  const topo = await topology(t);
+  const objs = [svc('web', '172.30.0.10'), slice('web', PODS),
+    svc('sticky', '172.30.0.11', { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }), slice('sticky', PODS)];
+  const proxy = await startProxy(t, topo, 'nft', objs, ['--workers', '1']);
+  const pid = proxy.p.pid!;
+  await until('the worker', () => childPids(pid).length === 1);
+  const [worker] = childPids(pid);
+  t.teardown(() => { try { process.kill(worker!, 'SIGKILL'); } catch { /* gone, as it should be */ } });
+  const { client: pod } = topo;
+
+  // The worker holds the listening sockets once it got them from the primary.
+  await until('the worker to share the listener', async () => (await run('ip', ['netns', 'exec', topo.node, 'ss', '-tlnpH'])).stdout.includes(`pid=${worker},`));
+  // 200 echo connections held at once: both processes serve some of them (which one accepts
+  // is the kernel's race, so up to three tries), and the active-connection gauge is their sum.
+  await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 3]);
+  let owners = new Map<number, number>();
+  for (let i = 0; i < 3 && !((owners.get(pid) ?? 0) > 0 && (owners.get(worker!) ?? 0) > 0); i++) {
+    let held!: () => void;
+    const isHeld = new Promise<void>((r) => { held = r; });
+    const many = client(topo, pod, ['many', '172.30.0.10', 81, 200, 1500], (l) => { if (l === 'held') held(); });
+    await isHeld;
+    owners = await socketsByPid(topo, 8081);
+    t.is(metric(await proxy.metrics(), 'knet_userspace_active_connections', 'service="default/web:echo"'), 200);
+    t.deepEqual(await many.result, { ok: 200, open: 200 });
+  }
+  t.true((owners.get(pid) ?? 0) > 0 && (owners.get(worker!) ?? 0) > 0, `echo connections by pid: ${JSON.stringify([...owners])}, proxy ${pid}, worker ${worker}`);
+  t.true(metric(await proxy.metrics(), 'knet_userspace_connections_total', 'service="default/web:echo"') >= 200);
+
+  // Round robin in each process: the spread stays even (within one per process).
+  const rr = tally(ids(await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 30])));
+  t.true(PODS.every((_, i) => Math.abs((rr.get(`pod${i + 1}`) ?? 0) - 10) <= 2), JSON.stringify([...rr]));
+  // Half-close through whichever process accepts.
+  for (let i = 0; i < 2; i++) {
+    const bulk = await call<{ sent: string; got: string }>(topo, pod, ['bulk', '172.30.0.10', 82, 16]);
+    t.is(bulk.got, bulk.sent);
+  }
+  // ClientIP affinity is served by the primary alone, so one client keeps one endpoint.
+  const sticky = ids(await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 12, CLIENTS[0]!]));
+  t.is(new Set(sticky).size, 1, sticky.join());
+  t.deepEqual([...(await socketsByPid(topo, 8080)).keys()].filter((p) => p !== pid), []);
+
+  // A worker that dies is replaced; connections keep working meanwhile.
+  process.kill(worker!, 'SIGKILL');
+  await until('a new worker', () => childPids(pid).length === 1 && childPids(pid)[0] !== worker);
+  const [second] = childPids(pid);
+  t.teardown(() => { try { process.kill(second!, 'SIGKILL'); } catch { /* gone */ } });
+  t.true(ids(await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 12])).every((x) => /^pod\d$/.test(x)));
+
+  // The proxy crashing (SIGKILL, no clean-up) takes the worker with it.
+  proxy.p.kill('SIGKILL');
+  await until('the worker to exit after the proxy', () => !alive(second!), 5000);
+
+  // And a clean stop (SIGTERM) stops it too.
+  const again = await startProxy(t, topo, 'nft', objs, ['--workers', '1']);
+  await until('the worker', () => childPids(again.p.pid!).length === 1);
+  const [third] = childPids(again.p.pid!);
+  t.teardown(() => { try { process.kill(third!, 'SIGKILL'); } catch { /* gone */ } });
+  const exited = new Promise((r) => again.p.once('exit', r));
+  again.p.kill('SIGTERM');
+  t.is(await exited, 0);
+  await until('the worker to exit after SIGTERM', () => !alive(third!), 5000);
+});

@@ -10,7 +10,8 @@ export interface ListenerBaseOptions {
   /** Service port name ("ns/name:port"), the metrics label. */
   name: string;
   balancer: ServicePortBalancer;
-  metrics: UserspaceMetrics;
+  /** null in a worker process: its counts travel to the primary's metrics instead (workers.ts). */
+  metrics: UserspaceMetrics | null;
   log: Logger;
   bindHost: string;
   /** 0 or absent: the kernel picks a free port. */
@@ -19,11 +20,11 @@ export interface ListenerBaseOptions {
 
 export abstract class ListenerBase {
   private listening = 0;
-  private readonly stopCollect: () => void;
+  private readonly stopCollect: () => unknown;
 
   constructor(private readonly base: ListenerBaseOptions, what: string, e: EventEmitter) {
     e.on('error', (err) => base.log.error({ service: base.name, err: String(err) }, `${what} error`));
-    this.stopCollect = base.metrics.onCollect(() => this.flush());
+    this.stopCollect = base.metrics ? base.metrics.onCollect(() => this.flush()) : () => {};
   }
 
   get port(): number {

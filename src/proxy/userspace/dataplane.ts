@@ -14,6 +14,7 @@ import { ServicePortBalancer } from './balancer.ts';
 import { UserspaceMetrics } from './metrics.ts';
 import { TcpPortProxy } from './tcp.ts';
 import { UdpPortProxy } from './udp.ts';
+import { WorkerPool, type ListenSpec } from './workers.ts';
 
 export interface UserspaceOptions {
   target: IptablesTarget;
@@ -29,12 +30,19 @@ export interface UserspaceOptions {
   /** TCP connections idle in both directions this long are closed (default 1 h). */
   tcpIdleMs?: number;
   dialTimeoutsMs?: readonly number[];
+  /**
+   * Worker processes that also accept and splice TCP (ports without ClientIP affinity), so
+   * more than one core does the work (default 0: everything in this process). See workers.ts.
+   */
+  workers?: number;
 }
 
 interface PortState {
   info: ServicePortInfo;
   balancer: ServicePortBalancer;
   listener: TcpPortProxy | UdpPortProxy;
+  /** What a worker needs to serve this port (TCP only). */
+  spec?: ListenSpec;
 }
 
 const keyOf = (p: ServicePortInfo) => `${p.portName}/${p.protocol}`;
@@ -50,12 +58,16 @@ export class UserspaceDataPlane implements DataPlane {
   private readonly ports = new Map<string, PortState>();
   private settings: ProxySettings;
   private rulesWritten = false;
+  readonly workers: WorkerPool | null;
 
   constructor(readonly o: UserspaceOptions) {
     // The listeners and the portal renderer are IPv4-only for now.
     if (o.settings.family !== 'IPv4') throw new Error('userspace proxy mode supports IPv4 only');
     this.settings = o.settings;
     this.metrics = new UserspaceMetrics(o.registry);
+    const pool = o.workers ? new WorkerPool({ count: o.workers, log: o.log }) : null;
+    this.workers = pool;
+    if (pool) this.metrics.gather = () => pool.poll();
   }
 
   setSettings(s: ProxySettings): void {
@@ -77,12 +89,13 @@ export class UserspaceDataPlane implements DataPlane {
   private async open(p: ServicePortInfo): Promise<PortState> {
     const balancer = new ServicePortBalancer({ stickySeconds: p.clientIPAffinity ? p.stickySeconds : 0 });
     const common = { name: p.portName, balancer, metrics: this.metrics, log: this.o.log, bindHost: this.o.bindAddress ?? '0.0.0.0' };
+    const spec: ListenSpec = { name: p.portName, idleMs: this.o.tcpIdleMs ?? 3_600_000, keepAliveMs: 60_000, ...(this.o.dialTimeoutsMs ? { dialTimeoutsMs: this.o.dialTimeoutsMs } : {}) };
     const listener = p.protocol === 'tcp'
-      ? new TcpPortProxy({ ...common, idleMs: this.o.tcpIdleMs ?? 3_600_000, keepAliveMs: 60_000, ...(this.o.dialTimeoutsMs ? { dialTimeoutsMs: this.o.dialTimeoutsMs } : {}) })
+      ? new TcpPortProxy({ ...common, ...spec })
       : new UdpPortProxy({ ...common, idleMs: this.o.udpIdleMs ?? 250, maxFlows: this.o.maxUdpFlows ?? 4096, bufferBytes: 4 << 20 });
     await listener.listen();
     this.o.log.info({ service: p.portName, protocol: p.protocol, port: listener.port }, 'opened proxy port');
-    return { info: p, balancer, listener };
+    return { info: p, balancer, listener, ...(p.protocol === 'tcp' ? { spec } : {}) };
   }
 
   async sync(req: SyncRequest): Promise<SyncOutcome> {
@@ -102,6 +115,11 @@ export class UserspaceDataPlane implements DataPlane {
       // Only new connections see endpoint changes; established ones run on (facts.md D.6).
       st.balancer.update(usableEndpoints(p));
       st.balancer.sweep(now);
+      // Workers share the TCP ports whose picks need no common affinity table.
+      if (this.workers && st.listener instanceof TcpPortProxy) {
+        if (st.balancer.sticky) this.workers.unshare(k);
+        else this.workers.share(k, st.listener, st.spec!, st.balancer.list);
+      }
     }
     const portals: PortalPort[] = [...wanted].map(([k, p]) => ({
       portName: p.portName, protocol: p.protocol as 'tcp' | 'udp', clusterIP: p.clusterIP, port: p.port, nodePort: p.nodePort,
@@ -120,6 +138,7 @@ export class UserspaceDataPlane implements DataPlane {
     this.rulesWritten = true;
     for (const [k, st] of this.ports) {
       if (wanted.has(k)) continue;
+      this.workers?.unshare(k);
       st.listener.close();
       this.ports.delete(k);
       this.metrics.remove(st.info.portName);
@@ -136,6 +155,7 @@ export class UserspaceDataPlane implements DataPlane {
 
   /** Closes every listener and connection; rules stay (like the iptables mode on stop). */
   close(): void {
+    this.workers?.close();
     for (const st of this.ports.values()) {
       if (st.listener instanceof TcpPortProxy) st.listener.destroy();
       else st.listener.close();

@@ -21,6 +21,7 @@ const { values: a } = parseArgs({
     'tcp-idle-ms': { type: 'string', default: '3600000' },
     'max-udp-flows': { type: 'string', default: '4096' },
     'min-sync-ms': { type: 'string', default: '100' },
+    workers: { type: 'string', default: '0' },
   },
 });
 if (!a.manifests) throw new Error('--manifests is required');
@@ -37,7 +38,7 @@ const metrics = new ProxyMetrics();
 const dataplane = new UserspaceDataPlane({
   target: { backend: a.backend, waitSeconds: 5 }, settings, log, registry: metrics.registry,
   udpIdleMs: num(a['udp-idle-ms']!, '--udp-idle-ms'), tcpIdleMs: num(a['tcp-idle-ms']!, '--tcp-idle-ms'),
-  maxUdpFlows: num(a['max-udp-flows']!, '--max-udp-flows'),
+  maxUdpFlows: num(a['max-udp-flows']!, '--max-udp-flows'), workers: num(a.workers!, '--workers'),
 });
 const daemon = new ProxyDaemon({
   source: new ManifestDirSource({ dir: a.manifests, nodeName: a['node-name']!, pollMs: 60_000, debounceMs: 5 }),

@@ -16,10 +16,12 @@ export class UserspaceMetrics {
   readonly noEndpoint: Counter<'service'>;
 
   private flushers = new Set<() => void>();
+  /** Fetches counts from elsewhere (worker processes) before a scrape folds them in. */
+  gather: (() => Promise<void>) | null = null;
 
   constructor(registry: Registry) {
     const r = [registry];
-    const collect = () => { for (const f of this.flushers) f(); };
+    const collect = () => this.gather ? this.gather().then(() => this.flush()) : this.flush();
     const p = 'knet_userspace_';
     this.activeConnections = new Gauge({ name: `${p}active_connections`, help: 'TCP connections being proxied', labelNames: ['service'], registers: r, collect });
     this.connections = new Counter({ name: `${p}connections_total`, help: 'TCP connections accepted', labelNames: ['service'], registers: r, collect });

@@ -1,6 +1,6 @@
 // The TCP side of one service port: a listener on a node-local port, and per accepted
 // connection a dial to an endpoint (bounded tries, each on the next endpoint) and a full-duplex
-// splice. pipe() gives back-pressure (a side that stops reading pauses the other side, so
+// splice. The splice gives back-pressure (a side that stops reading pauses the other side, so
 // memory stays bounded by the socket buffers) and allowHalfOpen lets a FIN travel on while the
 // other direction keeps flowing. TCP keepalive and an idle sweep reset dead or stalled peers.
 import net from 'node:net';
@@ -12,9 +12,16 @@ export interface TcpPortOptions extends ListenerBaseOptions {
   idleMs: number;
   /** Per-try dial timeouts (length bounds the tries). */
   dialTimeoutsMs?: readonly number[];
-  /** TCP keepalive delay on both sides, so vanished peers are noticed while idle. */
+  /**
+   * TCP keepalive delay on both sides, so vanished peers are noticed while idle. Armed by the
+   * sweep (every keepAliveMs/4 at most), so short connections skip its 8 setsockopt calls.
+   */
   keepAliveMs?: number;
 }
+
+/** What a listener counted since it was last asked (a worker's report to the primary). */
+export interface TcpCounts { accepted: number; dialFailures: number; noEndpoint: number; up: number; down: number }
+const noCounts = (): TcpCounts => ({ accepted: 0, dialFailures: 0, noEndpoint: 0, up: 0, down: 0 });
 
 interface Conn {
   client: net.Socket;
@@ -24,6 +31,7 @@ interface Conn {
   /** Bytes read from both sides at the last sweep, and when that last changed. */
   seen: number;
   lastMs: number;
+  keepAlive: boolean;
 }
 
 const clientIP = (s: net.Socket) => {
@@ -41,7 +49,9 @@ export class TcpPortProxy extends ListenerBase {
   private readonly server: net.Server;
   private readonly conns = new Set<Conn>();
   private sweeper: NodeJS.Timeout | null = null;
-  private pending = { accepted: 0, dialFailures: 0, noEndpoint: 0, up: 0, down: 0 };
+  private pending = noCounts();
+  /** Open connections in each worker process sharing this listener, as last reported. */
+  private readonly remoteActive = new Map<number, number>();
 
   constructor(private readonly o: TcpPortOptions) {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
@@ -59,6 +69,36 @@ export class TcpPortProxy extends ListenerBase {
     return this.bound(this.server, (cb) => this.server.listen(opts, cb), () => (this.server.address() as net.AddressInfo).port);
   }
 
+  /** The listening socket's handle, to share with a worker process (child_process send). */
+  get handle(): object {
+    return (this.server as unknown as { _handle: object })._handle;
+  }
+
+  /** Accepts on a listening handle received from the primary (a worker process). */
+  listenOn(handle: object): Promise<number> {
+    return this.bound(this.server, (cb) => this.server.listen(handle, cb), () => (this.server.address() as net.AddressInfo).port);
+  }
+
+  /** This process's counts since the last call (live connections' bytes included); resets them. */
+  takeCounts(): TcpCounts {
+    for (const c of this.conns) this.countBytes(c);
+    const p = this.pending;
+    this.pending = noCounts();
+    return p;
+  }
+
+  /** Counts and open connections reported by worker process `worker` for this listener. */
+  addRemote(worker: number, counts: TcpCounts, active: number): void {
+    const p = this.pending;
+    p.accepted += counts.accepted; p.dialFailures += counts.dialFailures; p.noEndpoint += counts.noEndpoint; p.up += counts.up; p.down += counts.down;
+    if (active > 0) this.remoteActive.set(worker, active); else this.remoteActive.delete(worker);
+  }
+
+  /** A worker went away: its connections went with it. */
+  dropRemote(worker: number): void {
+    this.remoteActive.delete(worker);
+  }
+
   /** Stops accepting; established connections run on until their peers close them. */
   close(): void {
     this.server.close();
@@ -73,16 +113,17 @@ export class TcpPortProxy extends ListenerBase {
 
   protected flush(): void {
     const m = this.o.metrics;
+    if (!m) return;
     const service = this.o.name;
-    for (const c of this.conns) this.countBytes(c);
-    const p = this.pending;
+    const p = this.takeCounts();
     if (p.accepted) m.connections.inc({ service }, p.accepted);
     if (p.dialFailures) m.dialFailures.inc({ service }, p.dialFailures);
     if (p.noEndpoint) m.noEndpoint.inc({ service }, p.noEndpoint);
     if (p.up) m.bytes.inc({ service, direction: 'to_endpoint' }, p.up);
     if (p.down) m.bytes.inc({ service, direction: 'to_client' }, p.down);
-    m.activeConnections.set({ service }, this.conns.size);
-    this.pending = { accepted: 0, dialFailures: 0, noEndpoint: 0, up: 0, down: 0 };
+    let active = this.conns.size;
+    for (const n of this.remoteActive.values()) active += n;
+    m.activeConnections.set({ service }, active);
   }
 
   private countBytes(c: Conn): void {
@@ -97,7 +138,7 @@ export class TcpPortProxy extends ListenerBase {
 
   private accept(client: net.Socket): void {
     this.pending.accepted++;
-    const c: Conn = { client, upstream: null, countedUp: 0, countedDown: 0, seen: 0, lastMs: 0 };
+    const c: Conn = { client, upstream: null, countedUp: 0, countedDown: 0, seen: 0, lastMs: 0, keepAlive: false };
     this.conns.add(c);
     let done = false;
     const finish = () => {
@@ -151,15 +192,20 @@ export class TcpPortProxy extends ListenerBase {
     if (this.sweeper) return;
     // One coarse sweep instead of a timer per socket: socket timeouts are re-armed on every
     // chunk read or written, a cost paid per chunk on the hot path.
-    this.sweeper = setInterval(() => this.sweep(), Math.max(100, Math.min(this.o.idleMs / 4, 60_000)));
+    const every = Math.min(this.o.idleMs / 4, 60_000, this.o.keepAliveMs ? this.o.keepAliveMs / 4 : Infinity);
+    this.sweeper = setInterval(() => this.sweep(), Math.max(100, every));
     this.sweeper.unref();
   }
 
   /** Resets pairs that moved no byte for idleMs (dead peers, a client that stopped reading). */
   private sweep(): void {
     const now = Date.now();
+    const ka = this.o.keepAliveMs;
     for (const c of this.conns) {
       if (!c.upstream) continue;
+      // Keepalive probes start keepAliveMs after the last packet: a connection younger than a
+      // sweep period would not have sent one yet, so arming it here loses (almost) nothing.
+      if (ka && !c.keepAlive) { c.keepAlive = true; c.client.setKeepAlive(true, ka); c.upstream.setKeepAlive(true, ka); }
       const seen = c.client.bytesRead + c.upstream.bytesRead;
       if (seen !== c.seen) { c.seen = seen; c.lastMs = now; continue; }
       // Reset, not close: a peer that stopped reading would keep a closed socket's unsent
@@ -172,7 +218,6 @@ export class TcpPortProxy extends ListenerBase {
   private splice(c: Conn, finish: () => void): void {
     const { client } = c;
     const up = c.upstream!;
-    if (this.o.keepAliveMs) { client.setKeepAlive(true, this.o.keepAliveMs); up.setKeepAlive(true, this.o.keepAliveMs); }
     c.lastMs = Date.now();
     this.ensureSweeper();
     up.on('error', () => { client.destroy(); });
@@ -180,11 +225,20 @@ export class TcpPortProxy extends ListenerBase {
       if (!client.destroyed && !client.writableEnded) client.destroy();
       if (client.destroyed) finish();
     });
-    client.on('close', () => { if (up.destroyed) finish(); });
-    // Half-close: pipe() ends the destination when the source ends; with allowHalfOpen the
-    // destination's other direction stays open until its own peer ends it.
-    client.pipe(up);
-    up.pipe(client);
+    // (The client's close handler, set on accept, finishes once both are gone.)
+    forward(client, up);
+    forward(up, client);
     client.resume();
   }
+}
+
+/**
+ * One direction of a splice: what pipe() does for sockets, with three listeners instead of
+ * pipe's dozen (they cost per connection). Half-close: the source's end ends the destination;
+ * with allowHalfOpen the destination's other direction stays open until its own peer ends it.
+ */
+function forward(src: net.Socket, dst: net.Socket): void {
+  src.on('data', (d: Buffer) => { if (!dst.write(d)) src.pause(); });
+  dst.on('drain', () => src.resume());
+  src.on('end', () => dst.end());
 }

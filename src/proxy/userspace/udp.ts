@@ -24,6 +24,8 @@ interface Flow {
   epHost: string;
   epPort: number;
   sock: dgram.Socket;
+  /** Datagrams that arrived before the flow socket was connected (null once it is). */
+  early: Buffer[] | null;
 }
 
 export class UdpPortProxy extends ListenerBase {
@@ -62,6 +64,7 @@ export class UdpPortProxy extends ListenerBase {
 
   protected flush(): void {
     const m = this.o.metrics;
+    if (!m) return;
     const service = this.o.name;
     const p = this.pending;
     if (p.up) m.bytes.inc({ service, direction: 'to_endpoint' }, p.up);
@@ -81,7 +84,8 @@ export class UdpPortProxy extends ListenerBase {
     if (!f) return;
     this.pending.up += msg.length;
     this.pending.upPkts++;
-    f.sock.send(msg, f.epPort, f.epHost);
+    if (f.early === null) f.sock.send(msg);
+    else if (f.early.length < 64) f.early.push(msg);
   }
 
   private open(key: string, r: dgram.RemoteInfo, now: number): Flow | null {
@@ -89,10 +93,16 @@ export class UdpPortProxy extends ListenerBase {
     if (ep === null) { this.pending.noEndpoint++; return null; }
     const i = ep.lastIndexOf(':');
     const sock = dgram.createSocket({ type: 'udp4', lookup: literal });
-    const f: Flow = { key, clientAddr: r.address, clientPort: r.port, epHost: ep.slice(0, i), epPort: Number(ep.slice(i + 1)), sock };
-    sock.on('message', (m, from) => {
-      // Only the endpoint's replies go back; anything else reaching this ephemeral port is noise.
-      if (from.port !== f.epPort || from.address !== f.epHost) return;
+    const f: Flow = { key, clientAddr: r.address, clientPort: r.port, epHost: ep.slice(0, i), epPort: Number(ep.slice(i + 1)), sock, early: [] };
+    // A connected socket: the kernel delivers only the endpoint's datagrams to it, sends skip
+    // the address handling and route lookup per datagram, and an endpoint's ICMP unreachable
+    // surfaces as an error that drops the flow (the next datagram picks anew).
+    sock.connect(f.epPort, f.epHost, () => {
+      const early = f.early!;
+      f.early = null;
+      for (const m of early) sock.send(m);
+    });
+    sock.on('message', (m) => {
       this.flows.touch(key, performance.now());
       this.pending.down += m.length;
       this.pending.downPkts++;
