@@ -89,7 +89,7 @@ export class IptablesApplier implements DataPlane {
       // The canary tells a later sync whether someone flushed our tables behind our back.
       tables = new Map([...tables].map(([t, pt]) => [t, { chains: new Map([...pt.chains, [CANARY, []]]), deletes: pt.deletes }]));
     }
-    const plan = planRestores(tables, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains });
+    const plan = planRestores(tables, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains, inDependencyOrder: true });
     // Until every restore succeeded the kernel state is uncertain: a failure leaves `applied`
     // null, so the next (full) sync re-reads chain names and rewrites everything.
     this.applied = null;

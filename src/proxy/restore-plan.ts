@@ -73,6 +73,8 @@ export interface PlanOptions {
   isStale: (table: string, chain: string) => boolean;
   /** At most this many chain declarations per restore (Infinity: one restore). */
   maxChainsPerRestore: number;
+  /** The tables already list every chain after the chains it jumps to (a renderer's do). */
+  inDependencyOrder?: boolean;
 }
 
 export interface Plan {
@@ -84,7 +86,14 @@ export interface Plan {
   rulesWritten: Record<string, number>;
 }
 
-const JUMP = / -[jg] (\S+)/g;
+/** The chain a rule jumps or goes to ("-j X" / "-g X"), or null. */
+function jumpTarget(rule: string): string | null {
+  let i = rule.indexOf(' -j ');
+  if (i < 0) i = rule.indexOf(' -g ');
+  if (i < 0) return null;
+  const end = rule.indexOf(' ', i + 4);
+  return rule.slice(i + 4, end < 0 ? undefined : end);
+}
 
 /** Chains in dependency order: every chain after the chains it jumps to (within `set`). */
 function orderByDependencies(chains: Map<string, string[]>, set: string[]): string[] {
@@ -95,7 +104,8 @@ function orderByDependencies(chains: Map<string, string[]>, set: string[]): stri
     if (done.has(c) || depth > 64) return;
     done.add(c);
     for (const r of chains.get(c) ?? []) {
-      for (const m of r.matchAll(JUMP)) if (inSet.has(m[1]!) && m[1] !== c) visit(m[1]!, depth + 1);
+      const t = jumpTarget(r);
+      if (t !== null && t !== c && inSet.has(t)) visit(t, depth + 1);
     }
     out.push(c);
   };
@@ -122,7 +132,7 @@ export function planRestores(parsed: Parsed, applied: AppliedState, o: PlanOptio
     for (const [chain, rules] of pt.chains) if (!sameRules(known.get(chain), rules)) write.push(chain);
     // Within one restore all chains are declared before any rule, so order matters only when
     // the writes are split over several restores.
-    const ordered = mayChunk ? orderByDependencies(pt.chains, write) : write;
+    const ordered = mayChunk && !o.inDependencyOrder ? orderByDependencies(pt.chains, write) : write;
     for (const chain of ordered) {
       const rules = pt.chains.get(chain)!;
       units.push({ table, chain, rules });

@@ -49,6 +49,13 @@ class ChainBuffer {
   chain(name: string): void {
     if (!this.chains.has(name)) this.chains.set(name, []);
   }
+  /** Endpoint chains first, then service, external and firewall chains: each after its targets. */
+  orderByDependencies(): void {
+    const rank = (c: string) => (c.startsWith('KUBE-SEP-') ? 0 : c.startsWith('KUBE-SVC-') || c.startsWith('KUBE-SVL-') ? 1 : c.startsWith('KUBE-EXT-') ? 2 : 3);
+    const sorted = [...this.chains].sort((a, b) => rank(a[0]) - rank(b[0]));
+    this.chains.clear();
+    for (const [c, rules] of sorted) this.chains.set(c, rules);
+  }
   rule(chain: string, ...args: string[]): void {
     args.unshift('-A', chain);
     let l = this.chains.get(chain);
@@ -375,6 +382,7 @@ function renderServicePort(s: ServicePortInfo, ctx: PortContext): PortOutput {
     const aff = s.clientIPAffinity ? ['-m', 'recent', '--name', ep.chain, '--set'] : [];
     out.rule(ep.chain, ...base, ...aff, '-m', proto, '-p', proto, '-j', 'DNAT', '--to-destination', ep.addr);
   }
+  po.own.orderByDependencies();
   return po;
 }
 
@@ -790,8 +798,12 @@ function assemble(a: Assembly): RenderResult {
     },
     get tables() {
       if (tables === null) {
-        const nat = new Map(fixed.nat);
+        // In dependency order (see RenderedTable): masquerade marking, the service chains, then
+        // the chains that jump to them.
+        const nat = new Map<string, string[]>();
+        for (const c of [KUBE_MARK_MASQ, KUBE_POSTROUTING]) nat.set(c, fixed.nat.get(c) ?? []);
         for (const po of written) for (const [c, rules] of po.own.chains) nat.set(c, rules);
+        for (const c of [KUBE_NODEPORTS, KUBE_SERVICES]) nat.set(c, fixed.nat.get(c) ?? []);
         tables = new Map([['filter', { chains: fixed.filter, deletes: new Set<string>() }], ['nat', { chains: nat, deletes: new Set(stale) }]]);
       }
       return tables;

@@ -63,7 +63,10 @@ export interface RenderWarning {
   message: string;
 }
 
-/** Rules per chain of one table as written by a render, and the chains it deletes. */
+/**
+ * Rules per chain of one table as written by a render, and the chains it deletes. A renderer's
+ * tables list chains in dependency order: every chain after the chains it jumps to.
+ */
 export interface RenderedTable {
   chains: Map<string, string[]>;
   deletes: Set<string>;
