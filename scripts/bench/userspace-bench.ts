@@ -2,7 +2,8 @@
 // through knet's userspace proxy (via the portal rules, as a node-local client would reach a
 // ClusterIP), and through haproxy 2.6 `mode tcp`; UDP against socat. Everything runs in one
 // throw-away network namespace (knt-ub*), removed at the end, also on failure or Ctrl-C.
-//   single-stream throughput  iperf3 -t S (each figure: median of --rounds, paths interleaved)
+//   single-stream throughput  iperf3 -t S (each figure: median of --rounds, paths interleaved),
+//                             client -> endpoint (the goal) and endpoint -> client (-R)
 //   new connections/s         HTTP/1.1 with Connection: close (C load generator)
 //   keep-alive requests/s     HTTP/1.1 keep-alive
 //   UDP packets/s             64-byte datagrams with a window of outstanding ones
@@ -21,7 +22,7 @@ import { ipBatch } from '../../src/kernel/iproute.ts';
 import { LOADGEN_C } from './userspace-loadgen.ts';
 
 const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' },
-  only: { type: 'string', default: 'throughput,close,keepalive,udp' },
+  only: { type: 'string', default: 'throughput,download,close,keepalive,udp' },
   // haproxy runs one thread per CPU (2.6's default nbthread): knet gets as many processes.
   workers: { type: 'string', default: String(availableParallelism() - 1) }, paths: { type: 'string', default: 'direct,knet,ref,naive' }, 'cpu-prof': { type: 'string' } } });
 const secs = Number(a.seconds);
@@ -32,7 +33,7 @@ const rounds = Number(a.rounds);
 if (!(rounds >= 1 && rounds <= 9)) throw new Error('--rounds 1-9');
 if (!(secs > 0 && secs <= 60) || !(conc >= 1 && conc <= 1000)) throw new Error('--seconds 1-60, --concurrency 1-1000');
 if (a.backend !== 'nft' && a.backend !== 'legacy') throw new Error('--backend nft|legacy');
-const MEASURES = ['throughput', 'close', 'keepalive', 'udp'];
+const MEASURES = ['throughput', 'download', 'close', 'keepalive', 'udp'];
 const only = new Set(a.only!.split(','));
 if (![...only].every((m) => MEASURES.includes(m))) throw new Error(`--only: a comma list of ${MEASURES.join(',')}`);
 // --paths: a subset of the paths (profiling one of them); ratios of skipped paths print NaN.
@@ -153,8 +154,8 @@ async function setup(): Promise<string> {
   return loadgen;
 }
 
-async function iperf(host: string, port: number): Promise<number> {
-  const j = JSON.parse(await inNsOut('iperf3', ['-c', host, '-p', String(port), '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
+async function iperf(host: string, port: number, reverse = false): Promise<number> {
+  const j = JSON.parse(await inNsOut('iperf3', ['-c', host, '-p', String(port), '-t', String(secs), '-J', ...(reverse ? ['-R'] : [])])) as { end: { sum_received: { bits_per_second: number } } };
   return j.end.sum_received.bits_per_second / 1e9;
 }
 
@@ -212,6 +213,9 @@ try {
   const tcp = (mode: string) => ({ direct: () => rate(lg, mode, EPS[0]!, 8080, conc), knet: () => rate(lg, mode, '172.30.0.10', 80, conc), ref: () => rate(lg, mode, NODE, 28080, conc), naive: () => rate(lg, mode, NODE, 27080, conc) });
   if (only.has('throughput')) rows.push({ what: 'single-stream throughput', unit: 'Gbit/s', refName: 'haproxy', goal: 1,
     ...await measure({ direct: () => iperf(EPS[0]!, 5201), knet: () => iperf('172.30.0.11', 5201), ref: () => iperf(NODE, 25201), naive: () => iperf(NODE, 27201) }) });
+  // The other direction (iperf -R: endpoint -> client, as responses flow); no goal of its own.
+  if (only.has('download')) rows.push({ what: 'single-stream throughput, endpoint -> client', unit: 'Gbit/s', refName: 'haproxy', goal: 0,
+    ...await measure({ direct: () => iperf(EPS[0]!, 5201, true), knet: () => iperf('172.30.0.11', 5201, true), ref: () => iperf(NODE, 25201, true), naive: () => iperf(NODE, 27201, true) }) });
   if (only.has('close')) rows.push({ what: 'new connections/s (Connection: close)', unit: '/s', refName: 'haproxy', goal: 0.8, ...await measure(tcp('close')) });
   if (only.has('keepalive')) rows.push({ what: 'keep-alive requests/s', unit: '/s', refName: 'haproxy', goal: 0, ...await measure(tcp('keepalive')) });
   if (only.has('udp')) rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '/s', refName: 'socat', goal: 1,

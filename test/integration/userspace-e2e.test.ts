@@ -25,10 +25,19 @@ const NODE_IP = '192.168.77.2';
 
 // Ports: 8080 says who it is and closes; 8081 echoes; 8082 hashes what it gets until the
 // client's FIN, then answers the digest (needs half-close); 8083 sends without end, honouring
-// back-pressure; UDP 5353 answers who it is.
+// back-pressure; 8084 sends 64 MiB of a seeded pseudo-random stream, then ends; UDP 5353
+// answers who it is.
+// The 1 MiB blocks of 8084's stream (xorshift32, continuing from block to block).
+const STREAM = `
+let x = 2463534242;
+const streamBlock = () => { const b = Buffer.allocUnsafe(1 << 20); for (let i = 0; i < b.length; i += 4) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; b.writeUInt32LE(x >>> 0, i); } return b; };
+`;
+
 const SERVER = `
 import net from 'node:net'; import dgram from 'node:dgram'; import { createHash } from 'node:crypto';
 const ips = process.argv.slice(2);
+${STREAM}
+const blocks = Array.from({ length: 64 }, streamBlock);
 const chunk = Buffer.alloc(65536, 7);
 ips.forEach((ip, i) => {
   const id = 'pod' + (i + 1);
@@ -37,6 +46,7 @@ ips.forEach((ip, i) => {
   srv(8081, (s) => s.pipe(s));
   srv(8082, (s) => { const h = createHash('sha256'); s.on('data', (d) => h.update(d)); s.on('end', () => s.end(h.digest('hex'))); });
   srv(8083, (s) => { const pump = () => { while (!s.destroyed && s.write(chunk)); }; s.on('drain', pump); pump(); });
+  srv(8084, (s) => { let i = 0; const pump = () => { while (i < blocks.length) if (!s.write(blocks[i++])) return; s.end(); }; s.on('drain', pump); pump(); });
   const u = dgram.createSocket('udp4');
   u.on('message', (m, r) => u.send(id + ' ' + r.address, r.port, r.address));
   u.bind(5353, ip);
@@ -47,6 +57,7 @@ setTimeout(() => process.stdout.write('ready\\n'), 200);
 const CLIENT = `
 import net from 'node:net'; import dgram from 'node:dgram'; import { createHash, randomBytes } from 'node:crypto';
 const [mode, host, portS, arg, src] = process.argv.slice(2);
+${STREAM}
 const port = Number(portS);
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\\n');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -99,6 +110,13 @@ if (mode === 'seq') {
   s.end();
   await ended;
   out({ sent: h.digest('hex'), got: reply, secs: (Date.now() - t0) / 1000 });
+} else if (mode === 'download') {
+  // All of 8084's stream, pausing arg ms after every 4 MiB (so the proxy's writes back up).
+  const s = net.connect({ host, port }); const h = createHash('sha256'); let n = 0; let next = 4 << 20;
+  s.on('data', (d) => { h.update(d); n += d.length; if (n >= next) { next += 4 << 20; s.pause(); setTimeout(() => s.resume(), Number(arg)); } });
+  await new Promise((r) => s.on('end', r));
+  const want = createHash('sha256'); for (let i = 0; i < 64; i++) want.update(streamBlock());
+  out({ bytes: n, same: h.digest('hex') === want.digest('hex') });
 } else if (mode === 'many') {
   // arg concurrent echo connections, all open at once; 'held' when every one echoed.
   const n = Number(arg); const socks = [];
@@ -222,7 +240,7 @@ const metric = (text: string, name: string, labels: string) => {
 };
 
 const NODE = 'node1';
-const tcpPorts = [{ name: 'who', port: 8080 }, { name: 'echo', port: 8081 }, { name: 'sink', port: 8082 }, { name: 'source', port: 8083 }];
+const tcpPorts = [{ name: 'who', port: 8080 }, { name: 'echo', port: 8081 }, { name: 'sink', port: 8082 }, { name: 'source', port: 8083 }, { name: 'stream', port: 8084 }];
 const svc = (name: string, ip: string, extra: Record<string, unknown> = {}, status: Record<string, unknown> = {}) => makeService('default', name, {
   clusterIP: ip,
   ports: [...tcpPorts.map((p, i) => ({ name: p.name, port: 80 + i, targetPort: p.port, protocol: 'TCP' })), { name: 'dns', port: 53, targetPort: 5353, protocol: 'UDP' }],
@@ -366,6 +384,9 @@ rootTest('legacy: 1 GiB arrives intact across a half-close, 1000 concurrent conn
   const bulk = await call<{ sent: string; got: string; secs: number }>(topo, topo.client, ['bulk', '172.30.0.30', 82, 1024]);
   t.is(bulk.got, bulk.sent);
   t.log(`1 GiB through the proxy in ${bulk.secs} s`);
+  // 64 MiB down to a client that keeps pausing: intact (the upstream's reused read buffer is
+  // not overwritten while the client socket still queues part of it).
+  t.deepEqual(await call(topo, topo.client, ['download', '172.30.0.30', 84, 30]), { bytes: 64 << 20, same: true });
 
   // 1000 connections open at once, every one echoing.
   let held!: () => void;
