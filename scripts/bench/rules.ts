@@ -3,6 +3,7 @@
 // network namespace on the nft and the legacy backend, and prints render/apply ratios.
 // Needs root for the apply half; prints render figures anyway.
 import { performance } from 'node:perf_hooks';
+import { readFileSync } from 'node:fs';
 import { IptablesRenderer, renderIptables } from '../../src/rules/iptables.ts';
 import { ClusterStore } from '../../src/rules/cluster-index.ts';
 import { settingsFromConfig, parseKubeProxyConfig } from '../../src/rules/config.ts';
@@ -14,8 +15,9 @@ const sizes = process.argv.slice(2).map(Number).filter(Boolean);
 const child = process.env.KNET_BENCH_CHILD === '1';
 const settings = settingsFromConfig(parseKubeProxyConfig('clusterCIDR: 10.0.0.0/8'), { nodeName: 'node-0', nodeIPs: ['192.168.0.2'] });
 const root = process.getuid?.() === 0;
-let peakRss = 0;
-const sample = () => { peakRss = Math.max(peakRss, process.memoryUsage().rss); };
+// The kernel's high-water mark of this process's resident memory (catches peaks between samples).
+const peakRssBytes = () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
+const sample = () => undefined;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -99,6 +101,6 @@ for (const n of sizes) {
   console.log([
     String(n).padStart(8), String(natRules).padStart(10), `${full.toFixed(0)} ms`.padStart(12), `${median(partials).toFixed(1)} ms`.padStart(15),
     `${nft.toFixed(0)} ms`.padStart(10), `${legacy.toFixed(0)} ms`.padStart(13), `${((full / nft) * 100).toFixed(1)}%`.padStart(11), `${((full / legacy) * 100).toFixed(1)}%`.padStart(14),
-    `${(peakRss / 2 ** 20).toFixed(0)} MB`.padStart(9),
+    `${(peakRssBytes() / 2 ** 20).toFixed(0)} MB`.padStart(9),
   ].join(' '));
 }

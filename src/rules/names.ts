@@ -1,7 +1,7 @@
 // kube-proxy's chain names: prefix + the first 16 characters of the RFC 4648 base32 encoding of
 // sha256(servicePortName + protocol [+ endpoint]). Must match kube-proxy byte for byte so that
 // knet can take over (or hand back) a node's rules.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -10,7 +10,8 @@ const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
  * memoised: the renderer keeps each service's model (names included) until its objects change.
  */
 function hash16(input: string): string {
-  const d = createHash('sha256').update(input).digest();
+  // One-shot hash: about twice as fast as createHash() for inputs this small (40k per 10k services).
+  const d = hash('sha256', input, 'buffer');
   let out = '';
   let buffer = 0;
   let bits = 0;
