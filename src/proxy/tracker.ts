@@ -3,6 +3,7 @@
 // events go in, and `take()` hands out the set of "ns/name" keys whose objects really changed
 // since the last take. A relist that returns the same objects marks nothing, so the next sync
 // writes nothing.
+import { hash } from 'node:crypto';
 import type { ClusterIndex, ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 
@@ -43,13 +44,16 @@ function metaKey(m: { name?: string; namespace?: string } | undefined): string |
   return `${ns}/${m.name}`;
 }
 
+// Digests, not the canonical text itself: at 10k services the texts alone held ~10 MB.
+const digest = (text: string) => hash('sha1', text, 'base64');
+
 /** What of a Service matters to rules: resourceVersion and managedFields churn is ignored. */
 function serviceFingerprint(s: Service): string {
-  return canonical({ l: s.metadata.labels, spec: s.spec, st: s.status });
+  return digest(canonical({ l: s.metadata.labels, spec: s.spec, st: s.status }));
 }
 
 function sliceFingerprint(s: EndpointSlice): string {
-  return canonical({ l: s.metadata.labels, a: s.addressType, e: s.endpoints, p: s.ports });
+  return digest(canonical({ l: s.metadata.labels, a: s.addressType, e: s.endpoints, p: s.ports }));
 }
 
 /** src: the object as handed in; the same object again (a cached manifest) is unchanged. */
