@@ -259,8 +259,11 @@ export interface ServiceModel {
 /** One service's part of the model: what the renderer keeps per service between renders. */
 export interface ServiceEntry {
   ports: ServicePortInfo[];
-  /** null: nothing to render and nothing that counts as a change. */
-  fingerprint: string | null;
+  /**
+   * 'service': a valid Service (even without ports); 'endpoints-only': endpoints for a Service
+   * that is missing or invalid (still a change when they come or go); null: nothing.
+   */
+  kind: 'service' | 'endpoints-only' | null;
   warnings: RenderWarning[];
   /** Endpoints over all ports (kube-proxy's large-cluster threshold counts these). */
   endpointCount: number;
@@ -308,7 +311,7 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
   }
 
   // Endpoints without a Service still count as a change when they come or go.
-  if (!base) return { ports: [], fingerprint: byPort.size ? 'endpoints-only' : null, warnings, endpointCount: 0 };
+  if (!base) return { ports: [], kind: byPort.size > 0 ? 'endpoints-only' : null, warnings, endpointCount: 0 };
   const ports: ServicePortInfo[] = [];
   let endpointCount = 0;
   for (const p of base.ports) {
@@ -324,7 +327,7 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
     endpointCount += endpoints.length;
     ports.push(info);
   }
-  return { ports, fingerprint: ports.map((x) => x.fp).join('|'), warnings, endpointCount };
+  return { ports, kind: 'service', warnings, endpointCount };
 }
 
 export function duplicateWarnings(duplicates: readonly Service[]): RenderWarning[] {
@@ -345,7 +348,8 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
     const e = modelService(index.get(key)!, settings);
     warnings.push(...e.warnings);
     ports.push(...e.ports);
-    if (e.fingerprint !== null) fingerprints.set(key, e.fingerprint);
+    if (e.kind === 'service') fingerprints.set(key, e.ports.map((x) => x.fp).join('|'));
+    else if (e.kind === 'endpoints-only') fingerprints.set(key, 'endpoints-only');
   }
   return { ports, fingerprints, warnings };
 }
