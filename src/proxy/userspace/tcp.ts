@@ -8,7 +8,7 @@ import { dialPlan } from './balancer.ts';
 import { ListenerBase, type ListenerBaseOptions } from './bind.ts';
 
 export interface TcpPortOptions extends ListenerBaseOptions {
-  /** No byte moving either way for this long resets both sides (checked every idleMs/4, at most every minute). */
+  /** No byte moving either way for this long resets both sides (checked every idleMs/4, at most every minute or keepAliveMs/4). */
   idleMs: number;
   /** Per-try dial timeouts (length bounds the tries). */
   dialTimeoutsMs?: readonly number[];
@@ -42,7 +42,7 @@ interface Conn {
 
 // Endpoint -> client bytes are read into one buffer per connection, reused (net.connect's
 // onread), instead of a fresh 64 KiB allocation per read: in a single stream that takes about
-// a third less CPU per byte. The buffers are bounded per process; connections beyond run as
+// a quarter less CPU per byte (scripts/bench/userspace, endpoint -> client). The buffers are bounded per process; connections beyond run as
 // before. (Node 20 offers no such option for accepted sockets: client -> endpoint stays as is.)
 const READ_BUFFER = 65536;
 const MAX_READ_BUFFERS = 256;
