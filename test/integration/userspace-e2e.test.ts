@@ -267,7 +267,9 @@ const cluster = () => [
 rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node ports, external and LB IPs, refusing endpoint, metrics', async (t) => {
   t.timeout(120_000);
   const topo = await topology(t);
-  const proxy = await startProxy(t, topo, 'nft', cluster(), ['--max-udp-flows', '4']);
+  // A UDP idle timeout of 1 s (not kube-proxy's 250 ms): the flow must still be there when the
+  // metrics are scraped right after its last datagram, which took over 250 ms on a loaded machine.
+  const proxy = await startProxy(t, topo, 'nft', cluster(), ['--max-udp-flows', '4', '--udp-idle-ms', '1000']);
   const { client: pod, node } = topo;
 
   // Warm-up: neighbour entries and first-use costs of a freshly built topology are not what
@@ -294,7 +296,7 @@ rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node p
   const flow = await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 4, 40053]);
   t.is(new Set(ids(flow)).size, 1, flow.join());
   t.true(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"') >= 1);
-  await new Promise((r) => setTimeout(r, 800)); // udp idle timeout 250 ms
+  await new Promise((r) => setTimeout(r, 2500)); // udp idle timeout 1 s
   t.is(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"'), 0);
   // Eight clients (source ports) at once against a table of four: the oldest flows are
   // evicted, every datagram is still answered.
