@@ -10,7 +10,8 @@ mkdirSync('dist/cni', { recursive: true });
 // Code splitting keeps each sub-command's dependencies (etcd3, the Kubernetes client) in chunks
 // that load only when that sub-command runs: `knet rules` must not pay for `knet proxy`.
 await build({
-  entryPoints: { knet: 'src/cli/main.ts' },
+  // The userspace proxy's optional worker processes run their own entry (src/proxy/userspace/workers.ts finds it).
+  entryPoints: { knet: 'src/cli/main.ts', 'knet-userspace-worker': 'src/proxy/userspace/worker.ts' },
   outdir: 'dist',
   splitting: true,
   chunkNames: 'chunks/[name]-[hash]',

@@ -15,6 +15,8 @@ export interface UserspaceCliInput {
   registry: Registry;
   /** KubeProxyConfiguration text: udpIdleTimeout and bindAddress are read from it. */
   configYaml?: string;
+  /** Worker processes sharing the TCP listeners (--userspace-workers; default 0). */
+  workers?: number;
 }
 
 export async function createUserspaceDataPlane(i: UserspaceCliInput): Promise<UserspaceDataPlane> {
@@ -25,6 +27,7 @@ export async function createUserspaceDataPlane(i: UserspaceCliInput): Promise<Us
   const { UserspaceDataPlane } = await import('../proxy/userspace/dataplane.ts');
   return new UserspaceDataPlane({
     target: i.target, settings: i.settings, log: i.log, registry: i.registry,
+    ...(i.workers ? { workers: i.workers } : {}),
     ...(udp !== undefined ? { udpIdleMs: parseDuration(udp, 'udpIdleTimeout') } : {}),
     // An unspecified bind address listens everywhere and REDIRECTs; a specific one is DNATed to.
     ...(bind && bind !== '0.0.0.0' && bind !== '::' ? { bindAddress: bind } : {}),

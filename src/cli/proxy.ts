@@ -25,6 +25,7 @@ export interface ProxyCliOptions {
   nodeIp: string[];
   lockTimeout: string;
   fullSyncPeriod?: string;
+  userspaceWorkers: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
@@ -45,6 +46,7 @@ export function registerProxy(program: Command): void {
     .option('--node-ip <ip>', 'node IP (repeatable or comma-separated; default: from the Node object)', collect, [])
     .option('--lock-timeout <seconds>', 'seconds to wait for the xtables lock', '5')
     .option('--full-sync-period <duration>', 'full re-render and reconcile period (e.g. 1h)')
+    .option('--userspace-workers <n>', 'userspace mode: extra processes that accept on the TCP listeners too (0-8)', '0')
     .action(async (o: ProxyCliOptions) => {
       await runProxy(o, makeLogger('knet-proxy'));
     });
@@ -92,6 +94,8 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const cfg = parseKubeProxyConfig(yamlText);
   const mode = o.proxyMode ?? cfg.mode ?? 'iptables';
   if (mode !== 'iptables' && mode !== 'userspace') throw new Error(`proxy mode ${JSON.stringify(mode)} is not supported by knet proxy (iptables or userspace)`);
+  const workers = Number(o.userspaceWorkers);
+  if (!/^\d+$/.test(o.userspaceWorkers) || workers > 8) throw new Error(`--userspace-workers: expected 0-8, got ${JSON.stringify(o.userspaceWorkers)}`);
   const { hostname } = await import('node:os');
   const nodeName = (o.hostnameOverride ?? cfg.hostnameOverride ?? hostname()).toLowerCase();
   for (const ip of o.nodeIp) if (!parseIP(ip)) throw new Error(`--node-ip: invalid IP ${JSON.stringify(ip)}`);
@@ -117,7 +121,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const { ProxyMetrics } = await import('../proxy/metrics.ts');
   const metrics = new ProxyMetrics();
   const dataplane: DataPlane & { setSettings(s: ProxySettings): void } = mode === 'userspace'
-    ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, ...(yamlText !== undefined ? { configYaml: yamlText } : {}) })
+    ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, workers, ...(yamlText !== undefined ? { configYaml: yamlText } : {}) })
     : new IptablesApplier({ target, settings, log });
   let source;
   if (o.manifests) {

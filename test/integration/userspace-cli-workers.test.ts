@@ -1,0 +1,55 @@
+// The built CLI runs userspace workers: `knet proxy --proxy-mode userspace --userspace-workers 1`
+// (dist/knet.js, as installed) starts one worker process from dist/knet-userspace-worker.js,
+// and the worker goes away with the proxy. Runs in its own knt-w* namespace.
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isRoot, testNetns } from '../helpers/netns.ts';
+import { run } from '../../src/kernel/exec.ts';
+import { waitFor } from '../../src/util/wait.ts';
+
+const rootTest = isRoot ? test : test.skip;
+
+const children = (pid: number): number[] => {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch { return []; }
+};
+const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/State:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+
+test('--userspace-workers is checked before anything starts', async (t) => {
+  const r = await run(process.execPath, ['dist/knet.js', 'proxy', '--proxy-mode', 'userspace', '--userspace-workers', '9', '--manifests', '/nonexistent']).catch((e: { stderr?: string }) => e);
+  t.regex(String((r as { stderr?: string }).stderr), /--userspace-workers: expected 0-8/);
+});
+
+rootTest('the built CLI starts a worker that shares the TCP listener and stops with the proxy', async (t) => {
+  const ns = await testNetns(t, 'knt-w');
+  await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  const dir = mkdtempSync(join(tmpdir(), 'knt-w-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'cluster.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [
+    { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'default', name: 'web' }, spec: { clusterIP: '172.30.0.10', ports: [{ port: 80, protocol: 'TCP' }] } },
+    { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { namespace: 'default', name: 'web-1', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4', endpoints: [{ addresses: ['127.0.0.1'] }], ports: [{ port: 8080, protocol: 'TCP' }] },
+  ] }));
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const p = spawn('ip', ['netns', 'exec', ns, process.execPath, 'dist/knet.js', 'proxy', '--proxy-mode', 'userspace', '--userspace-workers', '1',
+    '--manifests', dir, '--node-ip', '127.0.0.1', '--hostname-override', 'n1', '--healthz-bind-address', '', '--metrics-bind-address', ''],
+  { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  p.stderr.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-10_000); });
+  t.teardown(() => { p.kill('SIGKILL'); });
+  const exited = new Promise<number | null>((r) => p.once('exit', r));
+  await waitFor('first sync', async () => log.includes('"msg":"synced"'), 30_000);
+  await waitFor('a worker process', async () => children(p.pid!).length === 1, 15_000);
+  const [worker] = children(p.pid!);
+  t.teardown(() => { try { process.kill(worker!, 'SIGKILL'); } catch { /* gone, as it should be */ } });
+  t.regex(readFileSync(`/proc/${worker}/cmdline`, 'utf8'), /knet-userspace-worker\.js/);
+  await waitFor('the worker to hold the listener', async () => (await run('ip', ['netns', 'exec', ns, 'ss', '-tlnpH'])).stdout.includes(`pid=${worker},`), 15_000);
+  p.kill('SIGTERM');
+  t.is(await exited, 0, log);
+  await waitFor('the worker to exit', async () => !alive(worker!), 5000);
+});
