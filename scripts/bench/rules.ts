@@ -17,7 +17,9 @@ const settings = settingsFromConfig(parseKubeProxyConfig('clusterCIDR: 10.0.0.0/
 const root = process.getuid?.() === 0;
 // The kernel's high-water mark of this process's resident memory (catches peaks between samples).
 const peakRssBytes = () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
-const sample = () => undefined;
+// Collect between repetitions (outside the timings), so the peak is one render's working set and
+// not garbage from earlier repetitions that V8 had not yet reclaimed.
+const sample = () => { (globalThis as { gc?: () => void }).gc?.(); };
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -47,7 +49,7 @@ async function apply(backend: 'nft' | 'legacy', text: string): Promise<number> {
 if (!child) {
   // Each size runs in its own process, so peak RSS is that size's alone.
   const { execFileSync } = await import('node:child_process');
-  console.log('services  rules(nat)  full render  partial render  nft apply  legacy apply  render/nft  render/legacy  peak RSS');
+  console.log('services  rules(nat)  full render (cold)  full render (warm)  partial render  nft apply  legacy apply  cold/nft  warm/nft  cold/legacy  peak RSS');
   for (const n of sizes.length ? sizes : [1000, 5000, 10000]) {
     process.stdout.write(execFileSync(process.execPath, [...process.execArgv, process.argv[1]!, String(n)], { env: { ...process.env, KNET_BENCH_CHILD: '1' }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
   }
@@ -78,6 +80,14 @@ for (const n of sizes) {
   const renderer = new IptablesRenderer();
   const indexed = { services: [], endpointSlices: [], index: store };
   renderer.render({ cluster: indexed, settings }).tables;
+  // Warm full render: what every later full sync of the proxy costs (unchanged services reused),
+  // down to the whole restore text.
+  const warms: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    if (renderer.render({ cluster: indexed, settings }).text.length === 0) throw new Error('empty render');
+    warms.push(performance.now() - t0);
+  }
   const original = cluster.endpointSlices[n >> 1]!;
   const edited = structuredClone(original);
   edited.endpoints![0]!.addresses = ['10.99.99.99'];
@@ -99,8 +109,8 @@ for (const n of sizes) {
   }
   const full = median(fulls);
   console.log([
-    String(n).padStart(8), String(natRules).padStart(10), `${full.toFixed(0)} ms`.padStart(12), `${median(partials).toFixed(1)} ms`.padStart(15),
-    `${nft.toFixed(0)} ms`.padStart(10), `${legacy.toFixed(0)} ms`.padStart(13), `${((full / nft) * 100).toFixed(1)}%`.padStart(11), `${((full / legacy) * 100).toFixed(1)}%`.padStart(14),
+    String(n).padStart(8), String(natRules).padStart(10), `${full.toFixed(0)} ms`.padStart(19), `${median(warms).toFixed(0)} ms`.padStart(19), `${median(partials).toFixed(1)} ms`.padStart(15),
+    `${nft.toFixed(0)} ms`.padStart(10), `${legacy.toFixed(0)} ms`.padStart(13), `${((full / nft) * 100).toFixed(1)}%`.padStart(9), `${((median(warms) / nft) * 100).toFixed(1)}%`.padStart(9), `${((full / legacy) * 100).toFixed(1)}%`.padStart(12),
     `${(peakRssBytes() / 2 ** 20).toFixed(0)} MB`.padStart(9),
   ].join(' '));
 }
