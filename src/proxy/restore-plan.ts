@@ -75,10 +75,25 @@ export interface PlanOptions {
   maxChainsPerRestore: number;
   /** The tables already list every chain after the chains it jumps to (a renderer's do). */
   inDependencyOrder?: boolean;
+  /**
+   * Lets restores run two at a time: `cutBefore` says where a chunk may end without splitting
+   * a chain from the chains that jump to it (within the write order), and `independent` which
+   * written chains depend only on chains written in their own chunk or in an earlier, separate
+   * restore. Chunks made only of such writes, cut at such places, are marked concurrent.
+   */
+  concurrency?: {
+    cutBefore: (table: string, prev: string, cur: string) => boolean;
+    independent: (table: string, chain: string) => boolean;
+  };
 }
 
 export interface Plan {
   restores: string[];
+  /**
+   * Per restore: may run at the same time as the neighbouring restores that are also marked
+   * (every other restore runs alone, after all before it finished).
+   */
+  concurrent: boolean[];
   /** Applied state once every restore succeeded. */
   next: AppliedState;
   chainsWritten: number;
@@ -152,9 +167,31 @@ export function planRestores(parsed: Parsed, applied: AppliedState, o: PlanOptio
   // Deletions go after every write of their table (units are already in that order), and
   // chunk boundaries never reorder units, so each intermediate state is consistent.
   const restores: string[] = [];
+  const concurrent: boolean[] = [];
   const max = Math.max(1, o.maxChainsPerRestore);
-  for (let i = 0; i < units.length; i += max) restores.push(renderChunk(units.slice(i, i + max)));
-  return { restores, next, chainsWritten, chainsDeleted, rulesWritten };
+  const c = o.concurrency;
+  let start = 0;
+  let forced = false;
+  const close = (end: number) => {
+    const chunk = units.slice(start, end);
+    restores.push(renderChunk(chunk));
+    // A chunk that begins where a cut was forced may depend on the chunk before it.
+    concurrent.push(!!c && !forced && chunk.every((u) => u.rules !== null && c.independent(u.table, u.chain)));
+    start = end;
+  };
+  for (let i = 1; i <= units.length; i++) {
+    if (i === units.length) { close(i); break; }
+    const size = i - start;
+    if (size < max) continue;
+    const prev = units[i - 1]!;
+    const cur = units[i]!;
+    const safe = !c || prev.table !== cur.table || c.cutBefore(cur.table, prev.chain, cur.chain);
+    if (safe || size >= 2 * max) {
+      close(i);
+      forced = !safe;
+    }
+  }
+  return { restores, concurrent, next, chainsWritten, chainsDeleted, rulesWritten };
 }
 
 function renderChunk(units: Unit[]): string {

@@ -129,3 +129,22 @@ rootTest('partial syncs (changed services only) leave the kernel exactly as a fu
   const norm = async (ns: string) => (await iptablesSave({ backend: 'nft', netns: ns })).split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.replace(/ \[\d+:\d+\]$/, '')).sort().join('\n');
   t.is(await norm(a), await norm(b));
 });
+
+rootTest('nft: a full sync split into small restores, service chains two at a time, leaves the kernel as one restore does', async (t) => {
+  const [a, b] = [await testNetns(t, 'knt-p'), await testNetns(t, 'knt-p')];
+  const services: Service[] = [];
+  const slices: EndpointSlice[] = [];
+  for (let i = 0; i < 60; i++) {
+    services.push(makeService('default', `s${i}`, { clusterIP: `172.30.2.${i + 1}`, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }],
+      ...(i % 3 === 0 ? { sessionAffinity: 'ClientIP' } : {}), ...(i % 4 === 0 ? { type: 'NodePort' } : {}) }) as unknown as Service);
+    slices.push(makeSlice('default', `s${i}`, [`10.244.${i}.1`, `10.244.${i}.2`, `10.244.${i}.3`], [{ port: 8080 }]) as unknown as EndpointSlice);
+  }
+  const cluster: ClusterState = { services, endpointSlices: slices };
+  // 7 chains per restore: about 40 restores, most of them marked concurrent.
+  await new IptablesApplier({ target: { backend: 'nft', netns: a }, settings, log, maxChainsPerRestore: 7 }).sync({ cluster, changed: new Set(), full: true });
+  await new IptablesApplier({ target: { backend: 'nft', netns: b }, settings, log, maxChainsPerRestore: Infinity }).sync({ cluster, changed: new Set(), full: true });
+  const norm = async (ns: string) => (await iptablesSave({ backend: 'nft', netns: ns })).split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.replace(/ \[\d+:\d+\]$/, '')).sort().join('\n');
+  const [ka, kb] = [await norm(a), await norm(b)];
+  t.true(ka.split('\n').filter((l) => l.startsWith('-A KUBE-SEP-')).length >= 360);
+  t.is(ka, kb);
+});

@@ -1,5 +1,9 @@
 import test from 'ava';
 import fc from 'fast-check';
+import { renderIptables } from '../../src/rules/iptables.ts';
+import { SERVICE_CHAIN_CONCURRENCY, runRestores } from '../../src/proxy/iptables-applier.ts';
+import { arbService, cluster } from '../helpers/arb-cluster.ts';
+import { settings } from '../helpers/rules.ts';
 import { appliedFromSave, parseRestore, planRestores, type AppliedState } from '../../src/proxy/restore-plan.ts';
 import { isServiceChain } from '../../src/proxy/jumps.ts';
 
@@ -83,4 +87,48 @@ test('chain names are read from iptables-save output with unknown content', (t) 
 test('malformed restore text is refused', (t) => {
   t.throws(() => parseRestore('*nat\n-A NOPE -j ACCEPT\nCOMMIT\n'), { message: /undeclared/ });
   t.throws(() => parseRestore(':X - [0:0]\n'), { message: /outside a table/ });
+});
+
+test('concurrent restores: a chunk that may run beside others only needs chains from itself or from an earlier restore that ran alone', (t) => {
+  fc.assert(fc.property(fc.array(arbService, { minLength: 1, maxLength: 8 }), fc.integer({ min: 1, max: 6 }), (specs, max) => {
+    const r = renderIptables({ cluster: cluster(specs), settings: settings() });
+    const plan = planRestores(r.tables, new Map(), { full: true, isStale, maxChainsPerRestore: max, inDependencyOrder: true, concurrency: SERVICE_CHAIN_CONCURRENCY });
+    t.is(plan.concurrent.length, plan.restores.length);
+    const chunks = plan.restores.map((text) => parseRestore(text));
+    const writtenIn = new Map<string, number>();
+    chunks.forEach((c, i) => { for (const [table, pt] of c) for (const chain of pt.chains.keys()) writtenIn.set(`${table}/${chain}`, i); });
+    chunks.forEach((c, i) => {
+      if (!plan.concurrent[i]) return;
+      // The run of concurrent restores this one belongs to starts after the last lone restore before it.
+      let runStart = i;
+      while (runStart > 0 && plan.concurrent[runStart - 1]) runStart--;
+      for (const [table, pt] of c) {
+        t.is(table, 'nat');
+        t.is(pt.deletes.size, 0);
+        for (const rules of pt.chains.values()) for (const rule of rules) {
+          const target = / -[jg] (\S+)/.exec(rule)?.[1];
+          const at = target ? writtenIn.get(`nat/${target}`) : undefined;
+          if (at !== undefined) t.true(at === i || at < runStart, `${rule} needs restore ${at}, runs in ${i} (run from ${runStart})`);
+        }
+      }
+    });
+  }), { numRuns: 200 });
+});
+
+test('runRestores: lone restores run alone, marked ones two at a time, in order of start', async (t) => {
+  const log: string[] = [];
+  let inFlight = 0;
+  let most = 0;
+  const apply = async (x: string) => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    log.push(`start ${x} with ${inFlight}`);
+    await new Promise((r) => setTimeout(r, x === 'c2' ? 30 : 5));
+    inFlight--;
+  };
+  await runRestores(['a', 'c1', 'c2', 'c3', 'c4', 'b'], [false, true, true, true, true, false], apply);
+  t.is(most, 2);
+  t.deepEqual(log.filter((l) => l.startsWith('start a') || l.startsWith('start b')), ['start a with 1', 'start b with 1']);
+  t.deepEqual(log.map((l) => l.split(' ')[1]), ['a', 'c1', 'c2', 'c3', 'c4', 'b']);
+  await t.throwsAsync(runRestores(['x', 'y'], [true, true], async (s) => { if (s === 'x') throw new Error('boom'); }), { message: 'boom' });
 });
