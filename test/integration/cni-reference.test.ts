@@ -71,7 +71,7 @@ test('chained with the reference portmap: a hostPort reaches the pod; DEL in rev
   t.deepEqual(second.json.ips, first.json.ips, 'portmap passes knet\'s result through');
 
   const podIp = first.json.ips[0].address.split('/')[0];
-  const out = await probe({ port: 80, attempts: 5, timeout: 3, servers: [{ ns: pod, ip: podIp }], probes: [{ ns: ext, dst: '192.168.78.1', port: 8080, expect: podIp, icmp: false }] });
+  const out = await probe({ port: 80, attempts: 10, timeout: 5, servers: [{ ns: pod, ip: podIp }], probes: [{ ns: ext, dst: '192.168.78.1', port: 8080, expect: podIp, icmp: false }] });
   t.true(out.results[0]!.tcp, 'ext -> node:8080 -> pod:80');
 
   // CHECK through the chain, then DEL in reverse order with the final result.
