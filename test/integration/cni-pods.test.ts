@@ -97,7 +97,7 @@ test('50 pods: addresses, routes, MTU, result, connectivity, masquerade, CHECK, 
   // This machine is shared with other busy test runs and now and then loses a burst of
   // packets; a pair counts as broken only if it fails again in a second, later pass.
   const firstFailures = out.results.filter((r) => r.icmp === false || r.tcp === false);
-  if (firstFailures.length) t.log(`${firstFailures.length} probes failed once; probing them again`);
+  if (firstFailures.length) t.log(`${firstFailures.length} probes failed once; probing them again`, JSON.stringify(firstFailures.slice(0, 5)));
   const second = firstFailures.length ? await probe({ ...spec, attempts: 5, timeout: 3, probes: firstFailures.map((f) => ({ ns: f.ns, dst: f.dst, icmp: f.icmp === false, tcp: f.tcp === false })) }) : null;
   for (const [k, v] of Object.entries(second?.seen ?? {})) out.seen[k] = [...(out.seen[k] ?? []), ...v];
   const failed = (second?.results ?? []).filter((r) => r.icmp === false || r.tcp === false);
