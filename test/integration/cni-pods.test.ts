@@ -1,5 +1,5 @@
 // 50 pods on one node through the built plugin: kernel state matches the config and the
-// result, every pod reaches the gateway and every other pod (ICMP and TCP), traffic leaving the
+// result, every pod reaches the gateway and its next PEERS pods (ICMP and TCP), traffic leaving the
 // cluster is masqueraded by the node's one chain while pod-to-pod traffic is not; CHECK, DEL
 // (twice) and GC leave nothing behind.
 import test from 'ava';
@@ -10,6 +10,12 @@ import { run } from '../../src/kernel/exec.ts';
 import { iptablesSave } from '../../src/kernel/iptables.ts';
 
 const PODS = Number(process.env.KNET_TEST_PODS ?? 50);
+// Pod-to-pod probes go to the next PEERS pods (in a ring), not to all 49: the kernel's ARP table
+// is shared by every namespace of the machine (gc_thresh3 = 1024 entries), and all pairs of 50
+// pods need ~2,600 entries, which overflowed it ("neighbor table overflow") and stalled new
+// neighbours machine-wide for seconds at a time.
+const PEERS = Math.min(4, PODS - 1);
+const peersOf = (i: number) => Array.from({ length: PEERS }, (_, k) => (i + k + 1) % PODS);
 
 test('50 pods: addresses, routes, MTU, result, connectivity, masquerade, CHECK, DEL, GC', async (t) => {
   if (!isRoot) return t.pass('needs root');
@@ -75,7 +81,7 @@ test('50 pods: addresses, routes, MTU, result, connectivity, masquerade, CHECK, 
     t.is(host.linkinfo.info_slave_data.hairpin, true);
   }
 
-  // Connectivity: every pod to the gateway and to every other pod, ICMP and TCP; and out.
+  // Connectivity: every pod to the gateway and to its next PEERS pods, ICMP and TCP; and out.
   const podIp = (i: number) => ips[i]!.split('/')[0]!;
   const spec = {
     port: 7777,
@@ -87,13 +93,13 @@ test('50 pods: addresses, routes, MTU, result, connectivity, masquerade, CHECK, 
     probes: pods.flatMap((p, i) => [
       { ns: p.ns, dst: '10.77.1.1' },
       { ns: p.ns, dst: '192.168.77.2', icmp: false },
-      ...pods.map((_, j) => j).filter((j) => j !== i).map((j) => ({ ns: p.ns, dst: podIp(j) })),
+      ...peersOf(i).map((j) => ({ ns: p.ns, dst: podIp(j) })),
     ]),
   };
   phase('kernel state checked');
   const out = await probe(spec);
   phase('first probe pass done');
-  t.is(out.results.length, PODS * (PODS + 1));
+  t.is(out.results.length, PODS * (PEERS + 2));
   // This machine is shared with other busy test runs and now and then loses a burst of
   // packets; a pair counts as broken only if it fails again in a second, later pass.
   const firstFailures = out.results.filter((r) => r.icmp === false || r.tcp === false);
@@ -103,7 +109,7 @@ test('50 pods: addresses, routes, MTU, result, connectivity, masquerade, CHECK, 
   const failed = (second?.results ?? []).filter((r) => r.icmp === false || r.tcp === false);
   t.deepEqual(failed.slice(0, 40).map((f) => `${f.ns}>${f.dst} icmp=${f.icmp} tcp=${f.tcp}`), [], `${failed.length} of ${out.results.length} probes failed twice`);
   // Pod to pod keeps the pod's address; leaving the cluster it becomes the node's.
-  t.deepEqual([...new Set(out.seen[podIp(0)])].sort(), pods.slice(1).map((_, k) => podIp(k + 1)).sort());
+  t.deepEqual([...new Set(out.seen[podIp(0)])].sort(), pods.map((_, i) => i).filter((i) => peersOf(i).includes(0)).map(podIp).sort());
   t.deepEqual([...new Set(out.seen['192.168.77.2'])], ['192.168.77.1']);
 
   // One masquerade chain for the node, however many pods.
