@@ -90,13 +90,18 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** Alive and not a zombie (a child that exited but was not reaped yet counts as gone). */
+export function pidRunning(pid: number): boolean {
+  return pidAlive(pid) && !isZombie(pid);
+}
+
 /** SIGTERM, then SIGKILL after a grace period; never throws. */
 export async function stopPid(pid: number, graceMs = 3000): Promise<void> {
   if (!pidAlive(pid)) return;
   try { process.kill(pid, 'SIGTERM'); } catch { return; }
   const until = Date.now() + graceMs;
   while (Date.now() < until) {
-    if (!pidAlive(pid) || isZombie(pid)) return;
+    if (!pidRunning(pid)) return;
     await sleep(50);
   }
   try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }

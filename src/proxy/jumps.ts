@@ -2,7 +2,8 @@
 // idempotent: each sync that needs them lists the built-in chains and inserts only what is
 // missing, in one restore. Also the cleanup of everything the proxy (or kube-proxy) wrote.
 import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../kernel/iptables.ts';
-import { appliedFromSave, planRestores, type Parsed } from './restore-plan.ts';
+import { appliedFromSave, planRestores } from './restore-plan.ts';
+import type { RenderedTables } from '../rules/types.ts';
 import { isServiceChainName } from '../rules/names.ts';
 
 export interface JumpRule {
@@ -125,10 +126,10 @@ export async function cleanupIptables(t: IptablesTarget, maxChainsPerRestore = 1
     const applied = appliedFromSave(await iptablesSave(t, table), (tb, c) => isOwnedChain(tb, c));
     const owned = [...(applied.get(table)?.keys() ?? [])];
     if (!owned.length) continue;
-    const flush: Parsed = new Map([[table, { chains: new Map(owned.map((c) => [c, []])), deletes: new Set<string>() }]]);
+    const flush: RenderedTables = new Map([[table, { chains: new Map(owned.map((c) => [c, []])), deletes: new Set<string>() }]]);
     const p1 = planRestores(flush, applied, { full: false, isStale: () => false, maxChainsPerRestore });
     for (const r of p1.restores) await iptablesRestore(t, r, { noflush: true });
-    const drop: Parsed = new Map([[table, { chains: new Map(), deletes: new Set(owned) }]]);
+    const drop: RenderedTables = new Map([[table, { chains: new Map(), deletes: new Set(owned) }]]);
     const p2 = planRestores(drop, p1.next, { full: false, isStale: () => false, maxChainsPerRestore });
     for (const r of p2.restores) await iptablesRestore(t, r, { noflush: true });
     chains += owned.length;

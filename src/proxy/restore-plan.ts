@@ -16,17 +16,15 @@
 //     a time (iptables-nft parses and fetches its cache in parallel; the kernel serialises the
 //     commits): 10k services' chains in 2.0 s instead of 3.8 s.
 import type { RenderedTable, RenderedTables } from '../rules/types.ts';
-
-/** Chains declared (":NAME - [0:0]") with their rules in declaration order, and chains deleted (-X). */
-export type ParsedTable = RenderedTable;
-export type Parsed = RenderedTables;
+import { sameStrings } from '../util/arrays.ts';
 
 /** table -> chain -> its rules in the kernel (null: the chain exists, content unknown). */
 export type AppliedState = Map<string, Map<string, readonly string[] | null>>;
 
-export function parseRestore(text: string): Parsed {
-  const out: Parsed = new Map();
-  let cur: ParsedTable | null = null;
+/** iptables-restore text in the renderer's per-chain shape (tests, and callers holding text). */
+export function parseRestore(text: string): RenderedTables {
+  const out: RenderedTables = new Map();
+  let cur: RenderedTable | null = null;
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
     if (line.startsWith('*')) {
@@ -53,13 +51,6 @@ export function parseRestore(text: string): Parsed {
   }
   for (const t of out.values()) for (const d of t.deletes) t.chains.delete(d);
   return out;
-}
-
-function sameRules(a: readonly string[] | null | undefined, b: readonly string[]): boolean {
-  if (a === b) return true;
-  if (!a || a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** Rules in the chains of one table, as far as known. */
@@ -133,7 +124,7 @@ function orderByDependencies(chains: Map<string, string[]>, set: string[]): stri
 
 interface Unit { table: string; chain: string; rules: string[] | null }
 
-export function planRestores(parsed: Parsed, applied: AppliedState, o: PlanOptions): Plan {
+export function planRestores(parsed: RenderedTables, applied: AppliedState, o: PlanOptions): Plan {
   const next: AppliedState = new Map([...applied].map(([t, m]) => [t, new Map(m)]));
   const units: Unit[] = [];
   const rulesWritten: Record<string, number> = {};
@@ -147,7 +138,7 @@ export function planRestores(parsed: Parsed, applied: AppliedState, o: PlanOptio
     next.set(table, known);
     rulesWritten[table] = 0;
     const write: string[] = [];
-    for (const [chain, rules] of pt.chains) if (!sameRules(known.get(chain), rules)) write.push(chain);
+    for (const [chain, rules] of pt.chains) if (!sameStrings(known.get(chain), rules)) write.push(chain);
     // Within one restore all chains are declared before any rule, so order matters only when
     // the writes are split over several restores.
     const ordered = mayChunk && !o.inDependencyOrder ? orderByDependencies(pt.chains, write) : write;

@@ -6,6 +6,7 @@
 import { hash } from 'node:crypto';
 import type { ClusterIndex, ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
+import { ClusterStore } from '../rules/cluster-index.ts';
 
 export interface Changes {
   /** "ns/name" of every service whose Service or EndpointSlices changed. */
@@ -67,9 +68,8 @@ export class ChangeTracker implements ClusterIndex {
   private endpointEvents = 0;
   private triggers: number[] = [];
   private snapshotCache: ClusterState | null = null;
-  /** Slice keys per owning service, and the per-service view handed to the renderer. */
-  private readonly owned = new Map<string, Set<string>>();
-  private readonly views = new Map<string, ServiceObjects>();
+  /** The same objects grouped per service, handed to the renderer as this tracker's index. */
+  private readonly store = new ClusterStore();
   private readonly srcKey = new WeakMap<object, string>();
 
   constructor(private readonly warn: (object: string, reason: string) => void = () => {}) {}
@@ -90,6 +90,7 @@ export class ChangeTracker implements ClusterIndex {
     const fp = serviceFingerprint(obj);
     if (old && old.fp === fp) { old.src = raw; this.srcKey.set(raw, key); return false; }
     this.services.set(key, { obj, fp, owner: key, src: raw });
+    this.store.upsertService(obj);
     this.srcKey.set(raw, key);
     this.mark(key);
     this.serviceEvents++;
@@ -98,7 +99,10 @@ export class ChangeTracker implements ClusterIndex {
 
   deleteService(raw: Service): boolean {
     const key = metaKey(raw?.metadata);
-    if (!key || !this.services.delete(key)) return false;
+    const old = key ? this.services.get(key) : undefined;
+    if (!key || !old) return false;
+    this.services.delete(key);
+    this.store.deleteService(old.obj);
     this.mark(key);
     this.serviceEvents++;
     return true;
@@ -118,11 +122,9 @@ export class ChangeTracker implements ClusterIndex {
     const obj = plain(raw);
     const fp = sliceFingerprint(obj);
     if (old && old.fp === fp && old.owner === owner) { old.src = raw; this.srcKey.set(raw, key); return false; }
-    if (old && old.owner !== owner) { this.mark(old.owner); this.disown(old.owner, key); }
+    if (old && old.owner !== owner) { this.mark(old.owner); this.store.deleteSlice(old.obj); }
     this.slices.set(key, { obj, fp, owner, src: raw });
-    let set = this.owned.get(owner);
-    if (!set) this.owned.set(owner, (set = new Set()));
-    set.add(key);
+    this.store.upsertSlice(obj);
     this.srcKey.set(raw, key);
     this.mark(owner);
     this.endpointEvents++;
@@ -136,7 +138,7 @@ export class ChangeTracker implements ClusterIndex {
     const old = key ? this.slices.get(key) : undefined;
     if (!key || !old) return false;
     this.slices.delete(key);
-    this.disown(old.owner, key);
+    this.store.deleteSlice(old.obj);
     this.mark(old.owner);
     this.endpointEvents++;
     return true;
@@ -164,29 +166,15 @@ export class ChangeTracker implements ClusterIndex {
 
   private mark(key: string): void {
     this.dirty.add(key);
-    this.views.delete(key);
     this.snapshotCache = null;
   }
 
-  private disown(owner: string, sliceKey: string): void {
-    const set = this.owned.get(owner);
-    if (set && set.delete(sliceKey) && set.size === 0) this.owned.delete(owner);
-  }
-
   keys(): Iterable<string> {
-    return new Set([...this.services.keys(), ...this.owned.keys()]);
+    return this.store.keys();
   }
 
   get(key: string): ServiceObjects | undefined {
-    let v = this.views.get(key);
-    if (v) return v;
-    const service = this.services.get(key)?.obj;
-    const owned = this.owned.get(key);
-    if (!service && !owned) return undefined;
-    const slices: EndpointSlice[] = [];
-    for (const k of owned ?? []) slices.push(this.slices.get(k)!.obj);
-    this.views.set(key, (v = { service, slices }));
-    return v;
+    return this.store.get(key);
   }
 
   /**

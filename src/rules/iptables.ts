@@ -8,6 +8,7 @@ import { indexCluster } from './cluster-index.ts';
 import type { ServiceObjects } from '../model/k8s.ts';
 import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
+import { sameStrings } from '../util/arrays.ts';
 import type { LocalDetector, ProxySettings, RenderRequest, RenderResult, RenderWarning, RenderedTables } from './types.ts';
 
 export const KUBE_SERVICES = 'KUBE-SERVICES';
@@ -36,9 +37,6 @@ class TableBuffer {
     // compare and write has to flatten again.
     args.unshift('-A', chain);
     this.rules.push(args.join(' '));
-  }
-  raw(line: string): void {
-    this.rules.push(line);
   }
 }
 
@@ -553,10 +551,12 @@ export class IptablesRenderer {
     // The fixed chains are rebuilt only when a port's contribution to them changed.
     if (!this.fixed || !this.fixed.fits(outputKey, all, patched)) this.fixed = new FixedChains(outputKey, [...all], { settings, npa, localhostNodePorts, isIPv6 });
 
+    // Later renders patch `this.all` in place: this render's result keeps a copy.
+    const ports = all.slice();
     // The ports whose own chains this render writes: all of them, or those of changed services.
     const changed = req.partial?.changedServices;
     let written: PortOutput[];
-    if (!changed) written = all;
+    if (!changed) written = ports;
     else {
       written = [];
       for (const key of [...changed].sort()) { const rs = this.services.get(key); if (rs) written.push(...(rs.outputs as PortOutput[])); }
@@ -565,8 +565,6 @@ export class IptablesRenderer {
     // Stale service chains: those the kernel holds (as the caller says, or as this renderer last
     // rendered the re-modelled services) that no longer belong to any port.
     const services = this.services;
-    // Later renders patch `this.all` in place: the active set is built from a copy of today's.
-    const ports = all.slice();
     let activeSet: Set<string> | null = null;
     const active = () => {
       if (!activeSet) {
@@ -590,7 +588,7 @@ export class IptablesRenderer {
 
     const warnings = extraWarnings;
     if (this.warned.size) for (const key of [...this.warned].sort()) warnings.push(...this.services.get(key)!.entry.warnings);
-    return assemble({ fixed: this.fixed, written: written === all ? ports : written, ownRules: this.ownRules, stale, warnings, active });
+    return assemble({ fixed: this.fixed, written, ownRules: this.ownRules, stale, warnings, active });
   }
 }
 
@@ -621,11 +619,50 @@ interface FixedContext {
   isIPv6: boolean;
 }
 
-function sameStrings(a: readonly string[], b: readonly string[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+/** The settings-only rules around the per-port ones in the fixed chains. */
+function settingsRules(c: FixedContext) {
+  const { settings, npa, localhostNodePorts, isIPv6 } = c;
+  const mark = masqueradeMark(settings.masqueradeBit);
+  const filterPre = new TableBuffer();
+  for (const c of FILTER_CHAINS) filterPre.chain(c);
+  if (!isIPv6 && localhostNodePorts) {
+    // route_localnet makes 127.0.0.0/8 routable; drop such traffic from outside (CVE-2020-8558).
+    filterPre.chain(KUBE_FIREWALL);
+    filterPre.rule(KUBE_FIREWALL, '-m', 'comment', '--comment', q('block incoming localnet connections'),
+      '-d', '127.0.0.0/8', '!', '-s', '127.0.0.0/8', '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT', '-j', 'DROP');
+  }
+  const filterPost = new TableBuffer();
+  filterPost.rule(KUBE_FORWARD, '-m', 'conntrack', '--ctstate', 'INVALID',
+    ...(settings.nfacctCounters ? ['-m', 'nfacct', '--nfacct-name', NFACCT_INVALID] : []), '-j', 'DROP');
+  filterPost.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding rules'), '-m', 'mark', '--mark', `${mark}/${mark}`, '-j', 'ACCEPT');
+  filterPost.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding conntrack rule'), '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT');
+
+  const pre = new TableBuffer();
+  for (const c of NAT_CHAINS) pre.chain(c);
+  pre.rule(KUBE_POSTROUTING, '-m', 'mark', '!', '--mark', `${mark}/${mark}`, '-j', 'RETURN');
+  // Clear the mark so a packet that traverses the stack again is not masqueraded twice.
+  pre.rule(KUBE_POSTROUTING, '-j', 'MARK', '--xor-mark', mark);
+  pre.rule(KUBE_POSTROUTING, '-m', 'comment', '--comment', q('kubernetes service traffic requiring SNAT'), '-j', 'MASQUERADE',
+    ...(settings.randomFully ? ['--random-fully'] : []));
+  pre.rule(KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', mark);
+
+  // Node ports last in KUBE-SERVICES.
+  const post = new TableBuffer();
+  const lastComment = q('kubernetes service nodeports; NOTE: this must be the last rule in this chain');
+  if (npa.matchAll) {
+    const dst = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
+    if (isIPv6) dst.push('!', '-d', '::1/128');
+    else if (!localhostNodePorts) dst.push('!', '-d', '127.0.0.0/8');
+    post.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, ...dst, '-j', KUBE_NODEPORTS);
+  } else {
+    for (const ip of nodePortIPs(npa, settings)) {
+      const p = parseIP(ip)!;
+      const loopback = p.family === 4 ? ip.startsWith('127.') : ip === '::1';
+      if (loopback && (isIPv6 || !localhostNodePorts)) continue;
+      post.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, '-d', ip, '-j', KUBE_NODEPORTS);
+    }
+  }
+  return { pre, post, filterPre, filterPost };
 }
 
 /**
@@ -636,12 +673,14 @@ function sameStrings(a: readonly string[], b: readonly string[]): boolean {
  */
 class FixedChains {
   private built: { filter: Map<string, string[]>; nat: Map<string, string[]>; filterText: string; natDecl: string; natRules: string } | null = null;
+  /** The settings-only rules around the per-port ones. */
+  private readonly edges: { pre: TableBuffer; post: TableBuffer; filterPre: TableBuffer; filterPost: TableBuffer };
   readonly filterRules: number;
   readonly natRules: number;
   /** Service ports with no endpoints at all / no local endpoints (kube-proxy metrics). */
   readonly noLocalEndpoints = { internal: 0, external: 0 };
 
-  constructor(readonly key: string, readonly all: readonly PortOutput[], private readonly c: FixedContext) {
+  constructor(readonly key: string, readonly all: readonly PortOutput[], c: FixedContext) {
     let f = 0;
     let n = 0;
     for (const po of all) {
@@ -650,7 +689,8 @@ class FixedChains {
       if (po.noLocalInternal) this.noLocalEndpoints.internal++;
       if (po.noLocalExternal) this.noLocalEndpoints.external++;
     }
-    const { pre, post, filterPre, filterPost } = this.edges();
+    this.edges = settingsRules(c);
+    const { pre, post, filterPre, filterPost } = this.edges;
     this.filterRules = f + filterPre.rules.length + filterPost.rules.length;
     this.natRules = n + pre.rules.length + post.rules.length;
   }
@@ -680,55 +720,9 @@ class FixedChains {
   /** Rules of the fixed nat chains, KUBE-SERVICES' node port rule last. */
   get natRulesText(): string { return this.build().natRules; }
 
-  /** The settings-only rules around the per-port ones. */
-  private edges() {
-    const { settings, npa, localhostNodePorts, isIPv6 } = this.c;
-    const mark = masqueradeMark(settings.masqueradeBit);
-    const filterPre = new TableBuffer();
-    for (const c of FILTER_CHAINS) filterPre.chain(c);
-    if (!isIPv6 && localhostNodePorts) {
-      // route_localnet makes 127.0.0.0/8 routable; drop such traffic from outside (CVE-2020-8558).
-      filterPre.chain(KUBE_FIREWALL);
-      filterPre.rule(KUBE_FIREWALL, '-m', 'comment', '--comment', q('block incoming localnet connections'),
-        '-d', '127.0.0.0/8', '!', '-s', '127.0.0.0/8', '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT', '-j', 'DROP');
-    }
-    const filterPost = new TableBuffer();
-    filterPost.rule(KUBE_FORWARD, '-m', 'conntrack', '--ctstate', 'INVALID',
-      ...(settings.nfacctCounters ? ['-m', 'nfacct', '--nfacct-name', NFACCT_INVALID] : []), '-j', 'DROP');
-    filterPost.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding rules'), '-m', 'mark', '--mark', `${mark}/${mark}`, '-j', 'ACCEPT');
-    filterPost.rule(KUBE_FORWARD, '-m', 'comment', '--comment', q('kubernetes forwarding conntrack rule'), '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT');
-
-    const pre = new TableBuffer();
-    for (const c of NAT_CHAINS) pre.chain(c);
-    pre.rule(KUBE_POSTROUTING, '-m', 'mark', '!', '--mark', `${mark}/${mark}`, '-j', 'RETURN');
-    // Clear the mark so a packet that traverses the stack again is not masqueraded twice.
-    pre.rule(KUBE_POSTROUTING, '-j', 'MARK', '--xor-mark', mark);
-    pre.rule(KUBE_POSTROUTING, '-m', 'comment', '--comment', q('kubernetes service traffic requiring SNAT'), '-j', 'MASQUERADE',
-      ...(settings.randomFully ? ['--random-fully'] : []));
-    pre.rule(KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', mark);
-
-    // Node ports last in KUBE-SERVICES.
-    const post = new TableBuffer();
-    const lastComment = q('kubernetes service nodeports; NOTE: this must be the last rule in this chain');
-    if (npa.matchAll) {
-      const dst = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
-      if (isIPv6) dst.push('!', '-d', '::1/128');
-      else if (!localhostNodePorts) dst.push('!', '-d', '127.0.0.0/8');
-      post.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, ...dst, '-j', KUBE_NODEPORTS);
-    } else {
-      for (const ip of nodePortIPs(npa, settings)) {
-        const p = parseIP(ip)!;
-        const loopback = p.family === 4 ? ip.startsWith('127.') : ip === '::1';
-        if (loopback && (isIPv6 || !localhostNodePorts)) continue;
-        post.rule(KUBE_SERVICES, '-m', 'comment', '--comment', lastComment, '-d', ip, '-j', KUBE_NODEPORTS);
-      }
-    }
-    return { pre, post, filterPre, filterPost };
-  }
-
   private build() {
     if (this.built) return this.built;
-    const { pre, post, filterPre, filterPost } = this.edges();
+    const { pre, post, filterPre, filterPost } = this.edges;
     const filter = byChain(filterPre.rules, filterPre.chains);
     const nat = byChain(pre.rules, pre.chains);
     const append = (into: Map<string, string[]>, rules: readonly string[]) => {

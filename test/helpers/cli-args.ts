@@ -1,12 +1,9 @@
-// Parses a `knet ...` command line with the real commander program of src/cli (the same
-// register* functions main.ts uses), without running the command: each action is replaced by
+// Parses a `knet ...` command line with the real commander program of src/cli (buildProgram,
+// as main.ts uses it), without running the command: each action is replaced by
 // one that records the parsed options. Unknown options, missing values, flag parsers that
 // throw and stray arguments all throw, so deployment files can be checked against the CLI.
-import { Command } from 'commander';
-import { registerAgent } from '../../src/cli/agent.ts';
-import { registerProxy } from '../../src/cli/proxy.ts';
-import { registerRules } from '../../src/cli/rules.ts';
-import { registerLab } from '../../src/cli/lab.ts';
+import type { Command } from 'commander';
+import { buildProgram } from '../../src/cli/program.ts';
 
 export interface ParsedCli {
   command: string;
@@ -15,12 +12,9 @@ export interface ParsedCli {
 
 /** argv without the program name: ['agent', '--iface', 'eth0', ...]. */
 export function parseKnetArgs(argv: readonly string[]): ParsedCli {
-  const program = new Command();
-  program.name('knet').exitOverride().configureOutput({ writeOut: () => {}, writeErr: () => {} });
-  registerRules(program);
-  registerAgent(program);
-  registerProxy(program);
-  registerLab(program);
+  const program = buildProgram();
+  // Set on every command: sub-commands copy these settings only when they are created.
+  for (const c of [program, ...program.commands]) c.exitOverride().configureOutput({ writeOut: () => {}, writeErr: () => {} });
   let parsed: ParsedCli | undefined;
   for (const c of program.commands) {
     c.action((opts: Record<string, unknown>, cmd: Command) => {

@@ -12,6 +12,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { isRoot } from '../helpers/netns.ts';
+import { pidRunning } from '../helpers/process.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { deleteNetns, listNetns } from '../../src/kernel/netns.ts';
 import type { LabState } from '../../src/lab/state.ts';
@@ -59,14 +60,9 @@ async function rootNetwork(): Promise<string> {
   return parts.map((p) => p.stdout.split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/g, '')).join('\n')).join('\n--\n');
 }
 
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); } catch { return false; }
-  try { return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; }
-}
-
 async function assertNothingLeft(t: ExecutionContext, dir: string, prefix: string, pids: number[]): Promise<void> {
   t.deepEqual((await listNetns()).filter((n) => n.startsWith(prefix)), [], 'no lab namespace is left');
-  t.deepEqual(pids.filter(alive), [], 'no lab process is left');
+  t.deepEqual(pids.filter(pidRunning), [], 'no lab process is left');
   t.false(existsSync(join(dir, 'state.json')), 'the state file is gone');
 }
 
@@ -208,7 +204,7 @@ function processesMentioning(dir: string): string[] {
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmd.includes(dir) && alive(Number(pid))) out.push(`${pid}: ${cmd.replace(/\0/g, ' ')}`);
+      if (cmd.includes(dir) && pidRunning(Number(pid))) out.push(`${pid}: ${cmd.replace(/\0/g, ' ')}`);
     } catch { /* gone */ }
   }
   return out;

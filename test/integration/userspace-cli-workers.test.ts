@@ -3,21 +3,16 @@
 // and the worker goes away with the proxy. Runs in its own knt-w* namespace.
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, testNetns } from '../helpers/netns.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { waitFor } from '../../src/util/wait.ts';
+import { childPids, pidRunning } from '../helpers/process.ts';
 
 const rootTest = isRoot ? test : test.skip;
 
-const children = (pid: number): number[] => {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch { return []; }
-};
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/State:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
 
 test('--userspace-workers is checked before anything starts', async (t) => {
   const r = await run(process.execPath, ['dist/knet.js', 'proxy', '--proxy-mode', 'userspace', '--userspace-workers', '9', '--manifests', '/nonexistent']).catch((e: { stderr?: string }) => e);
@@ -44,12 +39,12 @@ rootTest('the built CLI starts a worker that shares the TCP listener and stops w
   t.teardown(() => { p.kill('SIGKILL'); });
   const exited = new Promise<number | null>((r) => p.once('exit', r));
   await waitFor('first sync', async () => log.includes('"msg":"synced"'), 30_000);
-  await waitFor('a worker process', async () => children(p.pid!).length === 1, 15_000);
-  const [worker] = children(p.pid!);
+  await waitFor('a worker process', async () => childPids(p.pid!).length === 1, 15_000);
+  const [worker] = childPids(p.pid!);
   t.teardown(() => { try { process.kill(worker!, 'SIGKILL'); } catch { /* gone, as it should be */ } });
   t.regex(readFileSync(`/proc/${worker}/cmdline`, 'utf8'), /knet-userspace-worker\.js/);
   await waitFor('the worker to hold the listener', async () => (await run('ip', ['netns', 'exec', ns, 'ss', '-tlnpH'])).stdout.includes(`pid=${worker},`), 15_000);
   p.kill('SIGTERM');
   t.is(await exited, 0, log);
-  await waitFor('the worker to exit', async () => !alive(worker!), 5000);
+  await waitFor('the worker to exit', async () => !pidRunning(worker!), 5000);
 });

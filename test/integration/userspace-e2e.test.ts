@@ -13,6 +13,8 @@ import { ipBatch } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { iptablesSave, type IptablesBackend } from '../../src/kernel/iptables.ts';
 import { cleanupPortals } from '../../src/proxy/userspace/dataplane.ts';
+import { waitFor } from '../../src/util/wait.ts';
+import { childPids, pidRunning } from '../helpers/process.ts';
 
 const rootTest = isRoot ? test : test.skip;
 const env = { ...process.env };
@@ -422,17 +424,7 @@ rootTest('legacy: 1 GiB arrives intact across a half-close, 1000 concurrent conn
   t.true(cutAfter >= 3500 && cutAfter < 9000, `cut after ${cutAfter} ms`);
 });
 
-const childPids = (pid: number) => {
-  try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number); } catch { return []; }
-};
-const alive = (pid: number) => { try { return !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); } catch { return false; } };
-const until = async (what: string, f: () => boolean | Promise<boolean>, ms = 10_000) => {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
+const until = (what: string, f: () => boolean | Promise<boolean>, ms = 10_000) => waitFor(what, async () => f(), ms, 50);
 /** Established sockets towards an endpoint port in the node namespace, by owning pid. */
 async function socketsByPid(topo: Topo, port: number): Promise<Map<number, number>> {
   const out = (await run('ip', ['netns', 'exec', topo.node, 'ss', '-tnpH', 'state', 'established', `( dport = :${port} )`])).stdout;
@@ -493,7 +485,7 @@ rootTest('nft: a worker process shares the TCP listeners (round robin, half-clos
 
   // The proxy crashing (SIGKILL, no clean-up) takes the worker with it.
   proxy.p.kill('SIGKILL');
-  await until('the worker to exit after the proxy', () => !alive(second!), 5000);
+  await until('the worker to exit after the proxy', () => !pidRunning(second!), 5000);
 
   // And a clean stop (SIGTERM) stops it too.
   const again = await startProxy(t, topo, 'nft', objs, ['--workers', '1']);
@@ -503,5 +495,5 @@ rootTest('nft: a worker process shares the TCP listeners (round robin, half-clos
   const exited = new Promise((r) => again.p.once('exit', r));
   again.p.kill('SIGTERM');
   t.is(await exited, 0);
-  await until('the worker to exit after SIGTERM', () => !alive(third!), 5000);
+  await until('the worker to exit after SIGTERM', () => !pidRunning(third!), 5000);
 });
