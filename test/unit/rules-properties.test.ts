@@ -2,7 +2,10 @@
 // filled chain is declared, and the random rules of a service spread traffic evenly.
 import test from 'ava';
 import fc from 'fast-check';
+import { createHash } from 'node:crypto';
 import { renderIptables } from '../../src/rules/iptables.ts';
+import { sha256Prefix10 } from '../../src/rules/names.ts';
+import { parseIP } from '../../src/util/ip.ts';
 import { arbService, cluster } from '../helpers/arb-cluster.ts';
 import { settings } from '../helpers/rules.ts';
 
@@ -59,4 +62,21 @@ test('the random rules of a service chain give every endpoint an equal share', (
     return Math.abs(remaining) < 1e-6;
   }));
   t.pass();
+});
+
+test('chain-name hashing equals node:crypto sha256 for any input, short, long or non-ASCII', (t) => {
+  const reference = (s: string) => createHash('sha256').update(s).digest().subarray(0, 10);
+  fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 300 }), fc.string({ unit: 'binary', maxLength: 40 })), (s) =>
+    Buffer.from(sha256Prefix10(s)).equals(reference(s))), { numRuns: 2000 });
+  // the padding edges: a block holds 55 bytes plus padding; 247 is the longest input hashed here
+  for (const n of [0, 55, 56, 63, 64, 119, 120, 247, 248]) t.deepEqual(Buffer.from(sha256Prefix10('a'.repeat(n))), reference('a'.repeat(n)), `length ${n}`);
+});
+
+test('dotted quads parse as the regex-free parser says: canonical text, leading zeros accepted, junk refused', (t) => {
+  fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }), fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 4, maxLength: 4 }), (octets, zeros) => {
+    const padded = octets.map((o, i) => String(o).padStart(Math.min(3, String(o).length + zeros[i]!), '0')).join('.');
+    const p = parseIP(padded);
+    return p !== null && p.family === 4 && p.text === octets.join('.') && p.value === BigInt(((octets[0]! * 256 + octets[1]!) * 256 + octets[2]!) * 256 + octets[3]!);
+  }), { numRuns: 500 });
+  for (const bad of ['1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', '1.2.3.4.', '.1.2.3', '1.2.3.a', '0001.2.3.4', '1.2.3.-4', ' 1.2.3.4']) t.is(parseIP(bad), null, bad);
 });
