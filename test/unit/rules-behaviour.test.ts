@@ -157,6 +157,16 @@ test('large cluster mode drops per-endpoint comments above the threshold', (t) =
   t.false(r.text.split('\n').some((l) => l.startsWith('-A KUBE-SEP-') && l.includes('comment')));
 });
 
+test('large cluster mode counts the endpoints services use, not every endpoint in the slices', (t) => {
+  // The renderer guesses the mode from the slices before modelling, then corrects it: these
+  // slices hold 3 endpoints, but only the one of the service that exists counts.
+  const orphans = slice('gone', [ep('10.2.0.1'), ep('10.2.0.2')].join('\n'));
+  const y = web + slice('web', ep('10.1.0.1')) + orphans;
+  const sep = (text: string) => text.split('\n').filter((l) => l.startsWith('-A KUBE-SEP-'));
+  t.true(sep(render(y, { largeClusterEndpointsThreshold: 2 }).text).every((l) => l.includes('comment')));
+  t.false(sep(render(y, { largeClusterEndpointsThreshold: 0 }).text).some((l) => l.includes('comment')));
+});
+
 test('random-fully and nfacct counters', (t) => {
   const r = render(web, { randomFully: true, nfacctCounters: true });
   t.true(r.text.includes('-j MASQUERADE --random-fully'));
