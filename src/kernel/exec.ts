@@ -1,6 +1,7 @@
 // The one way knet runs a program: execFile with an argument array (never a shell), optional
 // stdin, and an error that carries the program's stderr.
 import { execFile, type ExecFileOptions } from 'node:child_process';
+import type { Writable } from 'node:stream';
 
 export class ExecError extends Error {
   constructor(
@@ -15,7 +16,8 @@ export class ExecError extends Error {
 }
 
 export interface RunOptions {
-  input?: string | Buffer;
+  /** stdin: all at once, or in pieces written one after another (a large input need never exist whole). */
+  input?: string | Buffer | Iterable<string>;
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
 }
@@ -27,21 +29,48 @@ export interface RunResult {
 
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
+    // An input whose pieces fail to come (a throwing generator) must not become half a program's
+    // stdin: the program is killed and the run fails with that error.
+    let inputError: unknown;
     const o: ExecFileOptions = { maxBuffer: 512 * 1024 * 1024, timeout: opts.timeoutMs ?? 120_000, encoding: 'utf8' };
     if (opts.env) o.env = opts.env;
     const child = execFile(file, args as string[], o, (err, stdout, stderr) => {
       const out = String(stdout);
       const errText = String(stderr);
-      if (err) {
+      if (inputError !== undefined) {
+        reject(inputError);
+      } else if (err) {
         const code = (err as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
         reject(new ExecError(file, args, code, out, errText));
       } else {
         resolve({ stdout: out, stderr: errText });
       }
     });
-    if (opts.input !== undefined) {
-      child.stdin?.on('error', () => { /* the exit status reports the failure */ });
-      child.stdin?.end(opts.input);
+    const input = opts.input;
+    if (input !== undefined && child.stdin) {
+      child.stdin.on('error', () => { /* the exit status reports the failure */ });
+      if (typeof input === 'string' || Buffer.isBuffer(input)) child.stdin.end(input);
+      else feed(child.stdin, input).catch((e: unknown) => { inputError = e; child.kill('SIGKILL'); });
     }
   });
+}
+
+/** Writes pieces with backpressure; stops when the reader went away (its exit status tells why). */
+async function feed(stdin: Writable, pieces: Iterable<string>): Promise<void> {
+  try {
+    for (const piece of pieces) {
+      if (stdin.destroyed) return;
+      if (!stdin.write(piece)) {
+        await new Promise<void>((resolve) => {
+          const done = () => { stdin.off('drain', done); stdin.off('close', done); resolve(); };
+          stdin.on('drain', done);
+          stdin.on('close', done);
+        });
+      }
+    }
+  } catch (e) {
+    stdin.destroy();
+    throw e;
+  }
+  if (!stdin.destroyed) stdin.end();
 }

@@ -32,7 +32,8 @@ export interface RestoreOptions {
   test?: boolean;
 }
 
-export async function iptablesRestore(t: IptablesTarget, rules: string, o: RestoreOptions = {}): Promise<void> {
+/** `rules`: the restore input, whole or in pieces (see run()). */
+export async function iptablesRestore(t: IptablesTarget, rules: string | Iterable<string>, o: RestoreOptions = {}): Promise<void> {
   const args: string[] = [];
   if (o.noflush) args.push('--noflush');
   if (o.counters) args.push('--counters');

@@ -11,6 +11,7 @@ import type { ProxySettings } from '../rules/types.ts';
 import { appliedFromSave, planRestores, rulesInTable, type AppliedState } from './restore-plan.ts';
 import { CANARY, FIREWALL_JUMPS, JUMPS, ensureJumps, isServiceChain } from './jumps.ts';
 import { conntrackCleanup } from './conntrack-plan.ts';
+import { collectGarbage } from '../util/gc.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
 
 export interface ApplierOptions {
@@ -77,9 +78,6 @@ export class IptablesApplier implements DataPlane {
     const full = req.full || this.applied === null;
     const applied = this.applied ?? (await this.loadApplied());
     const t0 = performance.now();
-    // What the changed services rendered before this sync, for conntrack clean-up.
-    const keys: Iterable<string> = full ? this.renderer.serviceKeys() : req.changed;
-    const before = this.synced ? this.renderer.portsOf(keys) : null;
     const r = full
       ? this.renderer.render({ cluster: req.cluster, settings: this.settings,
         existing: { natChains: [...(applied.get('nat')?.keys() ?? [])].filter(isServiceChain) } })
@@ -89,13 +87,15 @@ export class IptablesApplier implements DataPlane {
       // The canary tells a later sync whether someone flushed our tables behind our back.
       tables = new Map([...tables].map(([t, pt]) => [t, { chains: new Map([...pt.chains, [CANARY, []]]), deletes: pt.deletes }]));
     }
-    const plan = planRestores(tables, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains,
-      inDependencyOrder: true, concurrency: SERVICE_CHAIN_CONCURRENCY });
     // Until every restore succeeded the kernel state is uncertain: a failure leaves `applied`
-    // null, so the next (full) sync re-reads chain names and rewrites everything.
+    // null, so the next (full) sync re-reads chain names and rewrites everything. So the plan
+    // may update the state in place.
     this.applied = null;
+    const plan = planRestores(tables, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains,
+      inDependencyOrder: true, inPlace: true, concurrency: SERVICE_CHAIN_CONCURRENCY });
+    if (full) collectGarbage();
     const t1 = performance.now();
-    await runRestores(plan.restores, plan.concurrent, (text) => iptablesRestore(this.o.target, text, { noflush: true }));
+    await runRestores(plan.chunks, plan.concurrent, (chunk) => iptablesRestore(this.o.target, chunk.pieces(), { noflush: true }));
     if (full) {
       const hasFirewall = plan.next.get('filter')?.has('KUBE-FIREWALL');
       const inserted = await ensureJumps(this.o.target, hasFirewall ? [...JUMPS, ...FIREWALL_JUMPS] : JUMPS);
@@ -103,11 +103,12 @@ export class IptablesApplier implements DataPlane {
     }
     this.applied = plan.next;
     const ms = (a: number, b: number) => Math.round(b - a);
-    this.o.log.debug({ full, restores: plan.restores.length, chainsWritten: plan.chainsWritten, chainsDeleted: plan.chainsDeleted,
+    this.o.log.debug({ full, restores: plan.chunks.length, chainsWritten: plan.chainsWritten, chainsDeleted: plan.chainsDeleted,
       renderMs: ms(t0, t1), restoreMs: ms(t1, performance.now()) }, 'rules applied');
 
-    if (this.o.conntrack !== false && before) {
-      const after = this.renderer.portsOf(full ? this.renderer.serviceKeys() : req.changed);
+    if (this.o.conntrack !== false && this.synced) {
+      // The services whose objects this render saw change, before and after.
+      const { before, after } = this.renderer.changedPorts();
       await this.cleanConntrack(before, after);
     }
     this.synced = true;
@@ -157,7 +158,7 @@ export const SERVICE_CHAIN_CONCURRENCY = {
  * iptables-nft 1.8.9 at 10k services: 2.0 s instead of 3.8 s for the service chains, with the
  * kernel serialising the commits), every other one alone. Fails after in-flight ones settle.
  */
-export async function runRestores(restores: readonly string[], concurrent: readonly boolean[], apply: (text: string) => Promise<unknown>, width = 2): Promise<void> {
+export async function runRestores<T>(restores: readonly T[], concurrent: readonly boolean[], apply: (restore: T) => Promise<unknown>, width = 2): Promise<void> {
   for (let i = 0; i < restores.length;) {
     if (!concurrent[i]) { await apply(restores[i]!); i++; continue; }
     let end = i;

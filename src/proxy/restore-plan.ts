@@ -70,6 +70,12 @@ export interface PlanOptions {
   /** The tables already list every chain after the chains it jumps to (a renderer's do). */
   inDependencyOrder?: boolean;
   /**
+   * The caller gives up `applied` (it forgets the kernel state until the restores succeed):
+   * update it in place and return it as `next`. Copying the state of 10k services (40k chains)
+   * on every sync left megabytes of garbage per sync in the old generation.
+   */
+  inPlace?: boolean;
+  /**
    * Lets restores run two at a time: `cutBefore` says where a chunk may end without splitting
    * a chain from the chains that jump to it (within the write order), and `independent` which
    * written chains depend only on chains written in their own chunk or in an earlier, separate
@@ -81,8 +87,18 @@ export interface PlanOptions {
   };
 }
 
+/** One restore, its text rendered when asked for (so ~40 texts of 13 MB in all need not be alive at once). */
+export interface RestoreChunk {
+  text(): string;
+  /** The same text in newline-terminated pieces. */
+  pieces(): Iterable<string>;
+}
+
 export interface Plan {
-  restores: string[];
+  /** The restore texts in order (rendered when first read). */
+  readonly restores: string[];
+  /** The same restores, each rendered only when its text is asked for. */
+  chunks: RestoreChunk[];
   /**
    * Per restore: may run at the same time as the neighbouring restores that are also marked
    * (every other restore runs alone, after all before it finished).
@@ -125,7 +141,7 @@ function orderByDependencies(chains: Map<string, string[]>, set: string[]): stri
 interface Unit { table: string; chain: string; rules: string[] | null }
 
 export function planRestores(parsed: RenderedTables, applied: AppliedState, o: PlanOptions): Plan {
-  const next: AppliedState = new Map([...applied].map(([t, m]) => [t, new Map(m)]));
+  const next: AppliedState = o.inPlace ? applied : new Map([...applied].map(([t, m]) => [t, new Map(m)]));
   const units: Unit[] = [];
   const rulesWritten: Record<string, number> = {};
   let chainsWritten = 0;
@@ -160,7 +176,7 @@ export function planRestores(parsed: RenderedTables, applied: AppliedState, o: P
   }
   // Deletions go after every write of their table (units are already in that order), and
   // chunk boundaries never reorder units, so each intermediate state is consistent.
-  const restores: string[] = [];
+  const chunks: RestoreChunk[] = [];
   const concurrent: boolean[] = [];
   const max = Math.max(1, o.maxChainsPerRestore);
   const c = o.concurrency;
@@ -168,7 +184,7 @@ export function planRestores(parsed: RenderedTables, applied: AppliedState, o: P
   let forced = false;
   const close = (end: number) => {
     const chunk = units.slice(start, end);
-    restores.push(renderChunk(chunk));
+    chunks.push(restoreChunk(chunk));
     // A chunk that begins where a cut was forced may depend on the chunk before it.
     concurrent.push(!!c && !forced && chunk.every((u) => u.rules !== null && c.independent(u.table, u.chain)));
     start = end;
@@ -185,25 +201,50 @@ export function planRestores(parsed: RenderedTables, applied: AppliedState, o: P
       forced = !safe;
     }
   }
-  return { restores, concurrent, next, chainsWritten, chainsDeleted, rulesWritten };
+  let restores: string[] | null = null;
+  return {
+    get restores() { return (restores ??= chunks.map((c) => c.text())); },
+    chunks, concurrent, next, chainsWritten, chainsDeleted, rulesWritten,
+  };
 }
 
-function renderChunk(units: Unit[]): string {
+/** The lines of one restore: per table its header, every declaration, rules, deletions, COMMIT. */
+function* chunkLines(units: Unit[]): Generator<string> {
   const byTable = new Map<string, Unit[]>();
   for (const u of units) {
     let l = byTable.get(u.table);
     if (!l) byTable.set(u.table, (l = []));
     l.push(u);
   }
-  const out: string[] = [];
   for (const [table, list] of byTable) {
-    out.push(`*${table}`);
-    for (const u of list) out.push(`:${u.chain} - [0:0]`);
-    for (const u of list) if (u.rules) out.push(...u.rules);
-    for (const u of list) if (!u.rules) out.push(`-X ${u.chain}`);
-    out.push('COMMIT');
+    yield `*${table}`;
+    for (const u of list) yield `:${u.chain} - [0:0]`;
+    for (const u of list) if (u.rules) yield* u.rules;
+    for (const u of list) if (!u.rules) yield `-X ${u.chain}`;
+    yield 'COMMIT';
   }
-  return out.join('\n') + '\n';
+}
+
+/** Newline-terminated runs of `size` lines. */
+function* batched(lines: Iterable<string>, size: number): Generator<string> {
+  let buf: string[] = [];
+  for (const l of lines) {
+    buf.push(l);
+    if (buf.length === size) { buf.push(''); yield buf.join('\n'); buf = []; }
+  }
+  if (buf.length) { buf.push(''); yield buf.join('\n'); }
+}
+
+/**
+ * One restore. Its pieces feed iptables-restore's stdin one after another: on the legacy
+ * backend a full sync is one restore of every chain (10k services: 13 MB of text), which then
+ * never exists whole.
+ */
+function restoreChunk(units: Unit[]): RestoreChunk {
+  return {
+    text: () => [...chunkLines(units), ''].join('\n'),
+    pieces: () => batched(chunkLines(units), 4096),
+  };
 }
 
 /** Chain names per table from iptables-save output (content unknown: null). */

@@ -2,6 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { renderIptables } from '../../src/rules/iptables.ts';
 import { SERVICE_CHAIN_CONCURRENCY, runRestores } from '../../src/proxy/iptables-applier.ts';
+import { run } from '../../src/kernel/exec.ts';
 import { arbService, cluster } from '../helpers/arb-cluster.ts';
 import { settings } from '../helpers/rules.ts';
 import { appliedFromSave, parseRestore, planRestores, type AppliedState } from '../../src/proxy/restore-plan.ts';
@@ -131,4 +132,35 @@ test('runRestores: lone restores run alone, marked ones two at a time, in order 
   t.deepEqual(log.filter((l) => l.startsWith('start a') || l.startsWith('start b')), ['start a with 1', 'start b with 1']);
   t.deepEqual(log.map((l) => l.split(' ')[1]), ['a', 'c1', 'c2', 'c3', 'c4', 'b']);
   await t.throwsAsync(runRestores(['x', 'y'], [true, true], async (s) => { if (s === 'x') throw new Error('boom'); }), { message: 'boom' });
+});
+
+test('a restore fed in pieces is the same text; pieces are newline-terminated runs of lines', (t) => {
+  const specs: Record<string, string[]> = {};
+  for (let s = 0; s < 1000; s++) specs[`S${s}`] = [`S${s}E1`, `S${s}E2`];
+  const plan = planRestores(parseRestore(natText(specs)), new Map(), { full: true, isStale, maxChainsPerRestore: Infinity });
+  t.is(plan.chunks.length, 1);
+  const pieces = [...plan.chunks[0]!.pieces()];
+  t.true(pieces.length > 1);
+  t.true(pieces.every((p) => p.endsWith('\n')));
+  t.is(pieces.join(''), plan.chunks[0]!.text());
+  t.is(plan.restores[0], plan.chunks[0]!.text());
+});
+
+test('run feeds stdin in pieces with backpressure, and stops when the reader goes away', async (t) => {
+  const piece = `${'x'.repeat(4095)}\n`;
+  const many = Array.from({ length: 4096 }, () => piece);
+  const { stdout } = await run('wc', ['-c'], { input: many });
+  t.is(Number(stdout.trim()), 4096 * 4096);
+  // head exits after one byte: the writer must notice and the run must still settle.
+  const { stdout: first } = await run('head', ['-c', '1'], { input: many });
+  t.is(first, 'x');
+});
+
+test('run fails with the input error, and the program is killed, when the pieces stop coming', async (t) => {
+  function* broken(): Generator<string> {
+    yield 'a complete line\n';
+    throw new Error('render failed halfway');
+  }
+  // cat would exit 0 on end of input; a clean end here would hand half an input to the program.
+  await t.throwsAsync(run('cat', [], { input: broken() }), { message: 'render failed halfway' });
 });
