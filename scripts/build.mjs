@@ -5,6 +5,10 @@ import { build } from 'esbuild';
 import { chmodSync, copyFileSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
 
 const banner = { js: '#!/usr/bin/env node' };
+// The daemons hold their state for the life of the process; a 4 MB young generation (V8's default
+// grows to 16 MB per semi-space) cut `knet proxy`'s peak RSS at 10k services from ~175 to ~150 MB
+// with no measurable cost to sync time (scripts/bench/proxy). `env -S` splits the line (coreutils >= 8.30).
+const cliBanner = { js: '#!/usr/bin/env -S node --max-semi-space-size=4' };
 mkdirSync('dist/cni', { recursive: true });
 
 // Code splitting keeps each sub-command's dependencies (etcd3, the Kubernetes client) in chunks
@@ -20,7 +24,7 @@ await build({
   target: 'node20',
   format: 'esm',
   packages: 'external',
-  banner,
+  banner: cliBanner,
   sourcemap: 'linked',
   logLevel: 'warning',
 });
