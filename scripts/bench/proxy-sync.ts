@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
 import { iptablesSave, type IptablesBackend } from '../../src/kernel/iptables.ts';
 
@@ -42,7 +42,7 @@ for (let i = 0; i < n; i++) { items.push(svc(i)); if (i !== 0) items.push(slice(
 writeJson(join(manifests, 'cluster.json'), items);
 writeJson(join(manifests, 'hot.json'), [slice(0)]);
 writeFileSync(join(dir, 'kube-proxy.yaml'), 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.0.0.0/8\n');
-const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: process.env.KNET_LOG_LEVEL ?? 'info' };
+const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: process.env.KNET_LOG_LEVEL ?? 'info', PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}` };
 delete env.NODE_EXTRA_CA_CERTS;
 
 interface Line { time: number; msg: string; full?: boolean; seconds?: number }
@@ -56,8 +56,9 @@ try {
     try {
       writeJson(join(manifests, 'hot.json'), [slice(0)]);
       const t0 = Date.now();
-      // The built CLI, as users run it (a tsx loader would add its own memory and start-up).
-      const p = spawn('ip', ['netns', 'exec', ns, process.execPath, 'dist/knet.js', 'proxy', '--manifests', manifests,
+      // The built CLI, run as users run it: by its #! line, which carries its node flags (a tsx
+      // loader would add its own memory and start-up).
+      const p = spawn('ip', ['netns', 'exec', ns, resolve('dist/knet.js'), 'proxy', '--manifests', manifests,
         '--config', join(dir, 'kube-proxy.yaml'), '--iptables-backend', backend, '--node-ip', '192.168.1.2', '--hostname-override', 'bench',
         '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', ''], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       const lines: Line[] = [];
