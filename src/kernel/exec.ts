@@ -29,8 +29,9 @@ export interface RunResult {
 
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    // An input whose pieces fail to come (a throwing generator) must not become half a program's
-    // stdin: the program is killed and the run fails with that error.
+    // An input whose pieces fail to come (a throwing generator) must not end as a clean, short
+    // stdin: the program is killed before its stdin closes and the run fails with that error.
+    // (What it read before is its own: iptables-restore commits each table at its COMMIT.)
     let inputError: unknown;
     const o: ExecFileOptions = { maxBuffer: 512 * 1024 * 1024, timeout: opts.timeoutMs ?? 120_000, encoding: 'utf8' };
     if (opts.env) o.env = opts.env;
@@ -50,13 +51,16 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
     if (input !== undefined && child.stdin) {
       child.stdin.on('error', () => { /* the exit status reports the failure */ });
       if (typeof input === 'string' || Buffer.isBuffer(input)) child.stdin.end(input);
-      else feed(child.stdin, input).catch((e: unknown) => { inputError = e; child.kill('SIGKILL'); });
+      else void feed(child.stdin, input, (e) => { inputError = e; child.kill('SIGKILL'); });
     }
   });
 }
 
-/** Writes pieces with backpressure; stops when the reader went away (its exit status tells why). */
-async function feed(stdin: Writable, pieces: Iterable<string>): Promise<void> {
+/**
+ * Writes pieces with backpressure; stops when the reader went away (its exit status tells why).
+ * When the pieces throw, `failed` runs (it kills the reader) before stdin is closed.
+ */
+async function feed(stdin: Writable, pieces: Iterable<string>, failed: (e: unknown) => void): Promise<void> {
   try {
     for (const piece of pieces) {
       if (stdin.destroyed) return;
@@ -69,8 +73,9 @@ async function feed(stdin: Writable, pieces: Iterable<string>): Promise<void> {
       }
     }
   } catch (e) {
+    failed(e);
     stdin.destroy();
-    throw e;
+    return;
   }
   if (!stdin.destroyed) stdin.end();
 }

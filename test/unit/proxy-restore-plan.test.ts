@@ -2,6 +2,9 @@ import test from 'ava';
 import fc from 'fast-check';
 import { renderIptables } from '../../src/rules/iptables.ts';
 import { SERVICE_CHAIN_CONCURRENCY, runRestores } from '../../src/proxy/iptables-applier.ts';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { run } from '../../src/kernel/exec.ts';
 import { arbService, cluster } from '../helpers/arb-cluster.ts';
 import { settings } from '../helpers/rules.ts';
@@ -163,4 +166,14 @@ test('run fails with the input error, and the program is killed, when the pieces
   }
   // cat would exit 0 on end of input; a clean end here would hand half an input to the program.
   await t.throwsAsync(run('cat', [], { input: broken() }), { message: 'render failed halfway' });
+  // The program is killed before its stdin closes: it never gets to act on an end of input.
+  const dir = mkdtempSync(join(tmpdir(), 'knt-feed-'));
+  try {
+    const mark = join(dir, 'saw-end-of-input');
+    await t.throwsAsync(run('sh', ['-c', 'cat >/dev/null && : > "$1"', 'sh', mark], { input: broken() }), { message: 'render failed halfway' });
+    await new Promise((r) => setTimeout(r, 100));
+    t.false(existsSync(mark));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
