@@ -154,7 +154,8 @@ export class ProxyDaemon implements SourceHandler {
     if (this.tracker.pending > 0) this.health.queued();
     this.o.log.info({ full: outcome.full, changed: changes.services.size, seconds: Number(secs.toFixed(3)), written: outcome.rulesWritten }, 'synced');
     for (const r of this.syncedWaiters.splice(0)) r();
-    // After the log line, so the collection (tens of ms at 10k services) delays no one.
+    // The one collection per full sync, for every data plane; after the log line, so that it
+    // (tens of ms at 10k services) delays no one.
     if (outcome.full) collectGarbage();
   }
 }

@@ -11,7 +11,6 @@ import type { ProxySettings } from '../rules/types.ts';
 import { appliedFromSave, planRestores, rulesInTable, type AppliedState } from './restore-plan.ts';
 import { CANARY, FIREWALL_JUMPS, JUMPS, ensureJumps, isServiceChain } from './jumps.ts';
 import { conntrackCleanup } from './conntrack-plan.ts';
-import { collectGarbage } from '../util/gc.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
 
 export interface ApplierOptions {
@@ -93,7 +92,6 @@ export class IptablesApplier implements DataPlane {
     this.applied = null;
     const plan = planRestores(tables, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains,
       inDependencyOrder: true, inPlace: true, concurrency: SERVICE_CHAIN_CONCURRENCY });
-    if (full) collectGarbage();
     const t1 = performance.now();
     await runRestores(plan.chunks, plan.concurrent, (chunk) => iptablesRestore(this.o.target, chunk.pieces(), { noflush: true }));
     if (full) {

@@ -1,5 +1,5 @@
 // A full garbage collection on request. A full proxy sync of 10k services leaves tens of MB of
-// garbage in V8's old generation (models, restore texts, copied maps), and V8 may let the heap
+// garbage in V8's old generation (models, rule texts, restore pieces), and V8 may let the heap
 // grow for many more syncs before it collects; collecting once, right after such a sync, keeps
 // the resident size close to what is live. Node hides `gc` unless started with --expose-gc;
 // the flag can still be set at run time and the function taken from a fresh context.
