@@ -56,6 +56,12 @@ export async function readOverlayState(netns: string | null, device: string): Pr
   const fdb = (await bridgeJson<BridgeFdb>(netns, ['fdb', 'show', 'dev', device]))
     .filter((f) => f.dst && f.state === 'permanent' && f.mac !== '00:00:00:00:00:00' && (parseInt(f.mac.slice(0, 2), 16) & 1) === 0)
     .map((f) => ({ mac: f.mac, dst: f.dst!, dev: device }));
+  // The kernel lists neighbours in hash order, which changes as entries come and go: sorted
+  // state compares equal whenever the entries are equal.
+  const byKey = <T>(key: (x: T) => string) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+  routes.sort(byKey((r) => r.dst));
+  neighbours.sort(byKey((n) => n.ip));
+  fdb.sort(byKey((f) => `${f.dst} ${f.mac}`));
   return { routes, neighbours, fdb };
 }
 
