@@ -5,6 +5,7 @@
 // chains of every service (full sync) or of changed services only (partial sync).
 import { duplicateWarnings, modelService, type EndpointInfo, type ServicePortInfo } from './model.ts';
 import { indexCluster } from './cluster-index.ts';
+import { externallyAccessible, selectEndpoints, usesClusterEndpoints, usesLocalEndpoints } from './endpoints.ts';
 import type { ServiceObjects } from '../model/k8s.ts';
 import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
@@ -106,66 +107,6 @@ export function probability(n: number): string {
   return (1 / n).toFixed(10);
 }
 
-export interface CategorizedEndpoints {
-  cluster: EndpointInfo[];
-  local: EndpointInfo[];
-  allReachable: EndpointInfo[];
-  hasAny: boolean;
-}
-
-/**
- * Cluster-policy endpoints are used by internal traffic with Cluster policy, and by any
- * externally reachable port: even with externalTrafficPolicy Local, pods and the node itself
- * reach external addresses through the Cluster-policy chain (the EXT chain's short-circuit).
- */
-export function usesClusterEndpoints(s: ServicePortInfo): boolean {
-  return !s.internalPolicyLocal || externallyAccessible(s);
-}
-
-export function usesLocalEndpoints(s: ServicePortInfo): boolean {
-  return s.internalPolicyLocal || (s.externalPolicyLocal && externallyAccessible(s));
-}
-
-export function externallyAccessible(s: ServicePortInfo): boolean {
-  return s.nodePort !== 0 || s.loadBalancerVIPs.length > 0 || s.externalIPs.length > 0;
-}
-
-/**
- * Which endpoints each traffic policy uses: ready ones, else serving-and-terminating ones
- * (graceful termination fallback), separately for Cluster and Local policy.
- */
-export function categorizeEndpoints(s: ServicePortInfo): CategorizedEndpoints {
-  const eps = s.endpoints;
-  let cluster: EndpointInfo[] = [];
-  let local: EndpointInfo[] = [];
-  let hasAny = false;
-  if (usesClusterEndpoints(s)) {
-    cluster = eps.filter((e) => e.ready);
-    if (cluster.length === 0) cluster = eps.filter((e) => e.serving && e.terminating);
-    if (cluster.length > 0) hasAny = true;
-  }
-  if (!usesLocalEndpoints(s)) return { cluster, local, allReachable: cluster, hasAny };
-  let localReady = false;
-  let localServingTerminating = false;
-  for (const e of eps) {
-    if (e.ready) {
-      hasAny = true;
-      if (e.isLocal) localReady = true;
-    } else if (e.serving && e.terminating) {
-      hasAny = true;
-      if (e.isLocal) localServingTerminating = true;
-    }
-  }
-  if (localReady) local = eps.filter((e) => e.isLocal && e.ready);
-  else if (localServingTerminating) local = eps.filter((e) => e.isLocal && e.serving && e.terminating);
-  if (!usesClusterEndpoints(s)) return { cluster, local, allReachable: local, hasAny };
-  if (local.length === 0) return { cluster, local, allReachable: cluster, hasAny };
-  const union = new Map<string, EndpointInfo>();
-  for (const e of cluster) union.set(e.addr, e);
-  for (const e of local) union.set(e.addr, e);
-  return { cluster, local, allReachable: [...union.values()], hasAny };
-}
-
 /** The decisions kube-proxy takes for one service port; shared by the renderer and --explain. */
 export interface ServicePortPlan {
   clusterEps: EndpointInfo[];
@@ -188,9 +129,7 @@ export interface ServicePortPlan {
 }
 
 export function planServicePort(s: ServicePortInfo): ServicePortPlan {
-  const { cluster, local, allReachable, hasAny } = categorizeEndpoints(s);
-  const hasInternal = s.internalPolicyLocal ? hasAny && local.length > 0 : hasAny;
-  const hasExternal = s.externalPolicyLocal ? hasAny && local.length > 0 : hasAny;
+  const { cluster, local, allReachable, hasAny, hasInternal, hasExternal } = selectEndpoints(s);
   const usesFW = hasAny && s.loadBalancerVIPs.length > 0 && s.loadBalancerSourceRanges.length > 0;
   const plan: ServicePortPlan = {
     clusterEps: cluster, localEps: local, allReachable, hasEndpoints: hasAny, hasInternal, hasExternal, usesFW,

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../../kernel/iptables.ts';
 import { buildServiceModel, type ServicePortInfo } from '../../rules/model.ts';
+import { selectEndpoints } from '../../rules/endpoints.ts';
 import { PORTAL_CHAINS, PORTAL_JUMPS, portalCleanupText, renderPortals, type PortalPort } from '../../rules/portals.ts';
 import type { ProxySettings, RenderWarning } from '../../rules/types.ts';
 import { ensureJumps, isJumpLine } from '../jumps.ts';
@@ -46,12 +47,6 @@ interface PortState {
 }
 
 const keyOf = (p: ServicePortInfo) => `${p.portName}/${p.protocol}`;
-
-/** Endpoints a new connection may use: ready ones; if none, serving terminating ones (kube-proxy's fallback). */
-export function usableEndpoints(p: ServicePortInfo): string[] {
-  const ready = p.endpoints.filter((e) => e.ready).map((e) => e.addr);
-  return ready.length ? ready : p.endpoints.filter((e) => e.serving && e.terminating).map((e) => e.addr);
-}
 
 export class UserspaceDataPlane implements DataPlane {
   readonly metrics: UserspaceMetrics;
@@ -113,7 +108,7 @@ export class UserspaceDataPlane implements DataPlane {
       st.info = p;
       st.balancer.setStickySeconds(p.clientIPAffinity ? p.stickySeconds : 0);
       // Only new connections see endpoint changes; established ones run on (facts.md D.6).
-      st.balancer.update(usableEndpoints(p));
+      st.balancer.update(selectEndpoints(p).internal.map((e) => e.addr));
       st.balancer.sweep(now);
       // Workers share the TCP ports whose picks need no common affinity table.
       if (this.workers && st.listener instanceof TcpPortProxy) {
