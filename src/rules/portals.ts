@@ -27,6 +27,11 @@ export interface PortalPort {
   loadBalancerIPs: readonly string[];
   /** The node-local port the proxy listens on for this service port. */
   proxyPort: number;
+  /**
+   * The port of a second listener for traffic from outside (node port, external IPs, load
+   * balancer IPs), when the traffic policies give it other endpoints; default: proxyPort.
+   */
+  externalProxyPort?: number;
 }
 
 export interface PortalSettings {
@@ -90,21 +95,25 @@ export function renderPortals(ports: readonly PortalPort[], s: PortalSettings): 
     if (!PORT_NAME.test(p.portName)) throw new Error(`portals: invalid service port name ${JSON.stringify(p.portName)}`);
     if (p.protocol !== 'tcp' && p.protocol !== 'udp') throw new Error(`portals: unsupported protocol ${JSON.stringify(p.protocol)}`);
     const proxyPort = port(p.proxyPort, 'proxy port');
+    const externalPort = p.externalProxyPort === undefined ? proxyPort : port(p.externalProxyPort, 'external proxy port');
     const match = (dport: number) => ['-m', 'comment', '--comment', `"${p.portName}"`, '-p', p.protocol, '-m', p.protocol, '--dport', String(dport)];
-    const toContainer = listen ? ['-j', 'DNAT', '--to-destination', `${listen}:${proxyPort}`] : ['-j', 'REDIRECT', '--to-ports', String(proxyPort)];
-    const toHost = hostIP ? ['-j', 'DNAT', '--to-destination', `${hostIP}:${proxyPort}`] : null;
-    const vips = [ipv4(p.clusterIP, 'cluster IP'), ...p.externalIPs.map((x) => ipv4(x, 'external IP')), ...p.loadBalancerIPs.map((x) => ipv4(x, 'load-balancer IP'))];
+    const toContainer = (to: number) => (listen ? ['-j', 'DNAT', '--to-destination', `${listen}:${to}`] : ['-j', 'REDIRECT', '--to-ports', String(to)]);
+    const toHost = (to: number) => (hostIP ? ['-j', 'DNAT', '--to-destination', `${hostIP}:${to}`] : null);
+    const clusterIP = ipv4(p.clusterIP, 'cluster IP');
+    const vips: Array<[string, number]> = [[clusterIP, proxyPort],
+      ...[...p.externalIPs.map((x) => ipv4(x, 'external IP')), ...p.loadBalancerIPs.map((x) => ipv4(x, 'load-balancer IP'))]
+        .filter((ip) => ip !== clusterIP).map((ip): [string, number] => [ip, externalPort])];
     const svcPort = port(p.port, 'service port');
-    for (const vip of [...new Set(vips)]) {
-      const m = [...match(svcPort), '-d', `${vip}/32`];
-      chains['KUBE-PORTALS-CONTAINER']!.push([...m, ...toContainer].join(' '));
-      if (toHost) chains['KUBE-PORTALS-HOST']!.push([...m, ...toHost].join(' '));
+    const portal = (container: string, host: string, m: string[], to: number) => {
+      chains[container]!.push([...m, ...toContainer(to)].join(' '));
+      const h = toHost(to);
+      if (h) chains[host]!.push([...m, ...h].join(' '));
+    };
+    for (const [vip, to] of new Map(vips)) portal('KUBE-PORTALS-CONTAINER', 'KUBE-PORTALS-HOST', [...match(svcPort), '-d', `${vip}/32`], to);
+    if (port(p.nodePort, 'node port', true) > 0) portal('KUBE-NODEPORT-CONTAINER', 'KUBE-NODEPORT-HOST', match(p.nodePort), externalPort);
+    for (const to of new Set([proxyPort, externalPort])) {
+      chains['KUBE-NODEPORT-NON-LOCAL']!.push([...match(to), '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'ACCEPT'].join(' '));
     }
-    if (port(p.nodePort, 'node port', true) > 0) {
-      chains['KUBE-NODEPORT-CONTAINER']!.push([...match(p.nodePort), ...toContainer].join(' '));
-      if (toHost) chains['KUBE-NODEPORT-HOST']!.push([...match(p.nodePort), ...toHost].join(' '));
-    }
-    chains['KUBE-NODEPORT-NON-LOCAL']!.push([...match(proxyPort), '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'ACCEPT'].join(' '));
   }
   if (!hostIP && sorted.length) warnings.push({ object: 'Node', field: 'nodeIP', message: 'no node IP known: traffic from the node itself to services is not proxied' });
   const out: string[] = [];

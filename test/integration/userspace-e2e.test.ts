@@ -353,6 +353,36 @@ rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node p
   t.notRegex(await iptablesSave(target), /KUBE-(PORTALS|NODEPORT)-/);
 });
 
+rootTest('nft: traffic policies Local choose this node\'s endpoints, each for its own traffic (one endpoint policy with the iptables mode)', async (t) => {
+  t.timeout(120_000);
+  const topo = await topology(t);
+  const who = [{ name: 'who', port: 8080 }];
+  // pod1 runs on this node (node1), pod2 and pod3 on another.
+  const spread = (name: string) => [
+    makeSlice('default', name, [PODS[0]!], who, { name: `${name}-here`, nodeName: NODE }),
+    makeSlice('default', name, [PODS[1]!, PODS[2]!], who, { name: `${name}-there`, nodeName: 'node2' }),
+  ];
+  const port = (nodePort?: number) => [{ name: 'who', port: 80, targetPort: 8080, protocol: 'TCP', ...(nodePort ? { nodePort } : {}) }];
+  await startProxy(t, topo, 'nft', [
+    makeService('default', 'itp', { clusterIP: '172.30.0.30', internalTrafficPolicy: 'Local', ports: port() }), ...spread('itp'),
+    makeService('default', 'etp', { type: 'NodePort', clusterIP: '172.30.0.31', externalTrafficPolicy: 'Local', externalIPs: ['192.168.88.131'], ports: port(30131) }), ...spread('etp'),
+    makeService('default', 'remote', { clusterIP: '172.30.0.32', internalTrafficPolicy: 'Local', ports: port() }),
+    makeSlice('default', 'remote', [PODS[1]!], who, { nodeName: 'node2' }),
+  ]);
+  const pod = topo.client;
+  const seen = async (host: string, p: number) => [...new Set(ids(await call<string[]>(topo, pod, ['seq', host, p, 9])))].sort();
+  await call<string[]>(topo, pod, ['seq', '172.30.0.30', 80, 1]); // warm-up
+  // internalTrafficPolicy Local: the cluster IP reaches only the local pod.
+  t.deepEqual(await seen('172.30.0.30', 80), ['pod1']);
+  // externalTrafficPolicy Local: traffic from outside (node port, external IP) stays on this
+  // node; the cluster IP still reaches every endpoint.
+  t.deepEqual(await seen('10.244.2.1', 30131), ['pod1']);
+  t.deepEqual(await seen('192.168.88.131', 80), ['pod1']);
+  t.deepEqual(await seen('172.30.0.31', 80), ['pod1', 'pod2', 'pod3']);
+  // internalTrafficPolicy Local without a local endpoint: nowhere to go, the client is reset.
+  t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.32', 80, 1]))[0]!, /^ERR /);
+});
+
 rootTest('nft: endpoints churn under load with zero failed new connections; an established connection outlives its endpoint', async (t) => {
   t.timeout(120_000);
   const topo = await topology(t);

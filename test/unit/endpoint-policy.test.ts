@@ -5,6 +5,7 @@ import test from 'ava';
 import { loadManifestText } from '../../src/k8s/manifests.ts';
 import { buildServiceModel } from '../../src/rules/model.ts';
 import { selectEndpoints } from '../../src/rules/endpoints.ts';
+import { listenersFor } from '../../src/proxy/userspace/dataplane.ts';
 import { render, rulesOf, settings, slice, svc } from '../helpers/rules.ts';
 
 interface PolicyCase {
@@ -81,5 +82,14 @@ for (const c of POLICY_CASES) {
       const external = rulesOf(text, 'KUBE-NODEPORTS').find((r) => r.includes('--dport 30080'));
       t.deepEqual(iptablesDestinations(text, external), c.external);
     }
+  });
+
+  test(`userspace: ${c.name}`, (t) => {
+    // The listener of each kind of traffic balances over exactly the chosen endpoints; outside
+    // traffic uses the internal listener when no listener of its own is needed.
+    const listeners = listenersFor(modelPort(c));
+    const internal = listeners.find((l) => l.traffic === 'internal')!;
+    t.deepEqual([...internal.endpoints].sort(), c.internal);
+    if (c.external) t.deepEqual([...(listeners.find((l) => l.traffic === 'external') ?? internal).endpoints].sort(), c.external);
   });
 }

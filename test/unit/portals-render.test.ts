@@ -33,6 +33,16 @@ test('cluster, external and LB IPs: REDIRECT for pod traffic, DNAT to the node I
   t.deepEqual(r.warnings, []);
 });
 
+test('a second listener for outside traffic: node port, external and LB IPs go to it, the cluster IP does not; both ports are accepted', (t) => {
+  const r = renderPortals([{ ...web, externalProxyPort: 40009 }], { hostIP: '192.168.77.2' });
+  const to = (l: string) => l.match(/(?:--to-ports |192\.168\.77\.2:)(\d+)$/)?.[1];
+  const nat = r.text.split('\n').filter((l) => l.startsWith('-A KUBE-PORTALS') || l.startsWith('-A KUBE-NODEPORT-'));
+  t.deepEqual(nat.filter((l) => l.includes('172.30.0.10/32')).map(to), ['40001', '40001']);
+  t.deepEqual(nat.filter((l) => /192\.168\.88\.\d+\/32|--dport 30080/.test(l)).map(to), ['40009', '40009', '40009', '40009', '40009', '40009']);
+  t.deepEqual(r.text.split('\n').filter((l) => l.startsWith('-A KUBE-NODEPORT-NON-LOCAL')).map((l) => l.match(/--dport (\d+)/)?.[1]), ['40001', '40009']);
+  t.throws(() => renderPortals([{ ...web, externalProxyPort: 70000 }], { hostIP: null }), { message: /external proxy port/ });
+});
+
 test('a specific listen address is DNATed to instead of REDIRECT; duplicate VIPs render once', (t) => {
   const r = renderPortals([{ ...web, externalIPs: ['172.30.0.10'], loadBalancerIPs: [], nodePort: 0 }], { hostIP: '192.168.77.2', listenIP: '10.9.0.1' });
   t.regex(r.text, /-d 172\.30\.0\.10\/32 -j DNAT --to-destination 10\.9\.0\.1:40001\n/);

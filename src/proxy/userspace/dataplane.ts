@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../../kernel/iptables.ts';
 import { buildServiceModel, type ServicePortInfo } from '../../rules/model.ts';
-import { selectEndpoints } from '../../rules/endpoints.ts';
+import { externallyAccessible, selectEndpoints } from '../../rules/endpoints.ts';
 import { PORTAL_CHAINS, PORTAL_JUMPS, portalCleanupText, renderPortals, type PortalPort } from '../../rules/portals.ts';
 import type { ProxySettings, RenderWarning } from '../../rules/types.ts';
 import { ensureJumps, isJumpLine } from '../jumps.ts';
@@ -38,15 +38,47 @@ export interface UserspaceOptions {
   workers?: number;
 }
 
+/**
+ * Which traffic a listener serves. A connection carries no sign of how it reached the listener,
+ * so when the traffic policies choose different endpoints for traffic from inside (cluster IP)
+ * and from outside (node port, external IP, load balancer), outside traffic gets a listener of
+ * its own and its portals point there.
+ */
+type Traffic = 'internal' | 'external';
+
 interface PortState {
   info: ServicePortInfo;
+  traffic: Traffic;
   balancer: ServicePortBalancer;
   listener: TcpPortProxy | UdpPortProxy;
   /** What a worker needs to serve this port (TCP only). */
   spec?: ListenSpec;
 }
 
-const keyOf = (p: ServicePortInfo) => `${p.portName}/${p.protocol}`;
+interface WantedListener {
+  info: ServicePortInfo;
+  traffic: Traffic;
+  /** "ip:port" of the endpoints the endpoint policy gives this traffic. */
+  endpoints: string[];
+}
+
+const keyOf = (p: ServicePortInfo, traffic: Traffic) => `${p.portName}/${p.protocol}${traffic === 'external' ? ' external' : ''}`;
+/** The metrics label: the service port name, marked for an outside-traffic listener. */
+const labelOf = (p: ServicePortInfo, traffic: Traffic) => (traffic === 'external' ? `${p.portName} (external)` : p.portName);
+
+/** Traffic from outside needs its own listener when its policy differs from the internal one. */
+export function needsExternalListener(p: ServicePortInfo): boolean {
+  return externallyAccessible(p) && p.internalPolicyLocal !== p.externalPolicyLocal;
+}
+
+/** The listeners a service port needs, each with the endpoints its traffic may use. */
+export function listenersFor(p: ServicePortInfo): WantedListener[] {
+  const chosen = selectEndpoints(p);
+  const addrs = (eps: readonly { addr: string }[]) => eps.map((e) => e.addr);
+  const out: WantedListener[] = [{ info: p, traffic: 'internal', endpoints: addrs(chosen.internal) }];
+  if (needsExternalListener(p)) out.push({ info: p, traffic: 'external', endpoints: addrs(chosen.external) });
+  return out;
+}
 
 export class UserspaceDataPlane implements DataPlane {
   readonly metrics: UserspaceMetrics;
@@ -81,34 +113,35 @@ export class UserspaceDataPlane implements DataPlane {
     }
   }
 
-  private async open(p: ServicePortInfo): Promise<PortState> {
+  private async open(p: ServicePortInfo, traffic: Traffic): Promise<PortState> {
     const balancer = new ServicePortBalancer({ stickySeconds: p.clientIPAffinity ? p.stickySeconds : 0 });
-    const common = { name: p.portName, balancer, metrics: this.metrics, log: this.o.log, bindHost: this.o.bindAddress ?? '0.0.0.0' };
-    const spec: ListenSpec = { name: p.portName, idleMs: this.o.tcpIdleMs ?? 3_600_000, keepAliveMs: 60_000, ...(this.o.dialTimeoutsMs ? { dialTimeoutsMs: this.o.dialTimeoutsMs } : {}) };
+    const name = labelOf(p, traffic);
+    const common = { name, balancer, metrics: this.metrics, log: this.o.log, bindHost: this.o.bindAddress ?? '0.0.0.0' };
+    const spec: ListenSpec = { name, idleMs: this.o.tcpIdleMs ?? 3_600_000, keepAliveMs: 60_000, ...(this.o.dialTimeoutsMs ? { dialTimeoutsMs: this.o.dialTimeoutsMs } : {}) };
     const listener = p.protocol === 'tcp'
       ? new TcpPortProxy({ ...common, ...spec })
       : new UdpPortProxy({ ...common, idleMs: this.o.udpIdleMs ?? 250, maxFlows: this.o.maxUdpFlows ?? 4096, bufferBytes: 4 << 20 });
     await listener.listen();
-    this.o.log.info({ service: p.portName, protocol: p.protocol, port: listener.port }, 'opened proxy port');
-    return { info: p, balancer, listener, ...(p.protocol === 'tcp' ? { spec } : {}) };
+    this.o.log.info({ service: p.portName, protocol: p.protocol, traffic, port: listener.port }, 'opened proxy port');
+    return { info: p, traffic, balancer, listener, ...(p.protocol === 'tcp' ? { spec } : {}) };
   }
 
   async sync(req: SyncRequest): Promise<SyncOutcome> {
     const model = buildServiceModel(req.cluster, this.settings);
     const warnings: RenderWarning[] = [...model.warnings];
     const now = Date.now();
-    const wanted = new Map<string, ServicePortInfo>();
+    const wanted = new Map<string, WantedListener>();
     for (const p of model.ports) {
       if (p.protocol === 'sctp') { warnings.push({ object: `Service ${p.service}`, field: 'spec.ports', message: `${p.portName}: SCTP is not supported in userspace mode` }); continue; }
-      wanted.set(keyOf(p), p);
+      for (const w of listenersFor(p)) wanted.set(keyOf(p, w.traffic), w);
     }
-    for (const [k, p] of wanted) {
+    for (const [k, w] of wanted) {
       let st = this.ports.get(k);
-      if (!st) this.ports.set(k, (st = await this.open(p)));
-      st.info = p;
-      st.balancer.setStickySeconds(p.clientIPAffinity ? p.stickySeconds : 0);
-      // Only new connections see endpoint changes; established ones run on (facts.md D.6).
-      st.balancer.update(selectEndpoints(p).internal.map((e) => e.addr));
+      if (!st) this.ports.set(k, (st = await this.open(w.info, w.traffic)));
+      st.info = w.info;
+      st.balancer.setStickySeconds(w.info.clientIPAffinity ? w.info.stickySeconds : 0);
+      // Only new connections see endpoint changes; established ones run on.
+      st.balancer.update(w.endpoints);
       st.balancer.sweep(now);
       // Workers share the TCP ports whose picks need no common affinity table.
       if (this.workers && st.listener instanceof TcpPortProxy) {
@@ -116,10 +149,17 @@ export class UserspaceDataPlane implements DataPlane {
         else this.workers.share(k, st.listener, st.spec!, st.balancer.list);
       }
     }
-    const portals: PortalPort[] = [...wanted].map(([k, p]) => ({
-      portName: p.portName, protocol: p.protocol as 'tcp' | 'udp', clusterIP: p.clusterIP, port: p.port, nodePort: p.nodePort,
-      externalIPs: p.externalIPs, loadBalancerIPs: p.loadBalancerVIPs, proxyPort: this.ports.get(k)!.listener.port,
-    }));
+    const portals: PortalPort[] = [];
+    for (const [k, w] of wanted) {
+      if (w.traffic !== 'internal') continue;
+      const p = w.info;
+      const external = wanted.has(keyOf(p, 'external')) ? this.ports.get(keyOf(p, 'external')) : undefined;
+      portals.push({
+        portName: p.portName, protocol: p.protocol as 'tcp' | 'udp', clusterIP: p.clusterIP, port: p.port, nodePort: p.nodePort,
+        externalIPs: p.externalIPs, loadBalancerIPs: p.loadBalancerVIPs, proxyPort: this.ports.get(k)!.listener.port,
+        ...(external ? { externalProxyPort: external.listener.port } : {}),
+      });
+    }
     const hostIP = this.settings.nodeIPs.find((ip) => !ip.includes(':')) ?? null;
     const r = renderPortals(portals, { hostIP, ...(this.o.bindAddress ? { listenIP: this.o.bindAddress } : {}) });
     warnings.push(...r.warnings);
@@ -136,8 +176,8 @@ export class UserspaceDataPlane implements DataPlane {
       this.workers?.unshare(k);
       st.listener.close();
       this.ports.delete(k);
-      this.metrics.remove(st.info.portName);
-      this.o.log.info({ service: st.info.portName, protocol: st.info.protocol }, 'closed proxy port');
+      this.metrics.remove(labelOf(st.info, st.traffic));
+      this.o.log.info({ service: st.info.portName, protocol: st.info.protocol, traffic: st.traffic }, 'closed proxy port');
     }
     return {
       full,
