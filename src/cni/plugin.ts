@@ -2,7 +2,9 @@
 // a failed ADD undoes what it did (veth, allocation) before reporting the error.
 import { closeSync, existsSync, readFileSync } from 'node:fs';
 import { ExecError } from '../kernel/exec.ts';
-import { Rtnl, NetlinkError, macBytes } from '../kernel/netlink.ts';
+import { NetlinkError, macBytes } from '../kernel/netlink/codec.ts';
+import type { Rtnl } from '../kernel/netlink/rtnl.ts';
+import { openNodeRtnl } from '../kernel/netlink/node-addon.ts';
 import { detectIptablesBackend, ensureMasq } from '../kernel/masq.ts';
 import { IpamStore, PoolExhaustedError } from '../ipam/store.ts';
 import { sweepStaleLocks } from '../ipam/lockfile.ts';
@@ -83,7 +85,7 @@ function readSubnetEnv(conf: NetConf): SubnetEnv | null {
 }
 
 async function withRtnl<T>(f: (nl: Rtnl) => Promise<T>): Promise<T> {
-  const nl = new Rtnl();
+  const nl = openNodeRtnl();
   try {
     return await f(nl);
   } finally {

@@ -4,13 +4,14 @@ import test from 'ava';
 import { isRoot, testNetns } from '../helpers/netns.ts';
 import { ipJsonIn } from '../helpers/cni.ts';
 import { run } from '../../src/kernel/exec.ts';
-import { assertIfName, netlinkAddonCandidates } from '../../src/kernel/netlink.ts';
+import { assertIfName } from '../../src/kernel/netlink/codec.ts';
+import { netlinkAddonCandidates } from '../../src/kernel/netlink/node-addon.ts';
 
 const SCRIPT = String.raw`
 import { openSync } from 'node:fs';
-import { Rtnl } from './src/kernel/netlink.ts';
+import { openNodeRtnl } from './src/kernel/netlink/node-addon.ts';
 const pod = process.argv[process.argv.length - 1];
-const nl = new Rtnl();
+const nl = openNodeRtnl();
 try {
   await nl.createLink({ name: 'tbr0', kind: 'bridge', mtu: 1400, up: true });
   const br = await nl.getLink('tbr0');
@@ -22,11 +23,21 @@ try {
   // Generic route request through node-netlink's codecs (what the overlay agent uses).
   await nl.routeRequest(24, 0x400 | 0x200, { family: 2, dstLen: 16, table: 254, protocol: 'BOOT', scope: 'UNIVERSE', type: 'UNICAST' },
     { dst: Buffer.from([10, 81, 0, 0]), gateway: Buffer.from([10, 80, 0, 9]), oif: br.index });
+  // The plugin's own route and address encoding, read back through its own dumps.
+  const dum = 'tdum0';
+  await nl.createLink({ name: dum, kind: 'bridge', up: true });
+  const d = await nl.getLink(dum);
+  await nl.addAddress4(d.index, '10.82.0.5', 24);
+  const routeAdded = [await nl.addRoute4({ dst: '10.83.0.0', dstLen: 16, gateway: '10.82.0.1', oif: d.index }),
+    await nl.addRoute4({ dst: '10.83.0.0', dstLen: 16, gateway: '10.82.0.1', oif: d.index })];
+  const routes = (await nl.listRoutes4()).filter((r) => r.table === 254).map((r) => r.dst + '/' + r.dstLen + ' ' + r.gateway + ' ' + (r.oif === d.index));
+  const addrs = (await nl.listAddresses4()).filter((a) => a.index === d.index).map((a) => a.address + '/' + a.prefixLen);
+  await nl.deleteLink(dum);
   const names = (await nl.listLinks()).map((l) => l.name).sort();
   const missing = await nl.getLink('nope0');
   let exists = '';
   try { await nl.createLink({ name: 'tbr0', kind: 'bridge' }); } catch (e) { exists = e.code; }
-  console.log(JSON.stringify({ added, names, missing, exists, master: host.master === br.index, hostUp: host.up }));
+  console.log(JSON.stringify({ added, names, missing, exists, master: host.master === br.index, hostUp: host.up, routeAdded, routes, addrs }));
 } finally { nl.close(); }
 `;
 
@@ -48,6 +59,10 @@ test('bridge, veth into another namespace, hairpin, address, route, errors', asy
   t.true(veth.linkinfo.info_slave_data.hairpin);
   const routes = await ipJsonIn(node, ['route', 'show', '10.81.0.0/16']);
   t.is(routes[0]?.gateway, '10.80.0.9');
+  t.deepEqual(r.routeAdded, [true, false]);
+  t.true(r.routes.includes('10.83.0.0/16 10.82.0.1 true'), JSON.stringify(r.routes));
+  t.true(r.routes.includes('10.82.0.0/24  true'), JSON.stringify(r.routes));
+  t.deepEqual(r.addrs, ['10.82.0.5/24']);
 });
 
 test('interface names and addon search path', (t) => {

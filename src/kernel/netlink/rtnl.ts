@@ -1,0 +1,204 @@
+// rtnetlink requests over any NetlinkTransport: links, addresses and routes in the transport's
+// namespace. One request is in flight at a time (each waits for its acknowledgement or the end
+// of its dump), so replies never need matching across requests.
+import type * as rtm from 'netlink/dist/rt/structs.js';
+import type * as rt from 'netlink/dist/rt/gen_structs.js';
+import type * as ifla from 'netlink/dist/rt/ifla.js';
+import {
+  AF_BRIDGE, IFLA, IFLA_BRPORT_MODE, IFLA_INFO, NLA_F_NESTED, NLM_F, NLMSG, RTM, VETH_INFO_PEER,
+  NetlinkError, addressDumpRequest4, addressMessage4, assertIfName, cstr, decodeMessages, encodeMessage, errorCode,
+  ifinfomsg, linkAttrs, nlattr, parseAddress, parseLink, parseRoute, routeDumpRequest4, routeMessage4, upFlags,
+  type AddressInfo, type LinkInfo, type NetlinkMessage, type RouteInfo,
+} from './codec.ts';
+import type { NetlinkTransport } from './transport.ts';
+
+export type RouteMessage = rtm.RouteMessage;
+export type NeighborMessage = rtm.NeighborMessage;
+export type { rt, ifla };
+
+export class Rtnl {
+  private seq = 1;
+  private tail: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(private readonly transport: NetlinkTransport) {}
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.transport.close();
+  }
+
+  /** Sends one request and resolves with its replies once acknowledged (or the dump is done). */
+  request(op: string, type: number, flags: number, payload: readonly Uint8Array[]): Promise<NetlinkMessage[]> {
+    const next = this.tail.then(() => this.exchange(op, type, flags, payload));
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+
+  private async exchange(op: string, type: number, flags: number, payload: readonly Uint8Array[]): Promise<NetlinkMessage[]> {
+    if (this.closed) throw new Error('netlink socket is closed');
+    const seq = this.seq++;
+    // A dump ends with NLMSG_DONE; anything else is asked to end with an acknowledgement.
+    const dump = (flags & NLM_F.DUMP) === NLM_F.DUMP;
+    await this.transport.send(encodeMessage(type, flags | NLM_F.REQUEST | (dump ? 0 : NLM_F.ACK), seq, payload));
+    const replies: NetlinkMessage[] = [];
+    for (;;) {
+      for (const msg of decodeMessages(await this.transport.receive())) {
+        // Late answers to an earlier request that failed part-way are not this request's.
+        if (msg.seq !== seq) continue;
+        if (msg.type === NLMSG.ERROR || msg.type === NLMSG.DONE) {
+          const errno = errorCode(msg);
+          if (errno !== 0) throw new NetlinkError(op, errno);
+          return replies;
+        }
+        replies.push(msg);
+      }
+    }
+  }
+
+  // ---- links ----
+
+  private async linkRequest(op: string, type: number, flags: number, msg: Buffer, attrs: Buffer[]): Promise<LinkInfo[]> {
+    const replies = await this.request(op, type, flags, [msg, ...attrs]);
+    return replies.map((m) => parseLink(m.data));
+  }
+
+  async getLink(name: string): Promise<LinkInfo | null> {
+    assertIfName(name);
+    try {
+      const [m] = await this.linkRequest(`get link ${name}`, RTM.GETLINK, 0, ifinfomsg({}), linkAttrs({ name }));
+      return m ?? null;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'ENODEV') return null;
+      throw e;
+    }
+  }
+
+  async listLinks(): Promise<LinkInfo[]> {
+    return this.linkRequest('list links', RTM.GETLINK, NLM_F.DUMP, ifinfomsg({}), []);
+  }
+
+  /** Creates a link of `kind` (bridge, dummy, vxlan...); kindData is the already encoded IFLA_INFO_DATA. */
+  async createLink(o: { name: string; kind: string; mtu?: number; mac?: Buffer; up?: boolean; master?: number; kindData?: Uint8Array[] }): Promise<void> {
+    assertIfName(o.name);
+    const info = [nlattr(IFLA_INFO.KIND, cstr(o.kind))];
+    if (o.kindData) info.push(nlattr(IFLA_INFO.DATA | NLA_F_NESTED, o.kindData));
+    const attrs = linkAttrs({ name: o.name, ...(o.mtu ? { mtu: o.mtu } : {}), ...(o.mac ? { mac: o.mac } : {}), ...(o.master ? { master: o.master } : {}) });
+    await this.linkRequest(`create ${o.kind} ${o.name}`, RTM.NEWLINK, NLM_F.CREATE | NLM_F.EXCL, ifinfomsg(upFlags(o.up)),
+      [...attrs, nlattr(IFLA.LINKINFO | NLA_F_NESTED, info)]);
+  }
+
+  /**
+   * Creates a veth pair in one message: the host end here (optionally on a bridge and up), the
+   * peer directly inside the namespace given by an open fd, already named and sized. (The kernel
+   * refuses IFF_UP for a peer created in another namespace, so the caller brings it up there.)
+   */
+  async createVeth(o: {
+    name: string; mtu: number; mac?: Buffer; master?: number; up?: boolean;
+    peer: { name: string; netnsFd: number; mtu: number; mac?: Buffer };
+  }): Promise<void> {
+    assertIfName(o.name);
+    assertIfName(o.peer.name);
+    const peer = [ifinfomsg({}), ...linkAttrs({ name: o.peer.name, mtu: o.peer.mtu, netnsFd: o.peer.netnsFd, ...(o.peer.mac ? { mac: o.peer.mac } : {}) })];
+    await this.createLink({
+      name: o.name, kind: 'veth', mtu: o.mtu, up: !!o.up,
+      ...(o.mac ? { mac: o.mac } : {}), ...(o.master ? { master: o.master } : {}),
+      kindData: [nlattr(VETH_INFO_PEER, peer)],
+    });
+  }
+
+  async setLink(index: number, o: { up?: boolean; mtu?: number; master?: number; mac?: Buffer }): Promise<void> {
+    const attrs = linkAttrs({ ...(o.mtu ? { mtu: o.mtu } : {}), ...(o.master !== undefined ? { master: o.master } : {}), ...(o.mac ? { mac: o.mac } : {}) });
+    await this.linkRequest(`set link ${index}`, RTM.NEWLINK, 0, ifinfomsg({ index, ...upFlags(o.up) }), attrs);
+  }
+
+  /** Hairpin mode on a bridge port (bridge link set dev X hairpin on). */
+  async setHairpin(index: number, on: boolean): Promise<void> {
+    const protinfo = nlattr(IFLA.PROTINFO | NLA_F_NESTED, [nlattr(IFLA_BRPORT_MODE, Buffer.from([on ? 1 : 0]))]);
+    await this.linkRequest(`hairpin ${index}`, RTM.SETLINK, 0, ifinfomsg({ family: AF_BRIDGE, index }), [protinfo]);
+  }
+
+  /** Deletes a link by name; false when it did not exist. */
+  async deleteLink(name: string): Promise<boolean> {
+    assertIfName(name);
+    try {
+      await this.linkRequest(`delete link ${name}`, RTM.DELLINK, 0, ifinfomsg({}), linkAttrs({ name }));
+      return true;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'ENODEV') return false;
+      throw e;
+    }
+  }
+
+  // ---- IPv4 addresses and routes ----
+
+  /** Sends a create-exclusive request; false when the kernel says the object was already there. */
+  private async createExclusive(op: string, type: number, payload: readonly Uint8Array[]): Promise<boolean> {
+    try {
+      await this.request(op, type, NLM_F.CREATE | NLM_F.EXCL, payload);
+      return true;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'EEXIST') return false;
+      throw e;
+    }
+  }
+
+  /** Adds an IPv4 address; false when it was already there. */
+  addAddress4(index: number, address: string, prefixLen: number): Promise<boolean> {
+    return this.createExclusive(`add address ${address}/${prefixLen}`, RTM.NEWADDR, addressMessage4(index, address, prefixLen));
+  }
+
+  async listAddresses4(): Promise<AddressInfo[]> {
+    const replies = await this.request('list addresses', RTM.GETADDR, NLM_F.DUMP, addressDumpRequest4());
+    return replies.map((m) => parseAddress(m.data));
+  }
+
+  /** Adds a route in the main table (`ip route add DST via GW dev OIF`); false when it was already there. */
+  addRoute4(o: { dst: string; dstLen: number; gateway?: string; oif: number }): Promise<boolean> {
+    return this.createExclusive(`add route ${o.dst}/${o.dstLen}`, RTM.NEWROUTE, routeMessage4(o));
+  }
+
+  async listRoutes4(): Promise<RouteInfo[]> {
+    const replies = await this.request('list routes', RTM.GETROUTE, NLM_F.DUMP, routeDumpRequest4());
+    return replies.map((m) => parseRoute(m.data));
+  }
+
+  // ---- generic route and neighbour requests (for the overlay agent) ----
+
+  /** A request encoded and decoded by node-netlink's full codecs (loaded on first use). */
+  private async viaCodecs<T>(op: string, type: number, flags: number,
+    format: (c: Codecs, out: AttrStreamT) => void, parse: (c: Codecs, data: Buffer) => T): Promise<T[]> {
+    const { codecs, stream } = await loadCodecs();
+    const out = stream();
+    format(codecs, out);
+    const replies = await this.request(op, type, flags, out.bufs);
+    return replies.map((m) => parse(codecs, m.data));
+  }
+
+  async routeRequest(type: number, flags: number, data: rt.Route, attrs: rt.RouteAttrs): Promise<RouteMessage[]> {
+    return this.viaCodecs(`route request ${type}`, type, flags,
+      (c, out) => c.formatRouteMessage({ kind: 'route', data, attrs }, out), (c, d) => c.parseRouteMessage(d));
+  }
+
+  async neighborRequest(type: number, flags: number, data: rt.Neighbor, attrs: rt.NeighborAttrs): Promise<NeighborMessage[]> {
+    return this.viaCodecs(`neighbour request ${type}`, type, flags,
+      (c, out) => c.formatNeighborMessage({ kind: 'neighbor', data, attrs }, out), (c, d) => c.parseNeighborMessage(d));
+  }
+}
+
+// node-netlink's generated codecs cover every rtnetlink message but are large (~150 KB, ~20 ms
+// to load), which a CNI call that only makes links, addresses and routes must not pay. They are
+// imported by a computed specifier so bundlers leave them out of the plugin; the agent, which
+// runs beside node_modules, loads them on first use.
+type Codecs = typeof rtm;
+type Structs = typeof import('netlink/dist/structs.js');
+type AttrStreamT = InstanceType<Structs['AttrStream']>;
+async function loadCodecs(): Promise<{ codecs: Codecs; stream: () => AttrStreamT }> {
+  const base = 'netlink/dist/';
+  const [codecs, structs] = await Promise.all([
+    import(base + 'rt/structs.js') as Promise<Codecs>,
+    import(base + 'structs.js') as Promise<Structs>,
+  ]);
+  return { codecs, stream: () => new structs.AttrStream() };
+}
