@@ -43,7 +43,7 @@ async function benchAcquire(): Promise<void> {
     for (let i = 0; i < 50; i++) {
       const t0 = performance.now();
       const id = await reg.grant(60);
-      await reg.client.if(`/bench/${i}`, 'Version', '==', 0).then(reg.client.put(`/bench/${i}`).value('x').lease(id)).commit();
+      await reg.kv.putIf(`/bench/${i}`, 'x', id, { absent: true });
       raw.push(performance.now() - t0);
     }
     console.log(`reference: bare etcd grant + Version==0 put txn: p50 ${fmt(pct(raw, 50))}`);

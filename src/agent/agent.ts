@@ -1,30 +1,32 @@
-// The node agent: holds this node's subnet lease in etcd and keeps the overlay in line with
-// every peer's lease. Level-triggered: any watch event and a periodic tick run the same full
-// reconcile, so a missed event or a hand edit heals. etcd trouble never tears the data plane
-// down; the agent keeps what is programmed, retries, and reports not-ready meanwhile.
+// The node agent: holds this node's subnet lease (LeaseKeeper) in a lease source (etcd, or the
+// Kubernetes API), sees every peer's lease (LeaseWatcher) and keeps the overlay backend in line
+// with them (Reconciler). Level-triggered: any lease event and a periodic tick run the same
+// full reconcile, so a missed event or a hand edit heals. Losing the lease store never tears
+// the data plane down; the agent keeps what is programmed, retries, and reports not-ready
+// meanwhile. One AbortSignal stops everything.
 import type { Server } from 'node:http';
+import { readFile } from 'node:fs/promises';
 import type { Logger } from '../util/log.ts';
-import type { Watcher } from 'etcd3';
-import { formatCidr } from '../subnet/cidr.ts';
-import { type NetworkConfig } from '../subnet/config.ts';
-import { type EtcdConnectOptions, type LeaseList, SubnetRegistry, SUBNET_TTL_SECONDS } from '../subnet/etcd-registry.ts';
-import { type Lease, type LeaseAttrs, describeLease } from '../subnet/lease.ts';
-import { acquireLease, OutOfSubnetsError } from '../subnet/acquire.ts';
+import { type Clock, realClock, whenAborted } from '../util/clock.ts';
+import { type Cidr, formatCidr } from '../subnet/cidr.ts';
+import type { NetworkConfig } from '../subnet/config.ts';
+import type { LeaseAttrs } from '../subnet/lease.ts';
+import { OutOfSubnetsError } from '../subnet/acquire.ts';
 import { readPreviousSubnet, writeSubnetEnv, assertSubnetFilePath } from '../subnet/subnet-env.ts';
-import { type VxlanConfig, parseVxlanConfig, defaultVxlanDevice, assertDeviceName } from '../overlay/vxlan/config.ts';
-import { VxlanBackend } from '../overlay/vxlan/backend.ts';
-import type { OverlayBackend } from '../overlay/backend.ts';
-import { OVS_GRE_TYPE, parseOvsGreConfig } from '../overlay/ovs-gre/config.ts';
-import { ovsGreBackendFromConfig } from '../overlay/ovs-gre/backend.ts';
+import { assertDeviceName } from '../overlay/vxlan/config.ts';
+import type { OverlayBackend, PreparedBackend } from '../overlay/backend.ts';
 import { findUnderlay, type Underlay } from '../kernel/vxlan.ts';
 import type { IptablesBackend } from '../kernel/iptables.ts';
 import { applyMasqRules } from './masq.ts';
 import { AgentMetrics, startHealthz, startMetrics } from './http.ts';
-import { sleep } from '../util/wait.ts';
+import { type LeaseSource, LeaseNotYetError } from './lease-source.ts';
+import { LeaseWatcher } from './lease-watcher.ts';
+import { LeaseKeeper } from './lease-keeper.ts';
+import { Reconciler } from './reconciler.ts';
+import { type BackendRegistry, defaultBackends } from './backends.ts';
+import { retry, StoppedError } from './retry.ts';
 
 export interface AgentOptions {
-  etcd: EtcdConnectOptions;
-  prefix: string;
   iface?: string;
   publicIP?: string;
   subnetFile: string;
@@ -39,327 +41,210 @@ export interface AgentOptions {
   device?: string;
   /** Open vSwitch run directory (db.sock, BRIDGE.mgmt) for the ovs-gre backend. */
   ovsRunDir?: string;
-  leaseTtlSeconds?: number;
   log: Logger;
 }
 
+/** What the agent works with; tests swap any of them for fakes. */
+export interface AgentDeps {
+  source: LeaseSource;
+  backends?: BackendRegistry;
+  clock?: Clock;
+  findUnderlay?: (o: { iface?: string; publicIP?: string }) => Promise<Underlay>;
+  /** Installs masquerade and forward rules for the pod network and this node's subnet. */
+  applyMasq?: (config: NetworkConfig, subnet: Cidr) => Promise<void>;
+  /** Whether the node forwards IPv4 (net.ipv4.ip_forward); default: read /proc. */
+  readIpForward?: () => Promise<boolean>;
+}
+
+export const IP_FORWARD_OFF = 'net.ipv4.ip_forward is 0: this node drops traffic between its pods and other nodes (set it to 1, e.g. sysctl -w net.ipv4.ip_forward=1)';
+
+async function readProcIpForward(): Promise<boolean> {
+  return (await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8')).trim() === '1';
+}
 
 export class Agent {
   readonly metrics = new AgentMetrics();
-  private registry: SubnetRegistry;
-  private stopped = false;
-  private stopWaiters: (() => void)[] = [];
+  private readonly controller = new AbortController();
+  private readonly clock: Clock;
+  private readonly backends: BackendRegistry;
   private servers: Server[] = [];
-  private timers = new Set<NodeJS.Timeout>();
   private config: NetworkConfig | null = null;
-  private vxlan: VxlanConfig | null = null;
-  private underlay: Underlay | null = null;
-  private backend: OverlayBackend | null = null;
-  private attrs: LeaseAttrs | null = null;
-  private own: Lease | null = null;
-  private peers = new Map<string, Lease>();
-  private etcdUp = false;
-  private renewDue = false;
-  private renewTimer: NodeJS.Timeout | null = null;
-  private reconcileRunning: Promise<void> | null = null;
-  private reconcileDirty = false;
-  private lastReconcileError: string | null = null;
+  private keeper: LeaseKeeper | null = null;
+  private watcher: LeaseWatcher | null = null;
+  private reconciler: Reconciler | null = null;
   private subnetEnvWritten = false;
   private notReadyReason = 'starting';
-  private watcher: Watcher | null = null;
-  private wakeWatch: (() => void) | null = null;
+  private finished: Promise<void> | null = null;
+  private ipForward = true;
 
-  constructor(private readonly o: AgentOptions) {
+  constructor(private readonly o: AgentOptions, private readonly deps: AgentDeps) {
     assertSubnetFilePath(o.subnetFile);
     if (o.device !== undefined) assertDeviceName(o.device);
     if (!(o.renewMarginMinutes >= 1 && o.renewMarginMinutes <= 1439)) throw new Error('--subnet-lease-renew-margin must be 1..1439 minutes');
     if (!(o.resyncSeconds >= 1)) throw new Error('--resync-period must be at least 1 second');
-    this.registry = SubnetRegistry.connect(o.etcd, o.prefix);
+    this.clock = deps.clock ?? realClock;
+    this.backends = deps.backends ?? defaultBackends();
   }
 
   private get log(): Logger {
     return this.o.log;
   }
 
+  private get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
   readiness(): { ready: boolean; reason: string } {
-    if (!this.own) return { ready: false, reason: this.notReadyReason };
-    if (!this.etcdUp) return { ready: false, reason: 'etcd unreachable' };
-    if (this.lastReconcileError) return { ready: false, reason: `reconcile failed: ${this.lastReconcileError}` };
+    const own = this.keeper?.lease;
+    if (!this.ipForward) return { ready: false, reason: IP_FORWARD_OFF };
+    if (!own) return { ready: false, reason: this.notReadyReason };
+    if (this.watcher && !this.watcher.up) return { ready: false, reason: `${this.deps.source.storeName} unreachable: ${this.watcher.lastDownReason ?? 'not yet listed'}` };
+    if (this.keeper?.problem) return { ready: false, reason: this.keeper.problem };
+    if (this.reconciler?.lastError) return { ready: false, reason: `reconcile failed: ${this.reconciler.lastError}` };
     if (!this.subnetEnvWritten) return { ready: false, reason: 'subnet file not written' };
     return { ready: true, reason: '' };
   }
 
+  private retry<T>(what: string, fn: () => Promise<T>, waits: (err: unknown) => { ms: number; level: 'info' | 'warn' } | undefined = () => undefined): Promise<T> {
+    return retry(what, fn, {
+      clock: this.clock, signal: this.signal, log: this.log, waitFor: waits,
+      onError: (step, err) => {
+        this.notReadyReason = `${step}: ${err instanceof Error ? err.message : String(err)}`;
+        this.metrics.etcdErrors.inc();
+      },
+    });
+  }
+
   /** Runs until stop(). Throws only for errors no retry can fix (bad flags, bad interface). */
-  async run(): Promise<void> {
+  run(): Promise<void> {
+    this.finished ??= this.runAndShutDown();
+    return this.finished;
+  }
+
+  private async runAndShutDown(): Promise<void> {
+    try {
+      await this.runUntilStopped();
+    } catch (err) {
+      if (!(err instanceof StoppedError)) throw err;
+    } finally {
+      await this.shutdown();
+    }
+  }
+
+  private async runUntilStopped(): Promise<void> {
     if (this.o.healthzPort) this.servers.push(await startHealthz(this.o.healthzPort, () => this.readiness()));
     if (this.o.metricsPort) this.servers.push(await startMetrics(this.o.metricsPort, this.metrics));
-    this.underlay = await findUnderlay(null, { ...(this.o.iface ? { iface: this.o.iface } : {}), ...(this.o.publicIP ? { publicIP: this.o.publicIP } : {}) });
-    this.log.info({ underlay: this.underlay }, 'using underlay interface');
+    const underlay = await (this.deps.findUnderlay ?? ((o) => findUnderlay(null, o)))({
+      ...(this.o.iface ? { iface: this.o.iface } : {}), ...(this.o.publicIP ? { publicIP: this.o.publicIP } : {}),
+    });
+    this.log.info({ underlay }, 'using underlay interface');
+    await this.checkIpForward();
+    const source = this.deps.source;
 
-    await this.retry('read network config', async () => {
-      const cfg = await this.registry.getConfig();
+    let backend: OverlayBackend | null = null;
+    const config = await this.retry('read network config', async () => {
+      const cfg = await source.networkConfig();
       if (!cfg.ipv4) throw new Error('IPv6-only networks are not supported by knet agent yet');
       if (cfg.enableIPv6) throw new Error('EnableIPv6 is not supported by knet agent yet; set it to false');
-      if (cfg.backend.type === OVS_GRE_TYPE) parseOvsGreConfig(cfg.backend);
-      else this.vxlan = parseVxlanConfig(cfg.backend);
-      this.config = cfg;
+      backend = this.backends.create({
+        backend: cfg.backend, network: cfg.ipv4.network, underlay,
+        ...(this.o.device ? { device: this.o.device } : {}), ...(this.o.ovsRunDir ? { ovsRunDir: this.o.ovsRunDir } : {}),
+      });
+      return cfg;
     });
-    if (this.stopped) return;
-    const range = this.config!.ipv4!;
-    const vx = this.vxlan;
-    this.backend = vx
-      ? new VxlanBackend({ netns: null, config: vx, device: this.o.device ?? defaultVxlanDevice(vx.vni), underlay: this.underlay, network: range.network })
-      : ovsGreBackendFromConfig({ backend: this.config!.backend, network: range.network, underlay: this.underlay, ...(this.o.ovsRunDir ? { ovsRunDir: this.o.ovsRunDir } : {}) });
+    this.config = config;
+    const range = config.ipv4!;
 
     const previous = await readPreviousSubnet(this.o.subnetFile);
-    const prevLease = await this.retry('list leases', async () => (await this.registry.listLeases()).leases.find((l) => l.attrs.PublicIP === this.underlay!.publicIP) ?? null);
-    if (this.stopped) return;
-    const prepared = await this.backend.prepare(prevLease?.attrs.BackendData);
-    this.attrs = { PublicIP: this.underlay.publicIP, PublicIPv6: null, BackendType: prepared.backendType, BackendData: prepared.backendData };
+    const previousData = await this.retry('read this node\'s previous lease', () => source.previousBackendData(underlay.publicIP));
+    const prepared = await backend!.prepare(previousData);
+    const attrs: LeaseAttrs = { PublicIP: underlay.publicIP, PublicIPv6: null, BackendType: prepared.backendType, BackendData: prepared.backendData };
 
-    await this.retry('acquire subnet lease', async () => {
-      const got = await acquireLease(this.registry, { range, attrs: this.attrs!, previous, ttlSeconds: this.ttl });
-      for (const d of got.deleted) this.log.warn({ lease: describeLease(d) }, 'deleted this node\'s lease that no longer fits the config');
-      this.setOwn(got.lease);
-      this.log.info({ subnet: formatCidr(got.lease.subnet), how: got.how, backend: prepared.backendType, backendData: prepared.backendData }, 'acquired subnet lease');
-    }, (err) => (err instanceof OutOfSubnetsError ? 30_000 : undefined));
-    if (this.stopped) return;
+    const keeper = new LeaseKeeper({ source, attrs, renewMarginMs: this.o.renewMarginMinutes * 60_000, clock: this.clock, log: this.log, metrics: this.metrics, signal: this.signal });
+    this.keeper = keeper;
+    const got = await this.retry('acquire subnet lease', () => keeper.acquire({ range, previous }), (err) => {
+      if (err instanceof OutOfSubnetsError) return { ms: 30_000, level: 'warn' };
+      if (err instanceof LeaseNotYetError) return { ms: 2000, level: 'warn' };
+      return undefined;
+    });
+    this.log.info({ subnet: formatCidr(got.lease.subnet), how: got.how, backend: prepared.backendType, backendData: prepared.backendData }, 'acquired subnet lease');
 
     // Never reconcile against an empty peer set: that would remove every peer's entries on a
-    // restart until the watch caught up.
-    await this.retry('list leases', async () => this.replacePeers(await this.registry.listLeases()));
-    if (this.stopped) return;
-    await this.reconcileNow();
-    await this.ensureMasqAndEnv(prepared.mtu);
-    const tick = setInterval(() => {
-      this.requestReconcile();
-      this.ensureMasqAndEnv(prepared.mtu).catch((err: Error) => this.log.error({ err: err.message }, 'masquerade rules'));
-    }, this.o.resyncSeconds * 1000);
-    this.timers.add(tick);
-    await this.watchLoop();
-  }
-
-  private get ttl(): number {
-    return this.o.leaseTtlSeconds ?? SUBNET_TTL_SECONDS;
-  }
-
-  private async ensureMasqAndEnv(mtu: number): Promise<void> {
-    const own = this.own;
-    if (!own || !this.config?.ipv4) return;
-    const network = this.config.ipv4.network;
-    if (this.o.ipMasq) await applyMasqRules({ backend: this.o.iptablesBackend }, network, own.subnet);
-    if (!this.subnetEnvWritten) {
-      await writeSubnetEnv(this.o.subnetFile, { network, subnet: own.subnet, mtu, ipMasq: this.o.ipMasq });
-      this.subnetEnvWritten = true;
-      this.log.info({ file: this.o.subnetFile, mtu }, 'wrote subnet file');
-    }
-  }
-
-  /** Retries `fn` with backoff (1 s doubling to 30 s) until it succeeds or the agent stops. */
-  private async retry<T>(what: string, fn: () => Promise<T>, delayFor?: (err: unknown) => number | undefined): Promise<T> {
-    let delay = 1000;
-    for (;;) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (this.stopped) throw new Error('agent stopped');
-        const msg = err instanceof Error ? err.message : String(err);
-        this.notReadyReason = `${what}: ${msg}`;
-        if (isEtcdError(err)) this.metrics.etcdErrors.inc();
-        const wait = delayFor?.(err) ?? delay;
-        this.log.error({ err: msg, retryInMs: wait }, `${what} failed; retrying`);
-        await this.sleepUnlessStopped(wait);
-        delay = Math.min(delay * 2, 30_000);
-      }
-    }
-  }
-
-  private sleepUnlessStopped(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        this.timers.delete(t);
-        this.stopWaiters = this.stopWaiters.filter((w) => w !== done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.timers.add(t);
-      this.stopWaiters.push(done);
+    // restart until the watch caught up. The watcher's start waits for the first full list.
+    const watcher = new LeaseWatcher(source, this.log);
+    this.watcher = watcher;
+    keeper.follow(watcher);
+    const reconciler = new Reconciler({ backend: backend!, own: () => keeper.lease, leases: () => watcher.all(), metrics: this.metrics, log: this.log, signal: this.signal });
+    this.reconciler = reconciler;
+    watcher.on((e) => {
+      this.metrics.etcdReachable.set(watcher.up ? 1 : 0);
+      if (e.type === 'down') this.metrics.etcdErrors.inc();
+      else reconciler.request();
     });
+    this.notReadyReason = `listing leases in ${source.storeName}`;
+    await watcher.start(this.signal);
+    if (this.signal.aborted) return;
+    await reconciler.runNow();
+    await this.ensureMasqAndEnv(prepared);
+    this.scheduleTick(prepared);
+    await whenAborted(this.signal);
   }
 
-  private setOwn(lease: Lease): void {
-    this.own = lease;
-    this.metrics.leaseExpiry.set(lease.expiresAt === null ? 0 : lease.expiresAt / 1000);
-    if (this.renewTimer) { clearTimeout(this.renewTimer); this.timers.delete(this.renewTimer); this.renewTimer = null; }
-    if (lease.expiresAt === null) return;
-    const margin = Math.min(this.o.renewMarginMinutes * 60_000, (this.ttl * 1000) / 2);
-    // setTimeout caps at 2^31-1 ms (~24.8 days); 24 h fits.
-    const due = Math.max(1000, lease.expiresAt - margin - Date.now());
-    this.renewTimer = setTimeout(() => {
-      this.renewDue = true;
-      this.renewNow().catch(() => undefined);
-    }, due);
-    this.timers.add(this.renewTimer);
+  /** The periodic full pass: reconcile, masquerade rules, subnet.env, ip_forward. */
+  private scheduleTick(prepared: PreparedBackend): void {
+    let timer: unknown = null;
+    const tick = () => {
+      this.reconciler?.request();
+      void this.checkIpForward();
+      this.ensureMasqAndEnv(prepared).catch((err: Error) => this.log.error({ err: err.message }, 'masquerade rules'));
+      timer = this.signal.aborted ? null : this.clock.setTimer(tick, this.o.resyncSeconds * 1000);
+    };
+    timer = this.clock.setTimer(tick, this.o.resyncSeconds * 1000);
+    this.signal.addEventListener('abort', () => { if (timer !== null) this.clock.clearTimer(timer); }, { once: true });
   }
 
-  private renewing: Promise<void> | null = null;
-
-  /** Renews now; on failure leaves renewDue set so the next successful relist renews. */
-  private renewNow(): Promise<void> {
-    if (this.renewing) return this.renewing;
-    this.renewing = (async () => {
-      try {
-        if (!this.own || !this.attrs) return;
-        const fresh = await this.registry.renewLease(this.own, this.attrs, this.ttl);
-        this.renewDue = false;
-        this.setOwn(fresh);
-        this.log.info({ subnet: formatCidr(fresh.subnet), etcdLease: fresh.etcdLease }, 'renewed subnet lease');
-      } catch (err) {
-        this.metrics.etcdErrors.inc();
-        this.renewDue = true;
-        this.log.error({ err: (err as Error).message }, 'lease renewal failed; will retry');
-        const t = setTimeout(() => { this.timers.delete(t); if (this.renewDue && this.etcdUp) this.renewNow().catch(() => undefined); }, 10_000);
-        this.timers.add(t);
-      } finally {
-        this.renewing = null;
-      }
-    })();
-    return this.renewing;
-  }
-
-  /** List, then watch from the list's revision; on any watch trouble relist and resume. */
-  private async watchLoop(): Promise<void> {
-    let backoff = 100;
-    while (!this.stopped) {
-      try {
-        const list = await this.registry.listLeases();
-        this.replacePeers(list);
-        this.etcdUp = true;
-        this.metrics.etcdReachable.set(1);
-        backoff = 100;
-        const ownKey = this.own!.key;
-        if (!this.peers.has(ownKey) || this.peers.get(ownKey)!.attrs.PublicIP !== this.attrs!.PublicIP) this.renewDue = true;
-        if (this.renewDue) await this.renewNow();
-        this.requestReconcile();
-        const reason = await this.watchOnce((BigInt(list.revision) + 1n).toString());
-        if (this.stopped) break;
-        this.metrics.etcdErrors.inc();
-        this.log.warn({ reason }, 'lease watch ended; relisting');
-      } catch (err) {
-        if (this.stopped) break;
-        this.metrics.etcdErrors.inc();
-        this.log.error({ err: (err as Error).message, retryInMs: backoff }, 'etcd unreachable; keeping the data plane as it is');
-      }
-      this.etcdUp = false;
-      this.metrics.etcdReachable.set(0);
-      // After an outage the lease's fate is uncertain (expired? etcd restored from a backup?):
-      // renew as soon as etcd answers again.
-      this.renewDue = true;
-      await this.sleepUnlessStopped(backoff);
-      backoff = Math.min(backoff * 2, 5000);
-    }
-  }
-
-  private replacePeers(list: LeaseList): void {
-    for (const bad of list.invalid) this.log.warn(bad, 'ignoring malformed lease');
-    this.peers = new Map(list.leases.map((l) => [l.key, l]));
-  }
-
-  private async watchOnce(fromRevision: string): Promise<string> {
-    const w = await this.registry.watchLeases(fromRevision);
-    this.watcher = w;
+  /** Reads net.ipv4.ip_forward; logs when it is (or becomes) off and when it is back on. */
+  private async checkIpForward(): Promise<void> {
+    let on: boolean;
     try {
-      return await new Promise<string>((resolve) => {
-        this.wakeWatch = () => resolve('stopped');
-        w.on('put', (kv) => this.onPut(kv.key.toString(), kv.value.toString(), String(kv.lease)));
-        w.on('delete', (kv) => this.onDelete(kv.key.toString()));
-        w.on('disconnected', (err) => resolve(`disconnected: ${err.message}`));
-        w.on('error', (err) => resolve(`error: ${err.message}`));
-        w.on('end', () => resolve('ended'));
-      });
-    } finally {
-      this.watcher = null;
-      this.wakeWatch = null;
-      w.removeAllListeners();
-      w.on('error', () => undefined);
-      await w.cancel().catch(() => undefined);
-    }
-  }
-
-  private onPut(fullKey: string, value: string, etcdLease: string): void {
-    try {
-      const l = this.registry.leaseFromStored(fullKey, value, etcdLease);
-      this.peers.set(l.key, l);
-      if (this.own && l.key === this.own.key && l.attrs.PublicIP !== this.attrs!.PublicIP) {
-        this.log.error({ lease: describeLease(l) }, 'this node\'s subnet was taken over by another node');
-      }
+      on = await (this.deps.readIpForward ?? readProcIpForward)();
     } catch (err) {
-      this.log.warn({ key: fullKey, err: (err as Error).message }, 'ignoring malformed lease');
-      this.peers.delete(fullKey.slice(this.registry.subnetsPrefix.length));
+      this.log.warn({ err: (err as Error).message }, 'cannot read net.ipv4.ip_forward');
+      return;
     }
-    this.requestReconcile();
+    if (!on && this.ipForward) this.log.warn(IP_FORWARD_OFF);
+    if (on && !this.ipForward) this.log.info('net.ipv4.ip_forward is 1 again');
+    this.ipForward = on;
   }
 
-  private onDelete(fullKey: string): void {
-    const key = fullKey.slice(this.registry.subnetsPrefix.length);
-    this.peers.delete(key);
-    if (this.own && key === this.own.key) {
-      // Never silently move running pods to another subnet: put the same subnet back.
-      this.log.warn({ subnet: formatCidr(this.own.subnet) }, 'this node\'s lease was deleted; re-creating it');
-      this.renewDue = true;
-      this.renewNow().catch(() => undefined);
+  private async ensureMasqAndEnv(prepared: PreparedBackend): Promise<void> {
+    const own = this.keeper?.lease;
+    const config = this.config;
+    if (!own || !config?.ipv4) return;
+    const network = config.ipv4.network;
+    if (this.o.ipMasq) {
+      const apply = this.deps.applyMasq ?? ((_cfg, subnet) => applyMasqRules({ backend: this.o.iptablesBackend }, network, subnet));
+      await apply(config, own.subnet);
     }
-    this.requestReconcile();
-  }
-
-  requestReconcile(): void {
-    this.reconcileDirty = true;
-    if (!this.reconcileRunning) {
-      this.reconcileRunning = this.reconcileLoop().finally(() => { this.reconcileRunning = null; });
-    }
-  }
-
-  private async reconcileNow(): Promise<void> {
-    this.requestReconcile();
-    await this.reconcileRunning;
-  }
-
-  private async reconcileLoop(): Promise<void> {
-    while (this.reconcileDirty && !this.stopped) {
-      this.reconcileDirty = false;
-      if (!this.own || !this.backend) return;
-      const end = this.metrics.reconcileDuration.startTimer();
-      try {
-        const peers = [...this.peers.values()].filter((l) => l.key !== this.own!.key);
-        const r = await this.backend.reconcile(this.own, peers);
-        const seconds = end();
-        this.metrics.peersProgrammed.set(r.peers);
-        this.metrics.reconcileChanges.inc(r.changes);
-        this.lastReconcileError = r.errors.length ? r.errors[0]! : null;
-        for (const s of r.skipped) this.log.warn(s, 'peer lease not programmed');
-        if (r.errors.length) this.log.error({ errors: r.errors }, 'reconcile could not apply every change; will retry');
-        if (r.changes > 0 || r.errors.length) this.log.info({ peers: r.peers, changes: r.changes, ms: Math.round(seconds * 1000) }, 'reconciled overlay');
-      } catch (err) {
-        end();
-        this.lastReconcileError = (err as Error).message;
-        this.log.error({ err: (err as Error).message }, 'reconcile failed; will retry');
-      }
+    if (!this.subnetEnvWritten) {
+      await writeSubnetEnv(this.o.subnetFile, { network, subnet: own.subnet, mtu: prepared.mtu, ipMasq: this.o.ipMasq });
+      this.subnetEnvWritten = true;
+      this.log.info({ file: this.o.subnetFile, mtu: prepared.mtu }, 'wrote subnet file');
     }
   }
 
+  /** Stops every loop and timer; resolves once run() has returned. The data plane stays. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    for (const w of this.stopWaiters.splice(0)) w();
-    this.wakeWatch?.();
-    await this.reconcileRunning;
+    this.controller.abort();
+    await this.finished?.catch(() => undefined);
+  }
+
+  private async shutdown(): Promise<void> {
+    this.controller.abort();
+    await this.watcher?.stopped();
+    await this.reconciler?.idle();
     await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    this.registry.close();
+    this.servers = [];
+    this.deps.source.close();
   }
 }
-
-function isEtcdError(err: unknown): boolean {
-  return err instanceof Error && /etcd|grpc|unavailable|deadline|ECONNREFUSED|GRPC/i.test(`${err.name} ${err.message}`);
-}
-

@@ -4,17 +4,9 @@
 // bucket); when nothing asks, one runs anyway every `maxIntervalMs`. `retryAfter()` schedules a
 // retry after a failure. Time comes from an injectable clock so the logic is unit-tested.
 
-export interface Clock {
-  now(): number;
-  setTimer(fn: () => void, ms: number): unknown;
-  clearTimer(h: unknown): void;
-}
+import { type Clock, realClock } from '../util/clock.ts';
 
-export const realClock: Clock = {
-  now: () => Date.now(),
-  setTimer: (fn, ms) => setTimeout(fn, ms),
-  clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+export { type Clock, realClock };
 
 export interface RunnerOptions {
   minIntervalMs: number;

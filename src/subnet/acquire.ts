@@ -16,6 +16,8 @@ export interface AcquireInput {
   previous: Cidr | null;
   ttlSeconds?: number;
   random?: () => number;
+  /** Milliseconds since the epoch; injectable for tests. */
+  now?: () => number;
 }
 
 export interface Acquired {
@@ -30,7 +32,7 @@ export async function acquireLease(reg: SubnetRegistry, input: AcquireInput): Pr
   const deleted: Lease[] = [];
   // The etcd lease is granted while the list is in flight, saving a round trip; its expiry
   // counts from before the grant. A lost race keeps it for the next attempt.
-  const at = Date.now();
+  const at = (input.now ?? Date.now)();
   const grant = reg.grant(ttl);
   let granted: { id: string; at: number } | null = null;
   let handedOver = false;

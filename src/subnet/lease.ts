@@ -22,6 +22,12 @@ export interface Lease {
   etcdLease: string;
   /** Expiry in ms since the epoch, null for reservations or when unknown. */
   expiresAt: number | null;
+  /**
+   * When the lease was established, as an ordinal the whole cluster agrees on (etcd: the key's
+   * create revision; Kubernetes: the Node's creation time in ms). Conflicting leases resolve
+   * in favour of the lower value; absent sorts last.
+   */
+  since?: number;
 }
 
 const KEY = /^(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})-(\d{1,2})(?:&([0-9a-f:]+)-(\d{1,3}))?$/;

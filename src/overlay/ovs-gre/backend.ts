@@ -6,9 +6,9 @@
 // or flow comes back on the next lease event or tick.
 import { type Cidr, containsIP, formatCidr, formatIP, isIPv4, parseIPv4 } from '../../subnet/cidr.ts';
 import type { Lease } from '../../subnet/lease.ts';
-import { ipBatch, ipJson } from '../../kernel/iproute.ts';
 import { KNET_RTPROTO } from '../../kernel/overlay-state.ts';
-import { OVS_TAP_TXQUEUELEN, type OvsTarget, SYSTEM_OVS, dumpFlows, ensureBridge, readOfports, replaceFlows } from '../../kernel/ovs.ts';
+import { OVS_TAP_TXQUEUELEN, type OvsTarget, SYSTEM_OVS } from '../../kernel/ovs.ts';
+import { type OvsGreKernel, systemOvsGreKernel } from './kernel.ts';
 import type { BackendConfig } from '../../subnet/config.ts';
 import type { OverlayBackend, PreparedBackend, ReconcileReport } from '../backend.ts';
 import { GRE_OVERHEAD, OVS_GRE_TYPE, type OvsGreConfig, VXLAN_OVERHEAD, parseOvsGreConfig } from './config.ts';
@@ -23,43 +23,33 @@ export interface OvsGreBackendOptions {
   network: Cidr;
   /** "vxlan" only for the benchmark's like-for-like comparison; leases still say ovs-gre. */
   tunnelType?: 'gre' | 'vxlan';
+  /** Switch and kernel calls; default the OVS daemons and iproute2 of `ovs`. */
+  kernel?: OvsGreKernel;
 }
-
-interface IpLink {
-  ifname: string;
-  mtu: number;
-  txqlen?: number;
-  master?: string;
-  flags?: string[];
-  addr_info?: { family: string; local: string; prefixlen: number }[];
-}
-
-interface IpRoute { dst: string; dev?: string; prefsrc?: string; protocol?: string }
 
 export class OvsGreBackend implements OverlayBackend {
   readonly type = OVS_GRE_TYPE;
+  private readonly kernel: OvsGreKernel;
 
-  constructor(private readonly o: OvsGreBackendOptions) {}
+  constructor(private readonly o: OvsGreBackendOptions) {
+    this.kernel = o.kernel ?? systemOvsGreKernel(o.ovs);
+  }
 
   get mtu(): number {
     const overhead = (this.o.tunnelType ?? 'gre') === 'gre' ? GRE_OVERHEAD : VXLAN_OVERHEAD;
     return (this.o.config.mtu ?? this.o.underlay.mtu) - overhead;
   }
 
-  private get netns(): string | null {
-    return this.o.ovs.netns;
-  }
-
   /** The bridge and both ports exist, at the OpenFlow port numbers the flows name. */
   private async ensureSwitch(): Promise<void> {
     const c = this.o.config;
-    await ensureBridge(this.o.ovs, {
+    await this.kernel.ensureBridge({
       bridge: c.bridge,
       datapathType: c.datapathType,
       tunnel: { name: c.tunnelPort, type: this.o.tunnelType ?? 'gre', ofport: c.tunnelOfport },
       internal: { name: c.internalPort, ofport: c.internalOfport },
     });
-    const ports = await readOfports(this.o.ovs, [c.tunnelPort, c.internalPort]);
+    const ports = await this.kernel.readOfports([c.tunnelPort, c.internalPort]);
     for (const [name, want] of [[c.tunnelPort, c.tunnelOfport], [c.internalPort, c.internalOfport]] as const) {
       const got = ports.get(name);
       // -1: OVS could not open the port (e.g. datapath_type=system without the kernel module).
@@ -82,7 +72,7 @@ export class OvsGreBackend implements OverlayBackend {
     const c = this.o.config;
     const gw = formatIP(4, own.subnet.base + 1n);
     const net = formatCidr(this.o.network);
-    const links = await ipJson<IpLink>(this.netns, ['addr', 'show']);
+    const links = await this.kernel.listLinks();
     const br = links.find((l) => l.ifname === c.podBridge);
     const port = links.find((l) => l.ifname === c.internalPort);
     if (!port) throw new Error(`internal port ${c.internalPort} has no kernel interface`);
@@ -102,11 +92,11 @@ export class OvsGreBackend implements OverlayBackend {
     if (port.master !== c.podBridge || port.mtu !== this.mtu || !(port.flags ?? []).includes('UP') || (txq !== null && port.txqlen !== txq)) {
       lines.push(`link set ${c.internalPort} mtu ${this.mtu}${txq === null ? '' : ` txqueuelen ${txq}`} master ${c.podBridge} up`);
     }
-    const routes = await ipJson<IpRoute>(this.netns, ['route', 'show', 'exact', net]);
+    const routes = await this.kernel.routesExact(net);
     if (!routes.some((r) => r.dev === c.podBridge && r.prefsrc === gw)) {
       lines.push(`route replace ${net} dev ${c.podBridge} src ${gw} proto ${KNET_RTPROTO}`);
     }
-    await ipBatch(this.netns, lines);
+    if (lines.length) await this.kernel.ipBatch(lines);
     return lines.length;
   }
 
@@ -122,10 +112,10 @@ export class OvsGreBackend implements OverlayBackend {
     }
     const want = desiredFlows({ network: this.o.network, own, peers, tunnelOfport: c.tunnelOfport, internalOfport: c.internalOfport });
     try {
-      const have = await dumpFlows(this.o.ovs, c.bridge);
+      const have = await this.kernel.dumpFlows(c.bridge);
       const diff = diffFlows(want.flows, have);
       const n = diff.add.length + diff.remove.length;
-      if (n > 0) await replaceFlows(this.o.ovs, c.bridge, want.flows);
+      if (n > 0) await this.kernel.replaceFlows(c.bridge, want.flows);
       changes += n;
     } catch (err) {
       errors.push(`flows: ${(err as Error).message}`);
@@ -145,7 +135,8 @@ export function ovsGreBackendFromConfig(o: {
   underlay: { publicIP: string; mtu: number };
   ovsRunDir?: string;
   ovsDbSocket?: string;
+  kernel?: OvsGreKernel;
 }): OvsGreBackend {
   const ovs: OvsTarget = { ...SYSTEM_OVS, ...(o.ovsRunDir ? { runDir: o.ovsRunDir } : {}), ...(o.ovsDbSocket ? { dbSocket: o.ovsDbSocket } : {}) };
-  return new OvsGreBackend({ ovs, config: parseOvsGreConfig(o.backend), underlay: o.underlay, network: o.network });
+  return new OvsGreBackend({ ovs, config: parseOvsGreConfig(o.backend), underlay: o.underlay, network: o.network, ...(o.kernel ? { kernel: o.kernel } : {}) });
 }

@@ -2,8 +2,8 @@
 // route, a permanent neighbour and an FDB entry, reconciled as a whole on every call.
 import { type Cidr, containsIP, formatIP, parseIPv4 } from '../../subnet/cidr.ts';
 import { type Lease, parseVxlanBackendData } from '../../subnet/lease.ts';
-import { type Underlay, ensureVxlanDevice, setDeviceAddress } from '../../kernel/vxlan.ts';
-import { applyOverlayDiff, readOverlayState } from '../../kernel/overlay-state.ts';
+import type { Underlay } from '../../kernel/vxlan.ts';
+import { type VxlanKernel, iprouteVxlanKernel } from './kernel.ts';
 import type { OverlayBackend, PreparedBackend, ReconcileReport } from '../backend.ts';
 import { diffOverlay, diffSize } from '../types.ts';
 import { type VxlanConfig, VXLAN_OVERHEAD, assertDeviceName } from './config.ts';
@@ -16,14 +16,18 @@ export interface VxlanBackendOptions {
   device: string;
   underlay: Underlay;
   network: Cidr;
+  /** Kernel calls; default iproute2 in `netns`. */
+  kernel?: VxlanKernel;
 }
 
 export class VxlanBackend implements OverlayBackend {
   readonly type = 'vxlan';
   private mac: string | null = null;
+  private readonly kernel: VxlanKernel;
 
   constructor(private readonly o: VxlanBackendOptions) {
     assertDeviceName(o.device);
+    this.kernel = o.kernel ?? iprouteVxlanKernel(o.netns);
   }
 
   get mtu(): number {
@@ -38,7 +42,7 @@ export class VxlanBackend implements OverlayBackend {
   }
 
   private async ensureDevice(): Promise<string> {
-    const dev = await ensureVxlanDevice(this.o.netns, {
+    const dev = await this.kernel.ensureDevice({
       name: this.o.device,
       vni: this.o.config.vni,
       port: this.o.config.port,
@@ -66,7 +70,7 @@ export class VxlanBackend implements OverlayBackend {
   async reconcile(own: Lease, peers: readonly Lease[]): Promise<ReconcileReport> {
     await this.ensureDevice();
     const network = this.o.network;
-    await setDeviceAddress(this.o.netns, this.o.device, formatIP(4, own.subnet.base), (ip) => containsIP(network, parseIPv4(ip)));
+    await this.kernel.setDeviceAddress(this.o.device, formatIP(4, own.subnet.base), (ip) => containsIP(network, parseIPv4(ip)));
     const desired = desiredVxlanState({
       device: this.o.device,
       vni: this.o.config.vni,
@@ -76,9 +80,9 @@ export class VxlanBackend implements OverlayBackend {
       directRouting: this.o.config.directRouting,
       underlay: { iface: this.o.underlay.iface, subnet: this.underlaySubnet() },
     });
-    const observed = await readOverlayState(this.o.netns, this.o.device);
+    const observed = await this.kernel.readState(this.o.device);
     const diff = diffOverlay(desired.state, observed);
-    const { errors } = diffSize(diff) > 0 ? await applyOverlayDiff(this.o.netns, diff) : { errors: [] };
+    const { errors } = diffSize(diff) > 0 ? await this.kernel.apply(diff) : { errors: [] };
     return { peers: desired.programmed, changes: diffSize(diff), skipped: desired.skipped, errors };
   }
 }
