@@ -91,8 +91,8 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   }
 
   const yamlText = o.config ? readFileSync(o.config, 'utf8') : undefined;
-  const cfg = parseKubeProxyConfig(yamlText);
-  const mode = o.proxyMode ?? cfg.mode ?? 'iptables';
+  const cfg = parseKubeProxyConfig(yamlText, o.proxyMode);
+  const mode = cfg.mode;
   if (mode !== 'iptables' && mode !== 'userspace') throw new Error(`proxy mode ${JSON.stringify(mode)} is not supported by knet proxy (iptables or userspace)`);
   const workers = Number(o.userspaceWorkers);
   if (!/^\d+$/.test(o.userspaceWorkers) || workers > 8) throw new Error(`--userspace-workers: expected 0-8, got ${JSON.stringify(o.userspaceWorkers)}`);
@@ -112,7 +112,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const ifaces = await interfaceAddresses();
   let nodeFacts = { ips: o.nodeIp, podCIDRs: [] as string[] };
   const makeSettings = (): ProxySettings =>
-    proxySettingsFromConfig(yamlText, { nodeName, nodeIPs: nodeFacts.ips, podCIDRs: nodeFacts.podCIDRs, interfaceAddresses: ifaces });
+    proxySettingsFromConfig(yamlText, { mode, nodeName, nodeIPs: nodeFacts.ips, podCIDRs: nodeFacts.podCIDRs, interfaceAddresses: ifaces });
   let settings = makeSettings();
 
   const { IptablesApplier } = await import('../proxy/iptables-applier.ts');

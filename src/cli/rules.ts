@@ -1,5 +1,5 @@
-// `knet rules`: render (or explain) the iptables rules kube-proxy would program for a set of
-// Services and EndpointSlices, without touching the machine.
+// `knet rules`: render (or explain) the iptables rules or nftables table kube-proxy would program
+// for a set of Services and EndpointSlices, without touching the machine.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { loadManifestText, mergeManifests, ManifestSyntaxError, type LoadedManifests } from '../k8s/manifests.ts';
@@ -8,6 +8,8 @@ import { renderIptables } from '../rules/iptables.ts';
 import { buildServiceModel } from '../rules/model.ts';
 import { changedServicesFromFingerprints } from '../rules/changes.ts';
 import { explainRules } from '../rules/explain.ts';
+import { nftablesText, renderNftables, staleChains } from '../rules/nftables.ts';
+import { explainNftables } from '../rules/nftables-explain.ts';
 import { parseCIDR } from '../util/ip.ts';
 import type { IpFamily, ProxySettings } from '../rules/types.ts';
 
@@ -22,6 +24,7 @@ interface RulesOptions {
   nfacctCounters?: boolean;
   since?: string;
   explain?: boolean;
+  proxyMode?: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -41,8 +44,11 @@ function loadFiles(files: string[]): LoadedManifests {
   return mergeManifests(files.map((f) => loadManifestText(readSource(f), f === '-' ? '<stdin>' : f)));
 }
 
-export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nodes']): ProxySettings {
-  const cfg = parseKubeProxyConfig(o.config ? readSource(o.config) : undefined);
+export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nodes']): ProxySettings & { mode: 'iptables' | 'nftables' } {
+  if (o.proxyMode !== undefined && o.proxyMode !== 'iptables' && o.proxyMode !== 'nftables') {
+    throw new UsageError(`--proxy-mode must be iptables or nftables, got ${JSON.stringify(o.proxyMode)}`);
+  }
+  const cfg = parseKubeProxyConfig(o.config ? readSource(o.config) : undefined, o.proxyMode);
   if (o.ipFamily !== 'IPv4' && o.ipFamily !== 'IPv6') throw new UsageError(`--ip-family must be IPv4 or IPv6, got ${JSON.stringify(o.ipFamily)}`);
   const interfaceAddresses = o.interfaceAddress.map((s) => {
     const eq = s.indexOf('=');
@@ -56,10 +62,21 @@ export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nod
   const podCIDRs = node?.spec?.podCIDRs ?? (node?.spec?.podCIDR ? [node.spec.podCIDR] : []);
   let nodeIPs = o.nodeIp;
   if (nodeIPs.length === 0 && node) nodeIPs = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
-  return settingsFromConfig(cfg, {
+  const settings = settingsFromConfig(cfg, {
     nodeName, family: o.ipFamily as IpFamily, nodeIPs, interfaceAddresses,
     randomFully: !!o.randomFully, nfacctCounters: !!o.nfacctCounters, podCIDRs,
   });
+  // Other modes of a config (ipvs, userspace) have no rules of their own here: iptables' are shown.
+  return { ...settings, mode: cfg.mode === 'nftables' ? 'nftables' : 'iptables' };
+}
+
+/** nftables mode: the whole table after this sync (with --since: after kube-proxy's next sync). */
+function runNftables(o: RulesOptions, current: LoadedManifests, settings: ProxySettings, out: (s: string) => void, err: (s: string) => void): void {
+  const result = renderNftables({ cluster: current.cluster, settings });
+  let stale: string[] = [];
+  if (o.since) stale = staleChains(renderNftables({ cluster: loadFiles([o.since]).cluster, settings }), result);
+  for (const w of result.warnings) err(`knet rules: warning: ${w.object}: skipped: ${w.message}\n`);
+  out(o.explain ? explainNftables(current.cluster, settings, result, stale) : nftablesText(result, stale));
 }
 
 export function runRules(o: RulesOptions, out: (s: string) => void, err: (s: string) => void): number {
@@ -67,7 +84,11 @@ export function runRules(o: RulesOptions, out: (s: string) => void, err: (s: str
     if (o.file.length === 0) throw new UsageError('no input: give -f FILE (or -f - for stdin)');
     const current = loadFiles(o.file);
     for (const w of current.warnings) err(`knet rules: note: ${w}\n`);
-    const settings = settingsFromOptions(o, current.nodes);
+    const { mode, ...settings } = settingsFromOptions(o, current.nodes);
+    if (mode === 'nftables') {
+      runNftables(o, current, settings, out, err);
+      return 0;
+    }
     let partial: Parameters<typeof renderIptables>[0]['partial'];
     if (o.since) {
       const prev = loadFiles([o.since]);
@@ -92,21 +113,23 @@ export function runRules(o: RulesOptions, out: (s: string) => void, err: (s: str
 export function registerRules(program: Command): void {
   program
     .command('rules')
-    .description("print the iptables-restore input kube-proxy would write for these Services and EndpointSlices (or --explain it)")
+    .description("print the iptables-restore input (or nftables table) kube-proxy would write for these Services and EndpointSlices (or --explain it)")
     .option('-f, --file <FILE>', 'manifest file: YAML or JSON, multi-document or kind: List; - for stdin (repeatable)', collect, [])
     .option('--config <KUBEPROXY.yaml>', 'KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1)')
+    .option('--proxy-mode <MODE>', "iptables (iptables-restore input) or nftables (the whole kube-proxy table, nft -f lines); default: the config's mode, else iptables")
     .option('--node-name <NAME>', 'node to render for (default: hostnameOverride from --config)')
     .option('--node-ip <IP>', "node's primary IP (repeatable)", collect, [])
     .option('--ip-family <FAMILY>', 'IPv4 or IPv6', 'IPv4')
     .option('--interface-address <IFACE=CIDR>', "node interface address, matched by nodePortAddresses (repeatable)", collect, [])
     .option('--random-fully', 'the node\'s iptables supports MASQUERADE --random-fully')
     .option('--nfacct-counters', "kube-proxy's nfacct counters exist on the node")
-    .option('--since <PREVIOUS>', "manifests of the previous sync: print kube-proxy's partial sync instead of a full one")
+    .option('--since <PREVIOUS>', "manifests of the previous sync: print kube-proxy's partial sync (nftables: the table after it, with the chains it only flushed) instead of a full one")
     .option('--explain', 'print, per service port, where a packet to each of its addresses goes, instead of rules')
     .addHelpText('after', `
 Examples:
   knet rules -f examples/cluster.yaml --node-name node-1 --node-ip 192.168.50.11
   kubectl get svc,endpointslices -A -o yaml | knet rules -f - --explain
+  knet rules --proxy-mode nftables -f cluster.yaml --node-name node-1 --node-ip 192.168.50.11 | nft -c -f -
 Exit status: 0 rendered (objects with invalid fields are skipped with a warning), 2 unreadable or malformed input.`)
     .action((o: RulesOptions) => {
       process.exitCode = runRules(o, (s) => process.stdout.write(s), (s) => process.stderr.write(s));

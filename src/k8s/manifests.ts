@@ -1,8 +1,9 @@
 // Manifests to cluster objects: multi-document YAML or JSON, `kind: List` (what kubectl get -o
 // yaml prints), v1 Services, discovery.k8s.io/v1 EndpointSlices and v1 Endpoints (mirrored into
-// EndpointSlices the way Kubernetes' endpointslice mirroring controller does).
+// EndpointSlices the way Kubernetes' endpointslice mirroring controller does), and
+// networking.k8s.io ServiceCIDRs.
 import { parseAllDocuments, LineCounter } from 'yaml';
-import type { ClusterState, EndpointSlice, EndpointSliceEndpoint, EndpointSlicePort, Node, Service } from '../model/k8s.ts';
+import type { ClusterState, EndpointSlice, EndpointSliceEndpoint, EndpointSlicePort, Node, Service, ServiceCIDR } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { familyOf } from '../util/ip.ts';
 
@@ -80,6 +81,7 @@ function addObject(o: unknown, where: string, acc: LoadedManifests): void {
   else if (kind === 'EndpointSlice' && (apiVersion.startsWith('discovery.k8s.io/') || apiVersion === '')) acc.cluster.endpointSlices.push(o as unknown as EndpointSlice);
   else if (kind === 'Endpoints' && (apiVersion === 'v1' || apiVersion === '')) acc.cluster.endpointSlices.push(...endpointsToSlices(o as V1Endpoints));
   else if (kind === 'Node' && (apiVersion === 'v1' || apiVersion === '')) acc.nodes.push(o as unknown as Node);
+  else if (kind === 'ServiceCIDR' && apiVersion.startsWith('networking.k8s.io/')) (acc.cluster.serviceCIDRs ??= []).push(o as unknown as ServiceCIDR);
   else acc.warnings.push(`${where}: ${apiVersion || '?'} ${String(kind ?? '(no kind)')} ${String((o.metadata as Obj).name ?? '')} is not used by knet rules, ignored`);
 }
 
@@ -119,6 +121,7 @@ export function mergeManifests(parts: LoadedManifests[]): LoadedManifests {
     cluster: {
       services: parts.flatMap((p) => p.cluster.services),
       endpointSlices: parts.flatMap((p) => p.cluster.endpointSlices),
+      ...(parts.some((p) => p.cluster.serviceCIDRs) ? { serviceCIDRs: parts.flatMap((p) => p.cluster.serviceCIDRs ?? []) } : {}),
     },
     nodes: parts.flatMap((p) => p.nodes),
     warnings: parts.flatMap((p) => p.warnings),

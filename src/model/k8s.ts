@@ -84,10 +84,20 @@ export interface Node {
   status?: { addresses?: Array<{ type: string; address: string }> };
 }
 
+/** networking.k8s.io/v1 ServiceCIDR: a range cluster IPs are allocated from. */
+export interface ServiceCIDR {
+  apiVersion?: string;
+  kind?: 'ServiceCIDR';
+  metadata: ObjectMeta;
+  spec?: { cidrs?: string[] };
+}
+
 /** What a proxy renders from: every Service and EndpointSlice it knows. */
 export interface ClusterState {
   services: Service[];
   endpointSlices: EndpointSlice[];
+  /** The cluster's ServiceCIDRs (nftables mode drops traffic to their unallocated addresses). */
+  serviceCIDRs?: ServiceCIDR[];
   /**
    * The same objects grouped per service, when the holder keeps them that way (the proxy's
    * change tracker): the renderer then looks up only the services that changed.

@@ -1,5 +1,7 @@
-// KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1): the fields that change iptables
-// output, with kube-proxy's defaults, plus the sync periods the proxy daemon uses.
+// KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1): the fields that change the rules,
+// with kube-proxy's defaults, plus the sync periods the proxy daemon uses. Like kube-proxy, the
+// masquerade settings and sync periods come from the section of the mode in use (`iptables:` or
+// `nftables:`).
 import { parse as parseYaml } from 'yaml';
 import { parseCIDR, parseIP } from '../util/ip.ts';
 import type { IpFamily, LocalDetector, ProxySettings } from './types.ts';
@@ -18,7 +20,19 @@ export interface KubeProxyConfig {
   minSyncPeriodMs: number;
   healthzBindAddress?: string;
   metricsBindAddress?: string;
-  mode?: string;
+  /** The proxy mode in use: the caller's override, else the config's `mode`, else iptables. */
+  mode: ProxyMode;
+}
+
+export type ProxyMode = 'iptables' | 'ipvs' | 'nftables' | 'kernelspace' | 'userspace';
+const MODES: readonly ProxyMode[] = ['iptables', 'ipvs', 'nftables', 'kernelspace', 'userspace'];
+
+export function proxyModeOf(v: unknown, field: string): ProxyMode {
+  if (v === undefined || v === null || v === '') return 'iptables';
+  if (typeof v !== 'string' || !(MODES as readonly string[]).includes(v)) {
+    throw new ConfigError(`${field}: unknown proxy mode ${JSON.stringify(v)} (${MODES.join(', ')})`);
+  }
+  return v as ProxyMode;
 }
 
 export class ConfigError extends Error {}
@@ -55,12 +69,21 @@ function str(v: unknown, field: string): string | undefined {
 type Obj = Record<string, unknown>;
 const obj = (v: unknown): Obj => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
 
-export function parseKubeProxyConfig(text: string | undefined): KubeProxyConfig {
+/**
+ * Parses a KubeProxyConfiguration for one proxy mode: `mode` (e.g. --proxy-mode) overrides the
+ * config's own field and picks the section the masquerade settings and sync periods come from.
+ */
+export function parseKubeProxyConfig(text: string | undefined, mode?: string): KubeProxyConfig {
   const doc = text ? obj(parseYaml(text)) : {};
   if (text && doc.kind !== undefined && doc.kind !== 'KubeProxyConfiguration') {
     throw new ConfigError(`expected kind KubeProxyConfiguration, got ${JSON.stringify(doc.kind)}`);
   }
-  const ipt = obj(doc.iptables);
+  const effectiveMode = mode !== undefined ? proxyModeOf(mode, '--proxy-mode') : proxyModeOf(doc.mode, 'mode');
+  const section = effectiveMode === 'nftables' ? 'nftables' : 'iptables';
+  if (doc[section] !== undefined && doc[section] !== null && (typeof doc[section] !== 'object' || Array.isArray(doc[section]))) {
+    throw new ConfigError(`${section}: expected a mapping, got ${JSON.stringify(doc[section])}`);
+  }
+  const ipt = obj(doc[section]);
   const linux = obj(doc.linux);
   const detectLocal = obj(doc.detectLocal);
   const npa = doc.nodePortAddresses;
@@ -69,12 +92,13 @@ export function parseKubeProxyConfig(text: string | undefined): KubeProxyConfig 
   }
   const bit = ipt.masqueradeBit ?? 14;
   if (typeof bit !== 'number' || !Number.isInteger(bit) || bit < 0 || bit > 31) {
-    throw new ConfigError(`iptables.masqueradeBit: expected an integer 0..31, got ${JSON.stringify(bit)}`);
+    throw new ConfigError(`${section}.masqueradeBit: expected an integer 0..31, got ${JSON.stringify(bit)}`);
   }
   const cfg: KubeProxyConfig = {
+    mode: effectiveMode,
     masqueradeBit: bit,
-    syncPeriodMs: ipt.syncPeriod !== undefined ? parseDuration(ipt.syncPeriod, 'iptables.syncPeriod') : 30_000,
-    minSyncPeriodMs: ipt.minSyncPeriod !== undefined ? parseDuration(ipt.minSyncPeriod, 'iptables.minSyncPeriod') : 1_000,
+    syncPeriodMs: ipt.syncPeriod !== undefined ? parseDuration(ipt.syncPeriod, `${section}.syncPeriod`) : 30_000,
+    minSyncPeriodMs: ipt.minSyncPeriod !== undefined ? parseDuration(ipt.minSyncPeriod, `${section}.minSyncPeriod`) : 1_000,
   };
   const set = <K extends keyof KubeProxyConfig>(k: K, v: KubeProxyConfig[K] | undefined) => { if (v !== undefined) cfg[k] = v; };
   set('hostnameOverride', str(doc.hostnameOverride, 'hostnameOverride'));
@@ -83,10 +107,12 @@ export function parseKubeProxyConfig(text: string | undefined): KubeProxyConfig 
   set('detectLocalMode', str(doc.detectLocalMode, 'detectLocalMode'));
   set('healthzBindAddress', str(doc.healthzBindAddress, 'healthzBindAddress'));
   set('metricsBindAddress', str(doc.metricsBindAddress, 'metricsBindAddress'));
-  set('mode', str(doc.mode, 'mode'));
-  set('nodePortAddresses', (npa as string[] | null | undefined) ?? undefined);
-  set('masqueradeAll', bool(linux.masqueradeAll, 'linux.masqueradeAll') ?? bool(doc.masqueradeAll, 'masqueradeAll') ?? bool(ipt.masqueradeAll, 'iptables.masqueradeAll'));
-  set('localhostNodePorts', bool(ipt.localhostNodePorts, 'iptables.localhostNodePorts'));
+  const npaList = (npa as string[] | null | undefined) ?? [];
+  if (npaList.includes('primary') && npaList.length > 1) throw new ConfigError('nodePortAddresses: "primary" must be the only entry');
+  // nftables mode accepts node ports on the node's primary IPs unless told otherwise.
+  set('nodePortAddresses', npaList.length ? npaList : effectiveMode === 'nftables' ? ['primary'] : undefined);
+  set('masqueradeAll', bool(linux.masqueradeAll, 'linux.masqueradeAll') ?? bool(doc.masqueradeAll, 'masqueradeAll') ?? bool(ipt.masqueradeAll, `${section}.masqueradeAll`));
+  if (section === 'iptables') set('localhostNodePorts', bool(ipt.localhostNodePorts, 'iptables.localhostNodePorts'));
   const dl: NonNullable<KubeProxyConfig['detectLocal']> = {};
   const bi = str(detectLocal.bridgeInterface, 'detectLocal.bridgeInterface');
   const ip = str(detectLocal.interfaceNamePrefix, 'detectLocal.interfaceNamePrefix');
@@ -166,15 +192,15 @@ export function settingsFromConfig(cfg: KubeProxyConfig, input: SettingsInput): 
   };
 }
 
-/** The contract the proxy codes against: YAML text (or none) plus overrides. */
-export function proxySettingsFromConfig(yamlText: string | undefined, overrides: Partial<ProxySettings> & { podCIDRs?: string[] }): ProxySettings {
-  const cfg = parseKubeProxyConfig(yamlText);
+/** The contract the proxy codes against: YAML text (or none) plus overrides; `mode` as in parseKubeProxyConfig. */
+export function proxySettingsFromConfig(yamlText: string | undefined, overrides: Partial<ProxySettings> & { podCIDRs?: string[]; mode?: string }): ProxySettings {
+  const cfg = parseKubeProxyConfig(yamlText, overrides.mode);
   const base = settingsFromConfig(cfg, {
     ...(overrides.nodeName !== undefined ? { nodeName: overrides.nodeName } : {}),
     ...(overrides.family !== undefined ? { family: overrides.family } : {}),
     ...(overrides.nodeIPs !== undefined ? { nodeIPs: overrides.nodeIPs } : {}),
     ...(overrides.podCIDRs !== undefined ? { podCIDRs: overrides.podCIDRs } : {}),
   });
-  const { podCIDRs: _ignored, ...rest } = overrides;
+  const { podCIDRs: _ignored, mode: _mode, ...rest } = overrides;
   return { ...base, ...rest, nodeIPs: base.nodeIPs };
 }

@@ -5,7 +5,7 @@ import { buildServiceModel, type EndpointInfo, type ServicePortInfo } from './mo
 import { planServicePort, type ServicePortPlan } from './iptables.ts';
 import type { LocalDetector, ProxySettings, RenderResult } from './types.ts';
 
-function spread(eps: EndpointInfo[], affinity: ServicePortInfo): string {
+export function spread(eps: EndpointInfo[], affinity: ServicePortInfo): string {
   if (eps.length === 0) return 'nowhere';
   const pct = (100 / eps.length).toFixed(eps.length === 3 || eps.length > 4 ? 1 : 0);
   const list = eps.map((e) => `${e.addr}${e.isLocal ? ' (local)' : ''}${e.ready ? '' : ' (terminating)'}`).join(', ');
@@ -13,7 +13,7 @@ function spread(eps: EndpointInfo[], affinity: ServicePortInfo): string {
   return eps.length === 1 ? `${list}${sticky}` : `${list}, ${pct}% each${sticky}`;
 }
 
-function detectorText(d: LocalDetector): { local: string; remote: string } {
+export function detectorText(d: LocalDetector): { local: string; remote: string } {
   switch (d.mode) {
     case 'ClusterCIDR':
     case 'NodeCIDR': return { local: `from pods (${d.cidrs[0]})`, remote: `from outside ${d.cidrs[0]}` };
@@ -23,7 +23,7 @@ function detectorText(d: LocalDetector): { local: string; remote: string } {
   }
 }
 
-interface Row { address: string; from: string; goes: string }
+export interface Row { address: string; from: string; goes: string }
 
 function rowsFor(s: ServicePortInfo, p: ServicePortPlan, settings: ProxySettings): Row[] {
   const rows: Row[] = [];
@@ -64,7 +64,7 @@ function rowsFor(s: ServicePortInfo, p: ServicePortPlan, settings: ProxySettings
   return rows;
 }
 
-function table(rows: Row[]): string {
+export function table(rows: Row[]): string {
   const w = (k: keyof Row) => Math.max(k.length, ...rows.map((r) => r[k].length));
   const wa = w('address');
   const wf = w('from');
@@ -79,17 +79,20 @@ export function explainRules(cluster: ClusterState, settings: ProxySettings, res
     `${result.rulesTotal.filter} filter and ${result.rulesTotal.nat} nat rules`);
   for (const s of model.ports) {
     const p = planServicePort(s);
-    const ready = s.endpoints.filter((e) => e.ready).length;
-    const local = s.endpoints.filter((e) => e.isLocal).length;
-    const policies = [
-      s.internalPolicyLocal ? 'internalTrafficPolicy Local' : '',
-      s.externalPolicyLocal ? 'externalTrafficPolicy Local' : '',
-      s.clientIPAffinity ? `sessionAffinity ClientIP ${s.stickySeconds}s` : '',
-    ].filter(Boolean);
-    out.push('');
-    out.push(`${s.portName} ${s.protocol.toUpperCase()} port ${s.port}: ${s.endpoints.length} endpoint${s.endpoints.length === 1 ? "" : "s"} (${ready} ready, ${local} on this node)` +
-      (policies.length ? `; ${policies.join(', ')}` : '') + `; chain ${p.hasInternal ? p.internalChain : '(none)'}`);
-    out.push(table(rowsFor(s, p, settings)));
+    out.push('', portHeading(s, p.hasInternal ? p.internalChain : '(none)'), table(rowsFor(s, p, settings)));
   }
   return out.join('\n') + '\n';
+}
+
+/** One service port's heading: endpoints, policies and the chain cluster IP traffic goes to. */
+export function portHeading(s: ServicePortInfo, chain: string): string {
+  const ready = s.endpoints.filter((e) => e.ready).length;
+  const local = s.endpoints.filter((e) => e.isLocal).length;
+  const policies = [
+    s.internalPolicyLocal ? 'internalTrafficPolicy Local' : '',
+    s.externalPolicyLocal ? 'externalTrafficPolicy Local' : '',
+    s.clientIPAffinity ? `sessionAffinity ClientIP ${s.stickySeconds}s` : '',
+  ].filter(Boolean);
+  return `${s.portName} ${s.protocol.toUpperCase()} port ${s.port}: ${s.endpoints.length} endpoint${s.endpoints.length === 1 ? '' : 's'} (${ready} ready, ${local} on this node)` +
+    (policies.length ? `; ${policies.join(', ')}` : '') + `; chain ${chain}`;
 }

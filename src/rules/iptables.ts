@@ -9,6 +9,7 @@ import { externallyAccessible, selectEndpoints, usesClusterEndpoints, usesLocalE
 import type { ServiceObjects } from '../model/k8s.ts';
 import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
+import { nodePortAddresses, nodePortIPs, type NodePortAddresses } from './node-ports.ts';
 import { sameStrings } from '../util/arrays.ts';
 import type { LocalDetector, ProxySettings, RenderRequest, RenderResult, RenderWarning, RenderedTables } from './types.ts';
 
@@ -146,49 +147,6 @@ export function planServicePort(s: ServicePortInfo): ServicePortPlan {
     if (!hasExternal) plan.externalFilter = { target: 'DROP', reason: `${s.portName} has no local endpoints` };
   }
   return plan;
-}
-
-interface NodePortAddresses {
-  matchAll: boolean;
-  cidrs: string[];
-  containsIPv4Loopback: boolean;
-}
-
-function nodePortAddresses(settings: ProxySettings): NodePortAddresses {
-  const fam = settings.family === 'IPv4' ? 4 : 6;
-  const cidrs: string[] = [];
-  for (const s of settings.nodePortAddresses) {
-    if (s === 'primary') {
-      for (const ip of settings.nodeIPs) {
-        const p = parseIP(ip);
-        if (p?.family === fam) cidrs.push(`${p.text}/${fam === 4 ? 32 : 128}`);
-      }
-      continue;
-    }
-    const c = parseCIDR(s.trim());
-    if (c && c.family === fam) cidrs.push(c.text);
-  }
-  if (cidrs.length === 0) cidrs.push(fam === 4 ? '0.0.0.0/0' : '::/0');
-  const matchAll = cidrs.some((c) => c === '0.0.0.0/0' || c === '::/0');
-  const loop = parseIP('127.0.0.1')!;
-  const containsIPv4Loopback = cidrs.some((c) => {
-    const p = parseCIDR(c)!;
-    return p.family === 4 && cidrContains(p, loop);
-  });
-  return { matchAll, cidrs: matchAll ? [fam === 4 ? '0.0.0.0/0' : '::/0'] : cidrs, containsIPv4Loopback };
-}
-
-/** Node addresses (from the interfaces) that fall in the nodePortAddresses CIDRs, first seen first. */
-function nodePortIPs(npa: NodePortAddresses, settings: ProxySettings): string[] {
-  const out: string[] = [];
-  for (const c of npa.cidrs) {
-    const cidr = parseCIDR(c)!;
-    for (const a of settings.interfaceAddresses) {
-      const ip = parseIP(a.cidr.split('/')[0]);
-      if (ip && cidrContains(cidr, ip) && !out.includes(ip.text)) out.push(ip.text);
-    }
-  }
-  return out;
 }
 
 export function masqueradeMark(bit: number): string {

@@ -85,7 +85,7 @@ const NAME = new Array<number>(25).fill(0);
  * padding involved). Not memoised: the renderer keeps each service's chain names until its
  * objects change.
  */
-function hashedName(prefix: string, d: Uint8Array): string {
+export function hashedName(prefix: string, d: Uint8Array): string {
   const p = prefix.length;
   for (let i = 0; i < p; i++) NAME[i] = prefix.charCodeAt(i);
   let at = p;

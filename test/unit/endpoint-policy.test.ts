@@ -1,12 +1,15 @@
 // One endpoint policy for every data plane: the same table of cases runs through the pure
-// selection (src/rules/endpoints.ts) and through each mode's output, which must send internal
-// (cluster IP) and external (node port) traffic to exactly the endpoints the policy chose.
+// selection (src/rules/endpoints.ts) and through each mode's output (iptables rules, the
+// nftables table), which must send internal (cluster IP) and external (node port) traffic to
+// exactly the endpoints the policy chose.
 import test from 'ava';
 import { loadManifestText } from '../../src/k8s/manifests.ts';
 import { buildServiceModel } from '../../src/rules/model.ts';
 import { selectEndpoints } from '../../src/rules/endpoints.ts';
 import { listenersFor } from '../../src/proxy/userspace/dataplane.ts';
 import { render, rulesOf, settings, slice, svc } from '../helpers/rules.ts';
+import { nftablesText, renderNftables } from '../../src/rules/nftables.ts';
+import { traceFlow } from '../helpers/nft-trace.ts';
 
 interface PolicyCase {
   name: string;
@@ -91,5 +94,19 @@ for (const c of POLICY_CASES) {
     const internal = listeners.find((l) => l.traffic === 'internal')!;
     t.deepEqual([...internal.endpoints].sort(), c.internal);
     if (c.external) t.deepEqual([...(listeners.find((l) => l.traffic === 'external') ?? internal).endpoints].sort(), c.external);
+  });
+}
+
+/** Where the nftables table sends a packet: the DNAT targets, none when it drops or rejects. */
+function nftDestinations(text: string, src: string, dst: string, port: number): string[] {
+  const out = traceFlow(text, { src, dst, port }, ['192.168.0.2']).output;
+  return out === 'DROP' || out === 'REJECT' || out === '' ? [] : out.split(', ').sort();
+}
+
+for (const c of POLICY_CASES) {
+  test(`nftables: ${c.name}`, (t) => {
+    const text = nftablesText(renderNftables({ cluster: loadManifestText(manifests(c), 'test.yaml').cluster, settings: settings() }));
+    t.deepEqual(nftDestinations(text, '10.0.0.2', '172.30.0.10', 80), c.internal);
+    if (c.external) t.deepEqual(nftDestinations(text, '203.0.113.2', '192.168.0.2', 30080), c.external);
   });
 }
