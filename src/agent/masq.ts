@@ -1,9 +1,10 @@
 // Masquerade and forward rules for the pod network (facts A.10, F.3), in knet's own chains.
 // Packets kube-proxy (or knet's proxy) already marked 0x4000/0x4000 are skipped, so they are
-// not NATed twice. Rendering is pure; applying is one iptables-restore --noflush plus jump checks.
+// not NATed twice. Rendering is pure; applying is one iptables-restore --noflush plus the jumps.
 import { type Cidr, formatCidr } from '../subnet/cidr.ts';
-import { type IptablesTarget, iptables, iptablesRestore } from '../kernel/iptables.ts';
-import { ExecError } from '../kernel/exec.ts';
+import { type Iptables, type IptablesTarget, kernelIptables } from '../kernel/iptables.ts';
+import { ensureJumps } from '../kernel/jumps.ts';
+import type { JumpRule } from '../rules/types.ts';
 
 export const MASQ_CHAIN = 'KNET-POSTRTG';
 export const FWD_CHAIN = 'KNET-FWD';
@@ -36,18 +37,15 @@ export function renderMasqRules(network: Cidr, podSubnet: Cidr, randomFully = tr
   ].join('\n');
 }
 
-async function ensureJump(t: IptablesTarget, table: string, chain: string, rule: string[]): Promise<void> {
-  try {
-    await iptables(t, ['-t', table, '-C', chain, ...rule]);
-  } catch (err) {
-    if (!(err instanceof ExecError) || err.code !== 1) throw err;
-    await iptables(t, ['-t', table, '-A', chain, ...rule]);
-  }
-}
+/** The jumps into the two chains, appended after whatever the node already has. */
+export const MASQ_JUMPS: JumpRule[] = [
+  { table: 'nat', from: 'POSTROUTING', to: MASQ_CHAIN, comment: MASQ_COMMENT, extra: [], position: 'append' },
+  { table: 'filter', from: 'FORWARD', to: FWD_CHAIN, comment: FWD_COMMENT, extra: [], position: 'append' },
+];
 
 /** Declaring the chains in a --noflush restore flushes just them, so re-applying is idempotent. */
-export async function applyMasqRules(t: IptablesTarget, network: Cidr, podSubnet: Cidr): Promise<void> {
-  await iptablesRestore(t, renderMasqRules(network, podSubnet), { noflush: true });
-  await ensureJump(t, 'nat', 'POSTROUTING', ['-m', 'comment', '--comment', MASQ_COMMENT, '-j', MASQ_CHAIN]);
-  await ensureJump(t, 'filter', 'FORWARD', ['-m', 'comment', '--comment', FWD_COMMENT, '-j', FWD_CHAIN]);
+export async function applyMasqRules(t: IptablesTarget | Iptables, network: Cidr, podSubnet: Cidr): Promise<void> {
+  const ipt = 'restore' in t ? t : kernelIptables(t);
+  await ipt.restore(renderMasqRules(network, podSubnet), { noflush: true });
+  await ensureJumps(ipt, MASQ_JUMPS);
 }

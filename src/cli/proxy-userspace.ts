@@ -37,5 +37,6 @@ export async function createUserspaceDataPlane(i: UserspaceCliInput): Promise<Us
 /** `knet proxy --cleanup` for this mode: removes the portal jumps and chains; returns how many. */
 export async function cleanupUserspace(t: IptablesTarget): Promise<number> {
   const { cleanupPortals } = await import('../proxy/userspace/dataplane.ts');
-  return cleanupPortals(t);
+  const { kernelIptables } = await import('../kernel/iptables.ts');
+  return cleanupPortals(kernelIptables(t));
 }

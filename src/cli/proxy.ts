@@ -76,11 +76,12 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const requested = backendOf(o.iptablesBackend);
   const { detectBackend } = await import('../proxy/backend.ts');
   const { cleanupIptables } = await import('../proxy/jumps.ts');
+  const { kernelIptables } = await import('../kernel/iptables.ts');
 
   if (o.cleanup) {
     for (const backend of ['nft', 'legacy'] as const) {
       try {
-        const r = await cleanupIptables({ backend, waitSeconds: lockWait });
+        const r = await cleanupIptables(kernelIptables({ backend, waitSeconds: lockWait }));
         const portals = await (await import('./proxy-userspace.ts')).cleanupUserspace({ backend, waitSeconds: lockWait });
         log.info({ backend, ...r, portalRules: portals }, 'cleaned up');
       } catch (err) {
@@ -122,7 +123,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const metrics = new ProxyMetrics();
   const dataplane: DataPlane & { setSettings(s: ProxySettings): void } = mode === 'userspace'
     ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, workers, ...(yamlText !== undefined ? { configYaml: yamlText } : {}) })
-    : new IptablesApplier({ target, settings, log });
+    : new IptablesApplier({ target, settings, log, registry: metrics.registry });
   let source;
   if (o.manifests) {
     const { ManifestDirSource } = await import('../k8s/manifest-dir.ts');

@@ -1,6 +1,6 @@
 // iptables adapter: restore and save through the real binaries, for either backend, optionally
 // inside a named namespace. Rule text goes on stdin, never on a command line.
-import { run } from './exec.ts';
+import { ExecError, run } from './exec.ts';
 import { assertNetnsName } from './netns.ts';
 
 export type IptablesBackend = 'nft' | 'legacy';
@@ -54,4 +54,38 @@ export async function iptables(t: IptablesTarget, args: readonly string[]): Prom
   const extra = t.waitSeconds !== undefined ? ['-w', String(t.waitSeconds)] : [];
   const [file, a] = wrap(t, tool(t, ''), [...extra, ...args]);
   return (await run(file, a)).stdout;
+}
+
+/**
+ * What the proxy and the agents need from iptables, in front of the binaries: restore, save and
+ * listing one chain. The real one runs the tools on a target; test/helpers/fake-iptables.ts models
+ * tables, chains, jumps and the kernel's refusals in memory, so failure paths have fast tests.
+ */
+export interface Iptables {
+  readonly backend: IptablesBackend;
+  /** iptables-restore with this input (whole, or in pieces fed one after another). */
+  restore(input: string | Iterable<string>, o?: RestoreOptions): Promise<void>;
+  /** iptables-save of one table. */
+  save(table: string): Promise<string>;
+  /** `iptables -t TABLE -S CHAIN`: the chain's lines ("-P"/"-N" first, then "-A"), or null when it does not exist. */
+  list(table: string, chain: string): Promise<string[] | null>;
+}
+
+/** The real tools on a target. */
+export function kernelIptables(t: IptablesTarget): Iptables {
+  return {
+    backend: t.backend,
+    restore: (input, o) => iptablesRestore(t, input, o),
+    save: (table) => iptablesSave(t, table),
+    async list(table, chain) {
+      try {
+        return (await iptables(t, ['-t', table, '-S', chain])).split('\n').filter((l) => l !== '');
+      } catch (err) {
+        // Exit status 1: legacy says "No chain/target/match by that name"; nft 1.8.9 says the
+        // missing chain "is incompatible".
+        if (err instanceof ExecError && err.code === 1 && /No chain|does not exist|incompatible/i.test(err.stderr)) return null;
+        throw err;
+      }
+    },
+  };
 }

@@ -6,7 +6,9 @@ import { fnv1aHex } from '../ipam/hash.ts';
 import { readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lockFile } from '../ipam/lockfile.ts';
-import { iptables, iptablesRestore, type IptablesBackend, type IptablesTarget } from './iptables.ts';
+import { kernelIptables, type IptablesBackend } from './iptables.ts';
+import { ensureJumps, jumpRuleText } from './jumps.ts';
+import type { JumpRule } from '../rules/types.ts';
 
 export interface MasqSpec {
   /** Network name (CNI config name): one chain per network. */
@@ -33,8 +35,9 @@ export function renderMasqChain(s: MasqSpec): string {
   ].join('\n');
 }
 
-export function masqJumpRule(s: MasqSpec): string[] {
-  return ['POSTROUTING', '-s', s.podSubnet, '-m', 'comment', '--comment', `knet ${s.network}: masquerade`, '-j', masqChainName(s.network)];
+/** The pod subnet's jump into the chain, appended to POSTROUTING. */
+export function masqJump(s: MasqSpec): JumpRule {
+  return { table: 'nat', from: 'POSTROUTING', to: masqChainName(s.network), comment: `knet ${s.network}: masquerade`, extra: ['-s', s.podSubnet], position: 'append' };
 }
 
 /** The backend the distribution's `iptables` points to (Debian alternatives), nft by default. */
@@ -51,7 +54,7 @@ function markerContent(s: MasqSpec, backend: IptablesBackend): string {
   let boot = '';
   try { boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* no procfs: marker still works per rules */ }
   const ns = statSync('/proc/self/ns/net').ino;
-  return `${boot} ${ns} ${backend}\n${renderMasqChain(s)}${masqJumpRule(s).join(' ')}\n`;
+  return `${boot} ${ns} ${backend}\n${renderMasqChain(s)}${jumpRuleText(masqJump(s))}\n`;
 }
 
 /** Installs the chain and its jump unless the marker says this namespace already has them. */
@@ -67,14 +70,9 @@ export async function ensureMasq(s: MasqSpec, backend: IptablesBackend, markerDi
     try {
       if (readFileSync(marker, 'utf8') === want) return false;
     } catch { /* still not applied */ }
-    const t: IptablesTarget = { backend, waitSeconds: 5 };
-    await iptablesRestore(t, renderMasqChain(s), { noflush: true });
-    const jump = masqJumpRule(s);
-    try {
-      await iptables(t, ['-t', 'nat', '-C', ...jump]);
-    } catch {
-      await iptables(t, ['-t', 'nat', '-A', ...jump]);
-    }
+    const ipt = kernelIptables({ backend, waitSeconds: 5 });
+    await ipt.restore(renderMasqChain(s), { noflush: true });
+    await ensureJumps(ipt, [masqJump(s)]);
     const tmp = `${marker}.${process.pid}.tmp`;
     writeFileSync(tmp, want);
     renameSync(tmp, marker);

@@ -1,7 +1,7 @@
 // The proxy daemon: a source feeds the change tracker; the bounded-frequency runner calls
 // syncOnce(), which hands the snapshot and the changed services to a data path. Health and
-// metrics follow kube-proxy. Nothing here knows about iptables, so a userspace data path can
-// reuse it unchanged.
+// metrics follow kube-proxy. Nothing here knows about iptables: every data path (iptables,
+// userspace, ...) reuses it unchanged through the DataPlane seam.
 import type { Logger } from 'pino';
 import type { EndpointSlice, Node, Service } from '../model/k8s.ts';
 import { ChangeTracker } from './tracker.ts';
@@ -124,8 +124,6 @@ export class ProxyDaemon implements SourceHandler {
       outcome = await this.o.dataplane.sync({ cluster: this.tracker.snapshot(), changed: changes.services, full });
     } catch (err) {
       this.tracker.restore(changes);
-      this.metrics.restoreFailures.inc();
-      if (!full) this.metrics.partialRestoreFailures.inc();
       this.needFull = true;
       this.runner.retryAfter(this.o.retryMs ?? 5000);
       throw err;
@@ -141,10 +139,6 @@ export class ProxyDaemon implements SourceHandler {
     this.metrics.endpointChangesTotal.inc(changes.endpointEvents);
     this.metrics.serviceChangesPending.set(this.tracker.pending);
     this.metrics.endpointChangesPending.set(this.tracker.pending);
-    for (const table of ['filter', 'nat'] as const) {
-      this.metrics.iptablesTotal.set({ table }, outcome.rulesTotal[table]);
-      this.metrics.iptablesLast.set({ table }, outcome.rulesWritten[table]);
-    }
     this.metrics.noLocalEndpoints.set({ traffic_policy: 'internal' }, outcome.noLocalEndpoints.internal);
     this.metrics.noLocalEndpoints.set({ traffic_policy: 'external' }, outcome.noLocalEndpoints.external);
     const done = Date.now();
@@ -152,7 +146,7 @@ export class ProxyDaemon implements SourceHandler {
     for (const w of outcome.warnings) this.warn(w.object, `${w.message}`);
     this.health.updated();
     if (this.tracker.pending > 0) this.health.queued();
-    this.o.log.info({ full: outcome.full, changed: changes.services.size, seconds: Number(secs.toFixed(3)), written: outcome.rulesWritten }, 'synced');
+    this.o.log.info({ full: outcome.full, changed: changes.services.size, seconds: Number(secs.toFixed(3)), written: outcome.written }, 'synced');
     for (const r of this.syncedWaiters.splice(0)) r();
     // The one collection per full sync, for every data plane; after the log line, so that it
     // (tens of ms at 10k services) delays no one.

@@ -1,20 +1,29 @@
 // The iptables data path: renders with the shared renderer (src/rules/iptables.ts, the same
 // text `knet rules` prints), writes only what changed (src/proxy/restore-plan.ts explains why
 // and how), keeps the jumps from the built-in chains in place, and deletes stale conntrack
-// entries afterwards. Kernel access goes through src/kernel/{iptables,conntrack}.ts.
+// entries afterwards. Kernel access goes through src/kernel/{iptables,conntrack}.ts; iptables
+// itself through the Iptables interface, so tests can run it against an in-memory kernel.
 import type { Logger } from 'pino';
-import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../kernel/iptables.ts';
+import type { Registry } from 'prom-client';
+import { kernelIptables, type Iptables, type IptablesTarget } from '../kernel/iptables.ts';
+import { ensureJumps } from '../kernel/jumps.ts';
 import { conntrackDelete, type ConntrackFilter } from '../kernel/conntrack.ts';
 import { IptablesRenderer } from '../rules/iptables.ts';
 import type { ServicePortInfo } from '../rules/model.ts';
 import type { ProxySettings } from '../rules/types.ts';
-import { appliedFromSave, planRestores, rulesInTable, type AppliedState } from './restore-plan.ts';
-import { CANARY, FIREWALL_JUMPS, JUMPS, ensureJumps, isServiceChain } from './jumps.ts';
+import { appliedFromSave, jumpsFromSave, planRestores, rulesInTable, type AppliedState, type KernelJumps } from './restore-plan.ts';
+import { CANARY, FIREWALL_JUMPS, JUMPS, isServiceChain } from './jumps.ts';
+import { IptablesMetrics } from './iptables-metrics.ts';
 import { conntrackCleanup } from './conntrack-plan.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
 
 export interface ApplierOptions {
+  /** Backend, family and namespace (conntrack clean-up works there too). */
   target: IptablesTarget;
+  /** How iptables is run (default: the real tools on `target`). */
+  iptables?: Iptables;
+  /** Where the iptables metrics are registered (the daemon's registry; default: a private one). */
+  registry?: Registry;
   settings: ProxySettings;
   log: Logger;
   /** Chain declarations per restore; default: 1000 on nft, unlimited on legacy (see restore-plan.ts). */
@@ -31,10 +40,16 @@ export class IptablesApplier implements DataPlane {
   private synced = false;
   private settings: ProxySettings;
   private readonly maxChains: number;
+  private readonly ipt: Iptables;
+  readonly metrics: IptablesMetrics;
+  /** Stale chains the last sync had to keep (flushed) because a foreign rule jumps to them. */
+  private kept = '';
 
   constructor(private readonly o: ApplierOptions) {
     this.settings = o.settings;
-    this.maxChains = o.maxChainsPerRestore ?? (o.target.backend === 'nft' ? 1000 : Number.POSITIVE_INFINITY);
+    this.ipt = o.iptables ?? kernelIptables(o.target);
+    this.metrics = new IptablesMetrics(o.registry);
+    this.maxChains = o.maxChainsPerRestore ?? (this.ipt.backend === 'nft' ? 1000 : Number.POSITIVE_INFINITY);
   }
 
   get target(): IptablesTarget {
@@ -51,31 +66,38 @@ export class IptablesApplier implements DataPlane {
   }
 
   async intact(): Promise<boolean> {
-    if (!this.applied) return false;
-    try {
-      await iptables(this.o.target, ['-t', 'nat', '-S', CANARY]);
-      await iptables(this.o.target, ['-t', 'filter', '-S', CANARY]);
-      return true;
-    } catch {
-      this.o.log.warn('canary chain is gone (tables were flushed by someone else): full resync');
-      this.applied = null;
-      return false;
-    }
+    // Kept chains are retried on every full sync, with the kernel's jumps read again.
+    if (!this.applied || this.kept) return false;
+    if ((await this.ipt.list('nat', CANARY)) && (await this.ipt.list('filter', CANARY))) return true;
+    this.o.log.warn('canary chain is gone (tables were flushed by someone else): full resync');
+    this.applied = null;
+    return false;
   }
 
-  private async loadApplied(): Promise<AppliedState> {
+  /** What the kernel holds: our chains' names (content unknown) and every chain's jumps. */
+  private async readKernel(): Promise<{ applied: AppliedState; jumps: KernelJumps }> {
     const keep = (_t: string, c: string) => c.startsWith('KUBE-');
-    const [nat, filter] = await Promise.all([iptablesSave(this.o.target, 'nat'), iptablesSave(this.o.target, 'filter')]);
+    const [nat, filter] = await Promise.all([this.ipt.save('nat'), this.ipt.save('filter')]);
     const a = appliedFromSave(nat, keep);
     const f = appliedFromSave(filter, keep);
     a.set('filter', f.get('filter') ?? new Map());
     if (!a.has('nat')) a.set('nat', new Map());
-    return a;
+    const jumps = jumpsFromSave(nat);
+    jumps.set('filter', jumpsFromSave(filter).get('filter') ?? new Map());
+    return { applied: a, jumps };
   }
 
   async sync(req: SyncRequest): Promise<SyncOutcome> {
     const full = req.full || this.applied === null;
-    const applied = this.applied ?? (await this.loadApplied());
+    let applied = this.applied;
+    // After a start or a failure nothing is believed: the plan starts from what the kernel
+    // holds, its jumps included, so that no sync can be wedged by an earlier one's leftovers.
+    let kernelJumps: KernelJumps | undefined;
+    if (!applied || (full && this.kept)) {
+      const k = await this.readKernel();
+      kernelJumps = k.jumps;
+      applied ??= k.applied;
+    }
     const t0 = performance.now();
     const r = full
       ? this.renderer.render({ cluster: req.cluster, settings: this.settings,
@@ -91,15 +113,26 @@ export class IptablesApplier implements DataPlane {
     // may update the state in place.
     this.applied = null;
     const plan = planRestores(tables, applied, { full, isStale: (t, c) => t === 'nat' && isServiceChain(c), maxChainsPerRestore: this.maxChains,
-      inDependencyOrder: true, inPlace: true, concurrency: SERVICE_CHAIN_CONCURRENCY });
+      inDependencyOrder: true, inPlace: true, concurrency: SERVICE_CHAIN_CONCURRENCY, ...(kernelJumps ? { kernelJumps } : {}) });
     const t1 = performance.now();
-    await runRestores(plan.chunks, plan.concurrent, (chunk) => iptablesRestore(this.o.target, chunk.pieces(), { noflush: true }));
-    if (full) {
-      const hasFirewall = plan.next.get('filter')?.has('KUBE-FIREWALL');
-      const inserted = await ensureJumps(this.o.target, hasFirewall ? [...JUMPS, ...FIREWALL_JUMPS] : JUMPS);
-      if (inserted) this.o.log.info({ inserted }, 'inserted jump rules');
+    try {
+      await runRestores(plan.chunks, plan.concurrent, (chunk) => this.ipt.restore(chunk.pieces(), { noflush: true }));
+      if (full) {
+        const hasFirewall = plan.next.get('filter')?.has('KUBE-FIREWALL');
+        const inserted = await ensureJumps(this.ipt, hasFirewall ? [...JUMPS, ...FIREWALL_JUMPS] : JUMPS);
+        if (inserted) this.o.log.info({ inserted }, 'inserted jump rules');
+      }
+    } catch (err) {
+      this.metrics.failed(full);
+      throw err;
     }
     this.applied = plan.next;
+    const kept = plan.kept.map((k) => `${k.table}/${k.chain} <- ${k.referrers.join(',')}`).join(' ');
+    if (full && kept !== this.kept) {
+      if (kept) this.o.log.warn({ kept: plan.kept }, 'stale chains still jumped to by rules knet does not own: flushed and kept until those rules go');
+      else if (this.kept) this.o.log.info('kept stale chains are gone');
+      this.kept = kept;
+    }
     const ms = (a: number, b: number) => Math.round(b - a);
     this.o.log.debug({ full, restores: plan.chunks.length, chainsWritten: plan.chainsWritten, chainsDeleted: plan.chainsDeleted,
       renderMs: ms(t0, t1), restoreMs: ms(t1, performance.now()) }, 'rules applied');
@@ -111,10 +144,11 @@ export class IptablesApplier implements DataPlane {
     }
     this.synced = true;
 
+    const written = { filter: plan.rulesWritten.filter ?? 0, nat: plan.rulesWritten.nat ?? 0 };
+    this.metrics.synced(written, { filter: rulesInTable(plan.next, 'filter'), nat: rulesInTable(plan.next, 'nat') });
     return {
       full,
-      rulesWritten: { filter: plan.rulesWritten.filter ?? 0, nat: plan.rulesWritten.nat ?? 0 },
-      rulesTotal: { filter: rulesInTable(plan.next, 'filter'), nat: rulesInTable(plan.next, 'nat') },
+      written,
       warnings: r.warnings,
       noLocalEndpoints: r.noLocalEndpoints,
     };

@@ -1,5 +1,6 @@
 // Prometheus metrics under kube-proxy's names (pkg/proxy/metrics/metrics.go, subsystem
-// "kubeproxy"), so existing dashboards and alerts keep working. One registry per daemon.
+// "kubeproxy"), so existing dashboards and alerts keep working. One registry per daemon; these
+// are the mode-neutral ones, each data path registers its own (iptables-metrics.ts) beside them.
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { listen } from './health.ts';
@@ -20,10 +21,6 @@ export class ProxyMetrics {
   readonly endpointChangesTotal: Counter;
   readonly serviceChangesPending: Gauge;
   readonly serviceChangesTotal: Counter;
-  readonly restoreFailures: Counter;
-  readonly partialRestoreFailures: Counter;
-  readonly iptablesTotal: Gauge<'table'>;
-  readonly iptablesLast: Gauge<'table'>;
   readonly healthzTotal: Counter<'code'>;
   readonly livezTotal: Counter<'code'>;
   readonly programmingLatency: Histogram;
@@ -41,10 +38,6 @@ export class ProxyMetrics {
     this.endpointChangesTotal = new Counter({ name: `${p}sync_proxy_rules_endpoint_changes_total`, help: 'Cumulative proxy rules Endpoint changes', registers: r });
     this.serviceChangesPending = new Gauge({ name: `${p}sync_proxy_rules_service_changes_pending`, help: 'Pending proxy rules Service changes', registers: r });
     this.serviceChangesTotal = new Counter({ name: `${p}sync_proxy_rules_service_changes_total`, help: 'Cumulative proxy rules Service changes', registers: r });
-    this.restoreFailures = new Counter({ name: `${p}sync_proxy_rules_iptables_restore_failures_total`, help: 'Cumulative proxy iptables restore failures', registers: r });
-    this.partialRestoreFailures = new Counter({ name: `${p}sync_proxy_rules_iptables_partial_restore_failures_total`, help: 'Cumulative proxy iptables partial restore failures', registers: r });
-    this.iptablesTotal = new Gauge({ name: `${p}sync_proxy_rules_iptables_total`, help: 'Total number of iptables rules owned by kube-proxy', labelNames: ['table'], registers: r });
-    this.iptablesLast = new Gauge({ name: `${p}sync_proxy_rules_iptables_last`, help: 'Number of iptables rules written by kube-proxy in last sync', labelNames: ['table'], registers: r });
     this.healthzTotal = new Counter({ name: `${p}proxy_healthz_total`, help: 'Cumulative proxy healthz HTTP status', labelNames: ['code'], registers: r });
     this.livezTotal = new Counter({ name: `${p}proxy_livez_total`, help: 'Cumulative proxy livez HTTP status', labelNames: ['code'], registers: r });
     this.programmingLatency = new Histogram({ name: `${p}network_programming_duration_seconds`, help: 'In Cluster Network Programming Latency in seconds', buckets: latencyBuckets, registers: r });

@@ -12,7 +12,7 @@
 // Unlike kube-proxy, external-IP container rules carry no `-m physdev ! --physdev-is-in`:
 // that match needs br_netfilter and only mattered for bridged pod traffic to external IPs,
 // which these rules capture anyway.
-import type { JumpRule } from '../proxy/jumps.ts';
+import type { JumpRule } from './types.ts';
 import { parseIP } from '../util/ip.ts';
 
 export interface PortalPort {

@@ -57,6 +57,21 @@ export interface RenderRequest {
   existing?: SyncState;
 }
 
+/**
+ * A rule in a built-in chain that jumps to one of knet's chains, identified by its chain, target
+ * and comment: src/kernel/jumps.ts ensures it exists exactly once.
+ */
+export interface JumpRule {
+  table: 'filter' | 'nat';
+  from: string;
+  to: string;
+  comment: string;
+  /** Matches before the comment, e.g. ['-s', '10.244.1.0/24'] or ['-m', 'conntrack', '--ctstate', 'NEW']. */
+  extra: string[];
+  /** Inserted first in the chain (kube-proxy's jumps; the default) or appended. */
+  position?: 'prepend' | 'append';
+}
+
 export interface RenderWarning {
   object: string;
   field: string;

@@ -78,8 +78,8 @@ rootTest('informers: list, watch, dropped connections and 410 Gone converge with
   const o = daemon.lastOutcome!;
   t.false(o.full);
   // web's service chain and its new endpoint chain only: db's chains and KUBE-SERVICES untouched.
-  t.true(o.rulesWritten.nat > 0 && o.rulesWritten.nat <= 6, `wrote ${o.rulesWritten.nat} nat rules`);
-  t.is(o.rulesWritten.filter, 0);
+  t.true(o.written.nat > 0 && o.written.nat <= 6, `wrote ${o.written.nat} nat rules`);
+  t.is(o.written.filter, 0);
   t.regex(await nat(), /10\.1\.0\.8:5432/);
 
   // A relist that finds nothing new syncs nothing.

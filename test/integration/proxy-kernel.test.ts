@@ -5,17 +5,18 @@ import test from 'ava';
 import pino from 'pino';
 import { isRoot, testNetns } from '../helpers/netns.ts';
 import { makeService, makeSlice } from '../helpers/fake-apiserver.ts';
-import { iptables, iptablesRestore, iptablesSave, type IptablesBackend } from '../../src/kernel/iptables.ts';
+import { iptables, iptablesRestore, iptablesSave, kernelIptables, type IptablesBackend } from '../../src/kernel/iptables.ts';
 import { detectBackend } from '../../src/proxy/backend.ts';
-import { JUMPS, cleanupIptables, ensureJumps } from '../../src/proxy/jumps.ts';
+import { JUMPS, cleanupIptables } from '../../src/proxy/jumps.ts';
+import { ensureJumps } from '../../src/kernel/jumps.ts';
 import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
 import { ProxyDaemon } from '../../src/proxy/daemon.ts';
-import type { ProxySource, SourceHandler } from '../../src/proxy/source.ts';
+import { ManualSource, merge, services } from '../helpers/proxy-clusters.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 import type { ClusterState, EndpointSlice, Service } from '../../src/model/k8s.ts';
 
 const rootTest = isRoot ? test : test.skip;
-const log = pino({ level: 'silent' });
+const log = pino({ level: process.env.DBG ? 'debug' : 'silent' });
 const settings = proxySettingsFromConfig('clusterCIDR: 10.244.0.0/16\n', { nodeName: 'node1', nodeIPs: ['192.168.77.2'] });
 
 function cluster(eps: string[]): ClusterState {
@@ -23,15 +24,6 @@ function cluster(eps: string[]): ClusterState {
     services: [makeService('default', 'web', { clusterIP: '172.30.0.10', ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }] }) as unknown as Service],
     endpointSlices: [makeSlice('default', 'web', eps, [{ port: 8080 }]) as unknown as EndpointSlice],
   };
-}
-
-/** A source the test drives by hand. */
-class ManualSource implements ProxySource {
-  h: SourceHandler | null = null;
-  constructor(private readonly initial: ClusterState) {}
-  async start(h: SourceHandler) { this.h = h; h.replaceAll(this.initial.services, this.initial.endpointSlices); h.synced(); }
-  async stop() { this.h = null; }
-  set(c: ClusterState) { this.h!.replaceAll(c.services, c.endpointSlices); }
 }
 
 rootTest('backend detection follows the backend that holds rules, and warns when both hold KUBE-* chains', async (t) => {
@@ -52,18 +44,18 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
     const target = { backend, netns: ns, waitSeconds: 5 };
     const applier = new IptablesApplier({ target, settings, log });
     await applier.sync({ cluster: cluster(['10.244.1.11']), changed: new Set(), full: true });
-    t.is(await ensureJumps(target, JUMPS), 0);
+    t.is(await ensureJumps(kernelIptables(target), JUMPS), 0);
     const saves = { filter: await iptablesSave(target, 'filter'), nat: await iptablesSave(target, 'nat') };
     for (const j of JUMPS) t.is(saves[j.table].split('\n').filter((l) => l.startsWith(`-A ${j.from} `) && l.endsWith(`-j ${j.to}`)).length, 1, `${j.from} -> ${j.to}`);
     // Someone else's rules and a kube-proxy leftover chain.
     await iptablesRestore(target, '*nat\n:KUBE-XLB-OLDKUBEPROXY1 - [0:0]\n:OTHER - [0:0]\n-A POSTROUTING -s 10.244.0.0/16 -j MASQUERADE\n-A OTHER -j RETURN\nCOMMIT\n', { noflush: true });
-    const r = await cleanupIptables(target, 3);
+    const r = await cleanupIptables(kernelIptables(target), 3);
     t.true(r.jumps >= JUMPS.length);
     const after = await iptablesSave(target);
     t.notRegex(after, /KUBE-(SERVICES|SVC|SEP|NODEPORTS|POSTROUTING|MARK-MASQ|XLB|PROXY|EXTERNAL|FORWARD)/);
     t.regex(after, /-A POSTROUTING -s 10\.244\.0\.0\/16 -j MASQUERADE/);
     t.regex(after, /:OTHER/);
-    t.deepEqual(await cleanupIptables(target), { jumps: 0, chains: 0 });
+    t.deepEqual(await cleanupIptables(kernelIptables(target)), { jumps: 0, chains: 0 });
   });
 
   rootTest(`${backend}: an external flush is noticed (canary) and a failed restore leads to a full resync`, async (t) => {
@@ -90,16 +82,21 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
     t.regex(await nat(), /10\.244\.1\.12:8080/);
     t.regex(await nat(), /-A PREROUTING .*-j KUBE-SERVICES/);
 
-    // A foreign rule holds a reference to an endpoint chain, so deleting it fails: the restore
-    // fails, the failure is counted, and after the reference is gone a full sync converges.
+    // A foreign rule holds a reference to an endpoint chain, so deleting it fails: the partial
+    // restore fails (counted); the full sync that follows reads the kernel's jumps, flushes and
+    // keeps that chain and applies the rest; once the rule is gone, the next sync deletes it.
     const sep = /:(KUBE-SEP-\S+)/.exec((await nat()).split('\n').filter((l) => l.includes('10.244.1.12:8080'))[0]!.replace(/^-A (\S+).*/, ':$1'))![1]!;
     await iptables(target, ['-t', 'nat', '-A', 'OUTPUT', '-d', '10.99.99.99/32', '-j', sep]);
+    const syncsBefore = daemon.syncs;
     source.set(cluster(['10.244.1.11']));
-    for (let i = 0; i < 200 && (await daemon.metrics.restoreFailures.get()).values[0]!.value === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    t.true((await daemon.metrics.restoreFailures.get()).values[0]!.value >= 1);
-    await iptables(target, ['-t', 'nat', '-D', 'OUTPUT', '-d', '10.99.99.99/32', '-j', sep]);
-    for (let i = 0; i < 200 && /10\.244\.1\.12:8080/.test(await nat()); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 400 && daemon.syncs === syncsBefore; i++) await new Promise((r) => setTimeout(r, 25));
+    t.true((await applier.metrics.restoreFailures.get()).values[0]!.value >= 1);
     t.notRegex(await nat(), /10\.244\.1\.12:8080/);
+    t.regex(await nat(), new RegExp(`:${sep} `));
+    await iptables(target, ['-t', 'nat', '-D', 'OUTPUT', '-d', '10.99.99.99/32', '-j', sep]);
+    synced = daemon.nextSync();
+    daemon.runner.run();
+    await synced;
     t.notRegex(await nat(), new RegExp(`:${sep} `));
     t.true(daemon.lastOutcome!.full);
   });
@@ -148,3 +145,28 @@ rootTest('nft: a full sync split into small restores, service chains two at a ti
   t.true(ka.split('\n').filter((l) => l.startsWith('-A KUBE-SEP-')).length >= 360);
   t.is(ka, kb);
 });
+
+for (const [what, before, after] of [
+  ['400 services deleted at once (a namespace deletion)', merge(services(5, 2), services(400, 2, 'doomed')), services(5, 2)],
+  ['a Service with 2000 ports deleted', merge(services(5, 2), services(1, 1, 'doomed', 2000)), services(5, 2)],
+] as const) {
+  rootTest(`nft, restores of 1000 chains: ${what}, as a partial sync and as a restarted proxy's first sync`, async (t) => {
+    const [a, b, c] = [await testNetns(t, 'knt-f'), await testNetns(t, 'knt-f'), await testNetns(t, 'knt-f')];
+    const on = (ns: string) => new IptablesApplier({ target: { backend: 'nft', netns: ns }, settings, log, conntrack: false });
+    const deleted = new Set(before.services.map((s) => `${s.metadata.namespace}/${s.metadata.name}`).filter((k) => k.startsWith('doomed/')));
+    // The running proxy: the delete arrives as a partial sync.
+    const running = on(a);
+    await running.sync({ cluster: before, changed: new Set(), full: true });
+    await running.sync({ cluster: after, changed: deleted, full: false });
+    // A restarted proxy over the kernel the old one left: it knows only what iptables-save shows.
+    await on(b).sync({ cluster: before, changed: new Set(), full: true });
+    await on(b).sync({ cluster: after, changed: new Set(), full: true });
+    await on(c).sync({ cluster: after, changed: new Set(), full: true });
+    const norm = async (ns: string) => (await iptablesSave({ backend: 'nft', netns: ns }, 'nat')).split('\n').filter((l) => l && !l.startsWith('#'))
+      .map((l) => l.replace(/ \[\d+:\d+\]$/, '').replace(/ -m comment --comment (".*?"|\S+)/g, '')).sort().join('\n');
+    const want = await norm(c);
+    t.is(want.split('\n').filter((l) => l.startsWith(':KUBE-SEP-')).length, 10);
+    t.is(await norm(a), want);
+    t.is(await norm(b), want);
+  });
+}

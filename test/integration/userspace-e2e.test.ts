@@ -11,7 +11,7 @@ import { isRoot, testNetns } from '../helpers/netns.ts';
 import { makeService, makeSlice } from '../helpers/fake-apiserver.ts';
 import { ipBatch } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
-import { iptablesSave, type IptablesBackend } from '../../src/kernel/iptables.ts';
+import { iptablesSave, kernelIptables, type IptablesBackend } from '../../src/kernel/iptables.ts';
 import { cleanupPortals } from '../../src/proxy/userspace/dataplane.ts';
 import { waitFor } from '../../src/util/wait.ts';
 import { childPids, pidRunning } from '../helpers/process.ts';
@@ -348,8 +348,8 @@ rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node p
   proxy.p.kill('SIGTERM');
   t.is(await exited, 0);
   const target = { backend: 'nft' as const, netns: topo.node };
-  t.true(await cleanupPortals(target) > 0);
-  t.is(await cleanupPortals(target), 0);
+  t.true(await cleanupPortals(kernelIptables(target)) > 0);
+  t.is(await cleanupPortals(kernelIptables(target)), 0);
   t.notRegex(await iptablesSave(target), /KUBE-(PORTALS|NODEPORT)-/);
 });
 

@@ -2,7 +2,7 @@
 // test/integration/userspace-e2e.test.ts loads them into a real kernel.
 import test from 'ava';
 import { renderPortals, portalCleanupText, PORTAL_JUMPS, type PortalPort } from '../../src/rules/portals.ts';
-import { missingJumpsText } from '../../src/proxy/jumps.ts';
+import { missingJumpsText } from '../../src/kernel/jumps.ts';
 
 const web: PortalPort = { portName: 'default/web:http', protocol: 'tcp', clusterIP: '172.30.0.10', port: 80, nodePort: 30080, externalIPs: ['192.168.88.100'], loadBalancerIPs: ['192.168.88.200'], proxyPort: 40001 };
 const dns: PortalPort = { portName: 'default/web:dns', protocol: 'udp', clusterIP: '172.30.0.10', port: 53, nodePort: 0, externalIPs: [], loadBalancerIPs: [], proxyPort: 40002 };

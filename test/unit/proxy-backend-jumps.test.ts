@@ -1,6 +1,7 @@
 import test from 'ava';
 import { decideBackend } from '../../src/proxy/backend.ts';
-import { JUMPS, isJumpLine, missingJumpsText, isOwnedChain } from '../../src/proxy/jumps.ts';
+import { JUMPS, isOwnedChain } from '../../src/proxy/jumps.ts';
+import { isJumpLine, missingJumpsText } from '../../src/kernel/jumps.ts';
 import { conntrackDeleteArgs } from '../../src/kernel/conntrack.ts';
 
 const rules = (n: number) => Array.from({ length: n }, (_, i) => `-A INPUT -s 10.0.0.${i}/32 -j ACCEPT`).join('\n');

@@ -4,6 +4,7 @@ import { buildServiceModel } from '../../src/rules/model.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 import { ProxyHealth, healthResponse, parseBindAddress, serveHealth } from '../../src/proxy/health.ts';
 import { ProxyMetrics } from '../../src/proxy/metrics.ts';
+import { IptablesMetrics } from '../../src/proxy/iptables-metrics.ts';
 import type { ClusterState } from '../../src/model/k8s.ts';
 import { makeService, makeSlice } from '../helpers/fake-apiserver.ts';
 
@@ -86,7 +87,7 @@ test('health and metrics over HTTP with kube-proxy names', async (t) => {
   t.is((await fetch(`http://127.0.0.1:${hp}/livez`)).status, 200);
   t.is((await fetch(`http://127.0.0.1:${hp}/other`)).status, 404);
   m.fullSyncDuration.observe(0.5);
-  m.iptablesTotal.set({ table: 'nat' }, 42);
+  new IptablesMetrics(m.registry).synced({ nat: 1 }, { nat: 42 });
   const text = await (await fetch(`http://127.0.0.1:${mp}/metrics`)).text();
   for (const name of ['kubeproxy_sync_proxy_rules_duration_seconds', 'kubeproxy_sync_full_proxy_rules_duration_seconds_count 1',
     'kubeproxy_sync_partial_proxy_rules_duration_seconds', 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',

@@ -1,6 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { renderIptables } from '../../src/rules/iptables.ts';
+import { IptablesRenderer, renderIptables } from '../../src/rules/iptables.ts';
+import { FakeIptables } from '../helpers/fake-iptables.ts';
 import { SERVICE_CHAIN_CONCURRENCY, runRestores } from '../../src/proxy/iptables-applier.ts';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import { run } from '../../src/kernel/exec.ts';
 import { arbService, cluster } from '../helpers/arb-cluster.ts';
 import { settings } from '../helpers/rules.ts';
-import { appliedFromSave, parseRestore, planRestores, type AppliedState } from '../../src/proxy/restore-plan.ts';
+import { appliedFromSave, jumpsFromSave, parseRestore, planRestores, type AppliedState } from '../../src/proxy/restore-plan.ts';
 import { isServiceChain } from '../../src/proxy/jumps.ts';
 
 const isStale = (t: string, c: string) => t === 'nat' && isServiceChain(c);
@@ -176,4 +177,58 @@ test('run fails with the input error, and the program is killed, when the pieces
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('deletions: any services deleted, any chunk size, whatever is known of the kernel: every restore is accepted and the end state is a fresh render\'s', async (t) => {
+  await fc.assert(fc.asyncProperty(
+    fc.array(arbService, { minLength: 1, maxLength: 8 }), fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }), fc.integer({ min: 1, max: 12 }),
+    fc.constantFrom('partial', 'known', 'kernel', 'names only'), fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 16 }),
+    async (specs, keep, max, knowledge, delays) => {
+      const before = cluster(specs);
+      const kept = (name: string | undefined) => keep[Number(name!.slice(1))] ?? true;
+      const after: typeof before = {
+        services: before.services.filter((s) => kept(s.metadata.name)),
+        endpointSlices: before.endpointSlices.filter((s) => kept(s.metadata.labels!['kubernetes.io/service-name']!)),
+      };
+      const k = new FakeIptables();
+      const renderer = new IptablesRenderer();
+      const first = renderer.render({ cluster: before, settings: settings() });
+      await k.restore(first.text, { noflush: true });
+      let applied: AppliedState = planRestores(first.tables, new Map(), { full: true, isStale, maxChainsPerRestore: Infinity }).next;
+      let kernelJumps;
+      if (knowledge === 'kernel' || knowledge === 'names only') {
+        const save = await k.save('nat');
+        applied = appliedFromSave(save, (_t, c) => c.startsWith('KUBE-'));
+        if (knowledge === 'kernel') kernelJumps = jumpsFromSave(save);
+      }
+      const deleted = new Set(before.services.filter((s) => !kept(s.metadata.name)).map((s) => `ns/${s.metadata.name}`));
+      const second = knowledge === 'partial'
+        ? renderer.render({ cluster: after, settings: settings(), recompute: deleted, partial: { changedServices: deleted } })
+        : renderer.render({ cluster: after, settings: settings(), existing: { natChains: [...applied.get('nat')!.keys()].filter((c) => isServiceChain(c)) } });
+      const plan = planRestores(second.tables, applied, { full: knowledge !== 'partial', isStale, maxChainsPerRestore: max, inDependencyOrder: true,
+        concurrency: SERVICE_CHAIN_CONCURRENCY, ...(kernelJumps ? { kernelJumps } : {}) });
+      // Restores marked concurrent commit in any order, as the kernel serialises them.
+      let turn = 0;
+      k.commitDelay = () => delays[turn++ % delays.length]!;
+      await runRestores(plan.chunks, plan.concurrent, (c) => k.restore(c.text(), { noflush: true }));
+      const fresh = new FakeIptables();
+      await fresh.restore(renderIptables({ cluster: after, settings: settings() }).text, { noflush: true });
+      t.deepEqual(k.danglingJumps(), []);
+      t.is(k.dump(), fresh.dump());
+    }), { numRuns: 300 });
+});
+
+test('a stale chain that a foreign rule still jumps to is flushed and kept, not deleted; the rest goes', async (t) => {
+  const k = new FakeIptables();
+  const text = natText({ A: ['A1', 'A2'], B: ['B1'] });
+  await k.restore(text, { noflush: true });
+  await k.restore('*nat\n-A OUTPUT -d 10.99.99.99/32 -j KUBE-SEP-A2\nCOMMIT\n', { noflush: true });
+  const save = await k.save('nat');
+  const plan = planRestores(parseRestore(natText({ B: ['B1'] })), appliedFromSave(save, (_t, c) => c.startsWith('KUBE-')),
+    { full: true, isStale, maxChainsPerRestore: 2, kernelJumps: jumpsFromSave(save) });
+  for (const r of plan.restores) await k.restore(r, { noflush: true });
+  t.deepEqual(plan.kept, [{ table: 'nat', chain: 'KUBE-SEP-A2', referrers: ['OUTPUT'] }]);
+  t.deepEqual(k.userChains('nat').sort(), ['KUBE-MARK-MASQ', 'KUBE-SEP-A2', 'KUBE-SEP-B1', 'KUBE-SERVICES', 'KUBE-SVC-B']);
+  t.deepEqual((await k.list('nat', 'KUBE-SEP-A2')), ['-N KUBE-SEP-A2']);
+  t.true(plan.next.get('nat')!.has('KUBE-SEP-A2'));
 });

@@ -4,12 +4,13 @@
 // listeners open before rules point at them, and close only after the rules stopped pointing.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { iptables, iptablesRestore, iptablesSave, type IptablesTarget } from '../../kernel/iptables.ts';
+import { kernelIptables, type Iptables, type IptablesTarget } from '../../kernel/iptables.ts';
+import { ensureJumps, isJumpLine } from '../../kernel/jumps.ts';
 import { buildServiceModel, type ServicePortInfo } from '../../rules/model.ts';
 import { externallyAccessible, selectEndpoints } from '../../rules/endpoints.ts';
 import { PORTAL_CHAINS, PORTAL_JUMPS, portalCleanupText, renderPortals, type PortalPort } from '../../rules/portals.ts';
 import type { ProxySettings, RenderWarning } from '../../rules/types.ts';
-import { ensureJumps, isJumpLine } from '../jumps.ts';
+import { IptablesMetrics } from '../iptables-metrics.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from '../dataplane.ts';
 import { ServicePortBalancer } from './balancer.ts';
 import { UserspaceMetrics } from './metrics.ts';
@@ -19,6 +20,8 @@ import { WorkerPool, type ListenSpec } from './workers.ts';
 
 export interface UserspaceOptions {
   target: IptablesTarget;
+  /** How iptables is run (default: the real tools on `target`). */
+  iptables?: Iptables;
   settings: ProxySettings;
   log: Logger;
   registry: Registry;
@@ -82,6 +85,9 @@ export function listenersFor(p: ServicePortInfo): WantedListener[] {
 
 export class UserspaceDataPlane implements DataPlane {
   readonly metrics: UserspaceMetrics;
+  /** The portal rules' counts and restore failures, under kube-proxy's iptables metric names. */
+  readonly ruleMetrics: IptablesMetrics;
+  private readonly ipt: Iptables;
   private readonly ports = new Map<string, PortState>();
   private settings: ProxySettings;
   private rulesWritten = false;
@@ -92,6 +98,8 @@ export class UserspaceDataPlane implements DataPlane {
     if (o.settings.family !== 'IPv4') throw new Error('userspace proxy mode supports IPv4 only');
     this.settings = o.settings;
     this.metrics = new UserspaceMetrics(o.registry);
+    this.ruleMetrics = new IptablesMetrics(o.registry);
+    this.ipt = o.iptables ?? kernelIptables(o.target);
     const pool = o.workers ? new WorkerPool({ count: o.workers, log: o.log }) : null;
     this.workers = pool;
     if (pool) this.metrics.gather = () => pool.poll();
@@ -103,14 +111,10 @@ export class UserspaceDataPlane implements DataPlane {
 
   async intact(): Promise<boolean> {
     if (!this.rulesWritten) return false;
-    try {
-      await iptables(this.o.target, ['-t', 'nat', '-S', 'KUBE-PORTALS-CONTAINER']);
-      return true;
-    } catch {
-      this.o.log.warn('portal chains are gone (tables were flushed by someone else): full resync');
-      this.rulesWritten = false;
-      return false;
-    }
+    if (await this.ipt.list('nat', 'KUBE-PORTALS-CONTAINER')) return true;
+    this.o.log.warn('portal chains are gone (tables were flushed by someone else): full resync');
+    this.rulesWritten = false;
+    return false;
   }
 
   private async open(p: ServicePortInfo, traffic: Traffic): Promise<PortState> {
@@ -165,12 +169,18 @@ export class UserspaceDataPlane implements DataPlane {
     warnings.push(...r.warnings);
     const full = req.full || !this.rulesWritten;
     this.rulesWritten = false;
-    await iptablesRestore(this.o.target, r.text, { noflush: true });
-    if (full) {
-      const inserted = await ensureJumps(this.o.target, PORTAL_JUMPS);
-      if (inserted) this.o.log.info({ inserted }, 'inserted portal jump rules');
+    try {
+      await this.ipt.restore(r.text, { noflush: true });
+      if (full) {
+        const inserted = await ensureJumps(this.ipt, PORTAL_JUMPS);
+        if (inserted) this.o.log.info({ inserted }, 'inserted portal jump rules');
+      }
+    } catch (err) {
+      this.ruleMetrics.failed(full);
+      throw err;
     }
     this.rulesWritten = true;
+    this.ruleMetrics.synced(r.rulesWritten, r.rulesWritten);
     for (const [k, st] of this.ports) {
       if (wanted.has(k)) continue;
       this.workers?.unshare(k);
@@ -181,8 +191,7 @@ export class UserspaceDataPlane implements DataPlane {
     }
     return {
       full,
-      rulesWritten: r.rulesWritten,
-      rulesTotal: r.rulesWritten,
+      written: r.rulesWritten,
       warnings,
       noLocalEndpoints: { internal: 0, external: 0 },
     };
@@ -200,15 +209,15 @@ export class UserspaceDataPlane implements DataPlane {
 }
 
 /** Removes the portal jumps and chains (`knet proxy --cleanup` for this mode). Safe to run twice. */
-export async function cleanupPortals(t: IptablesTarget): Promise<number> {
+export async function cleanupPortals(ipt: Iptables): Promise<number> {
   let removed = 0;
   for (const table of ['nat', 'filter'] as const) {
-    const saved = await iptablesSave(t, table);
+    const saved = await ipt.save(table);
     const lines = saved.split('\n');
     const dels = lines.filter((l) => PORTAL_JUMPS.some((j) => j.table === table && isJumpLine(l, j))).map((l) => `-D ${l.slice(3)}`);
     const present = PORTAL_CHAINS[table].filter((c) => lines.includes(`:${c} - [0:0]`) || lines.some((l) => l.startsWith(`:${c} `)));
     const text = (dels.length ? `*${table}\n${dels.join('\n')}\nCOMMIT\n` : '') + portalCleanupText({ nat: table === 'nat' ? present : [], filter: table === 'filter' ? present : [] });
-    if (text) await iptablesRestore(t, text, { noflush: true });
+    if (text) await ipt.restore(text, { noflush: true });
     removed += dels.length + present.length;
   }
   return removed;
