@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from '../util/log.ts';
 import { type Clock, realClock, whenAborted } from '../util/clock.ts';
 import { type Cidr, formatCidr } from '../subnet/cidr.ts';
-import type { NetworkConfig } from '../subnet/config.ts';
+import { ConfigError, type NetworkConfig } from '../subnet/config.ts';
+import { networkProblem, underlayAddressProblem } from '../subnet/usable.ts';
 import type { LeaseAttrs } from '../subnet/lease.ts';
 import { OutOfSubnetsError } from '../subnet/acquire.ts';
 import { readPreviousSubnet, writeSubnetEnv, assertSubnetFilePath } from '../subnet/subnet-env.ts';
@@ -138,6 +139,8 @@ export class Agent {
       ...(this.o.iface ? { iface: this.o.iface } : {}), ...(this.o.publicIP ? { publicIP: this.o.publicIP } : {}),
     });
     this.log.info({ underlay }, 'using underlay interface');
+    const badAddress = underlayAddressProblem(underlay.publicIP);
+    if (badAddress) throw new Error(`public IP: ${badAddress}`);
     await this.checkIpForward();
     const source = this.deps.source;
 
@@ -146,6 +149,8 @@ export class Agent {
       const cfg = await source.networkConfig();
       if (!cfg.ipv4) throw new Error('IPv6-only networks are not supported by knet agent yet');
       if (cfg.enableIPv6) throw new Error('EnableIPv6 is not supported by knet agent yet; set it to false');
+      const badNetwork = networkProblem(cfg.ipv4.network, underlay);
+      if (badNetwork) throw new ConfigError(badNetwork);
       backend = this.backends.create({
         backend: cfg.backend, network: cfg.ipv4.network, underlay,
         ...(this.o.device ? { device: this.o.device } : {}), ...(this.o.ovsRunDir ? { ovsRunDir: this.o.ovsRunDir } : {}),

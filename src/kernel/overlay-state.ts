@@ -30,7 +30,22 @@ function checkFdb(f: FdbEntry): void {
   check(DEV.test(f.dev), 'device', f.dev);
 }
 
-interface IpRoute { dst: string; gateway?: string; dev?: string; flags?: string[] }
+export interface IpRoute { dst: string; gateway?: string; dev?: string; flags?: string[] }
+
+/**
+ * Gateway routes from `ip -j route show` as RouteEntries. iproute2 prints a host route without
+ * its length ("10.5.2.7", not "10.5.2.7/32") and the default route as "default"; both are
+ * given their prefix here so they compare with what knet wants and can be removed.
+ */
+export function routesFromIpJson(json: readonly IpRoute[]): RouteEntry[] {
+  const out: RouteEntry[] = [];
+  for (const r of json) {
+    if (!r.gateway || !r.dev || typeof r.dst !== 'string') continue;
+    const dst = r.dst === 'default' ? '0.0.0.0/0' : r.dst.includes('/') ? r.dst : `${r.dst}/32`;
+    out.push({ dst, via: r.gateway, dev: r.dev, onlink: (r.flags ?? []).includes('onlink') });
+  }
+  return out;
+}
 interface IpNeigh { dst: string; lladdr?: string; state?: string[]; protocol?: string }
 interface BridgeFdb { mac: string; dst?: string; state?: string; flags?: string[] }
 
@@ -46,9 +61,7 @@ async function linkExists(netns: string | null, dev: string): Promise<boolean> {
  */
 export async function readOverlayState(netns: string | null, device: string): Promise<OverlayState> {
   check(DEV.test(device), 'device', device);
-  const routes = (await ipJson<IpRoute>(netns, ['route', 'show', 'table', 'main', 'proto', String(KNET_RTPROTO)]))
-    .filter((r) => r.gateway && r.dev && r.dst.includes('/'))
-    .map((r) => ({ dst: r.dst, via: r.gateway!, dev: r.dev!, onlink: (r.flags ?? []).includes('onlink') }));
+  const routes = routesFromIpJson(await ipJson<IpRoute>(netns, ['route', 'show', 'table', 'main', 'proto', String(KNET_RTPROTO)]));
   if (!(await linkExists(netns, device))) return { routes, neighbours: [], fdb: [] };
   const neighbours = (await ipJson<IpNeigh>(netns, ['neigh', 'show', 'dev', device, 'nud', 'permanent']))
     .filter((n) => n.lladdr && n.protocol === String(KNET_RTPROTO))

@@ -290,6 +290,20 @@ rootTest('config missing at start is retried; etcd stopped for 60 s: traffic flo
   t.true(await ping(a.pod!, b.podIP!));
 });
 
+rootTest('15.19: a node with net.ipv4.ip_forward=0 says so at start and on /readyz; turning it on makes it ready', async (t) => {
+  const c = await makeCluster(t, 1);
+  const [a] = c.nodes as [Node];
+  await inNs(a.ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+  startAgent(t, c, a, ['--resync-period', '1']);
+  await waitFor('the warning', async () => a.agent!.logs().includes('net.ipv4.ip_forward is 0'));
+  await waitFor('subnet file', async () => existsSync(a.subnetFile));
+  const { stdout } = await inNs(a.ns, 'curl', ['-s', `http://127.0.0.1:${HEALTHZ}/readyz`]);
+  t.regex(stdout, /^not ready: net\.ipv4\.ip_forward is 0: this node drops traffic between its pods and other nodes/);
+  await inNs(a.ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  await waitFor('ready', async () => (await healthz(a)) === '200', 15_000);
+  t.pass();
+});
+
 rootTest('two agents racing for the last free subnet: one gets it, the other reports "out of subnets"', async (t) => {
   const c = await makeCluster(t, 2, '{"Network":"10.5.0.0/16","SubnetMin":"10.5.7.0","SubnetMax":"10.5.7.0","Backend":{"Type":"vxlan"}}');
   for (const n of c.nodes) startAgent(t, c, n);

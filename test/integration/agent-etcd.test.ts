@@ -101,6 +101,29 @@ test('two nodes racing for the last free subnet: exactly one gets it, the other 
   t.is((await reg.listLeases()).leases.length, 3);
 });
 
+test('15.7: a subnets/ prefix holding 4 MB (three 1.4 MB values) is listed and watched; the big values are skipped by key', async (t) => {
+  const { raw, reg } = await setup(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
+  const big = JSON.stringify({ PublicIP: '192.168.50.99', PublicIPv6: null, BackendType: 'vxlan', BackendData: { pad: 'x'.repeat(1_400_000) } });
+  await raw.put('/coreos.com/network/subnets/10.5.2.0-24').value(JSON.stringify(attrs('192.168.50.2')));
+  for (const n of [3, 4, 5]) await raw.put(`/coreos.com/network/subnets/10.5.${n}.0-24`).value(big);
+  const list = await reg.listLeases();
+  t.deepEqual(list.leases.map((l) => l.key), ['10.5.2.0-24']);
+  t.deepEqual(list.invalid.map((i) => i.key.split('/').pop()), ['10.5.3.0-24', '10.5.4.0-24', '10.5.5.0-24']);
+  t.regex(list.invalid[0]!.error, /bytes is over the 16384-byte limit; skipped unread/);
+  // A serializable listing (lease acquisition) pages the same way.
+  t.is((await reg.listLeases({ serializable: true })).leases.length, 1);
+  const seen: string[] = [];
+  const w = await reg.watchLeases(String(BigInt(list.revision) + 1n), {
+    put: (l) => seen.push(`put ${l.key}`), invalid: (b) => seen.push(`invalid ${b.key.split('/').pop()}`), delete: (k) => seen.push(`delete ${k}`), end: (r) => seen.push(`end ${r}`),
+  });
+  t.teardown(() => w.cancel());
+  await raw.put('/coreos.com/network/subnets/10.5.6.0-24').value(big);
+  await raw.put('/coreos.com/network/subnets/10.5.7.0-24').value(JSON.stringify(attrs('192.168.50.7')));
+  const until = Date.now() + 10_000;
+  while (seen.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(seen, ['invalid 10.5.6.0-24', 'put 10.5.7.0-24']);
+});
+
 test('etcd helper: stop and start keep data and port', async (t) => {
   const { etcd, raw } = await setup(t);
   await raw.put('/k').value('v');

@@ -83,6 +83,22 @@ rootTest('a deleted device is recreated with the same VTEP MAC; a restarted back
   t.is((await again.reconcile(own, [lease(2, '192.168.50.2')])).changes, 0);
 });
 
+rootTest('15.11: a /32 route knet made and nothing wants any more is removed', async (t) => {
+  const { ns, backend } = await node(t);
+  const mac = ((await backend.prepare(undefined)).backendData as { VtepMAC: string }).VtepMAC;
+  const own = lease(1, '192.168.50.1', mac);
+  await backend.reconcile(own, [lease(2, '192.168.50.2')]);
+  // A host route with knet's protocol, as an older lease (or a hand) left it.
+  await ipBatch(ns, ['route add 10.5.9.7/32 via 10.5.2.0 dev flannel.1 onlink proto 75']);
+  t.true((await readOverlayState(ns, 'flannel.1')).routes.some((r) => r.dst === '10.5.9.7/32'), 'read back with its prefix');
+  const r = await backend.reconcile(own, [lease(2, '192.168.50.2')]);
+  t.is(r.changes, 1);
+  t.deepEqual(r.errors, []);
+  const routes = await ipJson<{ dst: string }>(ns, ['route', 'show']);
+  t.false(routes.some((x) => x.dst === '10.5.9.7'), 'the /32 is gone');
+  t.true(routes.some((x) => x.dst === '10.5.2.0/24'));
+});
+
 rootTest('bad names never reach the kernel', async (t) => {
   const { ns } = await node(t);
   await t.throwsAsync(readOverlayState(ns, 'flannel.1; reboot'), { message: /invalid device/ });

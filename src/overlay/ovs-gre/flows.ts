@@ -2,7 +2,8 @@
 // (the seed's GRE setup), and the comparison with what the switch reports. Flow text is written
 // in the form `ovs-ofctl dump-flows --no-stats` prints, and both sides are normalised, so an
 // unchanged table costs one dump and no write.
-import { type Cidr, contains, formatCidr, overlaps } from '../../subnet/cidr.ts';
+import { type Cidr, formatCidr } from '../../subnet/cidr.ts';
+import { selectPeers } from '../peers.ts';
 import type { Lease } from '../../subnet/lease.ts';
 import { OVS_GRE_TYPE } from './config.ts';
 
@@ -31,26 +32,15 @@ export function desiredFlows(input: FlowInput): DesiredFlows {
     `${p},ip,in_port=${tun},nw_dst=${own} actions=output:${int}`,
     `${p},arp,in_port=${tun},arp_tpa=${own} actions=output:${int}`,
   ];
-  const skipped: { key: string; reason: string }[] = [];
-  const accepted: Cidr[] = [input.own.subnet];
-  const sorted = [...input.peers].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  let programmed = 0;
-  for (const peer of sorted) {
-    if (peer.key === input.own.key) continue;
-    const skip = (reason: string) => skipped.push({ key: peer.key, reason });
-    // As in flannel, nodes of another backend type are not peers: they could not decapsulate.
-    if (peer.attrs.BackendType !== OVS_GRE_TYPE) { skip(`backend type ${JSON.stringify(peer.attrs.BackendType ?? '')} is not ${OVS_GRE_TYPE}`); continue; }
-    if (peer.attrs.PublicIP === input.own.attrs.PublicIP) { skip('has this node\'s public IP (stale lease)'); continue; }
-    if (!contains(input.network, peer.subnet)) { skip(`subnet is outside the network ${formatCidr(input.network)}`); continue; }
-    const clash = accepted.find((c) => overlaps(c, peer.subnet));
-    if (clash) { skip(`subnet overlaps ${formatCidr(clash)}`); continue; }
-    accepted.push(peer.subnet);
+  const { accepted, skipped } = selectPeers({ network: input.network, own: input.own, peers: input.peers, backendType: OVS_GRE_TYPE });
+  for (const peer of accepted) {
     const dst = formatCidr(peer.subnet);
     const out = `set_field:${peer.attrs.PublicIP}->tun_dst,output:${tun}`;
     flows.push(`${p},ip,in_port=${int},nw_dst=${dst} actions=${out}`);
     flows.push(`${p},arp,in_port=${int},arp_tpa=${dst} actions=${out}`);
-    programmed++;
   }
+  const programmed = accepted.length;
+  skipped.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return { flows, programmed, skipped };
 }
 

@@ -1,7 +1,9 @@
 // Pure: from this node's lease and the peers' leases, the routes, neighbours and FDB entries a
-// VXLAN node must hold (facts A.8). Every peer value was validated when the lease was parsed;
-// here peers that cannot be programmed safely are skipped with a reason.
-import { type Cidr, contains, containsIP, formatCidr, formatIP, parseIPv4 } from '../../subnet/cidr.ts';
+// VXLAN node must hold: per peer an onlink route via its subnet's .0, a permanent neighbour and
+// an FDB entry. Which peers are usable is src/overlay/peers.ts (shared with ovs-gre); this adds
+// the VXLAN checks (BackendData, VNI, one owner per VTEP MAC).
+import { type Cidr, containsIP, formatCidr, formatIP, parseIPv4 } from '../../subnet/cidr.ts';
+import { selectPeers } from '../peers.ts';
 import { type Lease, parseVxlanBackendData } from '../../subnet/lease.ts';
 import { type OverlayState, emptyState } from '../types.ts';
 
@@ -24,16 +26,13 @@ export interface VxlanDesired {
 
 export function desiredVxlanState(input: VxlanDesiredInput): VxlanDesired {
   const state = emptyState();
-  const skipped: { key: string; reason: string }[] = [];
+  const { accepted, skipped } = selectPeers({ network: input.network, own: input.own, peers: input.peers, backendType: 'vxlan' });
   let programmed = 0;
-  const seenMacs = new Map<string, string>();
-  const sorted = [...input.peers].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  for (const peer of sorted) {
-    if (peer.key === input.own.key) continue;
+  const macHolder = new Map<string, string>();
+  // Accepted peers come in establishment order, so a VTEP MAC claimed twice stays with the
+  // lease that had it first (two FDB owners would make traffic flap between them).
+  for (const peer of accepted) {
     const skip = (reason: string) => skipped.push({ key: peer.key, reason });
-    if (peer.attrs.BackendType !== 'vxlan') { skip(`backend type ${JSON.stringify(peer.attrs.BackendType ?? '')} is not vxlan`); continue; }
-    if (peer.attrs.PublicIP === input.own.attrs.PublicIP) { skip('has this node\'s public IP (stale lease)'); continue; }
-    if (!contains(input.network, peer.subnet)) { skip(`subnet is outside the network ${formatCidr(input.network)}`); continue; }
     let data;
     try {
       data = parseVxlanBackendData(peer.attrs.BackendData);
@@ -48,15 +47,24 @@ export function desiredVxlanState(input: VxlanDesiredInput): VxlanDesired {
       programmed++;
       continue;
     }
-    // Two peers with one VTEP MAC would make the FDB flap between them; keep the first.
-    const holder = seenMacs.get(data.VtepMAC);
-    if (holder) { skip(`VtepMAC ${data.VtepMAC} is already used by ${holder}`); continue; }
-    seenMacs.set(data.VtepMAC, peer.key);
+    const holder = macHolder.get(data.VtepMAC);
+    if (holder) { skip(`VtepMAC ${data.VtepMAC} is already used by ${holder}, which holds it since earlier`); continue; }
+    if (data.VtepMAC === ownMac(input.own)) { skip(`VtepMAC ${data.VtepMAC} is this node's own`); continue; }
+    macHolder.set(data.VtepMAC, peer.key);
     const gw = formatIP(4, peer.subnet.base);
     state.neighbours.push({ ip: gw, mac: data.VtepMAC, dev: input.device });
     state.fdb.push({ mac: data.VtepMAC, dst: peer.attrs.PublicIP, dev: input.device });
     state.routes.push({ dst, via: gw, dev: input.device, onlink: true });
     programmed++;
   }
+  skipped.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return { state, programmed, skipped };
+}
+
+function ownMac(own: Lease): string | null {
+  try {
+    return parseVxlanBackendData(own.attrs.BackendData).VtepMAC;
+  } catch {
+    return null;
+  }
 }
