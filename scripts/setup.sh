@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(etcd-server etcd-client iptables nftables iproute2 conntrack openvswitch-switch ethtool iperf3 haproxy socat
+PKGS=(etcd-server etcd-client iptables nftables iproute2 conntrack openvswitch-switch ethtool iperf3 haproxy socat kubernetes-client
       containernetworking-plugins python3 procps)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -23,9 +23,11 @@ export function registerLab(program: Command): void {
   const lab = program
     .command('lab')
     .description('a multi-node cluster in network namespaces on this machine: etcd, knet agent and proxy per node, pods through the CNI plugin')
+    .enablePositionalOptions()
     .addHelpText('after', `
-The lab's API is a small stand-in for kube-apiserver backed by the lab's etcd (Services,
-EndpointSlices, Nodes, Pods over the list/watch wire format); it is not a Kubernetes.
+The lab's API is a small stand-in for kube-apiserver backed by the lab's own etcd (Namespaces,
+Nodes, Pods, Services, Endpoints, EndpointSlices over the Kubernetes REST API, enough for
+kubectl and informers); it is not a Kubernetes.
 Everything lives in namespaces named knl-<labid>-* and files under --dir (default /run/knet-lab,
 or $KNET_LAB_DIR). Needs root.
 
@@ -33,6 +35,7 @@ Examples:
   knet lab up --nodes 3 && knet lab check
   knet lab status
   knet lab apply -f scale-web.yaml
+  knet lab kubectl get svc,endpointslices -A -o wide
   knet lab exec client-1 -- curl -s 10.254.0.10
   knet lab down`);
   const dirOption = ['--dir <DIR>', 'lab directory (default $KNET_LAB_DIR or /run/knet-lab)'] as const;
@@ -52,8 +55,10 @@ Examples:
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
       try {
-        await labUp({ dir, nodes: o.nodes, backend: o.backend, proxyMode: o.proxyMode, ...(o.nsPrefix ? { nsPrefix: o.nsPrefix } : {}), noWorkload: !o.workload, progress: say });
+        const state = await labUp({ dir, nodes: o.nodes, backend: o.backend, proxyMode: o.proxyMode, ...(o.nsPrefix ? { nsPrefix: o.nsPrefix } : {}), noWorkload: !o.workload, progress: say });
+        const { kubectlHint } = await import('../lab/commands.ts');
         say(`next: knet lab status${o.dir ? ` --dir ${dir}` : ''}; knet lab check${o.dir ? ` --dir ${dir}` : ''}`);
+        say(kubectlHint(state));
       } catch (err) {
         if (err instanceof Interrupted) { process.exitCode = 130; return; }
         throw err;
@@ -131,6 +136,18 @@ Examples:
       else process.stdout.write(formatCheckTable(r.rows));
       say(`check took ${r.seconds.toFixed(1)}s`);
       if (!r.passed) process.exitCode = 1;
+    });
+
+  lab.command('kubectl')
+    .description('run kubectl against the lab API (in the lab\'s underlay namespace, with the lab\'s administrator kubeconfig)')
+    .argument('[args...]', 'kubectl arguments (options of this command, like --dir, go before them)')
+    .option(...dirOption)
+    .passThroughOptions()
+    .allowUnknownOption()
+    .helpOption('--knet-help', 'help for this command (kubectl\'s own --help passes through)')
+    .action(async (args: string[], o: DirOpt) => {
+      const { labKubectl } = await import('../lab/commands.ts');
+      process.exitCode = await labKubectl(await dirOf(o), args);
     });
 
   // The lab API daemon, started by `lab up` inside the lab's underlay namespace.

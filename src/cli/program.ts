@@ -11,7 +11,9 @@ export function buildProgram(): Command {
   program
     .name('knet')
     .description('Kubernetes node networking: CNI plugin, overlay agent, service proxy, rule inspection, labs')
-    .version('0.1.0');
+    .version('0.1.0')
+    // `knet lab kubectl ARGS` hands its options to kubectl (positional options, passed through).
+    .enablePositionalOptions();
   registerRules(program);
   registerAgent(program);
   registerProxy(program);

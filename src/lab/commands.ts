@@ -10,7 +10,7 @@ import type { EndpointSlice, Service } from '../model/k8s.ts';
 import { formatCheckTable, judge, planChecks, type Probe, type Row } from './check.ts';
 import { LabApiClient } from './client.ts';
 import { createPod, deletePod, pool } from './pods.ts';
-import { paths, requireState, type LabState } from './state.ts';
+import { labDir, paths, requireState, type LabState } from './state.ts';
 import { childEnv, pidAlive, sleep } from './shell.ts';
 import { formatStatus } from './status.ts';
 import { assertName, NETNS_ANNOTATION, normalizePod, podPorts, type LabPod } from './workload.ts';
@@ -48,7 +48,7 @@ export function parseLabManifests(text: string, source: string): Manifest[] {
       ((r.items ?? []) as unknown[]).forEach((x, i) => add(x, `${where} items[${i}]`));
       return;
     }
-    if (r.kind !== 'Service' && r.kind !== 'EndpointSlice' && r.kind !== 'Pod') throw new Error(`${where}: kind ${JSON.stringify(r.kind)} is not served by the lab (Service, EndpointSlice, Pod)`);
+    if (r.kind !== 'Service' && r.kind !== 'EndpointSlice' && r.kind !== 'Pod' && r.kind !== 'Namespace') throw new Error(`${where}: kind ${JSON.stringify(r.kind)} is not applied by knet lab apply (Namespace, Service, EndpointSlice, Pod; kubectl against the lab API serves Nodes and Endpoints too)`);
     const md = (r.metadata ?? {}) as Record<string, unknown>;
     assertName(`${where} metadata.name`, md.name);
     if (md.namespace !== undefined) assertName(`${where} metadata.namespace`, md.namespace);
@@ -70,6 +70,9 @@ export async function labApply(dir: string, file: string, say: (l: string) => vo
   const items = parseLabManifests(text, file);
   const nodeNames = s.plan.nodes.map((n) => n.name);
   const pods = items.filter((m) => m.kind === 'Pod').map((m) => normalizePod(m.obj, nodeNames));
+  // Namespaces first (named ones, and the ones the other objects are in), as kubectl needs them.
+  const namespaces = new Set([...items.filter((m) => m.kind === 'Namespace').map((m) => nameOf(m.obj)), ...items.filter((m) => m.kind !== 'Namespace').map((m) => nsOf(m.obj))]);
+  for (const ns of namespaces) if (await api.ensureNamespace(ns)) say(`namespace/${ns} created`);
   // Services and slices first: proxies program the rules while pods come up.
   for (const m of items.filter((x) => x.kind === 'Service')) {
     const r = await api.putService(m.obj as unknown as Service);
@@ -123,7 +126,29 @@ export async function labDelete(dir: string, targets: Array<{ kind: Kind; namesp
 
 export function deleteTargetsFromFile(file: string): Array<{ kind: Kind; namespace: string; name: string }> {
   const text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
-  return parseLabManifests(text, file).map((m) => ({ kind: kindOf(m.kind), namespace: nsOf(m.obj), name: nameOf(m.obj) }));
+  return parseLabManifests(text, file).filter((m) => m.kind !== 'Namespace').map((m) => ({ kind: kindOf(m.kind), namespace: nsOf(m.obj), name: nameOf(m.obj) }));
+}
+
+// ---- kubectl ----
+
+/**
+ * Runs the machine's kubectl against the lab API: inside the lab's underlay namespace (where the
+ * API listens), with the lab's administrator kubeconfig and a discovery cache in the lab dir.
+ */
+export async function labKubectl(dir: string, args: string[]): Promise<number> {
+  const s = requireState(dir);
+  const P = paths(dir);
+  const child = spawn('ip', ['netns', 'exec', s.plan.underlay.ns, 'kubectl', '--kubeconfig', P.kubeconfig, '--cache-dir', P.kubectlCache, ...args], { stdio: 'inherit', env: childEnv() });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, sig) => resolve(code ?? (sig ? 128 + 9 : 1)));
+  });
+}
+
+/** How to run kubectl against a lab (printed by `lab up`). */
+export function kubectlHint(s: LabState): string {
+  const P = paths(s.dir);
+  return `kubectl: knet lab kubectl${s.dir === labDir() ? '' : ` --dir ${s.dir}`} get pods -A -o wide   (the same: ip netns exec ${s.plan.underlay.ns} kubectl --kubeconfig ${P.kubeconfig} ...)`;
 }
 
 // ---- exec ----

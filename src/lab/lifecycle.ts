@@ -15,7 +15,8 @@ import { ECHO_SERVER, PROBE_CLIENT } from './scripts.ts';
 import { primeTunnelNeighbours, startOvsDaemons, stopOvsAt, type OvsInstance } from './ovs.ts';
 import { paths, readState, writeState, type LabState } from './state.ts';
 import { childEnv, FatalWaitError, knetBinaries, packageRoot, pidAlive, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
-import { agentIface, cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, underlayLinks, type LabPlan } from './topology.ts';
+import { agentIface, cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, REGISTRY_ETCD_PORT, underlayLinks, type LabPlan } from './topology.ts';
+import { MASTERS, NODES, tokenLine } from './api/auth.ts';
 import { defaultWorkload } from './workload.ts';
 
 export interface UpOptions {
@@ -112,8 +113,6 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     logPath = P.logs;
     const s = Date.now();
     const r = await fn();
-    // Test hook: fail after this step made its things, to prove a failed up removes them.
-    if (process.env.KNET_LAB_FAIL_AFTER === name) throw new Error(`failing after "${name}" on purpose (KNET_LAB_FAIL_AFTER)`);
     const seconds = (Date.now() - s) / 1000;
     state.steps!.push({ step: name, seconds });
     writeState(state);
@@ -160,7 +159,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       if (existsSync(bins.netlinkAddon)) copyFileSync(bins.netlinkAddon, join(P.cniBin, 'knet-netlink.node'));
       writeFileSync(P.echo, ECHO_SERVER);
       writeFileSync(P.probe, PROBE_CLIENT);
-      writeFileSync(P.kubeconfig, kubeconfigText(plan.apiServer));
+      writeCredentials(plan, P);
       // Pod to a Service answered by a pod on the same bridge needs bridged traffic to see
       // iptables (br_netfilter, per namespace). The lab never loads a module: without it, the
       // proxies masquerade all service traffic instead.
@@ -216,12 +215,19 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     }
     await step('etcd', async () => {
       const u = plan.underlay;
-      const client = `http://${u.ip}:${ETCD_PORT},http://127.0.0.1:${ETCD_PORT}`;
-      const peer = `http://127.0.0.1:2380`;
-      const st = await started('etcd', u.ns, 'etcd', ['--name', 'knet-lab', '--data-dir', P.etcdData, '--listen-client-urls', client,
-        '--advertise-client-urls', `http://${u.ip}:${ETCD_PORT}`, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-        '--initial-cluster', `knet-lab=${peer}`, '--logger', 'zap', '--log-outputs', 'stderr']);
-      await waitProcess('etcd', 'etcd to serve clients', async () => /serving client traffic|ready to serve client requests/.test(readFileSync(st.log, 'utf8')), 30_000);
+      const etcd = async (what: string, dataDir: string, clients: string[], peerPort: number) => {
+        const peer = `http://127.0.0.1:${peerPort}`;
+        const st = await started(what, u.ns, 'etcd', ['--name', what, '--data-dir', dataDir, '--listen-client-urls', clients.join(','),
+          '--advertise-client-urls', clients[0]!, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+          '--initial-cluster', `${what}=${peer}`, '--logger', 'zap', '--log-outputs', 'stderr']);
+        await waitProcess(what, `${what} to serve clients`, async () => /serving client traffic|ready to serve client requests/.test(readFileSync(st.log, 'utf8')), 30_000);
+      };
+      // The lab API's etcd listens on the underlay namespace's loopback only: nothing on the
+      // lab's network (a node, the outside host) can write /registry/ behind the API's back.
+      const registry = etcd('etcd', P.registryEtcdData, [`http://127.0.0.1:${REGISTRY_ETCD_PORT}`], REGISTRY_ETCD_PORT + 1);
+      // etcd mode: the agents lease subnets in a second etcd, on the underlay (flannel's etcd).
+      const flannel = plan.subnetManager === 'kube' ? Promise.resolve() : etcd('flannel-etcd', P.etcdData, [`http://${u.ip}:${ETCD_PORT}`, `http://127.0.0.1:${ETCD_PORT}`], ETCD_PORT + 1);
+      await Promise.all([registry, flannel]);
     });
     const api = new LabApiClient(P.socket);
     await step('lab API', async () => {
@@ -240,7 +246,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     });
     await step('start proxies', async () => {
       for (const n of plan.nodes) {
-        await started(`proxy-${n.name}`, n.ns, process.execPath, [bins.cli, 'proxy', '--kubeconfig', P.kubeconfig, '--config', join(P.node(n.name), 'kube-proxy.yaml'),
+        await started(`proxy-${n.name}`, n.ns, process.execPath, [bins.cli, 'proxy', '--kubeconfig', P.nodeKubeconfig(n.name), '--config', join(P.node(n.name), 'kube-proxy.yaml'),
           '--hostname-override', n.name, '--node-ip', n.ip, '--iptables-backend', 'nft']);
       }
     });
@@ -260,7 +266,11 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         await api.putNode({
           metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name } },
           spec: { podCIDR: cidr, podCIDRs: [cidr] },
-          status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
+          // What a kubelet would report; the lab has none, its node processes are the agent and proxy.
+          status: {
+            addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }],
+            conditions: [{ type: 'Ready', status: 'True', reason: 'LabNodeReady', message: 'the lab node\'s agent and proxy are running', lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') }],
+          },
         });
       });
     });
@@ -292,6 +302,25 @@ export async function labUp(o: UpOptions): Promise<LabState> {
   }
 }
 
+/**
+ * The lab API's users, as a cluster has them: an administrator (DIR/kubeconfig, for kubectl)
+ * and one per node (its proxy and agent: user system:node:NAME in group system:nodes, which may
+ * read everything and change only its own Node). Tokens are random per lab; the files are 0600.
+ */
+function writeCredentials(plan: LabPlan, P: ReturnType<typeof paths>): void {
+  const token = () => randomBytes(24).toString('hex');
+  const admin = token();
+  const lines = [tokenLine(admin, 'knet-lab-admin', [MASTERS])];
+  writeFileSync(P.kubeconfig, kubeconfigText(plan.apiServer, admin, 'knet-lab-admin'), { mode: 0o600 });
+  for (const n of plan.nodes) {
+    const t = token();
+    lines.push(tokenLine(t, `system:node:${n.name}`, [NODES]));
+    mkdirSync(P.node(n.name), { recursive: true });
+    writeFileSync(P.nodeKubeconfig(n.name), kubeconfigText(plan.apiServer, t, `system:node:${n.name}`), { mode: 0o600 });
+  }
+  writeFileSync(P.tokens, lines.join('\n') + '\n', { mode: 0o600 });
+}
+
 /** Stops the lab's processes, deletes its namespaces and files. Never throws for a missing piece. */
 export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: (l: string) => void } = {}): Promise<{ namespaces: number; processes: number }> {
   const say = o.progress ?? (() => undefined);
@@ -310,7 +339,7 @@ export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: 
   mine.sort((a, b) => rank(a) - rank(b));
   for (const r of [0, 1, 2]) await pool(mine.filter((n) => rank(n) === r), 8, (n) => deleteNetns(n));
   say(`  stopped ${procs.length} processes, deleted ${mine.length} namespaces`);
-  for (const f of [P.socket, P.kubeconfig, P.echo, P.probe, join(s.dir, 'cni'), join(s.dir, 'nodes'), P.etcdData]) rmSync(f, { recursive: true, force: true });
+  for (const f of [P.socket, P.kubeconfig, P.tokens, P.kubectlCache, P.echo, P.probe, join(s.dir, 'cni'), join(s.dir, 'nodes'), P.etcdData, P.registryEtcdData]) rmSync(f, { recursive: true, force: true });
   rmSync(P.state, { force: true });
   if (!o.keepLogs) {
     rmSync(P.logs, { recursive: true, force: true });

@@ -52,13 +52,26 @@ export async function createPod(s: LabState, api: LabApiClient, pod: LabPod): Pr
       { readyLine: 'ready', env: childEnv() });
     const out: LabPod = JSON.parse(JSON.stringify(pod));
     out.metadata.annotations = { ...(out.metadata.annotations ?? {}), [NETNS_ANNOTATION]: ns };
-    out.status = { phase: 'Running', podIP: ip, podIPs: [{ ip }], hostIP: node.ip };
-    return await api.putPod(out);
+    const created = await api.putPod(out);
+    return await api.putPodStatus({ ...created, status: runningStatus(pod, ip, node.ip) });
   } catch (err) {
     await execCni(s, 'DEL', pod, ns).catch(() => undefined);
     await deleteNetns(ns);
     throw err;
   }
+}
+
+/** What a kubelet reports for a started pod: Running, its address, every container ready. */
+export function runningStatus(pod: LabPod, ip: string, hostIP: string): NonNullable<LabPod['status']> {
+  const at = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  const condition = (type: string) => ({ type, status: 'True', lastTransitionTime: at });
+  return {
+    phase: 'Running', podIP: ip, podIPs: [{ ip }], hostIP, hostIPs: [{ ip: hostIP }], startTime: at, qosClass: 'BestEffort',
+    conditions: ['Initialized', 'Ready', 'ContainersReady', 'PodScheduled'].map(condition),
+    containerStatuses: pod.spec.containers.map((c) => ({
+      name: c.name, ready: true, started: true, restartCount: 0, image: c.image ?? '', imageID: '', state: { running: { startedAt: at } },
+    })),
+  };
 }
 
 /** CNI DEL, then the namespace (and the echo server in it), then the API object. */

@@ -31,12 +31,21 @@ export const paths = (dir: string) => ({
   state: join(dir, 'state.json'),
   logs: join(dir, 'logs'),
   socket: join(dir, 'api.sock'),
+  /** The administrator's kubeconfig (kubectl, `knet lab kubectl`). */
   kubeconfig: join(dir, 'kubeconfig'),
+  /** The lab API's bearer tokens (kube-apiserver's static token file format), mode 0600. */
+  tokens: join(dir, 'api-tokens.csv'),
+  kubectlCache: join(dir, 'kubectl-cache'),
+  /** The flannel etcd's data (node subnet leases). */
   etcdData: join(dir, 'etcd'),
+  /** The lab API's etcd data (/registry/). */
+  registryEtcdData: join(dir, 'etcd-registry'),
   cniBin: join(dir, 'cni', 'bin'),
   echo: join(dir, 'echo.mjs'),
   probe: join(dir, 'probe.mjs'),
   node: (name: string) => join(dir, 'nodes', name),
+  /** A node's kubeconfig (its proxy and agent: group system:nodes, user system:node:NAME). */
+  nodeKubeconfig: (name: string) => join(dir, 'nodes', name, 'kubeconfig'),
   /** ovs-gre: the node's OVS run directory (database, sockets, pidfiles, logs). */
   ovs: (name: string) => join(dir, 'nodes', name, 'ovs'),
   log: (what: string) => join(dir, 'logs', `${what}.log`),

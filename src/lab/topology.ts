@@ -20,8 +20,16 @@ export const POD_NETWORK = '10.244.0.0/16';
 /** The book's --service-cluster-ip-range. */
 export const SERVICE_CIDR = '10.254.0.0/16';
 export const NODEPORT_RANGE: readonly [number, number] = [30000, 32767];
+/** The etcd node agents lease subnets in (flannel's etcd mode), on the underlay. */
 export const ETCD_PORT = 2379;
+/**
+ * The lab API's own etcd (/registry/): on the underlay namespace's loopback only, so nothing
+ * but the lab API reaches it (a cluster's kube-apiserver etcd is not on the node network either).
+ */
+export const REGISTRY_ETCD_PORT = 2381;
 export const API_PORT = 6443;
+/** kube-controller-manager's --node-cidr-mask-size for IPv4 (the lab's subnets are /24s, as flannel's). */
+export const NODE_CIDR_MASK_SIZE = 24;
 export const MAX_NODES = 100;
 export const FLANNEL_PREFIX = '/coreos.com/network';
 
@@ -46,6 +54,11 @@ export interface LabPlan {
   nodes: LabNodePlan[];
   etcdEndpoint: string;
   apiServer: string;
+  /**
+   * Where node pod subnets come from: leases in etcd (flannel's etcd mode, the default when
+   * absent) or the Nodes' podCIDR, which the lab API allocates (kube mode).
+   */
+  subnetManager?: 'etcd' | 'kube';
   networkConfig: string;
   podNetwork: string;
   serviceCIDR: string;
@@ -151,15 +164,18 @@ export function kubeProxyConfig(p: LabPlan, node: LabNodePlan, masqueradeAll: bo
   ].join('\n');
 }
 
-/** A kubeconfig for the lab API (plain HTTP inside the lab's underlay). */
-export function kubeconfigText(server: string): string {
+/**
+ * A kubeconfig for the lab API (plain HTTP inside the lab's underlay), with the bearer token of
+ * one of the lab's users (the API's token file names them).
+ */
+export function kubeconfigText(server: string, token: string, user = 'knet-lab'): string {
   return [
     'apiVersion: v1', 'kind: Config', 'current-context: knet-lab',
     'clusters:', '- name: knet-lab', '  cluster:', `    server: ${server}`,
     // The lab API is plain HTTP inside the lab; client-node only allows that with this set.
     '    insecure-skip-tls-verify: true',
-    'users:', '- name: knet-lab', '  user:', '    token: knet-lab',
-    'contexts:', '- name: knet-lab', '  context:', '    cluster: knet-lab', '    user: knet-lab', '',
+    'users:', `- name: ${user}`, '  user:', `    token: ${token}`,
+    'contexts:', '- name: knet-lab', '  context:', '    cluster: knet-lab', `    user: ${user}`, '',
   ].join('\n');
 }
 

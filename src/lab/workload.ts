@@ -1,6 +1,7 @@
 // The lab's objects as pure data: the small Pod shape `lab apply` accepts, the default
-// workload, EndpointSlices derived from pod labels (what kube-controller-manager's EndpointSlice
-// controller does for Services with selectors), and ClusterIP / NodePort allocation.
+// workload, and what kube-controller-manager's endpoint controllers derive: EndpointSlices and
+// Endpoints from pod labels for Services with selectors, EndpointSlices mirrored from hand-kept
+// Endpoints. (ClusterIP, NodePort and pod CIDR allocation live with the lab API: api/allocate.ts.)
 import type { EndpointSlice, Service } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { OUTSIDE_IP } from './topology.ts';
@@ -9,6 +10,8 @@ export const MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
 export const MANAGED_BY = 'lab.knet.dev';
 export const NETNS_ANNOTATION = 'lab.knet.dev/netns';
 export const OUTSIDE_NAME = 'outside';
+/** The image a lab pod's one container names (there is no image: the echo server is a script). */
+export const LAB_POD_IMAGE = 'lab.knet.dev/echo';
 
 export interface PodPort { port: number; protocol: 'TCP' | 'UDP' | 'BOTH'; name?: string }
 
@@ -17,8 +20,8 @@ export interface LabPod {
   apiVersion: 'v1';
   kind: 'Pod';
   metadata: { name: string; namespace: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string; uid?: string };
-  spec: { nodeName: string; containers: Array<{ name: string; ports: Array<{ containerPort: number; protocol?: string; name?: string }> }> };
-  status?: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; hostIP?: string };
+  spec: { nodeName: string; containers: Array<{ name: string; image?: string; ports: Array<{ containerPort: number; protocol?: string; name?: string }> }> };
+  status?: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; hostIP?: string; [k: string]: unknown };
 }
 
 const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -67,7 +70,7 @@ export function normalizePod(o: Record<string, unknown>, nodeNames: readonly str
     });
   }
   if (ports.length === 0) ports.push({ containerPort: 8080 });
-  const pod: LabPod = { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, spec: { nodeName, containers: [{ name: 'echo', ports }] } };
+  const pod: LabPod = { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, spec: { nodeName, containers: [{ name: 'echo', image: LAB_POD_IMAGE, ports }] } };
   if (Object.keys(labels).length) pod.metadata.labels = { ...labels };
   return pod;
 }
@@ -159,77 +162,79 @@ export function isManagedSlice(s: EndpointSlice): boolean {
   return s.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY;
 }
 
-function ipToInt(ip: string): number {
-  return ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
-}
-function intToIp(n: number): string {
-  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
-}
+/** The label kube-controller-manager's mirroring controller puts on the slices it makes. */
+export const MIRROR_MANAGED_BY = 'endpointslicemirroring-controller.k8s.io';
+export const SKIP_MIRROR_LABEL = 'endpointslice.kubernetes.io/skip-mirror';
+export const ENDPOINTS_MANAGED_LABEL = 'endpoints.lab.knet.dev/managed';
 
-/** The first free address of the CIDR from .10 on (a requested one must be inside and free). */
-export function allocateClusterIP(cidr: string, used: ReadonlySet<string>, requested?: string): string {
-  const [base, lenText] = cidr.split('/') as [string, string];
-  const size = 2 ** (32 - Number(lenText));
-  const start = ipToInt(base);
-  if (requested) {
-    const r = ipToInt(requested);
-    if (!/^\d+\.\d+\.\d+\.\d+$/.test(requested) || r <= start || r >= start + size - 1) throw new Error(`clusterIP ${requested} is not in the service range ${cidr}`);
-    if (used.has(requested)) throw new Error(`clusterIP ${requested} is already allocated`);
-    return requested;
-  }
-  for (let i = 10; i < size - 1; i++) {
-    const ip = intToIp(start + i);
-    if (!used.has(ip)) return ip;
-  }
-  throw new Error(`service range ${cidr} is full`);
-}
-
-export function allocateNodePort(range: readonly [number, number], used: ReadonlySet<number>, requested?: number): number {
-  if (requested !== undefined) {
-    if (requested < range[0] || requested > range[1]) throw new Error(`nodePort ${requested} is outside ${range[0]}-${range[1]}`);
-    if (used.has(requested)) throw new Error(`nodePort ${requested} is already allocated`);
-    return requested;
-  }
-  for (let p = range[0]; p <= range[1]; p++) if (!used.has(p)) return p;
-  throw new Error('no free NodePort');
+export interface EndpointsObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: { name?: string; namespace?: string; labels?: Record<string, string>; [k: string]: unknown };
+  subsets?: Array<{
+    addresses?: Array<{ ip: string; nodeName?: string; targetRef?: { kind: string; namespace: string; name: string } }>;
+    notReadyAddresses?: Array<{ ip: string; nodeName?: string }>;
+    ports?: Array<{ name?: string; port: number; protocol?: string }>;
+  }>;
 }
 
 /**
- * Fills in what kube-apiserver's Service REST storage would: a ClusterIP from the range, a
- * NodePort for NodePort/LoadBalancer ports, defaults for protocol and targetPort. `previous` is
- * the stored version: an update keeps its ClusterIP and NodePorts.
+ * The v1 Endpoints kept for Services with a selector (kube-controller-manager's endpoints
+ * controller): one object named as the Service, one subset with the ready pods and the ports
+ * their slices carry (a port whose target does not resolve is left out).
  */
-export function completeService(s: Service, previous: Service | undefined, all: readonly Service[], cidr: string, range: readonly [number, number]): Service {
-  const out: Service = JSON.parse(JSON.stringify(s));
-  out.apiVersion = 'v1';
-  out.kind = 'Service';
-  assertName('Service metadata.name', out.metadata.name);
-  out.metadata.namespace ??= 'default';
-  const spec = (out.spec ??= {});
-  spec.type ??= 'ClusterIP';
-  if (!['ClusterIP', 'NodePort', 'LoadBalancer'].includes(spec.type)) throw new Error(`Service ${out.metadata.name}: type ${spec.type} is not served by the lab`);
-  const key = (x: Service) => `${x.metadata.namespace ?? 'default'}/${x.metadata.name}`;
-  const others = all.filter((x) => key(x) !== key(out));
-  const usedIPs = new Set(others.map((x) => x.spec?.clusterIP).filter((x): x is string => !!x && x !== 'None'));
-  const usedPorts = new Set(others.flatMap((x) => (x.spec?.ports ?? []).map((p) => p.nodePort).filter((p): p is number => !!p)));
-  if (spec.clusterIP !== 'None') {
-    const wanted = spec.clusterIP || previous?.spec?.clusterIP;
-    spec.clusterIP = allocateClusterIP(cidr, usedIPs, wanted || undefined);
-    spec.clusterIPs = [spec.clusterIP];
-  }
-  spec.ipFamilies = ['IPv4'];
-  spec.sessionAffinity ??= 'None';
-  const ports = spec.ports ?? [];
-  if (ports.length === 0) throw new Error(`Service ${out.metadata.name}: spec.ports is empty`);
-  ports.forEach((p, i) => {
-    p.protocol ??= 'TCP';
-    port(p.port, `Service ${out.metadata.name} spec.ports[${i}].port`);
-    p.targetPort ??= p.port;
-    if (spec.type === 'NodePort' || spec.type === 'LoadBalancer') {
-      const prev = previous?.spec?.ports?.find((q) => q.port === p.port && (q.protocol ?? 'TCP') === p.protocol)?.nodePort;
-      p.nodePort = allocateNodePort(range, usedPorts, p.nodePort ?? prev);
-      usedPorts.add(p.nodePort);
-    } else delete p.nodePort;
+export function deriveEndpoints(slices: readonly EndpointSlice[]): EndpointsObject[] {
+  return slices.map((sl) => {
+    const service = sl.metadata.labels?.[SERVICE_NAME_LABEL] ?? sl.metadata.name!;
+    const ports = (sl.ports ?? []).filter((p) => typeof p.port === 'number').map((p) => ({ ...(p.name ? { name: p.name } : {}), port: p.port as number, protocol: p.protocol ?? 'TCP' }));
+    const endpoints = sl.endpoints ?? [];
+    const out: EndpointsObject = {
+      apiVersion: 'v1', kind: 'Endpoints',
+      metadata: { name: service, namespace: sl.metadata.namespace ?? 'default', labels: { [SERVICE_NAME_LABEL]: service, [ENDPOINTS_MANAGED_LABEL]: 'true' } },
+    };
+    if (endpoints.length && ports.length) {
+      out.subsets = [{
+        addresses: endpoints.map((e) => {
+          const ref = (e as { targetRef?: { kind: string; namespace: string; name: string } }).targetRef;
+          return { ip: e.addresses[0]!, ...(e.nodeName ? { nodeName: e.nodeName } : {}), ...(ref ? { targetRef: ref } : {}) };
+        }),
+        ports,
+      }];
+    }
+    return out;
   });
+}
+
+/**
+ * EndpointSlices mirrored from v1 Endpoints that users keep by hand for Services without a
+ * selector (kube-controller-manager's EndpointSlice mirroring controller), so such a Service
+ * (the book's mysql) gets traffic from proxies that read only EndpointSlices.
+ */
+export function mirrorEndpointSlices(services: readonly Service[], endpoints: readonly EndpointsObject[]): EndpointSlice[] {
+  const out: EndpointSlice[] = [];
+  for (const ep of endpoints) {
+    const ns = ep.metadata.namespace ?? 'default';
+    const svc = services.find((s) => (s.metadata.namespace ?? 'default') === ns && s.metadata.name === ep.metadata.name);
+    if (!svc || Object.keys(svc.spec?.selector ?? {}).length > 0 || ep.metadata.labels?.[SKIP_MIRROR_LABEL] === 'true') continue;
+    (ep.subsets ?? []).forEach((ss, i) => {
+      const v4 = (a: { ip: string }) => !a.ip.includes(':');
+      const endpointsOf = (list: Array<{ ip: string; nodeName?: string }> | undefined, ready: boolean) => (list ?? []).filter(v4).map((a) => ({
+        addresses: [a.ip], conditions: { ready }, ...(a.nodeName ? { nodeName: a.nodeName } : {}),
+      }));
+      const eps = [...endpointsOf(ss.addresses, true), ...endpointsOf(ss.notReadyAddresses, false)];
+      if (eps.length === 0) return;
+      out.push({
+        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+        metadata: { name: `${ep.metadata.name}-mirror-${i}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: ep.metadata.name!, [MANAGED_BY_LABEL]: MIRROR_MANAGED_BY } },
+        addressType: 'IPv4',
+        endpoints: eps,
+        ports: (ss.ports ?? []).map((p) => ({ name: p.name ?? '', protocol: p.protocol ?? 'TCP', port: p.port })),
+      });
+    });
+  }
   return out;
+}
+
+export function isMirroredSlice(s: EndpointSlice): boolean {
+  return s.metadata.labels?.[MANAGED_BY_LABEL] === MIRROR_MANAGED_BY;
 }

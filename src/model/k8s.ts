@@ -81,7 +81,10 @@ export interface Node {
   kind?: 'Node';
   metadata: ObjectMeta;
   spec?: { podCIDR?: string; podCIDRs?: string[]; unschedulable?: boolean; taints?: Array<{ key: string; effect?: string }> };
-  status?: { addresses?: Array<{ type: string; address: string }> };
+  status?: {
+    addresses?: Array<{ type: string; address: string }>;
+    conditions?: Array<{ type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string }>;
+  };
 }
 
 /** networking.k8s.io/v1 ServiceCIDR: a range cluster IPs are allocated from. */

@@ -25,9 +25,9 @@ delete env.NODE_EXTRA_CA_CERTS;
 
 interface Out { code: number | null; stdout: string; stderr: string }
 
-function lab(args: string[], o: { onStderr?: (text: string, kill: (s: NodeJS.Signals) => void) => void; env?: Record<string, string> } = {}): Promise<Out> {
+function lab(args: string[], o: { onStderr?: (text: string, kill: (s: NodeJS.Signals) => void) => void } = {}): Promise<Out> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', main, 'lab', ...args], { cwd: repo, env: { ...env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', main, 'lab', ...args], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
@@ -86,7 +86,7 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
   for (const step of ['namespaces', 'etcd', 'lab API', 'start agents', 'start proxies', 'leases', 'node objects', 'proxy sync', 'pods', 'services']) t.regex(up.stderr, new RegExp(`  ${step}: \\d+\\.\\d+s`));
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
   t.is(state.phase, 'up');
-  t.deepEqual(state.processes.map((p) => p.what).sort(), ['agent-node-1', 'agent-node-2', 'agent-node-3', 'etcd', 'lab-api', 'outside-echo', 'proxy-node-1', 'proxy-node-2', 'proxy-node-3']);
+  t.deepEqual(state.processes.map((p) => p.what).sort(), ['agent-node-1', 'agent-node-2', 'agent-node-3', 'etcd', 'flannel-etcd', 'lab-api', 'outside-echo', 'proxy-node-1', 'proxy-node-2', 'proxy-node-3']);
   t.true(state.namespaces.every((n) => n.startsWith(prefix)));
   const pids = state.processes.map((p) => p.pid);
 
@@ -139,6 +139,33 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
   t.false(rows3.some((r) => r.id.includes('clients')));
   t.notRegex(rows3.find((r) => r.id === 'svc:default/web:80/TCP')!.detail, /web-4/);
 
+  // Real kubectl against the lab API (the way `lab up` says): the cluster as kubectl shows it,
+  // then a Service changed with kubectl; the proxies follow and the check passes on the new port.
+  t.regex(up.stderr, /kubectl: knet lab kubectl --dir .* get pods -A -o wide/);
+  const kubectl = (...args: string[]) => lab(['kubectl', '--dir', dir, ...args]);
+  const nodes = await kubectl('get', 'nodes', '--no-headers');
+  t.is(nodes.code, 0, nodes.stderr);
+  t.deepEqual(nodes.stdout.trim().split('\n').map((l) => l.split(/\s+/).slice(0, 2).join(' ')), ['node-1 Ready', 'node-2 Ready', 'node-3 Ready']);
+  const pods = await kubectl('get', 'pods', '-o', 'wide', '--no-headers', '-l', 'app=web');
+  t.deepEqual(pods.stdout.trim().split('\n').map((l) => l.split(/\s+/).slice(0, 3).join(' ')), ['web-1 1/1 Running', 'web-2 1/1 Running', 'web-3 1/1 Running']);
+  const patched = await kubectl('patch', 'svc', 'web', '--type', 'json', '-p', '[{"op":"replace","path":"/spec/ports/0/port","value":8081}]');
+  t.is(patched.code, 0, patched.stderr);
+  t.regex(patched.stdout, /service\/web patched/);
+  const rows4 = await check(t, dir);
+  t.regex(rows4.find((r) => r.id === 'svc:default/web:8081/TCP')!.detail, /web-1:\d+ web-2:\d+ web-3:\d+/);
+  t.false(rows4.some((r) => r.id === 'svc:default/web:80/TCP'));
+
+  // Nothing on the lab's network reaches the API's store or writes through the API unasked:
+  // the outside host cannot connect to the lab API's etcd, a /registry/ key it writes into the
+  // agents' etcd is not the API's, and the API refuses it without a token.
+  const outside = (...cmd: string[]) => run('ip', ['netns', 'exec', state.plan.outside.ns, ...cmd]).then(() => 0, (e: { code?: number }) => e.code ?? 1);
+  t.not(await outside('curl', '-sS', '-m', '3', '-o', '/dev/null', 'http://192.168.50.254:2381/version'), 0, 'the lab API\'s etcd is on the underlay namespace\'s loopback only');
+  const hijack = Buffer.from(JSON.stringify({ metadata: { name: 'web' }, spec: { clusterIP: '10.254.0.10', ports: [{ port: 8081 }] } })).toString('base64');
+  await outside('curl', '-sS', '-m', '3', '-X', 'POST', '-d', JSON.stringify({ key: Buffer.from('/registry/services/default/web').toString('base64'), value: hijack }), 'http://192.168.50.254:2379/v3/kv/put');
+  t.deepEqual(JSON.parse((await kubectl('get', 'svc', 'web', '-o', 'json')).stdout).spec.selector, { app: 'web' }, 'the Service is untouched');
+  const anonymous = await run('ip', ['netns', 'exec', state.plan.outside.ns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'DELETE', 'http://192.168.50.254:6443/api/v1/namespaces/default/services/web']);
+  t.is(anonymous.stdout, '401');
+
   const down = await lab(['down', '--dir', dir]);
   t.is(down.code, 0, down.stderr);
   await assertNothingLeft(t, dir, prefix, pids);
@@ -147,11 +174,24 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
   t.regex((await lab(['down', '--dir', dir])).stderr, /nothing to do/);
 });
 
+/**
+ * Breaks the lab's copy of the CNI plugin as soon as `up` has prepared it, so the "pods" step
+ * fails for real (a runtime's ADD failing), after the processes and namespaces exist.
+ */
+function breakCniAfterPrepare(dir: string): (text: string) => void {
+  let done = false;
+  return (text) => {
+    if (done || !text.includes('  prepare: ')) return;
+    done = true;
+    writeFileSync(join(dir, 'cni', 'bin', 'knet'), '#!/bin/sh\necho \'{"cniVersion":"1.1.0","code":11,"msg":"injected by the test"}\'\nexit 1\n');
+  };
+}
+
 rootTest('a failed up removes what it made and names the step and its log', async (t) => {
   const { dir, prefix } = newLab(t);
-  const r = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--no-workload'], { env: { KNET_LAB_FAIL_AFTER: 'leases' } });
+  const r = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix], { onStderr: breakCniAfterPrepare(dir) });
   t.is(r.code, 1);
-  t.regex(r.stderr, /step "leases" failed: failing after "leases" on purpose/);
+  t.regex(r.stderr, /step "pods" failed: CNI ADD for pod .* failed: .*injected by the test/);
   t.regex(r.stderr, /log: /);
   await assertNothingLeft(t, dir, prefix, []);
   t.true(existsSync(join(dir, 'logs', 'agent-node-1.log')), 'the logs stay for reading');
@@ -217,9 +257,10 @@ rootTest('ovs-gre backend: up, check, down: no OVS daemon left', async (t) => {
   t.timeout(120_000);
   const { dir, prefix } = newLab(t);
   // A failed up stops the OVS daemons it started, too.
-  const failed = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--backend', 'ovs-gre', '--no-workload'], { env: { KNET_LAB_FAIL_AFTER: 'tunnel neighbours' } });
+  const failed = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--backend', 'ovs-gre'], { onStderr: breakCniAfterPrepare(dir) });
   t.is(failed.code, 1, failed.stderr);
-  t.regex(failed.stderr, /step "tunnel neighbours" failed/);
+  t.regex(failed.stderr, / {2}tunnel neighbours: \d/, 'it failed after the OVS daemons ran');
+  t.regex(failed.stderr, /step "pods" failed/);
   await assertNothingLeft(t, dir, prefix, []);
   t.deepEqual(processesMentioning(dir), [], 'a failed up leaves no OVS daemon');
 

@@ -3,8 +3,20 @@
 import test from 'ava';
 import { formatCheckTable, judge, planChecks, type CheckInput, type Probe } from '../../src/lab/check.ts';
 import { formatStatus } from '../../src/lab/status.ts';
-import { completeService, defaultWorkload, deriveEndpointSlices, NETNS_ANNOTATION, type LabPod } from '../../src/lab/workload.ts';
+import { defaultWorkload, deriveEndpointSlices, NETNS_ANNOTATION, type LabPod } from '../../src/lab/workload.ts';
+import { allocateService } from '../../src/lab/api/allocate.ts';
+import { resourceDef } from '../../src/lab/api/resources.ts';
+import { applyDefaults } from '../../src/lab/api/strategy.ts';
+import type { Obj } from '../../src/lab/api/store.ts';
 import type { Service } from '../../src/model/k8s.ts';
+
+/** A Service as the lab API stores it: defaulted, ClusterIP and NodePorts allocated. */
+function completeService(s: Service, others: Service[]): Service {
+  const obj = JSON.parse(JSON.stringify({ ...s, metadata: { namespace: 'default', ...s.metadata } })) as Obj;
+  applyDefaults(resourceDef('services'), obj);
+  allocateService(obj, others as unknown as Obj[], { serviceCIDR: '10.254.0.0/16', nodePortRange: [30000, 32767] });
+  return obj as unknown as Service;
+}
 
 function lab(nodeCount: number): CheckInput {
   const names = Array.from({ length: nodeCount }, (_, i) => `node-${i + 1}`);
@@ -16,7 +28,7 @@ function lab(nodeCount: number): CheckInput {
     status: { podIP: `10.244.${names.indexOf(p.spec.nodeName) + 1}.${n++}` },
   }));
   const services: Service[] = [];
-  for (const s of w.services) services.push(completeService(s, undefined, services, '10.254.0.0/16', [30000, 32767]));
+  for (const s of w.services) services.push(completeService(s, services));
   return {
     nodes: names.map((name, i) => ({ name, ip: `192.168.50.${i + 1}` })),
     pods, services, slices: [...deriveEndpointSlices(services, pods), ...w.slices],
@@ -51,7 +63,7 @@ test('planChecks: every ordered node pair, every service port, NodePort per node
 
 test('planChecks: a service with no endpoints is planned and fails as such', (t) => {
   const l = lab(2);
-  l.services.push(completeService({ metadata: { name: 'empty' }, spec: { selector: { app: 'none' }, ports: [{ port: 80 }] } }, undefined, l.services, '10.254.0.0/16', [30000, 32767]));
+  l.services.push(completeService({ metadata: { name: 'empty' }, spec: { selector: { app: 'none' }, ports: [{ port: 80 }] } }, l.services));
   l.slices = deriveEndpointSlices(l.services, l.pods);
   const p = planChecks(l).find((x) => x.id === 'svc:default/empty:80/TCP')!;
   t.deepEqual(p.expect, { kind: 'spread', names: [] });

@@ -1,10 +1,10 @@
 // knet lab, pure parts: topology planning (names, addresses, configs), pod normalization,
-// EndpointSlice derivation from labels, ClusterIP/NodePort allocation, manifests, API paths.
+// EndpointSlice and Endpoints derivation, manifests. (The lab API's own pure parts:
+// lab-api-core.test.ts.)
 import test from 'ava';
 import { agentIface, cniConflist, kubeconfigText, kubeProxyConfig, ovsNodeRoute, planLab, pluginConfFromList, podNetnsName, underlayLinks } from '../../src/lab/topology.ts';
-import { allocateClusterIP, allocateNodePort, completeService, defaultWorkload, deriveEndpointSlices, normalizePod, type LabPod } from '../../src/lab/workload.ts';
+import { defaultWorkload, deriveEndpoints, deriveEndpointSlices, mirrorEndpointSlices, normalizePod, type LabPod } from '../../src/lab/workload.ts';
 import { parseLabManifests, kindOf } from '../../src/lab/commands.ts';
-import { parsePath, registryKey } from '../../src/lab/api.ts';
 import type { Service } from '../../src/model/k8s.ts';
 
 test('planLab: names every namespace with the prefix, addresses on the underlay, flannel config', (t) => {
@@ -73,7 +73,9 @@ test('configs: conflist as a runtime reads it, kube-proxy config, kubeconfig', (
   t.regex(kp, /^mode: iptables$/m);
   const us = planLab({ labId: 'a', nodes: 1, proxyMode: 'userspace' });
   t.regex(kubeProxyConfig(us, us.nodes[0]!, false), /^mode: userspace$/m);
-  t.regex(kubeconfigText(p.apiServer), /server: http:\/\/192\.168\.50\.254:6443\n {4}insecure-skip-tls-verify: true/);
+  const kc = kubeconfigText(p.apiServer, 'T0KEN', 'system:node:node-1');
+  t.regex(kc, /server: http:\/\/192\.168\.50\.254:6443\n {4}insecure-skip-tls-verify: true/);
+  t.regex(kc, /- name: system:node:node-1\n {2}user:\n {4}token: T0KEN\n/);
 });
 
 test('normalizePod: the small shape and a real Pod\'s container ports', (t) => {
@@ -125,34 +127,34 @@ test('deriveEndpointSlices: selected, addressed pods in the namespace; target po
   t.deepEqual(web.endpoints!.map((e) => [e.addresses[0], e.nodeName]), [['10.244.1.2', 'node-1'], ['10.244.2.2', 'node-2']]);
   t.deepEqual(web.ports, [{ name: 'http', protocol: 'TCP', port: 8080 }, { name: 'alt', protocol: 'TCP', port: 9000 }]);
   t.deepEqual(slices[1]!.endpoints, []);
+
+  // The v1 Endpoints the endpoints controller keeps: same members, resolved ports only.
+  const eps = deriveEndpoints(slices);
+  t.is(eps[0]!.metadata.name, 'web');
+  t.deepEqual(eps[0]!.subsets, [{
+    addresses: [{ ip: '10.244.1.2', nodeName: 'node-1', targetRef: { kind: 'Pod', namespace: 'default', name: 'web-1' } }, { ip: '10.244.2.2', nodeName: 'node-2', targetRef: { kind: 'Pod', namespace: 'default', name: 'web-2' } }],
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }, { name: 'alt', port: 9000, protocol: 'TCP' }],
+  }]);
+  t.is(eps[1]!.subsets, undefined, 'no ready pod: no subset');
 });
 
-test('allocation: ClusterIPs from .10 of the range, NodePorts in range, requested ones honoured or refused', (t) => {
-  t.is(allocateClusterIP('10.254.0.0/16', new Set()), '10.254.0.10');
-  t.is(allocateClusterIP('10.254.0.0/16', new Set(['10.254.0.10', '10.254.0.11'])), '10.254.0.12');
-  t.is(allocateClusterIP('10.254.0.0/16', new Set(), '10.254.3.3'), '10.254.3.3');
-  t.throws(() => allocateClusterIP('10.254.0.0/16', new Set(['10.254.3.3']), '10.254.3.3'), { message: /already allocated/ });
-  t.throws(() => allocateClusterIP('10.254.0.0/16', new Set(), '10.1.0.1'), { message: /not in the service range/ });
-  t.is(allocateNodePort([30000, 32767], new Set([30000])), 30001);
-  t.is(allocateNodePort([30000, 32767], new Set(), 30080), 30080);
-  t.throws(() => allocateNodePort([30000, 32767], new Set(), 80), { message: /outside/ });
-});
-
-test('completeService: defaults, keeps ClusterIP and NodePorts across updates, refuses duplicates', (t) => {
-  const range = [30000, 32767] as const;
-  const s1 = completeService({ metadata: { name: 'a' }, spec: { type: 'NodePort', ports: [{ port: 80 }] } }, undefined, [], '10.254.0.0/16', range);
-  t.like(s1.spec, { clusterIP: '10.254.0.10', clusterIPs: ['10.254.0.10'], sessionAffinity: 'None' });
-  t.deepEqual(s1.spec!.ports, [{ port: 80, protocol: 'TCP', targetPort: 80, nodePort: 30000 }]);
-  t.is(s1.metadata.namespace, 'default');
-  const again = completeService({ metadata: { name: 'a' }, spec: { type: 'NodePort', ports: [{ port: 80, targetPort: 8080 }] } }, s1, [s1], '10.254.0.0/16', range);
-  t.is(again.spec!.clusterIP, '10.254.0.10');
-  t.is(again.spec!.ports![0]!.nodePort, 30000);
-  const b = completeService({ metadata: { name: 'b' }, spec: { ports: [{ port: 80 }] } }, undefined, [s1], '10.254.0.0/16', range);
-  t.is(b.spec!.clusterIP, '10.254.0.11');
-  t.is(b.spec!.ports![0]!.nodePort, undefined);
-  t.throws(() => completeService({ metadata: { name: 'c' }, spec: { type: 'NodePort', ports: [{ port: 1, nodePort: 30000 }] } }, undefined, [s1], '10.254.0.0/16', range), { message: /already allocated/ });
-  t.throws(() => completeService({ metadata: { name: 'd' }, spec: { type: 'ExternalName', ports: [{ port: 1 }] } }, undefined, [], '10.254.0.0/16', range), { message: /not served/ });
-  t.is(completeService({ metadata: { name: 'h' }, spec: { clusterIP: 'None', ports: [{ port: 1 }] } }, undefined, [], '10.254.0.0/16', range).spec!.clusterIP, 'None');
+test('mirrorEndpointSlices: hand-kept Endpoints of a selector-less Service become slices; others are not mirrored', (t) => {
+  const services: Service[] = [
+    { metadata: { name: 'mysql', namespace: 'default' }, spec: { ports: [{ port: 3306 }] } },
+    { metadata: { name: 'web', namespace: 'default' }, spec: { selector: { app: 'web' }, ports: [{ port: 80 }] } },
+  ];
+  const endpoints = [
+    { metadata: { name: 'mysql', namespace: 'default' }, subsets: [{ addresses: [{ ip: '192.168.50.200' }], notReadyAddresses: [{ ip: '192.168.50.201' }], ports: [{ port: 3306 }] }] },
+    { metadata: { name: 'web', namespace: 'default' }, subsets: [{ addresses: [{ ip: '10.0.0.1' }], ports: [{ port: 80 }] }] },
+    { metadata: { name: 'orphan', namespace: 'default' }, subsets: [{ addresses: [{ ip: '10.0.0.2' }], ports: [{ port: 80 }] }] },
+    { metadata: { name: 'mysql', namespace: 'default', labels: { 'endpointslice.kubernetes.io/skip-mirror': 'true' } }, subsets: [{ addresses: [{ ip: '10.0.0.3' }], ports: [{ port: 1 }] }] },
+  ];
+  const slices = mirrorEndpointSlices(services, endpoints);
+  t.is(slices.length, 1);
+  t.is(slices[0]!.metadata.labels!['kubernetes.io/service-name'], 'mysql');
+  t.is(slices[0]!.metadata.labels!['endpointslice.kubernetes.io/managed-by'], 'endpointslicemirroring-controller.k8s.io');
+  t.deepEqual(slices[0]!.endpoints!.map((e) => [e.addresses[0], e.conditions!.ready]), [['192.168.50.200', true], ['192.168.50.201', false]]);
+  t.deepEqual(slices[0]!.ports, [{ name: '', protocol: 'TCP', port: 3306 }]);
 });
 
 test('parseLabManifests: multi-document YAML, Lists, only lab kinds', (t) => {
@@ -161,22 +163,10 @@ test('parseLabManifests: multi-document YAML, Lists, only lab kinds', (t) => {
     'apiVersion: v1\nkind: List\nitems:\n- {kind: Pod, metadata: {name: p1}, spec: {nodeName: node-1}}\n- {kind: EndpointSlice, metadata: {name: s1}}',
   ].join('\n---\n'), 'f.yaml');
   t.deepEqual(m.map((x) => x.kind), ['Service', 'Pod', 'EndpointSlice']);
-  t.throws(() => parseLabManifests('kind: Deployment\nmetadata: {name: x}\n', 'f'), { message: /not served by the lab/ });
+  t.throws(() => parseLabManifests('kind: Deployment\nmetadata: {name: x}\n', 'f'), { message: /not applied by knet lab apply/ });
+  t.deepEqual(parseLabManifests('kind: Namespace\nmetadata: {name: demo}\n', 'f').map((x) => x.kind), ['Namespace']);
   t.throws(() => parseLabManifests('kind: Pod\nmetadata: {name: ../x}\n', 'f'), { message: /DNS label/ });
   t.throws(() => parseLabManifests('kind: [\n', 'f'), { message: /f: document 1/ });
   t.is(kindOf('svc'), 'services');
   t.throws(() => kindOf('node'));
-});
-
-test('lab API paths: list/watch collections, named objects, groups checked', (t) => {
-  t.deepEqual(parsePath('/api/v1/services'), { resource: 'services' });
-  t.deepEqual(parsePath('/apis/discovery.k8s.io/v1/endpointslices'), { resource: 'endpointslices' });
-  t.deepEqual(parsePath('/api/v1/namespaces/default/pods/web-1'), { resource: 'pods', namespace: 'default', name: 'web-1' });
-  t.deepEqual(parsePath('/api/v1/nodes/node-1'), { resource: 'nodes', name: 'node-1' });
-  t.is(parsePath('/api/v1/endpointslices'), null);
-  t.is(parsePath('/apis/discovery.k8s.io/v1/services'), null);
-  t.is(parsePath('/api/v1/namespaces/default/nodes/x'), null);
-  t.is(parsePath('/api/v1/namespaces/default/pods/../../x'), null);
-  t.is(registryKey('services', 'default', 'web'), '/registry/services/default/web');
-  t.is(registryKey('nodes', undefined, 'node-1'), '/registry/nodes/node-1');
 });
