@@ -1,6 +1,8 @@
-// Benchmark of the userspace mode (issue 7): the same client load direct to the backends,
-// through knet's userspace proxy (via the portal rules, as a node-local client would reach a
-// ClusterIP), and through haproxy 2.6 `mode tcp`; UDP against socat. Everything runs in one
+// Benchmark of the userspace mode (issues 7 and 20): the same client load direct to the
+// backends, through knet's userspace proxy (via the portal rules, as a node-local client would
+// reach a ClusterIP), through a replica of kube-proxy's own userspace proxier (Go, built here
+// from scripts/bench/userspace-go, reached through the same portal rules on service addresses
+// of its own), and through haproxy 2.6 `mode tcp`; UDP against socat. Everything runs in one
 // throw-away network namespace (knt-ub*), removed at the end, also on failure or Ctrl-C.
 //   single-stream throughput  iperf3 -t S (each figure: median of --rounds, paths interleaved),
 //                             client -> endpoint (the goal) and endpoint -> client (-R)
@@ -8,8 +10,8 @@
 //   keep-alive requests/s     HTTP/1.1 keep-alive
 //   UDP packets/s             64-byte datagrams with a window of outstanding ones
 // Backends are haproxy `mode http` returning a fixed 200 (fast enough not to be the limit),
-// iperf3 -s, and a C UDP echo. Goals: throughput >= haproxy; new conn/s >= 0.8 x haproxy;
-// UDP pps >= socat.
+// iperf3 -s, and a C UDP echo. Goals (issue 20): every figure >= the Go replica, and
+// throughput >= haproxy.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -19,12 +21,14 @@ import { build } from 'esbuild';
 import { run } from '../../src/kernel/exec.ts';
 import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
 import { ipBatch } from '../../src/kernel/iproute.ts';
+import { iptables, iptablesRestore, type IptablesBackend } from '../../src/kernel/iptables.ts';
+import { PORTAL_JUMPS, renderPortals, type PortalPort } from '../../src/rules/portals.ts';
 import { LOADGEN_C } from './userspace-loadgen.ts';
 
 const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' },
   only: { type: 'string', default: 'throughput,download,close,keepalive,udp' },
   // haproxy runs one thread per CPU (2.6's default nbthread): knet gets as many processes.
-  workers: { type: 'string', default: String(availableParallelism() - 1) }, paths: { type: 'string', default: 'direct,knet,ref,naive' }, 'cpu-prof': { type: 'string' } } });
+  workers: { type: 'string', default: String(availableParallelism() - 1) }, paths: { type: 'string', default: 'direct,knet,go,ref' }, 'cpu-prof': { type: 'string' } } });
 const secs = Number(a.seconds);
 const workers = Number(a.workers);
 if (!(Number.isInteger(workers) && workers >= 0 && workers <= 8)) throw new Error('--workers 0-8');
@@ -38,7 +42,9 @@ const only = new Set(a.only!.split(','));
 if (![...only].every((m) => MEASURES.includes(m))) throw new Error(`--only: a comma list of ${MEASURES.join(',')}`);
 // --paths: a subset of the paths (profiling one of them); ratios of skipped paths print NaN.
 const paths = new Set(a.paths!.split(','));
-if (![...paths].every((p) => ['direct', 'knet', 'ref', 'naive'].includes(p))) throw new Error('--paths: a comma list of direct,knet,ref,naive');
+const PATHS = ['direct', 'knet', 'go', 'ref'] as const;
+type Path = typeof PATHS[number];
+if (![...paths].every((p) => (PATHS as readonly string[]).includes(p))) throw new Error(`--paths: a comma list of ${PATHS.join(',')}`);
 
 const ns = randomNetnsName('knt-ub');
 const dir = mkdtempSync(join(tmpdir(), 'knt-ub-'));
@@ -80,20 +86,12 @@ function daemon(file: string, args: string[], ready: string | number, stream: 's
 }
 const inNsOut = async (file: string, args: string[]) => (await run('ip', inNs(file, args), { timeoutMs: (secs + 30) * 1000 })).stdout;
 
-const NAIVE = `
-import net from 'node:net'; import dgram from 'node:dgram';
-const [node, ...eps] = process.argv.slice(2); let i = 0;
-net.createServer((c) => { const u = net.connect(8080, eps[i++ % eps.length]); c.pipe(u); u.pipe(c); c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(27080, node);
-net.createServer((c) => { const u = net.connect(5201, eps[0]); c.pipe(u); u.pipe(c); c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(27201, node);
-const s = dgram.createSocket('udp4'); const flows = new Map();
-s.on('message', (m, r) => { const k = r.address + ':' + r.port; let f = flows.get(k);
-  if (!f) { f = dgram.createSocket('udp4'); f.on('message', (b) => s.send(b, r.port, r.address)); flows.set(k, f); }
-  f.send(m, 9000, eps[0]); });
-s.bind(27000, node, () => process.stdout.write('ready\\n'));
-`;
-
 const NODE = '10.99.0.1';
 const EPS = ['10.99.1.1', '10.99.1.2', '10.99.1.3'];
+// Service addresses: knet's from the manifests below, the Go replica's steered by the bench.
+const KNET_VIP = { http: '172.30.0.10', iperf: '172.30.0.11', udp: '172.30.0.12' };
+const GO_VIP = { http: '172.30.1.10', iperf: '172.30.1.11', udp: '172.30.1.12' };
+const GO_PORT = { http: 26080, iperf: 26201, udp: 26000 };
 
 async function setup(): Promise<string> {
   await addNetns(ns);
@@ -124,10 +122,7 @@ async function setup(): Promise<string> {
   ].join('\n'));
   pids.ref = (await daemon('haproxy', ['-db', '-f', join(dir, 'fwd.cfg')], 500)).pid!;
   pids.socat = (await daemon('socat', [`UDP4-LISTEN:29000,bind=${NODE},reuseaddr,fork`, `UDP4:${EPS[0]}:9000`], 300)).pid!;
-  // The naive Node forwarder of baselines.md (pipe() both ways, one dgram socket per client),
-  // to tell Node's own cost from knet's.
-  writeFileSync(join(dir, 'naive.mjs'), NAIVE);
-  pids.naive = (await daemon(process.execPath, [join(dir, 'naive.mjs'), NODE, ...EPS], 'ready')).pid!;
+  await startGoReplica();
 
   // knet, userspace mode, from a manifest directory.
   const manifests = join(dir, 'manifests');
@@ -138,7 +133,7 @@ async function setup(): Promise<string> {
       endpoints: eps.map((e) => ({ addresses: [e], conditions: { ready: true } })), ports: [{ port: target, protocol: proto }] },
   ];
   writeFileSync(join(manifests, 'bench.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [
-    ...svc('http', '172.30.0.10', 80, 'TCP', 8080, EPS), ...svc('iperf', '172.30.0.11', 5201, 'TCP', 5201, [EPS[0]!]), ...svc('udp', '172.30.0.12', 9000, 'UDP', 9000, [EPS[0]!]),
+    ...svc('http', KNET_VIP.http, 80, 'TCP', 8080, EPS), ...svc('iperf', KNET_VIP.iperf, 5201, 'TCP', 5201, [EPS[0]!]), ...svc('udp', KNET_VIP.udp, 9000, 'UDP', 9000, [EPS[0]!]),
   ] }));
   // Bundled like dist/knet.js (no tsx loader, no source-map stack rewriting at run time).
   const main = join(dir, 'knet-userspace.mjs');
@@ -154,6 +149,25 @@ async function setup(): Promise<string> {
   return loadgen;
 }
 
+/**
+ * The kube-proxy userspace replica: built with Debian's Go (no modules), listening on the
+ * node IP, and reached through knet's own portal rules (src/rules/portals.ts, rendered for its
+ * ports and service addresses into chains of its own, jumped to from the same built-in chains).
+ */
+async function startGoReplica(): Promise<void> {
+  const bin = join(dir, 'kube-proxy-userspace');
+  await run('go', ['build', '-o', bin, join(process.cwd(), 'scripts/bench/userspace-go/main.go')], { env: { ...env, GO111MODULE: 'off', GOCACHE: join(dir, 'go-cache'), GOFLAGS: '' }, timeoutMs: 300_000 });
+  pids.go = (await daemon(bin, [
+    '-tcp', `${NODE}:${GO_PORT.http}=${EPS.map((e) => `${e}:8080`).join(',')}`, '-tcp', `${NODE}:${GO_PORT.iperf}=${EPS[0]}:5201`, '-udp', `${NODE}:${GO_PORT.udp}=${EPS[0]}:9000`,
+  ], 'ready')).pid!;
+  const port = (name: keyof typeof GO_VIP, protocol: 'tcp' | 'udp', servicePort: number): PortalPort => ({
+    portName: `bench/go-${name}:p`, protocol, clusterIP: GO_VIP[name], port: servicePort, nodePort: 0, externalIPs: [], loadBalancerIPs: [], proxyPort: GO_PORT[name] });
+  const text = renderPortals([port('http', 'tcp', 80), port('iperf', 'tcp', 5201), port('udp', 'udp', 9000)], { hostIP: NODE }).text.replaceAll('KUBE-', 'GO-');
+  const target = { backend: a.backend as IptablesBackend, netns: ns };
+  await iptablesRestore(target, text, { noflush: true });
+  for (const j of PORTAL_JUMPS) await iptables(target, ['-t', j.table, '-A', j.from, ...j.extra, '-j', j.to.replace('KUBE-', 'GO-')]);
+}
+
 async function iperf(host: string, port: number, reverse = false): Promise<number> {
   const j = JSON.parse(await inNsOut('iperf3', ['-c', host, '-p', String(port), '-t', String(secs), '-J', ...(reverse ? ['-R'] : [])])) as { end: { sum_received: { bits_per_second: number } } };
   return j.end.sum_received.bits_per_second / 1e9;
@@ -167,7 +181,7 @@ async function rate(loadgen: string, mode: string, host: string, port: number, n
 }
 
 /** The forwarders' processes (`ip netns exec` execs, so these are theirs), for CPU accounting. */
-const pids: { knet?: number; ref?: number; socat?: number; naive?: number } = {};
+const pids: { knet?: number; go?: number; ref?: number; socat?: number } = {};
 /** CPU seconds of a process, its live descendants and its reaped children (/proc, 100 Hz ticks). */
 function cpuSeconds(pid: number | undefined): number {
   if (!pid) return NaN;
@@ -184,22 +198,22 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
-interface Row { what: string; unit: string; direct: number; knet: number; ref: number; naive: number; refName: string; goal: number; eff: { knet: number; ref: number; naive: number } }
+/** One figure per path; `vsRef` marks the figures whose goal includes >= haproxy. */
+interface Row { what: string; unit: string; refName: string; vsRef: boolean; rate: Record<Path, number>; eff: Record<Path, number> }
 
 try {
   const lg = await setup();
   const rows: Row[] = [];
-  // Each figure is the median of --rounds runs, the four paths interleaved within a round, so
-  // load from elsewhere on the machine falls on all of them alike.
-  type Path = 'direct' | 'knet' | 'ref' | 'naive';
-  // Besides the rate, each forwarder's work per CPU second (its processes' user+system time
-  // during its run): on a shared machine the rate follows the CPU share, this does much less.
+  // Each figure is the median of --rounds runs, the paths interleaved within a round, so load
+  // from elsewhere on the machine falls on all of them alike. Besides the rate, each
+  // forwarder's work per CPU second (its processes' user+system time during its run): on a
+  // shared machine the rate follows the CPU share, this does much less.
   const measure = async (fns: Record<Path, () => Promise<number>>, refPid = pids.ref) => {
-    const got: Record<Path, number[]> = { direct: [], knet: [], ref: [], naive: [] };
-    const eff: Record<Path, number[]> = { direct: [], knet: [], ref: [], naive: [] };
-    const pidOf: Record<Path, number | undefined> = { direct: undefined, knet: pids.knet, ref: refPid, naive: pids.naive };
+    const got = Object.fromEntries(PATHS.map((k) => [k, [] as number[]])) as Record<Path, number[]>;
+    const eff = Object.fromEntries(PATHS.map((k) => [k, [] as number[]])) as Record<Path, number[]>;
+    const pidOf: Record<Path, number | undefined> = { direct: undefined, knet: pids.knet, go: pids.go, ref: refPid };
     for (let i = 0; i < rounds; i++) {
-      for (const k of Object.keys(fns) as Path[]) {
+      for (const k of PATHS) {
         if (!paths.has(k)) continue;
         const c0 = cpuSeconds(pidOf[k]);
         const r = await fns[k]();
@@ -208,31 +222,35 @@ try {
       }
     }
     const med = (xs: number[]) => xs.length ? [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]! : NaN;
-    return { direct: med(got.direct), knet: med(got.knet), ref: med(got.ref), naive: med(got.naive), eff: { knet: med(eff.knet), ref: med(eff.ref), naive: med(eff.naive) } };
+    const each = (xs: Record<Path, number[]>) => Object.fromEntries(PATHS.map((k) => [k, med(xs[k])])) as Record<Path, number>;
+    return { rate: each(got), eff: each(eff) };
   };
-  const tcp = (mode: string) => ({ direct: () => rate(lg, mode, EPS[0]!, 8080, conc), knet: () => rate(lg, mode, '172.30.0.10', 80, conc), ref: () => rate(lg, mode, NODE, 28080, conc), naive: () => rate(lg, mode, NODE, 27080, conc) });
-  if (only.has('throughput')) rows.push({ what: 'single-stream throughput', unit: 'Gbit/s', refName: 'haproxy', goal: 1,
-    ...await measure({ direct: () => iperf(EPS[0]!, 5201), knet: () => iperf('172.30.0.11', 5201), ref: () => iperf(NODE, 25201), naive: () => iperf(NODE, 27201) }) });
-  // The other direction (iperf -R: endpoint -> client, as responses flow); no goal of its own.
-  if (only.has('download')) rows.push({ what: 'single-stream throughput, endpoint -> client', unit: 'Gbit/s', refName: 'haproxy', goal: 0,
-    ...await measure({ direct: () => iperf(EPS[0]!, 5201, true), knet: () => iperf('172.30.0.11', 5201, true), ref: () => iperf(NODE, 25201, true), naive: () => iperf(NODE, 27201, true) }) });
-  if (only.has('close')) rows.push({ what: 'new connections/s (Connection: close)', unit: '/s', refName: 'haproxy', goal: 0.8, ...await measure(tcp('close')) });
-  if (only.has('keepalive')) rows.push({ what: 'keep-alive requests/s', unit: '/s', refName: 'haproxy', goal: 0, ...await measure(tcp('keepalive')) });
-  if (only.has('udp')) rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '/s', refName: 'socat', goal: 1,
-    ...await measure({ direct: () => rate(lg, 'udp', EPS[0]!, 9000, 64), knet: () => rate(lg, 'udp', '172.30.0.12', 9000, 64), ref: () => rate(lg, 'udp', NODE, 29000, 64), naive: () => rate(lg, 'udp', NODE, 27000, 64) }, pids.socat) });
+  const tcp = (mode: string) => ({ direct: () => rate(lg, mode, EPS[0]!, 8080, conc), knet: () => rate(lg, mode, KNET_VIP.http, 80, conc), go: () => rate(lg, mode, GO_VIP.http, 80, conc), ref: () => rate(lg, mode, NODE, 28080, conc) });
+  const stream = (reverse: boolean) => ({ direct: () => iperf(EPS[0]!, 5201, reverse), knet: () => iperf(KNET_VIP.iperf, 5201, reverse), go: () => iperf(GO_VIP.iperf, 5201, reverse), ref: () => iperf(NODE, 25201, reverse) });
+  if (only.has('throughput')) rows.push({ what: 'single stream, client -> endpoint', unit: 'Gbit/s', refName: 'haproxy', vsRef: true, ...await measure(stream(false)) });
+  if (only.has('download')) rows.push({ what: 'single stream, endpoint -> client', unit: 'Gbit/s', refName: 'haproxy', vsRef: true, ...await measure(stream(true)) });
+  if (only.has('close')) rows.push({ what: 'new connections/s (Connection: close)', unit: '', refName: 'haproxy', vsRef: false, ...await measure(tcp('close')) });
+  if (only.has('keepalive')) rows.push({ what: 'keep-alive requests/s', unit: '', refName: 'haproxy', vsRef: false, ...await measure(tcp('keepalive')) });
+  if (only.has('udp')) rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '', refName: 'socat', vsRef: false,
+    ...await measure({ direct: () => rate(lg, 'udp', EPS[0]!, 9000, 64), knet: () => rate(lg, 'udp', KNET_VIP.udp, 9000, 64), go: () => rate(lg, 'udp', GO_VIP.udp, 9000, 64), ref: () => rate(lg, 'udp', NODE, 29000, 64) }, pids.socat) });
 
   const f = (x: number) => (x >= 100 ? Math.round(x).toString() : x.toFixed(2));
-  console.log(`# knet userspace mode benchmark (median of ${rounds} x ${secs} s per figure, ${conc} connections, iptables ${a.backend}, knet with ${workers} worker process(es), haproxy with its default nbthread ${availableParallelism()})\n`);
-  console.log('| measure | direct | knet userspace | reference | naive Node | knet/direct | ref/direct | naive/direct | knet/ref | goal |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  const unit = (r: Row) => (r.unit ? ` ${r.unit}` : '');
+  console.log(`# knet userspace mode benchmark (median of ${rounds} x ${secs} s per figure, ${conc} connections, iptables ${a.backend}, knet with ${workers} worker process(es), Go replica with GOMAXPROCS ${availableParallelism()}, haproxy with its default nbthread ${availableParallelism()})\n`);
+  console.log('| measure | direct | knet | kube-proxy userspace (Go replica) | haproxy / socat | knet/Go | knet/ref | goal |');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    const ratio = r.knet / r.ref;
-    const goal = r.goal ? `>= ${r.goal} x ${r.refName}: ${ratio >= r.goal ? 'met' : 'NOT met'}` : '-';
-    console.log(`| ${r.what} | ${f(r.direct)} ${r.unit} | ${f(r.knet)} | ${r.refName} ${f(r.ref)} | ${f(r.naive)} | ${(r.knet / r.direct).toFixed(2)} | ${(r.ref / r.direct).toFixed(2)} | ${(r.naive / r.direct).toFixed(2)} | ${ratio.toFixed(2)} | ${goal} |`);
+    const { direct, knet: k, go, ref } = r.rate;
+    const met = k / go >= 1 && (!r.vsRef || k / ref >= 1);
+    const goal = `>= Go${r.vsRef ? ` and >= ${r.refName}` : ''}: ${met ? 'met' : 'NOT met'}`;
+    console.log(`| ${r.what} | ${f(direct)}${unit(r)} | ${f(k)} | ${f(go)} | ${r.refName} ${f(ref)} | ${(k / go).toFixed(2)} | ${(k / ref).toFixed(2)} | ${goal} |`);
   }
-  console.log('\n| work per CPU second of the forwarder | knet userspace | reference | naive Node | knet/ref |');
-  console.log('|---|---|---|---|---|');
-  for (const r of rows) console.log(`| ${r.what} | ${f(r.eff.knet)} ${r.unit === '/s' ? '' : r.unit.replace('/s', '')} | ${r.refName} ${f(r.eff.ref)} | ${f(r.eff.naive)} | ${(r.eff.knet / r.eff.ref).toFixed(2)} |`);
+  console.log('\n| work per CPU second of the forwarder | knet | Go replica | haproxy / socat | knet/Go | knet/ref |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const { knet: k, go, ref } = r.eff;
+    console.log(`| ${r.what} | ${f(k)}${r.unit ? ` ${r.unit.replace('/s', '')}` : ''} | ${f(go)} | ${r.refName} ${f(ref)} | ${(k / go).toFixed(2)} | ${(k / ref).toFixed(2)} |`);
+  }
 } finally {
   await cleanup();
 }
