@@ -3,6 +3,7 @@
 // self-contained file because runtimes exec it from /opt/cni/bin, far from node_modules.
 import { build } from 'esbuild';
 import { chmodSync, copyFileSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import { compileForwarder } from './build-forwarder.mjs';
 
 const banner = { js: '#!/usr/bin/env node' };
 // The daemons hold their state for the life of the process; a 4 MB young generation (V8's default
@@ -14,8 +15,7 @@ mkdirSync('dist/cni', { recursive: true });
 // Code splitting keeps each sub-command's dependencies (etcd3, the Kubernetes client) in chunks
 // that load only when that sub-command runs: `knet rules` must not pay for `knet proxy`.
 await build({
-  // The userspace proxy's optional worker processes run their own entry (src/proxy/userspace/workers.ts finds it).
-  entryPoints: { knet: 'src/cli/main.ts', 'knet-userspace-worker': 'src/proxy/userspace/worker.ts' },
+  entryPoints: { knet: 'src/cli/main.ts' },
   outdir: 'dist',
   splitting: true,
   chunkNames: 'chunks/[name]-[hash]',
@@ -29,6 +29,8 @@ await build({
   logLevel: 'warning',
 });
 chmodSync('dist/knet.js', 0o755);
+// The userspace mode's data path, beside the CLI (src/proxy/userspace/forwarders.ts finds it).
+compileForwarder('dist/knet-userspace-forwarder');
 
 if (existsSync('cni/main.ts')) {
   await build({

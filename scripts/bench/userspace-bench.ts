@@ -24,11 +24,14 @@ import { ipBatch } from '../../src/kernel/iproute.ts';
 import { iptables, iptablesRestore, type IptablesBackend } from '../../src/kernel/iptables.ts';
 import { PORTAL_JUMPS, renderPortals, type PortalPort } from '../../src/rules/portals.ts';
 import { LOADGEN_C } from './userspace-loadgen.ts';
+import { FORWARDER_NAME } from '../../src/proxy/userspace/forwarders.ts';
+// @ts-expect-error: a plain .mjs build helper without type declarations
+import { compileForwarder } from '../build-forwarder.mjs';
 
 const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' },
   only: { type: 'string', default: 'throughput,download,close,keepalive,udp' },
-  // haproxy runs one thread per CPU (2.6's default nbthread): knet gets as many processes.
-  workers: { type: 'string', default: String(availableParallelism() - 1) }, paths: { type: 'string', default: 'direct,knet,go,ref' }, 'cpu-prof': { type: 'string' } } });
+  // knet's forwarder processes (--userspace-workers; 0: the data path in the proxy process, on Node).
+  workers: { type: 'string', default: '1' }, paths: { type: 'string', default: 'direct,knet,go,ref' }, 'cpu-prof': { type: 'string' } } });
 const secs = Number(a.seconds);
 const workers = Number(a.workers);
 if (!(Number.isInteger(workers) && workers >= 0 && workers <= 8)) throw new Error('--workers 0-8');
@@ -140,8 +143,8 @@ async function setup(): Promise<string> {
   const bundle = (entry: string, outfile: string) => build({ entryPoints: [join(process.cwd(), entry)], outfile, bundle: true, platform: 'node', target: 'node20', format: 'esm',
     banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" }, logLevel: 'error' });
   await bundle('src/proxy/userspace/main.ts', main);
-  // Found beside the bundle by src/proxy/userspace/workers.ts.
-  await bundle('src/proxy/userspace/worker.ts', join(dir, 'knet-userspace-worker.mjs'));
+  // The data path's forwarder, found beside the bundle (src/proxy/userspace/forwarders.ts).
+  if (workers > 0 && !compileForwarder(join(dir, FORWARDER_NAME))) throw new Error('the userspace forwarder needs Bun (npm ci)');
   // --cpu-prof DIR: knet writes a V8 CPU profile there when stopped with SIGTERM at the end.
   const prof = a['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', a['cpu-prof']] : [];
   knet = await daemon(process.execPath, [...prof, main, '--manifests', manifests, '--node-ip', NODE, '--backend', a.backend!, '--workers', String(workers)], '"msg":"synced"', 'stderr');
@@ -236,7 +239,7 @@ try {
 
   const f = (x: number) => (x >= 100 ? Math.round(x).toString() : x.toFixed(2));
   const unit = (r: Row) => (r.unit ? ` ${r.unit}` : '');
-  console.log(`# knet userspace mode benchmark (median of ${rounds} x ${secs} s per figure, ${conc} connections, iptables ${a.backend}, knet with ${workers} worker process(es), Go replica with GOMAXPROCS ${availableParallelism()}, haproxy with its default nbthread ${availableParallelism()})\n`);
+  console.log(`# knet userspace mode benchmark (median of ${rounds} x ${secs} s per figure, ${conc} connections, iptables ${a.backend}, knet with ${workers} forwarder process(es), Go replica with GOMAXPROCS ${availableParallelism()}, haproxy with its default nbthread ${availableParallelism()})\n`);
   console.log('| measure | direct | knet | kube-proxy userspace (Go replica) | haproxy / socat | knet/Go | knet/ref | goal |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) {

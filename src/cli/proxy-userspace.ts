@@ -15,7 +15,7 @@ export interface UserspaceCliInput {
   registry: Registry;
   /** KubeProxyConfiguration text: udpIdleTimeout and bindAddress are read from it. */
   configYaml?: string;
-  /** Worker processes sharing the TCP listeners (--userspace-workers; default 0). */
+  /** Forwarder processes (--userspace-workers); 0 or absent: the data path runs in the proxy process. */
   workers?: number;
 }
 

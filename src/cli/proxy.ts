@@ -46,7 +46,7 @@ export function registerProxy(program: Command): void {
     .option('--node-ip <ip>', 'node IP (repeatable or comma-separated; default: from the Node object)', collect, [])
     .option('--lock-timeout <seconds>', 'seconds to wait for the xtables lock', '5')
     .option('--full-sync-period <duration>', 'full re-render and reconcile period (e.g. 1h)')
-    .option('--userspace-workers <n>', 'userspace mode: extra processes that accept on the TCP listeners too (0-8)', '0')
+    .option('--userspace-workers <n>', 'userspace mode: forwarder processes that carry the traffic (1-8; Bun executables built beside the CLI, several share TCP ports without affinity); 0: in the proxy process itself, on Node', '1')
     .action(async (o: ProxyCliOptions) => {
       await runProxy(o, makeLogger('knet-proxy'));
     });

@@ -1,6 +1,7 @@
-// The built CLI runs userspace workers: `knet proxy --proxy-mode userspace --userspace-workers 1`
-// (dist/knet.js, as installed) starts one worker process from dist/knet-userspace-worker.js,
-// and the worker goes away with the proxy. Runs in its own knt-w* namespace.
+// The built CLI runs the userspace data path in forwarder processes: `knet proxy --proxy-mode
+// userspace` (dist/knet.js, as installed) starts one dist/knet-userspace-forwarder (Bun,
+// compiled by the build) by default, it holds the listener, and it goes away with the proxy.
+// Runs in its own knt-w* namespace.
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +20,7 @@ test('--userspace-workers is checked before anything starts', async (t) => {
   t.regex(String((r as { stderr?: string }).stderr), /--userspace-workers: expected 0-8/);
 });
 
-rootTest('the built CLI starts a worker that shares the TCP listener and stops with the proxy', async (t) => {
+rootTest('the built CLI starts a forwarder that holds the TCP listener and stops with the proxy', async (t) => {
   const ns = await testNetns(t, 'knt-w');
   await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
   const dir = mkdtempSync(join(tmpdir(), 'knt-w-'));
@@ -31,7 +32,8 @@ rootTest('the built CLI starts a worker that shares the TCP listener and stops w
   ] }));
   const env = { ...process.env };
   delete env.NODE_EXTRA_CA_CERTS;
-  const p = spawn('ip', ['netns', 'exec', ns, process.execPath, 'dist/knet.js', 'proxy', '--proxy-mode', 'userspace', '--userspace-workers', '1',
+  // No --userspace-workers: one forwarder is the default.
+  const p = spawn('ip', ['netns', 'exec', ns, process.execPath, 'dist/knet.js', 'proxy', '--proxy-mode', 'userspace',
     '--manifests', dir, '--node-ip', '127.0.0.1', '--hostname-override', 'n1', '--healthz-bind-address', '', '--metrics-bind-address', ''],
   { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
@@ -39,12 +41,14 @@ rootTest('the built CLI starts a worker that shares the TCP listener and stops w
   t.teardown(() => { p.kill('SIGKILL'); });
   const exited = new Promise<number | null>((r) => p.once('exit', r));
   await waitFor('first sync', async () => log.includes('"msg":"synced"'), 30_000);
-  await waitFor('a worker process', async () => childPids(p.pid!).length === 1, 15_000);
-  const [worker] = childPids(p.pid!);
-  t.teardown(() => { try { process.kill(worker!, 'SIGKILL'); } catch { /* gone, as it should be */ } });
-  t.regex(readFileSync(`/proc/${worker}/cmdline`, 'utf8'), /knet-userspace-worker\.js/);
-  await waitFor('the worker to hold the listener', async () => (await run('ip', ['netns', 'exec', ns, 'ss', '-tlnpH'])).stdout.includes(`pid=${worker},`), 15_000);
+  await waitFor('a forwarder process', async () => childPids(p.pid!).length === 1, 15_000);
+  const [forwarder] = childPids(p.pid!);
+  t.teardown(() => { try { process.kill(forwarder!, 'SIGKILL'); } catch { /* gone, as it should be */ } });
+  t.is(readFileSync(`/proc/${forwarder}/cmdline`, 'utf8').split('\0')[0], join(process.cwd(), 'dist/knet-userspace-forwarder'));
+  await waitFor('the forwarder to hold the listener', async () => (await run('ip', ['netns', 'exec', ns, 'ss', '-tlnpH'])).stdout.includes(`pid=${forwarder},`), 15_000);
+  // The proxy process itself holds no listening socket: the data path is the forwarder's.
+  t.false((await run('ip', ['netns', 'exec', ns, 'ss', '-tlnpH'])).stdout.includes(`pid=${p.pid},`));
   p.kill('SIGTERM');
   t.is(await exited, 0, log);
-  await waitFor('the worker to exit', async () => !pidRunning(worker!), 5000);
+  await waitFor('the forwarder to exit', async () => !pidRunning(forwarder!), 5000);
 });

@@ -266,92 +266,95 @@ const cluster = () => [
   slice('dead', [REFUSING]),
 ];
 
-rootTest('nft: TCP and UDP from pods and the node, round robin, affinity, node ports, external and LB IPs, refusing endpoint, metrics', async (t) => {
-  t.timeout(120_000);
-  const topo = await topology(t);
-  // A UDP idle timeout of 1 s (not kube-proxy's 250 ms): the flow must still be there when the
-  // metrics are scraped right after its last datagram, which took over 250 ms on a loaded machine.
-  const proxy = await startProxy(t, topo, 'nft', cluster(), ['--max-udp-flows', '4', '--udp-idle-ms', '1000']);
-  const { client: pod, node } = topo;
+// The data path in a forwarder process (the default) and in the proxy process itself (on Node).
+for (const [path, workers] of [['forwarder', '1'], ['in-process', '0']] as const) {
+  rootTest(`nft, ${path}: TCP and UDP from pods and the node, round robin, affinity, node ports, external and LB IPs, refusing endpoint, metrics`, async (t) => {
+    t.timeout(120_000);
+    const topo = await topology(t);
+    // A UDP idle timeout of 2 s (not kube-proxy's 250 ms): the flow must still be there when the
+    // metrics are scraped right after its last datagram, which took over 1 s on a loaded machine.
+    const proxy = await startProxy(t, topo, 'nft', cluster(), ['--max-udp-flows', '4', '--udp-idle-ms', '2000', '--workers', workers]);
+    const { client: pod, node } = topo;
 
-  // Warm-up: neighbour entries and first-use costs of a freshly built topology are not what
-  // is under test (on a loaded machine they have cost a first connection its 3 s budget).
-  await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 3]);
-  // Round robin from one pod: exactly even.
-  const rr = await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 30]);
-  t.deepEqual([...tally(ids(rr))].sort(), [['pod1', 10], ['pod2', 10], ['pod3', 10]], JSON.stringify(rr));
-  // From the node itself (KUBE-PORTALS-HOST).
-  t.true(ids(await call<string[]>(topo, node, ['seq', '172.30.0.10', 80, 3])).every((x) => /^pod\d$/.test(x)));
-  // Node port from a pod and from the node; external IP and LB IP from a pod.
-  t.regex((await call<string[]>(topo, pod, ['seq', '10.244.2.1', 30080, 1]))[0]!, /^pod\d /);
-  t.regex((await call<string[]>(topo, node, ['seq', NODE_IP, 30080, 1]))[0]!, /^pod\d /);
-  t.regex((await call<string[]>(topo, pod, ['seq', '192.168.88.100', 80, 1]))[0]!, /^pod\d /);
-  t.regex((await call<string[]>(topo, pod, ['seq', '192.168.88.200', 80, 1]))[0]!, /^pod\d /);
-  t.regex((await call<string[]>(topo, pod, ['seq', '10.244.2.1', 30081, 1]))[0]!, /^pod\d /);
+    // Warm-up: neighbour entries and first-use costs of a freshly built topology are not what
+    // is under test (on a loaded machine they have cost a first connection its 3 s budget).
+    await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 3]);
+    // Round robin from one pod: exactly even.
+    const rr = await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 30]);
+    t.deepEqual([...tally(ids(rr))].sort(), [['pod1', 10], ['pod2', 10], ['pod3', 10]], JSON.stringify(rr));
+    // From the node itself (KUBE-PORTALS-HOST).
+    t.true(ids(await call<string[]>(topo, node, ['seq', '172.30.0.10', 80, 3])).every((x) => /^pod\d$/.test(x)));
+    // Node port from a pod and from the node; external IP and LB IP from a pod.
+    t.regex((await call<string[]>(topo, pod, ['seq', '10.244.2.1', 30080, 1]))[0]!, /^pod\d /);
+    t.regex((await call<string[]>(topo, node, ['seq', NODE_IP, 30080, 1]))[0]!, /^pod\d /);
+    t.regex((await call<string[]>(topo, pod, ['seq', '192.168.88.100', 80, 1]))[0]!, /^pod\d /);
+    t.regex((await call<string[]>(topo, pod, ['seq', '192.168.88.200', 80, 1]))[0]!, /^pod\d /);
+    t.regex((await call<string[]>(topo, pod, ['seq', '10.244.2.1', 30081, 1]))[0]!, /^pod\d /);
 
-  // UDP from a pod and from the node; replies come from the service address and port.
-  for (const from of [pod, node]) {
-    const u = await call<string[]>(topo, from, ['udp', '172.30.0.10', 53, 3]);
-    t.true(u.every((r) => /^pod\d 10\.244\.1\.1\|172\.30\.0\.10:53$/.test(r)), u.join());
-  }
-  // A client that keeps its source port keeps its flow (same endpoint), within the idle timeout.
-  const flow = await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 4, 40053]);
-  t.is(new Set(ids(flow)).size, 1, flow.join());
-  t.true(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"') >= 1);
-  await new Promise((r) => setTimeout(r, 2500)); // udp idle timeout 1 s
-  t.is(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"'), 0);
-  // Eight clients (source ports) at once against a table of four: the oldest flows are
-  // evicted, every datagram is still answered.
-  const burst = await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 8]);
-  t.true(burst.every((r) => /^pod\d /.test(r)), burst.join());
-  const mu = await proxy.metrics();
-  t.true(metric(mu, 'knet_userspace_udp_flows', 'service="default/web:dns"') <= 4);
-  t.true(metric(mu, 'knet_userspace_udp_flow_evictions_total', 'service="default/web:dns"') >= 1);
+    // UDP from a pod and from the node; replies come from the service address and port.
+    for (const from of [pod, node]) {
+      const u = await call<string[]>(topo, from, ['udp', '172.30.0.10', 53, 3]);
+      t.true(u.every((r) => /^pod\d 10\.244\.1\.1\|172\.30\.0\.10:53$/.test(r)), u.join());
+    }
+    // A client that keeps its source port keeps its flow (same endpoint), within the idle timeout.
+    const flow = await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 4, 40053]);
+    t.is(new Set(ids(flow)).size, 1, flow.join());
+    t.true(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"') >= 1);
+    await new Promise((r) => setTimeout(r, 3500)); // udp idle timeout 2 s
+    t.is(metric(await proxy.metrics(), 'knet_userspace_udp_flows', 'service="default/web:dns"'), 0);
+    // Eight clients (source ports) at once against a table of four: the oldest flows are
+    // evicted, every datagram is still answered.
+    const burst = await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 8]);
+    t.true(burst.every((r) => /^pod\d /.test(r)), burst.join());
+    const mu = await proxy.metrics();
+    t.true(metric(mu, 'knet_userspace_udp_flows', 'service="default/web:dns"') <= 4);
+    t.true(metric(mu, 'knet_userspace_udp_flow_evictions_total', 'service="default/web:dns"') >= 1);
 
-  // ClientIP affinity: one client sticks; after 1 s idle it expires (the next round-robin
-  // pick is another endpoint); six clients spread and each sticks.
-  const one = ids(await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 8, CLIENTS[0]!]));
-  t.is(new Set(one).size, 1, one.join());
-  await new Promise((r) => setTimeout(r, 1300));
-  t.not(ids(await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 1, CLIENTS[0]!]))[0], one[0]);
-  const manyRaw = await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 12, CLIENTS.join(',')]);
-  const many = ids(manyRaw);
-  t.is(new Set(many).size, 3, manyRaw.join());
-  for (let i = 0; i < 6; i++) t.is(many[i], many[i + 6], `client ${i} moved: ${many.join()}`);
+    // ClientIP affinity: one client sticks; after 1 s idle it expires (the next round-robin
+    // pick is another endpoint); six clients spread and each sticks.
+    const one = ids(await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 8, CLIENTS[0]!]));
+    t.is(new Set(one).size, 1, one.join());
+    await new Promise((r) => setTimeout(r, 1300));
+    t.not(ids(await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 1, CLIENTS[0]!]))[0], one[0]);
+    const manyRaw = await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 12, CLIENTS.join(',')]);
+    const many = ids(manyRaw);
+    t.is(new Set(many).size, 3, manyRaw.join());
+    for (let i = 0; i < 6; i++) t.is(many[i], many[i + 6], `client ${i} moved: ${many.join()}`);
 
-  // An endpoint that refuses connections is skipped: every connection lands on pod1.
-  const flaky = ids(await call<string[]>(topo, pod, ['seq', '172.30.0.13', 80, 10]));
-  t.deepEqual([...new Set(flaky)], ['pod1'], flaky.join());
-  // Only a refusing endpoint: one bounded try, then the client is reset.
-  t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.15', 80, 1]))[0]!, /^ERR /);
-  // No endpoints: the client is reset at once.
-  t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.14', 80, 1]))[0]!, /^ERR /);
+    // An endpoint that refuses connections is skipped: every connection lands on pod1.
+    const flaky = ids(await call<string[]>(topo, pod, ['seq', '172.30.0.13', 80, 10]));
+    t.deepEqual([...new Set(flaky)], ['pod1'], flaky.join());
+    // Only a refusing endpoint: one bounded try, then the client is reset.
+    t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.15', 80, 1]))[0]!, /^ERR /);
+    // No endpoints: the client is reset at once.
+    t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.14', 80, 1]))[0]!, /^ERR /);
 
-  const m = await proxy.metrics();
-  t.true(metric(m, 'knet_userspace_dial_failures_total', 'service="default/flaky:who"') >= 4, 'dial failures counted');
-  t.true(metric(m, 'knet_userspace_connections_total', 'service="default/web:who"') >= 33);
-  t.true(metric(m, 'knet_userspace_bytes_total', 'service="default/web:who",direction="to_client"') > 0);
-  t.true(metric(m, 'knet_userspace_no_endpoint_total', 'service="default/empty:who"') >= 1);
-  t.is(metric(m, 'knet_userspace_dial_failures_total', 'service="default/dead:who"'), 1);
-  t.regex(m, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds [1-9]/m);
+    const m = await proxy.metrics();
+    t.true(metric(m, 'knet_userspace_dial_failures_total', 'service="default/flaky:who"') >= 4, 'dial failures counted');
+    t.true(metric(m, 'knet_userspace_connections_total', 'service="default/web:who"') >= 33);
+    t.true(metric(m, 'knet_userspace_bytes_total', 'service="default/web:who",direction="to_client"') > 0);
+    t.true(metric(m, 'knet_userspace_no_endpoint_total', 'service="default/empty:who"') >= 1);
+    t.is(metric(m, 'knet_userspace_dial_failures_total', 'service="default/dead:who"'), 1);
+    t.regex(m, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds [1-9]/m);
 
-  // The rules are knet's portal chains; removing a service closes its port and its rules.
-  const nat = await iptablesSave({ backend: 'nft', netns: topo.node }, 'nat');
-  t.regex(nat, /-A PREROUTING .*-j KUBE-PORTALS-CONTAINER/);
-  t.regex(nat, /-A KUBE-PORTALS-HOST .*-d 172\.30\.0\.10\/32 .*-j DNAT --to-destination 192\.168\.77\.2:\d+/);
-  await proxy.write(cluster().filter((o) => (o as { metadata: { name: string } }).metadata.name !== 'lb'));
-  t.notRegex(await iptablesSave({ backend: 'nft', netns: topo.node }, 'nat'), /192\.168\.88\.200/);
-  t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.12', 80, 1]))[0]!, /^ERR /);
+    // The rules are knet's portal chains; removing a service closes its port and its rules.
+    const nat = await iptablesSave({ backend: 'nft', netns: topo.node }, 'nat');
+    t.regex(nat, /-A PREROUTING .*-j KUBE-PORTALS-CONTAINER/);
+    t.regex(nat, /-A KUBE-PORTALS-HOST .*-d 172\.30\.0\.10\/32 .*-j DNAT --to-destination 192\.168\.77\.2:\d+/);
+    await proxy.write(cluster().filter((o) => (o as { metadata: { name: string } }).metadata.name !== 'lb'));
+    t.notRegex(await iptablesSave({ backend: 'nft', netns: topo.node }, 'nat'), /192\.168\.88\.200/);
+    t.regex((await call<string[]>(topo, pod, ['seq', '172.30.0.12', 80, 1]))[0]!, /^ERR /);
 
-  // Stops cleanly on SIGTERM; the cleanup removes every jump and chain it wrote, twice safely.
-  const exited = new Promise((r) => proxy.p.once('exit', r));
-  proxy.p.kill('SIGTERM');
-  t.is(await exited, 0);
-  const target = { backend: 'nft' as const, netns: topo.node };
-  t.true(await cleanupPortals(kernelIptables(target)) > 0);
-  t.is(await cleanupPortals(kernelIptables(target)), 0);
-  t.notRegex(await iptablesSave(target), /KUBE-(PORTALS|NODEPORT)-/);
-});
+    // Stops cleanly on SIGTERM; the cleanup removes every jump and chain it wrote, twice safely.
+    const exited = new Promise((r) => proxy.p.once('exit', r));
+    proxy.p.kill('SIGTERM');
+    t.is(await exited, 0);
+    const target = { backend: 'nft' as const, netns: topo.node };
+    t.true(await cleanupPortals(kernelIptables(target)) > 0);
+    t.is(await cleanupPortals(kernelIptables(target)), 0);
+    t.notRegex(await iptablesSave(target), /KUBE-(PORTALS|NODEPORT)-/);
+  });
+}
 
 rootTest('nft: traffic policies Local choose this node\'s endpoints, each for its own traffic (one endpoint policy with the iptables mode)', async (t) => {
   t.timeout(120_000);
@@ -463,25 +466,29 @@ async function socketsByPid(topo: Topo, port: number): Promise<Map<number, numbe
   return m;
 }
 
-rootTest('nft: a worker process shares the TCP listeners (round robin, half-close, metrics summed, affinity stays in one table), is restarted when it dies, and dies with the proxy', async (t) => {
+/** The proxy's forwarder processes (children running the built knet-userspace-forwarder). */
+const forwarders = (pid: number) => childPids(pid).filter((c) => { try { return readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('knet-userspace-forwarder'); } catch { return false; } });
+
+rootTest('nft: two forwarder processes share the TCP ports (round robin, half-close, metrics summed, affinity and UDP in the first alone); one that dies is restarted on the same ports; they die with the proxy', async (t) => {
   t.timeout(120_000);
   const topo = await topology(t);
   const objs = [svc('web', '172.30.0.10'), slice('web', PODS),
     svc('sticky', '172.30.0.11', { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }), slice('sticky', PODS)];
-  const proxy = await startProxy(t, topo, 'nft', objs, ['--workers', '1']);
+  const proxy = await startProxy(t, topo, 'nft', objs, ['--workers', '2']);
   const pid = proxy.p.pid!;
-  await until('the worker', () => childPids(pid).length === 1);
-  const [worker] = childPids(pid);
-  t.teardown(() => { try { process.kill(worker!, 'SIGKILL'); } catch { /* gone, as it should be */ } });
+  await until('two forwarders', () => forwarders(pid).length === 2);
+  const [first, second] = forwarders(pid).sort((a, b) => a - b);
+  t.teardown(() => { for (const f of [first, second]) { try { process.kill(f!, 'SIGKILL'); } catch { /* gone, as it should be */ } } });
   const { client: pod } = topo;
+  const listeners = async () => (await run('ip', ['netns', 'exec', topo.node, 'ss', '-tlnpH'])).stdout;
+  await until('both forwarders to listen', async () => { const l = await listeners(); return l.includes(`pid=${first},`) && l.includes(`pid=${second},`); });
 
-  // The worker holds the listening sockets once it got them from the primary.
-  await until('the worker to share the listener', async () => (await run('ip', ['netns', 'exec', topo.node, 'ss', '-tlnpH'])).stdout.includes(`pid=${worker},`));
-  // 200 echo connections held at once: both processes serve some of them (which one accepts
-  // is the kernel's race, so up to three tries), and the active-connection gauge is their sum.
+  // 200 echo connections held at once: both forwarders serve some of them (the kernel spreads
+  // new connections over the sockets of one port by a hash, so up to three tries), and the
+  // active-connection gauge is their sum.
   await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 3]);
   let owners = new Map<number, number>();
-  for (let i = 0; i < 3 && !((owners.get(pid) ?? 0) > 0 && (owners.get(worker!) ?? 0) > 0); i++) {
+  for (let i = 0; i < 3 && !((owners.get(first!) ?? 0) > 0 && (owners.get(second!) ?? 0) > 0); i++) {
     let held!: () => void;
     const isHeld = new Promise<void>((r) => { held = r; });
     const many = client(topo, pod, ['many', '172.30.0.10', 81, 200, 1500], (l) => { if (l === 'held') held(); });
@@ -490,40 +497,50 @@ rootTest('nft: a worker process shares the TCP listeners (round robin, half-clos
     t.is(metric(await proxy.metrics(), 'knet_userspace_active_connections', 'service="default/web:echo"'), 200);
     t.deepEqual(await many.result, { ok: 200, open: 200 });
   }
-  t.true((owners.get(pid) ?? 0) > 0 && (owners.get(worker!) ?? 0) > 0, `echo connections by pid: ${JSON.stringify([...owners])}, proxy ${pid}, worker ${worker}`);
+  t.true((owners.get(first!) ?? 0) > 0 && (owners.get(second!) ?? 0) > 0, `echo connections by pid: ${JSON.stringify([...owners])}, forwarders ${first} ${second}`);
   t.true(metric(await proxy.metrics(), 'knet_userspace_connections_total', 'service="default/web:echo"') >= 200);
 
-  // Round robin in each process: the spread stays even (within one per process).
+  // Round robin in each forwarder: the spread stays even (within one per process).
   const rr = tally(ids(await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 30])));
   t.true(PODS.every((_, i) => Math.abs((rr.get(`pod${i + 1}`) ?? 0) - 10) <= 2), JSON.stringify([...rr]));
-  // Half-close through whichever process accepts.
+  // Half-close through whichever forwarder accepts.
   for (let i = 0; i < 2; i++) {
     const bulk = await call<{ sent: string; got: string }>(topo, pod, ['bulk', '172.30.0.10', 82, 16]);
     t.is(bulk.got, bulk.sent);
   }
-  // ClientIP affinity is served by the primary alone, so one client keeps one endpoint.
+  // ClientIP affinity is served by the first forwarder alone, so one client keeps one endpoint.
   const sticky = ids(await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 12, CLIENTS[0]!]));
   t.is(new Set(sticky).size, 1, sticky.join());
-  t.deepEqual([...(await socketsByPid(topo, 8080)).keys()].filter((p) => p !== pid), []);
+  // UDP too.
+  const dns = await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 3]);
+  t.true(dns.every((r) => /^pod\d 10\.244\.1\.1\|172\.30\.0\.10:53$/.test(r)), dns.join());
 
-  // A worker that dies is replaced; connections keep working meanwhile.
-  process.kill(worker!, 'SIGKILL');
-  await until('a new worker', () => childPids(pid).length === 1 && childPids(pid)[0] !== worker);
-  const [second] = childPids(pid);
-  t.teardown(() => { try { process.kill(second!, 'SIGKILL'); } catch { /* gone */ } });
+  // The first forwarder (every port) dies: another takes its place on the same ports, so the
+  // rules need no change; connections keep working meanwhile through the second.
+  const ports = (await listeners()).split('\n').filter((l) => l.includes(`pid=${first},`)).map((l) => l.split(/\s+/)[3]).sort();
+  process.kill(first!, 'SIGKILL');
+  await until('a new forwarder', () => forwarders(pid).length === 2 && !forwarders(pid).includes(first!));
+  const third = forwarders(pid).find((f) => f !== second)!;
+  t.teardown(() => { try { process.kill(third, 'SIGKILL'); } catch { /* gone */ } });
+  await until('the new forwarder to listen on the same ports', async () => {
+    const mine = (await listeners()).split('\n').filter((l) => l.includes(`pid=${third},`)).map((l) => l.split(/\s+/)[3]).sort();
+    return JSON.stringify(mine) === JSON.stringify(ports);
+  });
   t.true(ids(await call<string[]>(topo, pod, ['seq', '172.30.0.10', 80, 12])).every((x) => /^pod\d$/.test(x)));
+  t.is(new Set(ids(await call<string[]>(topo, pod, ['seq', '172.30.0.11', 80, 4, CLIENTS[1]!]))).size, 1);
+  t.regex((await call<string[]>(topo, pod, ['udp', '172.30.0.10', 53, 1]))[0]!, /^pod\d /);
 
-  // The proxy crashing (SIGKILL, no clean-up) takes the worker with it.
+  // The proxy crashing (SIGKILL, no clean-up) takes the forwarders with it.
   proxy.p.kill('SIGKILL');
-  await until('the worker to exit after the proxy', () => !pidRunning(second!), 5000);
+  await until('the forwarders to exit after the proxy', () => !pidRunning(second!) && !pidRunning(third), 5000);
 
-  // And a clean stop (SIGTERM) stops it too.
+  // And a clean stop (SIGTERM) stops them too.
   const again = await startProxy(t, topo, 'nft', objs, ['--workers', '1']);
-  await until('the worker', () => childPids(again.p.pid!).length === 1);
-  const [third] = childPids(again.p.pid!);
-  t.teardown(() => { try { process.kill(third!, 'SIGKILL'); } catch { /* gone */ } });
+  await until('the forwarder', () => forwarders(again.p.pid!).length === 1);
+  const [fourth] = forwarders(again.p.pid!);
+  t.teardown(() => { try { process.kill(fourth!, 'SIGKILL'); } catch { /* gone */ } });
   const exited = new Promise((r) => again.p.once('exit', r));
   again.p.kill('SIGTERM');
   t.is(await exited, 0);
-  await until('the worker to exit after SIGTERM', () => !pidRunning(third!), 5000);
+  await until('the forwarder to exit after SIGTERM', () => !pidRunning(fourth!), 5000);
 });

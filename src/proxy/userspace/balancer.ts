@@ -123,8 +123,11 @@ export interface DialPlan {
   timeoutsMs: number[];
 }
 
-/** kube-proxy's schedule (250 ms, 500 ms, 1 s, 2 s), at most one try per endpoint. */
-export function dialPlan(endpoints: number, timeoutsMs: readonly number[] = [250, 500, 1000, 2000]): DialPlan {
+/** kube-proxy's dial timeouts: 250 ms, 500 ms, 1 s, 2 s. */
+export const DIAL_TIMEOUTS_MS: readonly number[] = [250, 500, 1000, 2000];
+
+/** The dial schedule: at most one try per endpoint. */
+export function dialPlan(endpoints: number, timeoutsMs: readonly number[] = DIAL_TIMEOUTS_MS): DialPlan {
   const tries = Math.max(1, Math.min(timeoutsMs.length, endpoints));
   return { tries, timeoutsMs: timeoutsMs.slice(0, tries) };
 }

@@ -4,13 +4,11 @@
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { UserspaceMetrics } from './metrics.ts';
-import type { ServicePortBalancer } from './balancer.ts';
 
 export interface ListenerBaseOptions {
   /** Service port name ("ns/name:port"), the metrics label. */
   name: string;
-  balancer: ServicePortBalancer;
-  /** null in a worker process: its counts travel to the primary's metrics instead (workers.ts). */
+  /** null: counted nowhere (the forwarder side counts for itself, forwarders.ts). */
   metrics: UserspaceMetrics | null;
   log: Logger;
   bindHost: string;

@@ -12,11 +12,12 @@ import { PORTAL_CHAINS, PORTAL_JUMPS, portalCleanupText, renderPortals, type Por
 import type { ProxySettings, RenderWarning } from '../../rules/types.ts';
 import { IptablesMetrics } from '../iptables-metrics.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from '../dataplane.ts';
-import { ServicePortBalancer } from './balancer.ts';
+import { DIAL_TIMEOUTS_MS, ServicePortBalancer } from './balancer.ts';
+import type { PortSpec } from './forwarder/protocol.ts';
+import { ForwardedPort, ForwarderPool } from './forwarders.ts';
 import { UserspaceMetrics } from './metrics.ts';
 import { TcpPortProxy } from './tcp.ts';
 import { UdpPortProxy } from './udp.ts';
-import { WorkerPool, type ListenSpec } from './workers.ts';
 
 export interface UserspaceOptions {
   target: IptablesTarget;
@@ -35,10 +36,38 @@ export interface UserspaceOptions {
   tcpIdleMs?: number;
   dialTimeoutsMs?: readonly number[];
   /**
-   * Worker processes that also accept and splice TCP (ports without ClientIP affinity), so
-   * more than one core does the work (default 0: everything in this process). See workers.ts.
+   * Forwarder processes that carry the traffic (forwarders.ts; several share the TCP ports
+   * without ClientIP affinity). 0 (the default here): the listeners run in this process, on Node.
    */
   workers?: number;
+  /** The forwarder executable (default: found beside the build, forwarders.ts). */
+  forwarderPath?: string;
+}
+
+/** A service port's listener, wherever it runs: this process (on Node) or the forwarders. */
+interface PortListener {
+  readonly port: number;
+  /** New endpoints ("ip:port") and affinity for new connections; established ones run on. */
+  update(endpoints: readonly string[], stickySeconds: number): void;
+  /** Stops accepting (TCP connections run on). */
+  close(): void;
+  /** Closes everything, connections too. */
+  destroy(): void;
+}
+
+/** A listener in this process with its own balancer. */
+class LocalPort implements PortListener {
+  constructor(readonly balancer: ServicePortBalancer, readonly listener: TcpPortProxy | UdpPortProxy) {}
+  get port(): number { return this.listener.port; }
+  update(endpoints: readonly string[], stickySeconds: number): void {
+    this.balancer.setStickySeconds(stickySeconds);
+    this.balancer.update(endpoints);
+    this.balancer.sweep(Date.now());
+  }
+  close(): void { this.listener.close(); }
+  destroy(): void {
+    if (this.listener instanceof TcpPortProxy) this.listener.destroy(); else this.listener.close();
+  }
 }
 
 /**
@@ -52,10 +81,9 @@ type Traffic = 'internal' | 'external';
 interface PortState {
   info: ServicePortInfo;
   traffic: Traffic;
-  balancer: ServicePortBalancer;
-  listener: TcpPortProxy | UdpPortProxy;
-  /** What a worker needs to serve this port (TCP only). */
-  spec?: ListenSpec;
+  listener: PortListener;
+  /** Served by several forwarders at once (decided at open: TCP without affinity). */
+  shared: boolean;
 }
 
 interface WantedListener {
@@ -91,7 +119,7 @@ export class UserspaceDataPlane implements DataPlane {
   private readonly ports = new Map<string, PortState>();
   private settings: ProxySettings;
   private rulesWritten = false;
-  readonly workers: WorkerPool | null;
+  readonly forwarders: ForwarderPool | null;
 
   constructor(readonly o: UserspaceOptions) {
     // The listeners and the portal renderer are IPv4-only for now.
@@ -100,8 +128,8 @@ export class UserspaceDataPlane implements DataPlane {
     this.metrics = new UserspaceMetrics(o.registry);
     this.ruleMetrics = new IptablesMetrics(o.registry);
     this.ipt = o.iptables ?? kernelIptables(o.target);
-    const pool = o.workers ? new WorkerPool({ count: o.workers, log: o.log }) : null;
-    this.workers = pool;
+    const pool = o.workers ? new ForwarderPool({ count: o.workers, log: o.log, ...(o.forwarderPath ? { executable: o.forwarderPath } : {}) }) : null;
+    this.forwarders = pool;
     if (pool) this.metrics.gather = () => pool.poll();
   }
 
@@ -117,41 +145,63 @@ export class UserspaceDataPlane implements DataPlane {
     return false;
   }
 
-  private async open(p: ServicePortInfo, traffic: Traffic): Promise<PortState> {
-    const balancer = new ServicePortBalancer({ stickySeconds: p.clientIPAffinity ? p.stickySeconds : 0 });
+  private async open(key: string, w: WantedListener): Promise<PortState> {
+    const { info: p, traffic } = w;
+    const stickySeconds = p.clientIPAffinity ? p.stickySeconds : 0;
     const name = labelOf(p, traffic);
-    const common = { name, balancer, metrics: this.metrics, log: this.o.log, bindHost: this.o.bindAddress ?? '0.0.0.0' };
-    const spec: ListenSpec = { name, idleMs: this.o.tcpIdleMs ?? 3_600_000, keepAliveMs: 60_000, ...(this.o.dialTimeoutsMs ? { dialTimeoutsMs: this.o.dialTimeoutsMs } : {}) };
-    const listener = p.protocol === 'tcp'
-      ? new TcpPortProxy({ ...common, ...spec })
-      : new UdpPortProxy({ ...common, idleMs: this.o.udpIdleMs ?? 250, maxFlows: this.o.maxUdpFlows ?? 4096, bufferBytes: 4 << 20 });
-    await listener.listen();
+    const bindHost = this.o.bindAddress ?? '0.0.0.0';
+    const tcp = { idleMs: this.o.tcpIdleMs ?? 3_600_000, keepAliveMs: 60_000, dialTimeoutsMs: this.o.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS };
+    const udp = { udpIdleMs: this.o.udpIdleMs ?? 250, maxFlows: this.o.maxUdpFlows ?? 4096, bufferBytes: 4 << 20 };
+    const shared = p.protocol === 'tcp' && stickySeconds === 0;
+    let listener: PortListener;
+    if (this.forwarders) {
+      const spec: PortSpec = { protocol: p.protocol as 'tcp' | 'udp', name, bindHost, port: 0, shared, stickySeconds, endpoints: w.endpoints, ...tcp, ...udp };
+      const port = new ForwardedPort(this.forwarders, key, spec, { name, metrics: this.metrics, log: this.o.log, bindHost });
+      await port.listen();
+      listener = port;
+    } else {
+      const balancer = new ServicePortBalancer({ stickySeconds });
+      balancer.update(w.endpoints);
+      const common = { name, balancer, metrics: this.metrics, log: this.o.log, bindHost };
+      const local = p.protocol === 'tcp'
+        ? new TcpPortProxy({ ...common, ...tcp })
+        : new UdpPortProxy({ ...common, idleMs: udp.udpIdleMs, maxFlows: udp.maxFlows, bufferBytes: udp.bufferBytes });
+      await local.listen();
+      listener = new LocalPort(balancer, local);
+    }
     this.o.log.info({ service: p.portName, protocol: p.protocol, traffic, port: listener.port }, 'opened proxy port');
-    return { info: p, traffic, balancer, listener, ...(p.protocol === 'tcp' ? { spec } : {}) };
+    return { info: p, traffic, listener, shared };
+  }
+
+  private drop(k: string, st: PortState): void {
+    st.listener.close();
+    this.ports.delete(k);
+    this.metrics.remove(labelOf(st.info, st.traffic));
+    this.o.log.info({ service: st.info.portName, protocol: st.info.protocol, traffic: st.traffic }, 'closed proxy port');
   }
 
   async sync(req: SyncRequest): Promise<SyncOutcome> {
     const model = buildServiceModel(req.cluster, this.settings);
     const warnings: RenderWarning[] = [...model.warnings];
-    const now = Date.now();
     const wanted = new Map<string, WantedListener>();
     for (const p of model.ports) {
       if (p.protocol === 'sctp') { warnings.push({ object: `Service ${p.service}`, field: 'spec.ports', message: `${p.portName}: SCTP is not supported in userspace mode` }); continue; }
       for (const w of listenersFor(p)) wanted.set(keyOf(p, w.traffic), w);
     }
+    const stale: Array<[string, PortState]> = [];
     for (const [k, w] of wanted) {
       let st = this.ports.get(k);
-      if (!st) this.ports.set(k, (st = await this.open(w.info, w.traffic)));
-      st.info = w.info;
-      st.balancer.setStickySeconds(w.info.clientIPAffinity ? w.info.stickySeconds : 0);
-      // Only new connections see endpoint changes; established ones run on.
-      st.balancer.update(w.endpoints);
-      st.balancer.sweep(now);
-      // Workers share the TCP ports whose picks need no common affinity table.
-      if (this.workers && st.listener instanceof TcpPortProxy) {
-        if (st.balancer.sticky) this.workers.unshare(k);
-        else this.workers.share(k, st.listener, st.spec!, st.balancer.list);
+      const stickySeconds = w.info.clientIPAffinity ? w.info.stickySeconds : 0;
+      // Forwarders share only ports without affinity (its table must be one): a port that
+      // gains or loses affinity gets a new listener (and its rules follow below).
+      if (st && this.forwarders && st.shared !== (w.info.protocol === 'tcp' && stickySeconds === 0)) {
+        stale.push([k, st]);
+        st = undefined;
       }
+      if (!st) this.ports.set(k, (st = await this.open(k, w)));
+      st.info = w.info;
+      // Only new connections see endpoint changes; established ones run on.
+      st.listener.update(w.endpoints, stickySeconds);
     }
     const portals: PortalPort[] = [];
     for (const [k, w] of wanted) {
@@ -181,14 +231,11 @@ export class UserspaceDataPlane implements DataPlane {
     }
     this.rulesWritten = true;
     this.ruleMetrics.synced(r.rulesWritten, r.rulesWritten);
-    for (const [k, st] of this.ports) {
-      if (wanted.has(k)) continue;
-      this.workers?.unshare(k);
+    for (const [, st] of stale) {
       st.listener.close();
-      this.ports.delete(k);
-      this.metrics.remove(labelOf(st.info, st.traffic));
-      this.o.log.info({ service: st.info.portName, protocol: st.info.protocol, traffic: st.traffic }, 'closed proxy port');
+      this.o.log.info({ service: st.info.portName, protocol: st.info.protocol, traffic: st.traffic }, 'replaced proxy port');
     }
+    for (const [k, st] of this.ports) if (!wanted.has(k)) this.drop(k, st);
     return {
       full,
       written: r.rulesWritten,
@@ -199,11 +246,8 @@ export class UserspaceDataPlane implements DataPlane {
 
   /** Closes every listener and connection; rules stay (like the iptables mode on stop). */
   close(): void {
-    this.workers?.close();
-    for (const st of this.ports.values()) {
-      if (st.listener instanceof TcpPortProxy) st.listener.destroy();
-      else st.listener.close();
-    }
+    for (const st of this.ports.values()) st.listener.destroy();
+    this.forwarders?.close();
     this.ports.clear();
   }
 }

@@ -1,4 +1,4 @@
-// The UDP flow table: one entry per client "ip:port", expiring after an idle timeout, bounded
+// The UDP flow table: one entry per client address ("ip:port", or a number), expiring after an idle timeout, bounded
 // in size (the least recently active flow is evicted first). Pure bookkeeping over a clock;
 // the socket side (src/proxy/userspace/udp.ts) closes what this table hands back.
 
@@ -12,9 +12,9 @@ interface Entry<V> {
   lastMs: number;
 }
 
-export class FlowTable<V> {
+export class FlowTable<V, K = string> {
   // Map order is (roughly) recency order: eviction takes the first entry.
-  private readonly m = new Map<string, Entry<V>>();
+  private readonly m = new Map<K, Entry<V>>();
 
   constructor(readonly o: FlowTableOptions) {
     if (!(o.idleMs > 0) || !(o.maxFlows >= 1)) throw new Error('FlowTable: idleMs and maxFlows must be positive');
@@ -25,7 +25,7 @@ export class FlowTable<V> {
   }
 
   /** The live flow for key, refreshed; undefined when absent or idle too long (then removed via expired). */
-  get(key: string, nowMs: number): V | undefined {
+  get(key: K, nowMs: number): V | undefined {
     const e = this.m.get(key);
     if (!e) return undefined;
     if (nowMs - e.lastMs >= this.o.idleMs) return undefined;
@@ -34,12 +34,12 @@ export class FlowTable<V> {
   }
 
   /** Marks activity (a reply) on a flow without a lookup result. */
-  touch(key: string, nowMs: number): void {
+  touch(key: K, nowMs: number): void {
     const e = this.m.get(key);
     if (e) this.touchEntry(key, e, nowMs);
   }
 
-  private touchEntry(key: string, e: Entry<V>, nowMs: number): void {
+  private touchEntry(key: K, e: Entry<V>, nowMs: number): void {
     // Re-inserting per packet would cost a delete and a set on the hot path; moving a flow only
     // when it is a quarter of the idle time stale keeps the order close enough to recency for
     // eviction, and expire() scans everything anyway.
@@ -51,12 +51,12 @@ export class FlowTable<V> {
   }
 
   /** Adds a flow; returns the flows that had to go (the stale one under the same key, evictions). */
-  add(key: string, value: V, nowMs: number): V[] {
+  add(key: K, value: V, nowMs: number): V[] {
     const out: V[] = [];
     const old = this.m.get(key);
     if (old) { out.push(old.value); this.m.delete(key); }
     while (this.m.size >= this.o.maxFlows) {
-      const [k, e] = this.m.entries().next().value as [string, Entry<V>];
+      const [k, e] = this.m.entries().next().value as [K, Entry<V>];
       this.m.delete(k);
       out.push(e.value);
     }
@@ -64,7 +64,7 @@ export class FlowTable<V> {
     return out;
   }
 
-  delete(key: string, value?: V): boolean {
+  delete(key: K, value?: V): boolean {
     const e = this.m.get(key);
     if (!e || (value !== undefined && e.value !== value)) return false;
     return this.m.delete(key);

@@ -21,7 +21,8 @@ const { values: a } = parseArgs({
     'tcp-idle-ms': { type: 'string', default: '3600000' },
     'max-udp-flows': { type: 'string', default: '4096' },
     'min-sync-ms': { type: 'string', default: '100' },
-    workers: { type: 'string', default: '0' },
+    // Forwarder processes, as `knet proxy --userspace-workers` (0: the data path in this process).
+    workers: { type: 'string', default: '1' },
   },
 });
 if (!a.manifests) throw new Error('--manifests is required');

@@ -4,10 +4,11 @@
 // memory stays bounded by the socket buffers) and allowHalfOpen lets a FIN travel on while the
 // other direction keeps flowing. TCP keepalive and an idle sweep reset dead or stalled peers.
 import net from 'node:net';
-import { dialPlan } from './balancer.ts';
+import { dialPlan, type ServicePortBalancer } from './balancer.ts';
 import { ListenerBase, type ListenerBaseOptions } from './bind.ts';
 
 export interface TcpPortOptions extends ListenerBaseOptions {
+  balancer: ServicePortBalancer;
   /** No byte moving either way for this long resets both sides (checked every idleMs/4, at most every minute or keepAliveMs/4). */
   idleMs: number;
   /** Per-try dial timeouts (length bounds the tries). */

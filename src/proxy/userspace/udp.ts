@@ -3,10 +3,12 @@
 // sent back from the service's socket (the portal's NAT then rewrites them to come from the
 // service address). Flows expire when idle and the table is bounded (flows.ts).
 import dgram from 'node:dgram';
+import type { ServicePortBalancer } from './balancer.ts';
 import { FlowTable } from './flows.ts';
 import { ListenerBase, type ListenerBaseOptions } from './bind.ts';
 
 export interface UdpPortOptions extends ListenerBaseOptions {
+  balancer: ServicePortBalancer;
   idleMs: number;
   maxFlows: number;
   /** Socket buffer size for the service socket (bursts of small datagrams). */
