@@ -1,32 +1,30 @@
 // The plugin's commands. Each one validates everything first, then touches IPAM and the kernel;
 // a failed ADD undoes what it did (veth, allocation) before reporting the error.
-import { closeSync, existsSync, readFileSync } from 'node:fs';
-import { ExecError } from '../kernel/exec.ts';
-import { NetlinkError, macBytes } from '../kernel/netlink/codec.ts';
+import { existsSync, readFileSync, writeSync } from 'node:fs';
+import { NetlinkError, RT_TABLE_MAIN, macBytes } from '../kernel/netlink/codec.ts';
 import type { Rtnl } from '../kernel/netlink/rtnl.ts';
-import { openNodeRtnl } from '../kernel/netlink/node-addon.ts';
-import { detectIptablesBackend, ensureMasq } from '../kernel/masq.ts';
 import { IpamStore, PoolExhaustedError } from '../ipam/store.ts';
 import { sweepStaleLocks } from '../ipam/lockfile.ts';
-import { canonicalCidr, formatCidr4, formatIPv4, parseIPv4 } from '../ipam/ipv4.ts';
+import { canonicalCidr, formatCidr4, formatIPv4, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
 import {
   SUPPORTED_VERSIONS, checkVersion, decodeStdin, parseEnv, parseNetConf, parseSubnetEnv, planNetwork,
   type CniEnv, type NetConf, type NetworkPlan, type SubnetEnv,
 } from './config.ts';
-import { CniError, ErrCode, invalidConfig } from './errors.ts';
-import { buildResult, hostVethName, podBatch, podMac, randomMac, type CniResult } from './result.ts';
-import { netnsState, openNetns, podIpBatch, podIpJson } from './podns.ts';
+import { CniError, ErrCode, invalidConfig, invalidEnv } from './errors.ts';
+import { buildResult, hostVethName, podMac, randomMac, type CniResult } from './result.ts';
+import type { CniKernel, PodNetns } from './kernel.ts';
 
 export interface CniOutcome { stdout: string; exitCode: number }
 
 // KNET_CNI_TRACE=1: phase timings on stderr (stdout belongs to the runtime).
 const trace = process.env.KNET_CNI_TRACE === '1'
-  ? (what: string) => process.stderr.write(`knet ${(performance.now()).toFixed(1)}ms ${what}\n`)
+  ? (what: string) => { writeSync(2, `knet ${performance.now().toFixed(1)}ms ${what}\n`); }
   : () => undefined;
 
 /** Runs one plugin invocation: stdin text and environment in, stdout text and exit code out. */
-export async function runCni(stdin: string, env: NodeJS.ProcessEnv): Promise<CniOutcome> {
+export async function runCni(stdin: string, env: NodeJS.ProcessEnv, kernel: CniKernel): Promise<CniOutcome> {
   let version = '1.1.0';
+  trace('started');
   try {
     const cmd = env.CNI_COMMAND;
     if (cmd === 'VERSION') {
@@ -40,10 +38,10 @@ export async function runCni(stdin: string, env: NodeJS.ProcessEnv): Promise<Cni
     checkVersion(j.cniVersion);
     const conf = parseNetConf(j);
     switch (cniEnv.command) {
-      case 'ADD': return ok(await cmdAdd(conf, cniEnv));
-      case 'DEL': await cmdDel(conf, cniEnv); return ok();
-      case 'CHECK': await cmdCheck(conf, cniEnv); return ok();
-      case 'GC': await cmdGc(conf); return ok();
+      case 'ADD': return ok(await cmdAdd(conf, cniEnv, kernel));
+      case 'DEL': await cmdDel(conf, cniEnv, kernel); return ok();
+      case 'CHECK': await cmdCheck(conf, cniEnv, kernel); return ok();
+      case 'GC': await cmdGc(conf, kernel); return ok();
       case 'STATUS': cmdStatus(conf); return ok();
       default: throw new CniError(ErrCode.InvalidEnvironment, `unsupported command ${cniEnv.command}`);
     }
@@ -61,10 +59,9 @@ export function toCniError(e: unknown): CniError {
   if (e instanceof CniError) return e;
   if (e instanceof PoolExhaustedError) return new CniError(ErrCode.PoolExhausted, 'no free address in the pod subnet', e.message);
   if (e instanceof NetlinkError) return new CniError(ErrCode.KernelFailure, 'kernel refused a network change', e.message);
-  if (e instanceof ExecError) {
-    const isIpt = /iptables/.test(e.file) || e.args.some((a) => a.includes('iptables'));
-    return new CniError(isIpt ? ErrCode.IptablesFailure : ErrCode.KernelFailure, isIpt ? 'iptables failed' : 'configuring the pod namespace failed', e.message);
-  }
+  // The only programs the plugin runs are iptables (the node's masquerade chain). Matched by
+  // name: importing ExecError would load child_process into every call.
+  if (e instanceof Error && e.name === 'ExecError') return new CniError(ErrCode.IptablesFailure, 'iptables failed', e.message);
   const io = (e as NodeJS.ErrnoException)?.code;
   if (io && /^E[A-Z]+$/.test(io)) return new CniError(ErrCode.IoFailure, 'I/O failure', (e as Error).message);
   return new CniError(ErrCode.Internal, 'internal error', e instanceof Error ? e.message : String(e));
@@ -84,13 +81,21 @@ function readSubnetEnv(conf: NetConf): SubnetEnv | null {
   return parseSubnetEnv(text);
 }
 
-async function withRtnl<T>(f: (nl: Rtnl) => Promise<T>): Promise<T> {
-  const nl = openNodeRtnl();
+async function withHostRtnl<T>(kernel: CniKernel, f: (nl: Rtnl) => Promise<T>): Promise<T> {
+  const nl = kernel.hostRtnl();
   try {
     return await f(nl);
   } finally {
     nl.close();
   }
+}
+
+/** CNI_NETNS opened, or the spec's error: 3 when it is gone, 4 when it is not a namespace. */
+function openPodNetns(kernel: CniKernel, path: string): PodNetns {
+  const st = kernel.netnsState(path);
+  if (st === 'missing') throw new CniError(ErrCode.UnknownContainer, 'container network namespace does not exist', `CNI_NETNS ${path} does not exist`);
+  if (st === 'not-netns') throw invalidEnv(`CNI_NETNS ${path} is not a network namespace`);
+  return kernel.openNetns(path);
 }
 
 /** The bridge, created on first use with the gateway address; later ADDs only confirm it. */
@@ -112,70 +117,89 @@ async function ensureBridge(nl: Rtnl, conf: NetConf, plan: NetworkPlan): Promise
   return { index, mac: br.mac };
 }
 
-async function cmdAdd(conf: NetConf, env: CniEnv): Promise<CniResult> {
+/** The pod end, already in the pod and named: up, its address, its routes (what `ip` would do there). */
+async function configurePod(pod: Rtnl, ifname: string, ip: string, prefixLen: number, routes: readonly { dst: string; gw: string }[]): Promise<void> {
+  const link = await pod.getLink(ifname);
+  if (!link) throw new CniError(ErrCode.KernelFailure, 'configuring the pod namespace failed', `${ifname} did not appear in the pod namespace`);
+  await pod.setLink(link.index, { up: true });
+  await pod.addAddress4(link.index, ip, prefixLen);
+  for (const r of routes) {
+    const dst = parseCidr4(r.dst);
+    if (!await pod.addRoute4({ dst: formatIPv4(dst.ip), dstLen: dst.prefix, gateway: r.gw, oif: link.index })) {
+      throw new CniError(ErrCode.KernelFailure, 'configuring the pod namespace failed', `the pod already has a route to ${r.dst}`);
+    }
+  }
+}
+
+async function cmdAdd(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<CniResult> {
   const subnetEnv = readSubnetEnv(conf);
   const plan = planNetwork(conf, subnetEnv);
-  const fd = openNetns(env.netns);
+  const netns = openPodNetns(kernel, env.netns);
   const store = new IpamStore(conf.dataDir);
   const hostName = hostVethName(env.containerId, env.ifname);
+  let host: Rtnl | undefined;
+  let pod: Rtnl | undefined;
   let ip: string | undefined;
   let vethCreated = false;
   try {
     trace('validated');
     ip = store.allocate({ subnet: plan.subnet, gateway: plan.gateway, reserved: plan.reserved }, env.containerId, env.ifname);
-    const address = formatCidr4(parseIPv4(ip), plan.subnet.prefix);
-    return await withRtnl(async (nl) => {
-      trace('allocated, netlink open');
-      const bridge = await ensureBridge(nl, conf, plan);
-      trace('bridge ready');
-      const hostMac = randomMac();
-      const mac = podMac(ip!);
-      try {
-        await nl.createVeth({ name: hostName, mtu: plan.mtu, mac: macBytes(hostMac), master: bridge.index, up: true,
-          peer: { name: env.ifname, netnsFd: fd, mtu: plan.mtu, mac: macBytes(mac) } });
-      } catch (e) {
-        if (e instanceof NetlinkError && e.code === 'EEXIST') {
-          throw new CniError(ErrCode.InterfaceExists, 'interface already exists',
-            `${env.ifname} in ${env.netns} or host interface ${hostName} already exists`);
-        }
-        throw e;
+    trace('allocated');
+    host = kernel.hostRtnl();
+    trace('netlink open');
+    const bridge = await ensureBridge(host, conf, plan);
+    trace('bridge ready');
+    const hostMac = randomMac();
+    const mac = podMac(ip);
+    try {
+      await host.createVeth({ name: hostName, mtu: plan.mtu, mac: macBytes(hostMac), master: bridge.index, up: true,
+        peer: { name: env.ifname, netnsFd: netns.fd, mtu: plan.mtu, mac: macBytes(mac) } });
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'EEXIST') {
+        throw new CniError(ErrCode.InterfaceExists, 'interface already exists',
+          `${env.ifname} in ${env.netns} or host interface ${hostName} already exists`);
       }
-      vethCreated = true;
-      trace('veth created');
-      if (conf.hairpinMode) {
-        const link = await nl.getLink(hostName);
-        if (link) await nl.setHairpin(link.index, true);
-      }
-      await podIpBatch(env.netns, podBatch(env.ifname, address, plan.routes));
-      trace('pod side configured');
-      if (plan.ipMasq) {
-        await ensureMasq({ network: conf.name, podSubnet: canonicalCidr(plan.subnet), clusterNetwork: canonicalCidr(plan.clusterNetwork) },
-          conf.iptablesBackend ?? detectIptablesBackend(), conf.dataDir);
-      }
-      return buildResult(conf.cniVersion, {
-        bridge: { name: conf.bridge, mac: bridge.mac },
-        hostVeth: { name: hostName, mac: hostMac },
-        pod: { name: env.ifname, mac, sandbox: env.netns },
-        mtu: plan.mtu,
-        address,
-        gateway: formatIPv4(plan.gateway),
-        routes: plan.routes,
-        ...(conf.dns ? { dns: conf.dns } : {}),
-      }, conf.prevResult);
-    });
+      throw e;
+    }
+    vethCreated = true;
+    trace('veth created');
+    if (conf.hairpinMode) {
+      const link = await host.getLink(hostName);
+      if (link) await host.setHairpin(link.index, true);
+    }
+    pod = netns.rtnl();
+    trace('pod socket open');
+    await configurePod(pod, env.ifname, ip, plan.subnet.prefix, plan.routes);
+    trace('pod side configured');
+    if (plan.ipMasq) {
+      await kernel.ensureMasq({ network: conf.name, podSubnet: canonicalCidr(plan.subnet), clusterNetwork: canonicalCidr(plan.clusterNetwork) },
+        conf.iptablesBackend, conf.dataDir);
+    }
+    return buildResult(conf.cniVersion, {
+      bridge: { name: conf.bridge, mac: bridge.mac },
+      hostVeth: { name: hostName, mac: hostMac },
+      pod: { name: env.ifname, mac, sandbox: env.netns },
+      mtu: plan.mtu,
+      address: formatCidr4(parseIPv4(ip), plan.subnet.prefix),
+      gateway: formatIPv4(plan.gateway),
+      routes: plan.routes,
+      ...(conf.dns ? { dns: conf.dns } : {}),
+    }, conf.prevResult);
   } catch (e) {
     // Leave nothing behind: the veth (which takes its pod end along) and the address.
-    if (vethCreated) await withRtnl((nl) => nl.deleteLink(hostName)).catch(() => undefined);
+    if (vethCreated && host) await host.deleteLink(hostName).catch(() => undefined);
     if (ip) store.releaseIp(ip, env.containerId, env.ifname);
     throw e;
   } finally {
-    closeSync(fd);
+    pod?.close();
+    host?.close();
+    netns.close();
   }
 }
 
-async function cmdDel(conf: NetConf, env: CniEnv): Promise<void> {
+async function cmdDel(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<void> {
   // Deleting the host end removes the pod end too; a missing netns or link is already "deleted".
-  await withRtnl((nl) => nl.deleteLink(hostVethName(env.containerId, env.ifname)));
+  await withHostRtnl(kernel, (nl) => nl.deleteLink(hostVethName(env.containerId, env.ifname)));
   new IpamStore(conf.dataDir).release(env.containerId, env.ifname);
 }
 
@@ -183,11 +207,9 @@ function checkFailed(details: string): CniError {
   return new CniError(ErrCode.CheckFailed, 'attachment does not match the ADD result', details);
 }
 
-async function cmdCheck(conf: NetConf, env: CniEnv): Promise<void> {
+async function cmdCheck(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<void> {
   const prev = conf.prevResult;
   if (!prev) throw invalidConfig('CHECK needs prevResult');
-  const st = netnsState(env.netns);
-  if (st !== 'ok') throw new CniError(ErrCode.UnknownContainer, 'container network namespace does not exist', `CNI_NETNS ${env.netns}: ${st}`);
   const ifaces = Array.isArray(prev.interfaces) ? (prev.interfaces as { name?: string; sandbox?: string; mtu?: number }[]) : [];
   const podIndex = ifaces.findIndex((i) => i.name === env.ifname && i.sandbox);
   if (podIndex < 0) throw checkFailed(`prevResult has no interface ${env.ifname} in a sandbox`);
@@ -198,22 +220,29 @@ async function cmdCheck(conf: NetConf, env: CniEnv): Promise<void> {
   const allocated = new IpamStore(conf.dataDir).find(env.containerId, env.ifname).map((a) => a.ip);
   for (const a of mine) if (!allocated.includes(a.split('/')[0]!)) throw checkFailed(`${a} is not allocated to ${env.containerId}/${env.ifname}`);
 
-  type IpAddr = { ifname: string; mtu: number; addr_info: { family: string; local: string; prefixlen: number }[] };
-  const [link] = await podIpJson<IpAddr>(env.netns, ['addr', 'show', 'dev', env.ifname]).catch(() => [] as IpAddr[]);
-  if (!link) throw checkFailed(`${env.ifname} is missing in ${env.netns}`);
-  const have = link.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
-  for (const a of mine) if (!have.includes(a)) throw checkFailed(`${env.ifname} lacks ${a} (has ${have.join(', ') || 'none'})`);
-  const wantMtu = ifaces[podIndex]!.mtu;
-  if (wantMtu && link.mtu !== wantMtu) throw checkFailed(`${env.ifname} has MTU ${link.mtu}, expected ${wantMtu}`);
-
-  type IpRoute = { dst: string; gateway?: string };
-  const routes = await podIpJson<IpRoute>(env.netns, ['route', 'show', 'dev', env.ifname]);
-  for (const r of (Array.isArray(prev.routes) ? prev.routes : []) as { dst: string; gw?: string }[]) {
-    const dst = r.dst === '0.0.0.0/0' ? 'default' : r.dst;
-    if (!routes.some((k) => k.dst === dst && (!r.gw || k.gateway === r.gw))) throw checkFailed(`route to ${r.dst} is missing in the pod`);
+  const netns = openPodNetns(kernel, env.netns);
+  let pod: Rtnl | undefined;
+  try {
+    pod = netns.rtnl();
+    const link = await pod.getLink(env.ifname);
+    if (!link) throw checkFailed(`${env.ifname} is missing in ${env.netns}`);
+    const have = (await pod.listAddresses4()).filter((a) => a.index === link.index).map((a) => `${a.local}/${a.prefixLen}`);
+    for (const a of mine) if (!have.includes(a)) throw checkFailed(`${env.ifname} lacks ${a} (has ${have.join(', ') || 'none'})`);
+    const wantMtu = ifaces[podIndex]!.mtu;
+    if (wantMtu && link.mtu !== wantMtu) throw checkFailed(`${env.ifname} has MTU ${link.mtu}, expected ${wantMtu}`);
+    const routes = (await pod.listRoutes4()).filter((k) => k.oif === link.index && k.table === RT_TABLE_MAIN);
+    for (const r of (Array.isArray(prev.routes) ? prev.routes : []) as { dst?: unknown; gw?: unknown }[]) {
+      let dst: Cidr4;
+      try { dst = parseCidr4(r.dst); } catch { throw checkFailed(`prevResult route ${JSON.stringify(r.dst)} is not an IPv4 CIDR`); }
+      const found = routes.some((k) => k.dstLen === dst.prefix && k.dst === formatIPv4(dst.ip) && (!r.gw || k.gateway === r.gw));
+      if (!found) throw checkFailed(`route to ${String(r.dst)} is missing in the pod`);
+    }
+  } finally {
+    pod?.close();
+    netns.close();
   }
 
-  await withRtnl(async (nl) => {
+  await withHostRtnl(kernel, async (nl) => {
     const host = await nl.getLink(hostVethName(env.containerId, env.ifname));
     const br = await nl.getLink(conf.bridge);
     if (!host) throw checkFailed(`host interface ${hostVethName(env.containerId, env.ifname)} is missing`);
@@ -221,14 +250,14 @@ async function cmdCheck(conf: NetConf, env: CniEnv): Promise<void> {
   });
 }
 
-async function cmdGc(conf: NetConf): Promise<void> {
+async function cmdGc(conf: NetConf, kernel: CniKernel): Promise<void> {
   if (!conf.validAttachments) throw invalidConfig('GC needs cni.dev/valid-attachments');
   const valid = new Set(conf.validAttachments.map((a) => `${a.containerID}\n${a.ifname}`));
   const validHost = new Set(conf.validAttachments.map((a) => hostVethName(a.containerID, a.ifname)));
   const store = new IpamStore(conf.dataDir);
   sweepStaleLocks(conf.dataDir);
   const errors: string[] = [];
-  await withRtnl(async (nl) => {
+  await withHostRtnl(kernel, async (nl) => {
     for (const a of store.list()) {
       if (valid.has(`${a.containerId}\n${a.ifname}`)) continue;
       try {

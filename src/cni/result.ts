@@ -1,5 +1,5 @@
 // ADD results in the shape of the requested CNI version, and the pure parts of a pod's plan:
-// interface names, MAC addresses and the iproute2 batch that configures the pod side.
+// interface names and MAC addresses.
 import { fnv1aHex } from '../ipam/hash.ts';
 import type { CniVersion } from './config.ts';
 
@@ -72,13 +72,4 @@ export function randomMac(bytes: Buffer = randomBytes6()): string {
   const b = Buffer.from(bytes.subarray(0, 6));
   b[0] = (b[0]! & 0xfe) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
-}
-
-/** `ip -batch` lines that finish the pod side: up, address, routes. Inputs are validated first. */
-export function podBatch(ifname: string, address: string, routes: readonly { dst: string; gw: string }[]): string[] {
-  return [
-    `link set dev ${ifname} up`,
-    `addr add ${address} dev ${ifname}`,
-    ...routes.map((r) => `route add ${r.dst === '0.0.0.0/0' ? 'default' : r.dst} via ${r.gw} dev ${ifname}`),
-  ];
 }

@@ -12,6 +12,7 @@ export class ExecError extends Error {
     readonly stderr: string,
   ) {
     super(`${file} ${args.join(' ')} failed (${code}): ${stderr.trim() || stdout.trim()}`);
+    this.name = 'ExecError';
   }
 }
 

@@ -6,7 +6,7 @@ import { fnv1aHex } from '../ipam/hash.ts';
 import { readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lockFile } from '../ipam/lockfile.ts';
-import { kernelIptables, type IptablesBackend } from './iptables.ts';
+import type { IptablesBackend } from './iptables.ts';
 import { ensureJumps, jumpRuleText } from './jumps.ts';
 import type { JumpRule } from '../rules/types.ts';
 
@@ -70,6 +70,9 @@ export async function ensureMasq(s: MasqSpec, backend: IptablesBackend, markerDi
     try {
       if (readFileSync(marker, 'utf8') === want) return false;
     } catch { /* still not applied */ }
+    // Loaded only now: the iptables adapter brings in child_process, which a CNI call whose
+    // marker is current never needs.
+    const { kernelIptables } = await import('./iptables.ts');
     const ipt = kernelIptables({ backend, waitSeconds: 5 });
     await ipt.restore(renderMasqChain(s), { noflush: true });
     await ensureJumps(ipt, [masqJump(s)]);

@@ -156,7 +156,6 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       mkdirSync(P.cniBin, { recursive: true });
       copyFileSync(bins.cni, join(P.cniBin, 'knet'));
       chmodSync(join(P.cniBin, 'knet'), 0o755);
-      if (existsSync(bins.netlinkAddon)) copyFileSync(bins.netlinkAddon, join(P.cniBin, 'knet-netlink.node'));
       writeFileSync(P.echo, ECHO_SERVER);
       writeFileSync(P.probe, PROBE_CLIENT);
       writeCredentials(plan, P);

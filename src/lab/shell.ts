@@ -23,12 +23,12 @@ export function packageRoot(): string {
   }
 }
 
-export function knetBinaries(): { cli: string; cni: string; netlinkAddon: string } {
+export function knetBinaries(): { cli: string; cni: string } {
   const root = packageRoot();
   const cli = join(root, 'dist', 'knet.js');
   const cni = join(root, 'dist', 'cni', 'knet');
   for (const f of [cli, cni]) if (!existsSync(f)) throw new Error(`${f} is missing: run npm run build first`);
-  return { cli, cni, netlinkAddon: join(root, 'node_modules', 'netlink', 'prebuilds', `linux-${process.arch}`, 'node.napi.node') };
+  return { cli, cni };
 }
 
 /** How to run this same CLI again (node [--import tsx] ENTRY), for the lab's own daemons. */

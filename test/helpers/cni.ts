@@ -1,10 +1,10 @@
-// Test harness for the CNI plugin: installs the built plugin into a temp "CNI bin dir" (as a
-// runtime would find it in /opt/cni/bin, with its netlink addon beside it), runs plugins the
+// Test harness for the CNI plugin: installs the built plugin (the Bun executable) into a temp
+// "CNI bin dir" (as a runtime would find it in /opt/cni/bin), runs plugins the
 // way a runtime does (exec, env, config on stdin) inside a "node" namespace, and probes pod
 // connectivity with real ICMP and TCP from inside the pod namespaces.
 import type { ExecutionContext } from 'ava';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir, arch } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { run, ExecError } from '../../src/kernel/exec.ts';
 
@@ -19,14 +19,13 @@ export function tempDir(t: ExecutionContext, prefix: string): string {
 }
 
 /**
- * Copies dist/cni/knet (built by `npm run build`) into a temp bin dir with its netlink addon
- * beside it: the layout of an install into /opt/cni/bin, far from node_modules.
+ * Copies dist/cni/knet (built by `npm run build`) alone into a temp bin dir: the layout of an
+ * install into /opt/cni/bin, far from node_modules.
  */
 export function installPlugin(t: ExecutionContext): string {
   if (!existsSync(BUILT_PLUGIN)) throw new Error(`${BUILT_PLUGIN} is missing: run npm run build first`);
   const dir = tempDir(t, 'knt-c-bin-');
   copyFileSync(BUILT_PLUGIN, join(dir, 'knet'));
-  copyFileSync(join(ROOT, 'node_modules/netlink/prebuilds', `linux-${arch()}`, 'node.napi.node'), join(dir, 'knet-netlink.node'));
   return join(dir, 'knet');
 }
 

@@ -1,8 +1,9 @@
 import test from 'ava';
-import { buildResult, hostVethName, podBatch, podMac, randomMac, type AttachmentFacts } from '../../src/cni/result.ts';
+import { buildResult, hostVethName, podMac, randomMac, type AttachmentFacts } from '../../src/cni/result.ts';
 import { masqChainName, masqJump, renderMasqChain } from '../../src/kernel/masq.ts';
 import { jumpRuleText } from '../../src/kernel/jumps.ts';
 import { runCni } from '../../src/cni/plugin.ts';
+import { fakeCniKernel } from '../helpers/fake-cni-kernel.ts';
 
 const facts: AttachmentFacts = {
   bridge: { name: 'cni0', mac: '02:00:00:00:00:01' },
@@ -45,15 +46,6 @@ test('names and MACs', (t) => {
   t.is(m, 'fe:01:02:03:04:05', 'unicast, locally administered');
 });
 
-test('pod batch: up, address, routes (default spelled as iproute2 wants)', (t) => {
-  t.deepEqual(podBatch('eth0', '10.1.0.2/24', [{ dst: '0.0.0.0/0', gw: '10.1.0.1' }, { dst: '10.2.0.0/16', gw: '10.1.0.1' }]), [
-    'link set dev eth0 up',
-    'addr add 10.1.0.2/24 dev eth0',
-    'route add default via 10.1.0.1 dev eth0',
-    'route add 10.2.0.0/16 via 10.1.0.1 dev eth0',
-  ]);
-});
-
 test('masquerade chain: pod to pod and multicast return, the rest masquerades', (t) => {
   const spec = { network: 'net1', podSubnet: '10.244.3.0/24', clusterNetwork: '10.244.0.0/16' };
   const c = masqChainName('net1');
@@ -67,17 +59,17 @@ test('masquerade chain: pod to pod and multicast return, the rest masquerades', 
 });
 
 test('VERSION answers without touching anything', async (t) => {
-  const r = await runCni('{"cniVersion":"0.4.0"}', { CNI_COMMAND: 'VERSION' });
+  const r = await runCni('{"cniVersion":"0.4.0"}', { CNI_COMMAND: 'VERSION' }, fakeCniKernel());
   t.is(r.exitCode, 0);
   t.deepEqual(JSON.parse(r.stdout), { cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
 });
 
 test('errors are the spec\'s JSON with the request\'s version', async (t) => {
-  const r = await runCni('{"cniVersion":"1.0.0","name":"n","type":"knet","mtu":"big"}', { CNI_COMMAND: 'STATUS' });
+  const r = await runCni('{"cniVersion":"1.0.0","name":"n","type":"knet","mtu":"big"}', { CNI_COMMAND: 'STATUS' }, fakeCniKernel());
   t.is(r.exitCode, 1);
   t.like(JSON.parse(r.stdout), { cniVersion: '1.0.0', code: 7 });
-  const s = await runCni('{"cniVersion":"1.1.0","name":"n","type":"knet","subnetFile":"/nonexistent/knt-c/subnet.env"}', { CNI_COMMAND: 'STATUS' });
+  const s = await runCni('{"cniVersion":"1.1.0","name":"n","type":"knet","subnetFile":"/nonexistent/knt-c/subnet.env"}', { CNI_COMMAND: 'STATUS' }, fakeCniKernel());
   t.like(JSON.parse(s.stdout), { code: 50 });
-  const ok = await runCni('{"cniVersion":"1.1.0","name":"n","type":"knet","subnet":"10.0.0.0/24"}', { CNI_COMMAND: 'STATUS' });
+  const ok = await runCni('{"cniVersion":"1.1.0","name":"n","type":"knet","subnet":"10.0.0.0/24"}', { CNI_COMMAND: 'STATUS' }, fakeCniKernel());
   t.deepEqual(ok, { stdout: '', exitCode: 0 });
 });

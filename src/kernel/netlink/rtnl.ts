@@ -1,9 +1,6 @@
 // rtnetlink requests over any NetlinkTransport: links, addresses and routes in the transport's
 // namespace. One request is in flight at a time (each waits for its acknowledgement or the end
 // of its dump), so replies never need matching across requests.
-import type * as rtm from 'netlink/dist/rt/structs.js';
-import type * as rt from 'netlink/dist/rt/gen_structs.js';
-import type * as ifla from 'netlink/dist/rt/ifla.js';
 import {
   AF_BRIDGE, IFLA, IFLA_BRPORT_MODE, IFLA_INFO, NLA_F_NESTED, NLM_F, NLMSG, RTM, VETH_INFO_PEER,
   NetlinkError, addressDumpRequest4, addressMessage4, assertIfName, cstr, decodeMessages, encodeMessage, errorCode,
@@ -11,10 +8,6 @@ import {
   type AddressInfo, type LinkInfo, type NetlinkMessage, type RouteInfo,
 } from './codec.ts';
 import type { NetlinkTransport } from './transport.ts';
-
-export type RouteMessage = rtm.RouteMessage;
-export type NeighborMessage = rtm.NeighborMessage;
-export type { rt, ifla };
 
 export class Rtnl {
   private seq = 1;
@@ -163,42 +156,4 @@ export class Rtnl {
     const replies = await this.request('list routes', RTM.GETROUTE, NLM_F.DUMP, routeDumpRequest4());
     return replies.map((m) => parseRoute(m.data));
   }
-
-  // ---- generic route and neighbour requests (for the overlay agent) ----
-
-  /** A request encoded and decoded by node-netlink's full codecs (loaded on first use). */
-  private async viaCodecs<T>(op: string, type: number, flags: number,
-    format: (c: Codecs, out: AttrStreamT) => void, parse: (c: Codecs, data: Buffer) => T): Promise<T[]> {
-    const { codecs, stream } = await loadCodecs();
-    const out = stream();
-    format(codecs, out);
-    const replies = await this.request(op, type, flags, out.bufs);
-    return replies.map((m) => parse(codecs, m.data));
-  }
-
-  async routeRequest(type: number, flags: number, data: rt.Route, attrs: rt.RouteAttrs): Promise<RouteMessage[]> {
-    return this.viaCodecs(`route request ${type}`, type, flags,
-      (c, out) => c.formatRouteMessage({ kind: 'route', data, attrs }, out), (c, d) => c.parseRouteMessage(d));
-  }
-
-  async neighborRequest(type: number, flags: number, data: rt.Neighbor, attrs: rt.NeighborAttrs): Promise<NeighborMessage[]> {
-    return this.viaCodecs(`neighbour request ${type}`, type, flags,
-      (c, out) => c.formatNeighborMessage({ kind: 'neighbor', data, attrs }, out), (c, d) => c.parseNeighborMessage(d));
-  }
-}
-
-// node-netlink's generated codecs cover every rtnetlink message but are large (~150 KB, ~20 ms
-// to load), which a CNI call that only makes links, addresses and routes must not pay. They are
-// imported by a computed specifier so bundlers leave them out of the plugin; the agent, which
-// runs beside node_modules, loads them on first use.
-type Codecs = typeof rtm;
-type Structs = typeof import('netlink/dist/structs.js');
-type AttrStreamT = InstanceType<Structs['AttrStream']>;
-async function loadCodecs(): Promise<{ codecs: Codecs; stream: () => AttrStreamT }> {
-  const base = 'netlink/dist/';
-  const [codecs, structs] = await Promise.all([
-    import(base + 'rt/structs.js') as Promise<Codecs>,
-    import(base + 'structs.js') as Promise<Structs>,
-  ]);
-  return { codecs, stream: () => new structs.AttrStream() };
 }
