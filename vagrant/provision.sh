@@ -58,7 +58,7 @@ modprobe vxlan
 printf 'net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n' >/etc/sysctl.d/90-knet.conf
 sysctl -q -p /etc/sysctl.d/90-knet.conf
 
-# --- the CNI plugin with its own runtime, and the conflist ---
+# --- the CNI plugin (one executable) and the conflist ---
 sh "$REPO/scripts/install-cni.sh" --bin-dir /opt/cni/bin \
   --conflist "$REPO/cni/10-knet.conflist" --conf-dir /etc/cni/net.d --reference-plugins /usr/lib/cni
 

@@ -1,10 +1,8 @@
-// scripts/install-cni.sh: the CNI plugin installed with its own runtime (a node binary, or a
-// single executable application) behind a wrapper that passes stdin, env, arguments and the
-// exit code through; the DaemonSet's init container arguments against the real script. No root
-// and no kernel changes: VERSION and a decoding failure need neither.
+// scripts/install-cni.sh: the CNI plugin installed as its one executable; an older install's
+// runtime directory removed; the DaemonSet's init container arguments against the real script.
+// No root and no kernel changes: VERSION and a decoding failure need neither.
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
@@ -14,14 +12,12 @@ const ROOT = resolve(import.meta.dirname, '../..');
 const SCRIPT = join(ROOT, 'scripts/install-cni.sh');
 const DIST = join(ROOT, 'dist/cni');
 
-/** A copy of the build's dist/cni (without any SEA a developer may have built there). */
+/** A copy of the build's dist/cni. */
 function distCopy(t: ExecutionContext): string {
-  for (const f of ['knet', 'knet-netlink.node', 'package.json']) {
-    if (!existsSync(join(DIST, f))) throw new Error(`${join(DIST, f)} is missing: run npm run build first`);
-  }
+  if (!existsSync(join(DIST, 'knet'))) throw new Error(`${join(DIST, 'knet')} is missing: run npm run build first`);
   const d = join(tempDir(t, 'knt-dist-'), 'cni');
   mkdirSync(d);
-  for (const f of ['knet', 'knet-netlink.node', 'package.json']) copyFileSync(join(DIST, f), join(d, f));
+  copyFileSync(join(DIST, 'knet'), join(d, 'knet'));
   chmodSync(join(d, 'knet'), 0o755);
   return d;
 }
@@ -35,22 +31,14 @@ function runPlugin(file: string, stdin: string, env: Record<string, string>, arg
   return spawnSync(file, args, { input: stdin, encoding: 'utf8', cwd, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
 }
 
-const sha256sumOf = (file: string) => `${createHash('sha256').update(readFileSync(file)).digest('hex')}  -\n`;
-
-test('installs node, bundle and addon behind a wrapper; VERSION answers through it', (t) => {
+test('installs the one executable; VERSION answers from it', (t) => {
   const dist = distCopy(t);
   const bin = join(tempDir(t, 'knt-inst-'), 'opt/cni/bin');
   const r = install(['--dist', dist, '--bin-dir', bin]);
   t.is(r.status, 0, r.stderr);
-  t.deepEqual(readdirSync(bin).sort(), ['knet', 'knet.d']);
-  t.deepEqual(readdirSync(join(bin, 'knet.d')).sort(), ['knet', 'knet-netlink.node', 'node', 'package.json']);
+  t.deepEqual(readdirSync(bin), ['knet']);
   t.is(statSync(join(bin, 'knet')).mode & 0o777, 0o755);
-  t.is(statSync(join(bin, 'knet.d/node')).size, statSync(process.execPath).size);
-  t.deepEqual(JSON.parse(readFileSync(join(bin, 'knet.d/package.json'), 'utf8')), { type: 'commonjs' });
-  // No temporary file left behind.
-  t.false(readdirSync(bin).some((f) => f.includes('.tmp.')));
-  t.false(readdirSync(join(bin, 'knet.d')).some((f) => f.includes('.tmp.')));
-
+  t.is(statSync(join(bin, 'knet')).size, statSync(join(DIST, 'knet')).size);
   const v = runPlugin(join(bin, 'knet'), '{"cniVersion":"1.0.0"}', { CNI_COMMAND: 'VERSION' });
   t.is(v.status, 0, v.stderr);
   const out = JSON.parse(v.stdout);
@@ -58,7 +46,7 @@ test('installs node, bundle and addon behind a wrapper; VERSION answers through 
   t.deepEqual(out.supportedVersions, ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
 });
 
-test('the wrapper passes stdin, env and the exit code through unchanged, wherever the directory is mounted', (t) => {
+test('the installed plugin answers the same wherever it is mounted, whatever .env or bunfig.toml its working directory holds', (t) => {
   const dist = distCopy(t);
   const root = tempDir(t, 'knt-inst-');
   const bin = join(root, 'host/opt/cni/bin');
@@ -66,42 +54,63 @@ test('the wrapper passes stdin, env and the exit code through unchanged, whereve
   // The init container writes /host/opt/cni/bin; the host execs /opt/cni/bin/knet.
   const moved = join(root, 'opt-cni-bin');
   renameSync(bin, moved);
-  const cases: Array<[string, Record<string, string>]> = [
-    ['{', { CNI_COMMAND: 'VERSION' }],                                   // undecodable stdin: code 6
-    ['{"cniVersion":"0.1.0"}', { CNI_COMMAND: 'VERSION' }],              // incompatible version
-    ['{"cniVersion":"1.1.0","name":"n","type":"knet"}', { CNI_COMMAND: 'BOGUS' }], // invalid env
-    ['{"cniVersion":"0.4.0"}', { CNI_COMMAND: 'VERSION' }],
+  // A runtime's working directory is not the plugin's: a Bun executable built without
+  // --no-compile-autoload-* would load these.
+  const cwd = join(root, 'runtime-cwd');
+  mkdirSync(cwd);
+  writeFileSync(join(cwd, '.env'), 'KNET_CNI_TRACE=1\nCNI_COMMAND=VERSION\n');
+  writeFileSync(join(cwd, 'preload.ts'), 'console.log("preloaded");\n');
+  writeFileSync(join(cwd, 'bunfig.toml'), 'preload = ["./preload.ts"]\n');
+  const cases: Array<[string, Record<string, string>, number]> = [
+    ['{', { CNI_COMMAND: 'VERSION' }, 6],                                   // undecodable stdin
+    ['{"cniVersion":"1.1.0","name":"n","type":"knet"}', { CNI_COMMAND: 'BOGUS' }, 4],
+    ['{"cniVersion":"1.1.0","name":"n","type":"knet"}', {}, 4],            // no CNI_COMMAND (not from .env)
   ];
-  for (const [stdin, env] of cases) {
-    const direct = runPlugin(process.execPath, stdin, env, [join(DIST, 'knet')]);
-    const wrapped = runPlugin(join(moved, 'knet'), stdin, env, [], root);
-    t.is(wrapped.status, direct.status, `${stdin} ${env.CNI_COMMAND}`);
-    t.is(wrapped.stdout, direct.stdout, `${stdin} ${env.CNI_COMMAND}`);
+  for (const [stdin, env, code] of cases) {
+    const direct = runPlugin(join(DIST, 'knet'), stdin, env);
+    const installed = runPlugin(join(moved, 'knet'), stdin, env, [], cwd);
+    t.is(installed.status, 1, `${stdin} ${env.CNI_COMMAND}`);
+    t.is(JSON.parse(installed.stdout).code, code, installed.stdout);
+    t.is(installed.stdout, direct.stdout, `${stdin} ${env.CNI_COMMAND}`);
+    t.is(installed.stderr, '', 'no trace: .env was not read');
   }
-  t.not(runPlugin(join(moved, 'knet'), '{', { CNI_COMMAND: 'VERSION' }).status, 0);
+  const ok = runPlugin(join(moved, 'knet'), '{"cniVersion":"0.4.0"}', { CNI_COMMAND: 'VERSION' }, [], cwd);
+  t.is(ok.stdout, '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n');
 });
 
-test('a SEA built from the current bundle is preferred; a stale one is ignored; switching back removes it', (t) => {
+test('an older install (wrapper plus runtime in knet.d) is replaced and its directory removed', (t) => {
   const dist = distCopy(t);
   const bin = join(tempDir(t, 'knt-inst-'), 'bin');
-  // A stand-in for the SEA that shows what it was given.
-  writeFileSync(join(dist, 'knet-sea'), '#!/bin/sh\nprintf "sea %s %s " "$CNI_COMMAND" "$*"; cat; exit 7\n', { mode: 0o755 });
-  writeFileSync(join(dist, 'knet-sea.source'), sha256sumOf(join(dist, 'knet')));
-  let r = install(['--dist', dist, '--bin-dir', bin]);
+  const old = join(bin, 'knet.d');
+  mkdirSync(old, { recursive: true });
+  writeFileSync(join(bin, 'knet'), '#!/bin/sh\nexec "${0%/*}/knet.d/node" "${0%/*}/knet.d/knet" "$@"\n', { mode: 0o755 });
+  for (const f of ['node', 'knet', 'package.json', 'knet-netlink.node', 'knet-sea']) writeFileSync(join(old, f), 'old');
+  const r = install(['--dist', dist, '--bin-dir', bin]);
   t.is(r.status, 0, r.stderr);
-  t.regex(r.stderr, /\(sea\)/);
-  t.deepEqual(readdirSync(join(bin, 'knet.d')).sort(), ['knet-netlink.node', 'knet-sea']);
-  const run = runPlugin(join(bin, 'knet'), 'stdin text', { CNI_COMMAND: 'ADD' }, ['a', 'b c']);
-  t.is(run.status, 7);
-  t.is(run.stdout, 'sea ADD a b c stdin text');
+  t.deepEqual(readdirSync(bin), ['knet']);
+  t.is(statSync(join(bin, 'knet')).size, statSync(join(DIST, 'knet')).size);
 
-  // The bundle was rebuilt: the old SEA no longer matches and node + bundle go in instead.
-  writeFileSync(join(dist, 'knet'), readFileSync(join(DIST, 'knet'), 'utf8') + '\n// rebuilt\n', { mode: 0o755 });
-  r = install(['--dist', dist, '--bin-dir', bin]);
-  t.is(r.status, 0, r.stderr);
-  t.regex(r.stderr, /ignoring .*knet-sea/);
-  t.deepEqual(readdirSync(join(bin, 'knet.d')).sort(), ['knet', 'knet-netlink.node', 'node', 'package.json']);
-  t.is(runPlugin(join(bin, 'knet'), '{"cniVersion":"1.1.0"}', { CNI_COMMAND: 'VERSION' }).status, 0);
+  // A knet.d holding something else stays, with a word about it.
+  mkdirSync(old);
+  writeFileSync(join(old, 'node'), 'old');
+  writeFileSync(join(old, 'notes.txt'), 'the admin\'s');
+  const again = install(['--dist', dist, '--bin-dir', bin]);
+  t.is(again.status, 0, again.stderr);
+  t.regex(again.stderr, /left .*knet\.d in place/);
+  t.deepEqual(readdirSync(old), ['notes.txt']);
+});
+
+test('a plugin that does not run on this machine replaces nothing', (t) => {
+  const dist = join(tempDir(t, 'knt-dist-'), 'cni');
+  mkdirSync(dist);
+  writeFileSync(join(dist, 'knet'), '#!/bin/sh\necho "Illegal instruction" >&2; exit 132\n', { mode: 0o755 });
+  const bin = join(tempDir(t, 'knt-inst-'), 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'knet'), 'the working one', { mode: 0o755 });
+  const r = install(['--dist', dist, '--bin-dir', bin]);
+  t.is(r.status, 2);
+  t.regex(r.stderr, /does not run on this machine: Illegal instruction/);
+  t.is(readFileSync(join(bin, 'knet'), 'utf8'), 'the working one');
 });
 
 test('the DaemonSet\'s init container arguments install the plugin, the reference plugins and the ConfigMap\'s conflist', (t) => {
@@ -162,22 +171,4 @@ test('bad arguments and a broken conflist stop the install before anything is wr
     t.regex(r.stderr, /^install-cni: /);
   }
   t.deepEqual(readdirSync(root).sort(), ['bad.conflist']);
-});
-
-const postject = process.env.KNET_TEST_POSTJECT ?? join(ROOT, 'node_modules/.bin/postject');
-(existsSync(postject) ? test : test.skip)('deploy/build-sea.sh builds a SEA that install-cni.sh installs and that answers VERSION (needs postject)', (t) => {
-  const dist = distCopy(t);
-  const b = spawnSync('sh', [join(ROOT, 'deploy/build-sea.sh'), '--dist', dist, '--postject', postject], { encoding: 'utf8' });
-  t.is(b.status, 0, b.stderr);
-  t.is(readFileSync(join(dist, 'knet-sea.source'), 'utf8'), sha256sumOf(join(dist, 'knet')));
-  const bin = join(tempDir(t, 'knt-inst-'), 'bin');
-  const r = install(['--dist', dist, '--bin-dir', bin]);
-  t.is(r.status, 0, r.stderr);
-  t.deepEqual(readdirSync(join(bin, 'knet.d')).sort(), ['knet-netlink.node', 'knet-sea']);
-  for (const [stdin, env] of [['{"cniVersion":"0.3.1"}', { CNI_COMMAND: 'VERSION' }], ['{', { CNI_COMMAND: 'VERSION' }]] as const) {
-    const direct = runPlugin(process.execPath, stdin, env, [join(DIST, 'knet')]);
-    const sea = runPlugin(join(bin, 'knet'), stdin, env);
-    t.is(sea.status, direct.status);
-    t.is(sea.stdout, direct.stdout);
-  }
 });
