@@ -286,7 +286,9 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
     } catch (e) { warnings.push(warningFor(objectName('Service', objs.service.metadata), e)); }
   }
 
-  // Endpoints per (port name, protocol), deduplicated by ip:port (a local copy wins).
+  // Endpoints per (port name, protocol), deduplicated by ip:port as kube-proxy does: a copy that
+  // is not terminating replaces an earlier one, a terminating copy never does, so a pod IP the
+  // network reused while the old pod still terminates serves the new pod.
   const byPort = new Map<string, Map<string, EndpointInfo>>();
   const slices = objs.slices.length > 1
     ? [...objs.slices].sort((a, b) => (sliceName(a) < sliceName(b) ? -1 : sliceName(a) > sliceName(b) ? 1 : 0))
@@ -304,7 +306,7 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
       let set = byPort.get(key);
       if (!set) byPort.set(key, (set = new Map()));
       for (const info of infos[i]!) {
-        if (set.has(info.addr) && !info.isLocal) continue;
+        if (info.terminating && set.has(info.addr)) continue;
         set.set(info.addr, info);
       }
     });

@@ -11,7 +11,7 @@ import { duplicateWarnings, modelService, type EndpointInfo, type ServicePortInf
 import { indexCluster } from './cluster-index.ts';
 import { externallyAccessible, selectEndpoints, usesClusterEndpoints, usesLocalEndpoints } from './endpoints.ts';
 import { masqueradeMark } from './iptables.ts';
-import { nodePortAddresses, nodePortIPs } from './node-ports.ts';
+import { isLoopback, nodePortAddresses, nodePortIPs } from './node-ports.ts';
 import { nftEndpointBase, nftPortChains, rawPortName, type NftPortChains } from './nftables-names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
 import type { ClusterState, ServiceCIDR, ServiceObjects } from '../model/k8s.ts';
@@ -211,11 +211,7 @@ function renderFixed(input: FixedInput, key: string): NftFixed {
   if (!npa.matchAll) {
     sets.set(NODEPORT_IPS, `{ type ${addr} ; comment ${q('IPs that accept NodePort traffic')} ; }`);
     // Node ports on loopback would need route_localnet; kube-proxy's nftables mode never serves them.
-    for (const ip of nodePortIPs(npa, settings)) {
-      const p = parseIP(ip)!;
-      if (p.family === 4 ? ip.startsWith('127.') : ip === '::1') continue;
-      elements.push([NODEPORT_IPS, { key: ip }]);
-    }
+    for (const ip of nodePortIPs(npa, settings)) if (!isLoopback(parseIP(ip)!)) elements.push([NODEPORT_IPS, { key: ip }]);
   }
   const triple = `${addr} . inet_proto . inet_service : verdict`;
   const maps = new Map<string, string>([

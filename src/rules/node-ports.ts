@@ -1,8 +1,15 @@
 // nodePortAddresses as kube-proxy reads them for one IP family: the CIDRs (or "primary": the
-// node IP of that family) that node ports accept traffic on, all local addresses when none
-// applies, and the node's own addresses that fall in them. Shared by every data plane.
-import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
+// node's first IP of that family, unless it is loopback) that node ports accept traffic on, all
+// local addresses when none applies, and the node's own addresses that fall in them. Shared by
+// every data plane.
+import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../util/ip.ts';
 import type { ProxySettings } from './types.ts';
+
+const LOOPBACK4 = parseCIDR('127.0.0.0/8')!;
+
+export function isLoopback(ip: ParsedIP): boolean {
+  return ip.family === 4 ? cidrContains(LOOPBACK4, ip) : ip.text === '::1';
+}
 
 export interface NodePortAddresses {
   matchAll: boolean;
@@ -15,10 +22,9 @@ export function nodePortAddresses(settings: ProxySettings): NodePortAddresses {
   const cidrs: string[] = [];
   for (const s of settings.nodePortAddresses) {
     if (s === 'primary') {
-      for (const ip of settings.nodeIPs) {
-        const p = parseIP(ip);
-        if (p?.family === fam) cidrs.push(`${p.text}/${fam === 4 ? 32 : 128}`);
-      }
+      // kube-proxy keeps one node IP per family (the first), and none when that one is loopback.
+      const primary = settings.nodeIPs.map((ip) => parseIP(ip)).find((p) => p?.family === fam);
+      if (primary && !isLoopback(primary)) cidrs.push(`${primary.text}/${fam === 4 ? 32 : 128}`);
       continue;
     }
     const c = parseCIDR(s.trim());

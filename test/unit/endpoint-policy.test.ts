@@ -38,6 +38,8 @@ export const POLICY_CASES: PolicyCase[] = [
   { name: 'no ready endpoint: serving terminating ones, never non-serving ones', spec: nodePort(''), endpoints: [remote('10.2.0.1', TERMINATING), remote('10.2.0.2', GONE)], internal: ['10.2.0.1:80'], external: ['10.2.0.1:80'] },
   { name: 'ready endpoints win over terminating ones', spec: clusterIP, endpoints: [remote('10.2.0.1', TERMINATING), remote('10.2.0.3')], internal: ['10.2.0.3:80'], external: null },
   { name: 'Local fallback: the local terminating endpoint, though a remote one is ready', spec: nodePort('externalTrafficPolicy: Local'), endpoints: [local('10.1.0.1', TERMINATING), remote('10.2.0.1')], internal: ['10.2.0.1:80'], external: ['10.1.0.1:80'] },
+  { name: 'an address listed twice: the copy that is not terminating wins, wherever it comes', spec: clusterIP, endpoints: [remote('10.2.0.1'), local('10.2.0.1', GONE)], internal: ['10.2.0.1:80'], external: null },
+  { name: 'an address listed twice: a later copy that is not terminating replaces a terminating one', spec: nodePort('externalTrafficPolicy: Local'), endpoints: [remote('10.2.0.1', GONE), local('10.2.0.1')], internal: ['10.2.0.1:80'], external: ['10.2.0.1:80'] },
   { name: 'no endpoints', spec: nodePort(''), endpoints: [], internal: [], external: [] },
 ];
 

@@ -115,6 +115,16 @@ test('nodePortAddresses: every local address, the primary IP by default, loopbac
   t.deepEqual(nftElements(nftRender('', nftSettings({ nodePortAddresses: ['127.0.0.0/8', '192.168.1.0/24'] })), 'nodeport-ips'), ['192.168.1.2']);
 });
 
+test('nodePortAddresses "primary": the first node IP of the family only; a loopback one means every local address', (t) => {
+  const primary = (nodeIPs: string[], family: 'IPv4' | 'IPv6' = 'IPv4') => nftRender('', nftSettings({ family, nodePortAddresses: ['primary'], nodeIPs }));
+  t.deepEqual(nftElements(primary(['192.168.0.2', '192.168.1.2']), 'nodeport-ips'), ['192.168.0.2']);
+  t.deepEqual(nftElements(primary(['2001:db8::1', '192.168.1.2', '2001:db8:1::2'], 'IPv6'), 'nodeport-ips'), ['2001:db8::1']);
+  const loopback = primary(['127.0.0.1']);
+  t.false(loopback.includes('nodeport-ips'));
+  t.deepEqual(nftRules(loopback, 'nodeport-endpoints-check'), ['ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports']);
+  t.false(primary(['192.168.0.2'], 'IPv6').includes('nodeport-ips'));
+});
+
 test('ClientIP affinity: a set per reachable endpoint, checked in the service and local chains, updated in the endpoint chain', (t) => {
   const text = nftRender(basic.replace('  externalTrafficPolicy: Local', '  externalTrafficPolicy: Local\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}'));
   const sets = text.split('\n').filter((l) => l.startsWith('add set ip kube-proxy affinity-'));
