@@ -4,12 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(etcd-server etcd-client iptables nftables iproute2 conntrack openvswitch-switch ethtool iperf3 haproxy socat kubernetes-client
+PKGS=(etcd-server etcd-client iptables nftables iproute2 conntrack openvswitch-switch ethtool iperf3 haproxy socat
       containernetworking-plugins python3 procps)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Any kubectl will do: Debian's kubernetes-client refuses to install over another package's
+# /usr/bin/kubectl (a cloud SDK's, say), which failed the whole setup.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
