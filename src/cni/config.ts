@@ -182,32 +182,37 @@ export interface SubnetEnv {
   ipMasq?: boolean;
 }
 
-/** Parses /run/flannel/subnet.env (KEY=VALUE lines, as flanneld and knet's agent write it). */
-export function parseSubnetEnv(text: string): SubnetEnv {
-  const kv = new Map<string, string>();
-  for (const raw of text.split('\n')) {
+/**
+ * Parses /run/flannel/subnet.env (KEY=VALUE lines, as flanneld and knet's agent write it).
+ * Errors name the file, the line and the key, never the text: the path comes from a config and
+ * may name any file on the node.
+ */
+export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEnv {
+  const kv = new Map<string, { value: string; line: number }>();
+  for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.trim();
     if (!line || line.startsWith('#')) continue;
     const eq = line.indexOf('=');
-    if (eq < 1) throw invalidConfig(`subnet file: malformed line ${JSON.stringify(line)}`);
-    kv.set(line.slice(0, eq), line.slice(eq + 1).replace(/^"(.*)"$/, '$1'));
+    if (eq < 1) throw invalidConfig(`${file}: line ${i + 1} is not KEY=VALUE (is it a subnet file?)`);
+    kv.set(line.slice(0, eq), { value: line.slice(eq + 1).replace(/^"(.*)"$/, '$1'), line: i + 1 });
   }
-  const subnet = kv.get('FLANNEL_SUBNET');
-  if (!subnet) throw invalidConfig('subnet file has no FLANNEL_SUBNET');
+  const bad = (key: string, what: string) => invalidConfig(`${file}: ${key} (line ${kv.get(key)!.line}) is not ${what}`);
+  const subnet = kv.get('FLANNEL_SUBNET')?.value;
+  if (!subnet) throw invalidConfig(`${file} has no FLANNEL_SUBNET (is it a subnet file?)`);
   const out: SubnetEnv = { subnet };
-  try { hostRange(parseCidr4(subnet)); } catch (e) { throw invalidConfig(`subnet file FLANNEL_SUBNET: ${(e as Error).message}`); }
-  const network = kv.get('FLANNEL_NETWORK');
+  try { hostRange(parseCidr4(subnet)); } catch { throw bad('FLANNEL_SUBNET', 'an IPv4 CIDR with room for pods'); }
+  const network = kv.get('FLANNEL_NETWORK')?.value;
   if (network) {
-    try { parseCidr4(network); } catch (e) { throw invalidConfig(`subnet file FLANNEL_NETWORK: ${(e as Error).message}`); }
+    try { parseCidr4(network); } catch { throw bad('FLANNEL_NETWORK', 'an IPv4 CIDR'); }
     out.network = network;
   }
-  const mtu = kv.get('FLANNEL_MTU');
+  const mtu = kv.get('FLANNEL_MTU')?.value;
   if (mtu !== undefined) {
     const n = Number(mtu);
-    if (!Number.isInteger(n) || n < 576 || n > 65535) throw invalidConfig(`subnet file FLANNEL_MTU: ${JSON.stringify(mtu)}`);
+    if (!Number.isInteger(n) || n < 576 || n > 65535) throw bad('FLANNEL_MTU', 'an MTU from 576 to 65535');
     out.mtu = n;
   }
-  const masq = kv.get('FLANNEL_IPMASQ');
+  const masq = kv.get('FLANNEL_IPMASQ')?.value;
   if (masq !== undefined) out.ipMasq = masq === 'true';
   return out;
 }

@@ -1,6 +1,6 @@
 // The plugin's commands. Each one validates everything first, then touches IPAM and the kernel;
 // a failed ADD undoes what it did (veth, allocation) before reporting the error.
-import { existsSync, readFileSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import { NetlinkError, RT_TABLE_MAIN, macBytes } from '../kernel/netlink/codec.ts';
 import type { Rtnl } from '../kernel/netlink/rtnl.ts';
 import { IpamStore, PoolExhaustedError } from '../ipam/store.ts';
@@ -13,6 +13,7 @@ import {
 import { CniError, ErrCode, invalidConfig, invalidEnv } from './errors.ts';
 import { buildResult, hostVethName, podMac, randomMac, type CniResult } from './result.ts';
 import type { CniKernel, PodNetns } from './kernel.ts';
+import { checkDataDir, dataDirError, ensureDataDir, readSubnetFile } from './paths.ts';
 
 export interface CniOutcome { stdout: string; exitCode: number }
 
@@ -37,6 +38,7 @@ export async function runCni(stdin: string, env: NodeJS.ProcessEnv, kernel: CniK
     if (typeof j.cniVersion === 'string' && (SUPPORTED_VERSIONS as readonly string[]).includes(j.cniVersion)) version = j.cniVersion;
     checkVersion(j.cniVersion);
     const conf = parseNetConf(j);
+    if (cniEnv.command !== 'STATUS') checkDataDir(conf.dataDir);
     switch (cniEnv.command) {
       case 'ADD': return ok(await cmdAdd(conf, cniEnv, kernel));
       case 'DEL': await cmdDel(conf, cniEnv, kernel); return ok();
@@ -69,16 +71,22 @@ export function toCniError(e: unknown): CniError {
 
 function readSubnetEnv(conf: NetConf): SubnetEnv | null {
   if (conf.subnet) return null;
-  let text: string;
+  const text = readSubnetFile(conf.subnetFile);
+  if (text === null) {
+    throw new CniError(ErrCode.TryAgainLater, 'subnet not known yet', `${conf.subnetFile} does not exist (is the overlay agent running?)`);
+  }
+  return parseSubnetEnv(text, conf.subnetFile);
+}
+
+/** Runs IPAM work on dataDir; a file-system error becomes error 5 naming the directory and why. */
+function inDataDir<T>(dir: string, f: () => T): T {
   try {
-    text = readFileSync(conf.subnetFile, 'utf8');
+    return f();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new CniError(ErrCode.TryAgainLater, 'subnet not known yet', `${conf.subnetFile} does not exist (is the overlay agent running?)`);
-    }
+    if (e instanceof CniError || e instanceof PoolExhaustedError) throw e;
+    if (/^E[A-Z]+$/.test((e as NodeJS.ErrnoException)?.code ?? '')) throw dataDirError(dir, e);
     throw e;
   }
-  return parseSubnetEnv(text);
 }
 
 async function withHostRtnl<T>(kernel: CniKernel, f: (nl: Rtnl) => Promise<T>): Promise<T> {
@@ -143,7 +151,10 @@ async function cmdAdd(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<Cn
   let vethCreated = false;
   try {
     trace('validated');
-    ip = store.allocate({ subnet: plan.subnet, gateway: plan.gateway, reserved: plan.reserved }, env.containerId, env.ifname);
+    ip = inDataDir(conf.dataDir, () => {
+      ensureDataDir(conf.dataDir);
+      return store.allocate({ subnet: plan.subnet, gateway: plan.gateway, reserved: plan.reserved }, env.containerId, env.ifname);
+    });
     trace('allocated');
     host = kernel.hostRtnl();
     trace('netlink open');
@@ -200,7 +211,7 @@ async function cmdAdd(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<Cn
 async function cmdDel(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<void> {
   // Deleting the host end removes the pod end too; a missing netns or link is already "deleted".
   await withHostRtnl(kernel, (nl) => nl.deleteLink(hostVethName(env.containerId, env.ifname)));
-  new IpamStore(conf.dataDir).release(env.containerId, env.ifname);
+  inDataDir(conf.dataDir, () => new IpamStore(conf.dataDir).release(env.containerId, env.ifname));
 }
 
 function checkFailed(details: string): CniError {
@@ -217,7 +228,7 @@ async function cmdCheck(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<
   const mine = ips.filter((i) => i.interface === podIndex).map((i) => String(i.address));
   if (mine.length === 0) throw checkFailed(`prevResult has no address on ${env.ifname}`);
 
-  const allocated = new IpamStore(conf.dataDir).find(env.containerId, env.ifname).map((a) => a.ip);
+  const allocated = inDataDir(conf.dataDir, () => new IpamStore(conf.dataDir).find(env.containerId, env.ifname)).map((a) => a.ip);
   for (const a of mine) if (!allocated.includes(a.split('/')[0]!)) throw checkFailed(`${a} is not allocated to ${env.containerId}/${env.ifname}`);
 
   const netns = openPodNetns(kernel, env.netns);
@@ -255,10 +266,13 @@ async function cmdGc(conf: NetConf, kernel: CniKernel): Promise<void> {
   const valid = new Set(conf.validAttachments.map((a) => `${a.containerID}\n${a.ifname}`));
   const validHost = new Set(conf.validAttachments.map((a) => hostVethName(a.containerID, a.ifname)));
   const store = new IpamStore(conf.dataDir);
-  sweepStaleLocks(conf.dataDir);
+  const records = inDataDir(conf.dataDir, () => {
+    sweepStaleLocks(conf.dataDir);
+    return store.list();
+  });
   const errors: string[] = [];
   await withHostRtnl(kernel, async (nl) => {
-    for (const a of store.list()) {
+    for (const a of records) {
       if (valid.has(`${a.containerId}\n${a.ifname}`)) continue;
       try {
         await nl.deleteLink(hostVethName(a.containerId, a.ifname));
@@ -281,12 +295,12 @@ async function cmdGc(conf: NetConf, kernel: CniKernel): Promise<void> {
 
 function cmdStatus(conf: NetConf): void {
   if (conf.subnet) return;
-  if (!existsSync(conf.subnetFile)) {
-    throw new CniError(ErrCode.NotAvailable, 'plugin not available', `${conf.subnetFile} does not exist yet`);
-  }
+  let text: string | null;
   try {
-    parseSubnetEnv(readFileSync(conf.subnetFile, 'utf8'));
+    text = readSubnetFile(conf.subnetFile);
+    if (text !== null) parseSubnetEnv(text, conf.subnetFile);
   } catch (e) {
     throw new CniError(ErrCode.NotAvailable, 'plugin not available', e instanceof CniError ? e.details : String(e));
   }
+  if (text === null) throw new CniError(ErrCode.NotAvailable, 'plugin not available', `${conf.subnetFile} does not exist yet`);
 }

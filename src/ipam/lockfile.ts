@@ -2,7 +2,11 @@
 import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** Exclusive lock file holding the owner's pid; a lock whose owner died is taken over. */
+/**
+ * Exclusive lock file holding the owner's pid; a lock whose owner died is taken over. Every
+ * round that does not get the lock checks the deadline and sleeps, whatever went wrong (a lock
+ * path that cannot be read or removed, such as a directory, must not spin).
+ */
 export async function lockFile(path: string, timeoutMs = 10_000): Promise<() => void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -12,14 +16,21 @@ export async function lockFile(path: string, timeoutMs = 10_000): Promise<() => 
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    let owner = 0;
-    try { owner = Number(readFileSync(path, 'utf8')); } catch { continue; }
-    // An owner that died, or an empty lock older than a second (owner killed before writing its pid).
-    let stale = owner > 0 && !pidAlive(owner);
-    if (!owner) { try { stale = Date.now() - statSync(path).mtimeMs > 1000; } catch { continue; } }
-    if (stale) { try { unlinkSync(path); } catch { /* someone else took it over */ } continue; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${path}`);
+    if (lockIsStale(path)) {
+      try { unlinkSync(path); } catch { /* someone else took it over, or it cannot go: the deadline decides */ }
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for the lock ${path}`);
     await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** An owner that died, or an empty lock older than a second (owner killed before writing its pid). */
+function lockIsStale(path: string): boolean {
+  try {
+    const owner = Number(readFileSync(path, 'utf8'));
+    return owner > 0 ? !pidAlive(owner) : Date.now() - statSync(path).mtimeMs > 1000;
+  } catch {
+    return false;
   }
 }
 
@@ -40,9 +51,7 @@ export function sweepStaleLocks(dir: string): string[] {
   for (const n of names.filter((x) => x.endsWith('.lock'))) {
     const path = join(dir, n);
     try {
-      const owner = Number(readFileSync(path, 'utf8'));
-      const stale = owner > 0 ? !pidAlive(owner) : Date.now() - statSync(path).mtimeMs > 1000;
-      if (stale) { unlinkSync(path); removed.push(n); }
+      if (lockIsStale(path)) { unlinkSync(path); removed.push(n); }
     } catch { /* gone meanwhile */ }
   }
   return removed;
