@@ -9,6 +9,7 @@
 //   new connections/s         HTTP/1.1 with Connection: close (C load generator)
 //   keep-alive requests/s     HTTP/1.1 keep-alive
 //   UDP packets/s             64-byte datagrams with a window of outstanding ones
+// --perf DIR samples each forwarder with perf while it runs each figure (where its time goes).
 // Backends are haproxy `mode http` returning a fixed 200 (fast enough not to be the limit),
 // iperf3 -s, and a C UDP echo. Goals (issue 20): every figure >= the Go replica, and
 // throughput >= haproxy.
@@ -31,7 +32,10 @@ import { compileForwarder } from '../build-forwarder.mjs';
 const { values: a } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '32' }, backend: { type: 'string', default: 'nft' },
   only: { type: 'string', default: 'throughput,download,close,keepalive,udp' },
   // knet's forwarder processes (--userspace-workers; 0: the data path in the proxy process, on Node).
-  workers: { type: 'string', default: '1' }, paths: { type: 'string', default: 'direct,knet,go,ref' }, 'cpu-prof': { type: 'string' } } });
+  workers: { type: 'string', default: '1' }, paths: { type: 'string', default: 'direct,knet,go,ref' }, 'cpu-prof': { type: 'string' },
+  // --perf DIR: each forwarder's processes are sampled by `perf record` (cpu-clock, call graphs)
+  // while it runs each figure, into DIR/<figure>-<path>.data (read them with `perf report -i`).
+  perf: { type: 'string' } } });
 const secs = Number(a.seconds);
 const workers = Number(a.workers);
 if (!(Number.isInteger(workers) && workers >= 0 && workers <= 8)) throw new Error('--workers 0-8');
@@ -185,6 +189,24 @@ async function rate(loadgen: string, mode: string, host: string, port: number, n
 
 /** The forwarders' processes (`ip netns exec` execs, so these are theirs), for CPU accounting. */
 const pids: { knet?: number; go?: number; ref?: number; socat?: number } = {};
+/** A process and its live descendants. */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) out.push(...processTree(Number(c)));
+    }
+  } catch { /* exited meanwhile */ }
+  return out;
+}
+
+/** Starts `perf record` on pid's process tree; the returned function stops it and waits for its file. */
+function perfRecord(pid: number | undefined, file: string): () => Promise<void> {
+  if (!pid) return async () => {};
+  const p = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '999', '-g', '-o', file, '-p', processTree(pid).join(',')], { stdio: 'ignore' });
+  return () => new Promise((resolve) => { p.once('exit', () => resolve()); p.kill('SIGINT'); });
+}
+
 /** CPU seconds of a process, its live descendants and its reaped children (/proc, 100 Hz ticks). */
 function cpuSeconds(pid: number | undefined): number {
   if (!pid) return NaN;
@@ -211,7 +233,7 @@ try {
   // from elsewhere on the machine falls on all of them alike. Besides the rate, each
   // forwarder's work per CPU second (its processes' user+system time during its run): on a
   // shared machine the rate follows the CPU share, this does much less.
-  const measure = async (fns: Record<Path, () => Promise<number>>, refPid = pids.ref) => {
+  const measure = async (figure: string, fns: Record<Path, () => Promise<number>>, refPid = pids.ref) => {
     const got = Object.fromEntries(PATHS.map((k) => [k, [] as number[]])) as Record<Path, number[]>;
     const eff = Object.fromEntries(PATHS.map((k) => [k, [] as number[]])) as Record<Path, number[]>;
     const pidOf: Record<Path, number | undefined> = { direct: undefined, knet: pids.knet, go: pids.go, ref: refPid };
@@ -219,7 +241,9 @@ try {
       for (const k of PATHS) {
         if (!paths.has(k)) continue;
         const c0 = cpuSeconds(pidOf[k]);
+        const perf = a.perf && i === 0 ? perfRecord(pidOf[k], join(a.perf, `${figure}-${k}.data`)) : null;
         const r = await fns[k]();
+        await perf?.();
         got[k].push(r);
         eff[k].push(r * secs / (cpuSeconds(pidOf[k]) - c0));
       }
@@ -230,12 +254,12 @@ try {
   };
   const tcp = (mode: string) => ({ direct: () => rate(lg, mode, EPS[0]!, 8080, conc), knet: () => rate(lg, mode, KNET_VIP.http, 80, conc), go: () => rate(lg, mode, GO_VIP.http, 80, conc), ref: () => rate(lg, mode, NODE, 28080, conc) });
   const stream = (reverse: boolean) => ({ direct: () => iperf(EPS[0]!, 5201, reverse), knet: () => iperf(KNET_VIP.iperf, 5201, reverse), go: () => iperf(GO_VIP.iperf, 5201, reverse), ref: () => iperf(NODE, 25201, reverse) });
-  if (only.has('throughput')) rows.push({ what: 'single stream, client -> endpoint', unit: 'Gbit/s', refName: 'haproxy', vsRef: true, ...await measure(stream(false)) });
-  if (only.has('download')) rows.push({ what: 'single stream, endpoint -> client', unit: 'Gbit/s', refName: 'haproxy', vsRef: true, ...await measure(stream(true)) });
-  if (only.has('close')) rows.push({ what: 'new connections/s (Connection: close)', unit: '', refName: 'haproxy', vsRef: false, ...await measure(tcp('close')) });
-  if (only.has('keepalive')) rows.push({ what: 'keep-alive requests/s', unit: '', refName: 'haproxy', vsRef: false, ...await measure(tcp('keepalive')) });
+  if (only.has('throughput')) rows.push({ what: 'single stream, client -> endpoint', unit: 'Gbit/s', refName: 'haproxy', vsRef: true, ...await measure('throughput', stream(false)) });
+  if (only.has('download')) rows.push({ what: 'single stream, endpoint -> client', unit: 'Gbit/s', refName: 'haproxy', vsRef: true, ...await measure('download', stream(true)) });
+  if (only.has('close')) rows.push({ what: 'new connections/s (Connection: close)', unit: '', refName: 'haproxy', vsRef: false, ...await measure('close', tcp('close')) });
+  if (only.has('keepalive')) rows.push({ what: 'keep-alive requests/s', unit: '', refName: 'haproxy', vsRef: false, ...await measure('keepalive', tcp('keepalive')) });
   if (only.has('udp')) rows.push({ what: 'UDP packets/s (64 B, window 64)', unit: '', refName: 'socat', vsRef: false,
-    ...await measure({ direct: () => rate(lg, 'udp', EPS[0]!, 9000, 64), knet: () => rate(lg, 'udp', KNET_VIP.udp, 9000, 64), go: () => rate(lg, 'udp', GO_VIP.udp, 9000, 64), ref: () => rate(lg, 'udp', NODE, 29000, 64) }, pids.socat) });
+    ...await measure('udp', { direct: () => rate(lg, 'udp', EPS[0]!, 9000, 64), knet: () => rate(lg, 'udp', KNET_VIP.udp, 9000, 64), go: () => rate(lg, 'udp', GO_VIP.udp, 9000, 64), ref: () => rate(lg, 'udp', NODE, 29000, 64) }, pids.socat) });
 
   const f = (x: number) => (x >= 100 ? Math.round(x).toString() : x.toFixed(2));
   const unit = (r: Row) => (r.unit ? ` ${r.unit}` : '');

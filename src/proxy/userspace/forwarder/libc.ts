@@ -9,7 +9,6 @@ type Mem = ArrayBufferView | Pointer | null;
 interface Libc {
   socket(domain: number, type: number, protocol: number): number;
   setsockopt(fd: number, level: number, name: number, value: Mem, length: number): number;
-  getsockopt(fd: number, level: number, name: number, value: Mem, length: Mem): number;
   getsockname(fd: number, addr: Mem, length: Mem): number;
   bind(fd: number, addr: Mem, length: number): number;
   listen(fd: number, backlog: number): number;
@@ -40,7 +39,6 @@ const size = u64;
 export const libc = dlopen<Libc>('libc.so.6', {
   socket: { args: [i32, i32, i32], returns: i32 },
   setsockopt: { args: [i32, i32, i32, p, i32], returns: i32 },
-  getsockopt: { args: [i32, i32, i32, p, p], returns: i32 },
   getsockname: { args: [i32, p, p], returns: i32 },
   bind: { args: [i32, p, i32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
@@ -84,7 +82,6 @@ export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
-export const SO_ERROR = 4;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_KEEPALIVE = 9;
@@ -143,13 +140,6 @@ const lenBuf = new Uint32Array(1);
 export function setInt(fd: number, level: number, name: number, value: number): number {
   intBuf[0] = value;
   return libc.setsockopt(fd, level, name, intBuf, 4);
-}
-
-/** SO_ERROR of a socket (a non-blocking connect's outcome). */
-export function socketError(fd: number): number {
-  lenBuf[0] = 4;
-  intBuf[0] = 0;
-  return libc.getsockopt(fd, SOL_SOCKET, SO_ERROR, intBuf, lenBuf) < 0 ? errno() : intBuf[0]!;
 }
 
 /** The port a socket is bound to. */

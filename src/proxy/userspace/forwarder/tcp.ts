@@ -17,7 +17,7 @@ import type { Loop, Watcher } from './loop.ts';
 import {
   AF_INET, EAGAIN, EINPROGRESS, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, F_SETPIPE_SZ, IPPROTO_TCP, MSG_DONTWAIT, MSG_NOSIGNAL,
   O_CLOEXEC, O_NONBLOCK, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_KEEPALIVE, SO_REUSEPORT, SPLICE_F_MOVE,
-  SPLICE_F_NONBLOCK, TCP_KEEPIDLE, TCP_NODELAY, errno, failure, libc, ptr, resetClose, setInt, sockaddrIP, socketError,
+  SPLICE_F_NONBLOCK, TCP_KEEPIDLE, TCP_NODELAY, errno, failure, libc, ptr, resetClose, setInt, sockaddrIP,
 } from './libc.ts';
 import { noCounts, type PortCounts, type PortSpec } from './protocol.ts';
 
@@ -108,9 +108,10 @@ class Conn implements Watcher {
   }
 
   private connected(ev: number): void {
-    if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-    const err = socketError(this.upstream);
-    if (err !== 0) { this.svc.dialFailed(this); return; }
+    // A refused or reset connect shows as an error/hang-up (and never as writable: the socket
+    // is shut both ways), so the event alone tells, without a getsockopt(SO_ERROR) per dial.
+    if (ev & (EPOLLERR | EPOLLHUP)) { this.svc.dialFailed(this); return; }
+    if (!(ev & EPOLLOUT)) return;
     this.svc.dialed(this);
     this.state = State.Open;
     this.upstreamWritable = true;
