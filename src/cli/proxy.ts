@@ -37,7 +37,7 @@ export function registerProxy(program: Command): void {
     .option('--config <file>', 'KubeProxyConfiguration YAML (kube-proxy defaults when absent)')
     .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster config, then ~/.kube/config)')
     .option('--hostname-override <name>', 'this node\'s name (default: config hostnameOverride, then the host name)')
-    .option('--manifests <dir>', 'read Services/EndpointSlices/Endpoints from a directory of manifests (watched) instead of the API')
+    .option('--manifests <dir>', 'read Services/EndpointSlices/Endpoints from a directory of manifests (watched; waited for if missing) instead of the API; write each file elsewhere and rename it into place')
     .option('--cleanup', 'remove every rule the proxy (or kube-proxy) wrote, in both iptables backends, and exit')
     .option('--proxy-mode <mode>', 'iptables (kube-proxy\'s rules) or userspace (a TCP/UDP balancer behind portal rules); default: the config\'s mode, else iptables')
     .option('--iptables-backend <mode>', 'auto (detect like iptables-wrappers), nft or legacy', 'auto')
@@ -95,6 +95,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const cfg = parseKubeProxyConfig(yamlText, o.proxyMode);
   const mode = cfg.mode;
   if (mode !== 'iptables' && mode !== 'userspace') throw new Error(`proxy mode ${JSON.stringify(mode)} is not supported by knet proxy (iptables or userspace)`);
+  (await import('../proxy/runner.ts')).validateSyncPeriods(cfg.syncPeriodMs, cfg.minSyncPeriodMs, 'iptables');
   const workers = Number(o.userspaceWorkers);
   if (!/^\d+$/.test(o.userspaceWorkers) || workers > 8) throw new Error(`--userspace-workers: expected 0-8, got ${JSON.stringify(o.userspaceWorkers)}`);
   const { hostname } = await import('node:os');

@@ -49,8 +49,21 @@ export function healthResponse(h: ProxyHealth, path: string): { code: number; bo
   return null;
 }
 
+/**
+ * Bounds on a health or metrics server, which may listen on every address (0.0.0.0:10256): with
+ * no cap, clients that connect and never finish a request held file descriptors until the
+ * proxy could not open its manifests. Past `maxConnections` new connections are closed at once;
+ * a connection idle for `idleMs`, or whose request takes longer, is closed.
+ */
+export interface ServerLimits {
+  maxConnections: number;
+  idleMs: number;
+}
+
+export const SERVER_LIMITS: ServerLimits = { maxConnections: 64, idleMs: 10_000 };
+
 /** Serves /healthz and /livez; `count` feeds kubeproxy_proxy_{healthz,livez}_total. */
-export function serveHealth(h: ProxyHealth, host: string, port: number, count?: (path: string, code: number) => void): Promise<Server> {
+export function serveHealth(h: ProxyHealth, host: string, port: number, count?: (path: string, code: number) => void, limits: ServerLimits = SERVER_LIMITS): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
     const r = healthResponse(h, path);
@@ -58,10 +71,16 @@ export function serveHealth(h: ProxyHealth, host: string, port: number, count?: 
     count?.(path, r.code);
     res.writeHead(r.code, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' }).end(JSON.stringify(r.body));
   });
-  return listen(server, host, port);
+  return listen(server, host, port, limits);
 }
 
-export function listen(server: Server, host: string, port: number): Promise<Server> {
+/** Listens with the limits applied. */
+export function listen(server: Server, host: string, port: number, limits: ServerLimits = SERVER_LIMITS): Promise<Server> {
+  server.maxConnections = limits.maxConnections;
+  server.setTimeout(limits.idleMs);
+  server.headersTimeout = limits.idleMs;
+  server.requestTimeout = limits.idleMs;
+  server.keepAliveTimeout = Math.min(5000, limits.idleMs);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => { server.off('error', reject); resolve(server); });

@@ -8,6 +8,16 @@ import { type Clock, realClock } from '../util/clock.ts';
 
 export { type Clock, realClock };
 
+/**
+ * kube-proxy's validation of the sync periods: minSyncPeriod >= 0, syncPeriod > 0 and not below
+ * minSyncPeriod (no upper bound: any length works, realClock waits in steps).
+ */
+export function validateSyncPeriods(syncPeriodMs: number, minSyncPeriodMs: number, section = 'iptables'): void {
+  if (!(minSyncPeriodMs >= 0) || !Number.isFinite(minSyncPeriodMs)) throw new Error(`${section}.minSyncPeriod must be greater than or equal to 0`);
+  if (!(syncPeriodMs > 0) || !Number.isFinite(syncPeriodMs)) throw new Error(`${section}.syncPeriod must be greater than 0`);
+  if (syncPeriodMs < minSyncPeriodMs) throw new Error(`${section}.syncPeriod must be greater than or equal to ${section}.minSyncPeriod`);
+}
+
 export interface RunnerOptions {
   minIntervalMs: number;
   maxIntervalMs: number;

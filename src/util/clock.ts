@@ -7,10 +7,24 @@ export interface Clock {
   clearTimer(h: unknown): void;
 }
 
+/** Node's longest timer (~24.8 days): a longer one fires after 1 ms, with a warning, each time. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Timers of any length: past MAX_TIMER_MS one waits in steps (a `syncPeriod: 720h` re-armed a
+ * 1 ms timer and logged ~1300 warnings a second).
+ */
 export const realClock: Clock = {
   now: () => Date.now(),
-  setTimer: (fn, ms) => setTimeout(fn, ms),
-  clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
+  setTimer: (fn, ms) => {
+    const handle: { timer?: NodeJS.Timeout } = {};
+    const arm = (left: number) => {
+      handle.timer = left > MAX_TIMER_MS ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS) : setTimeout(fn, Math.max(0, left || 0));
+    };
+    arm(ms);
+    return handle;
+  },
+  clearTimer: (h) => clearTimeout((h as { timer?: NodeJS.Timeout } | null)?.timer),
 };
 
 /** Resolves after `ms` on `clock`, or at once (without throwing) when `signal` aborts. */

@@ -2,7 +2,8 @@ import test from 'ava';
 import { conntrackCleanup } from '../../src/proxy/conntrack-plan.ts';
 import { buildServiceModel } from '../../src/rules/model.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
-import { ProxyHealth, healthResponse, parseBindAddress, serveHealth } from '../../src/proxy/health.ts';
+import { ProxyHealth, SERVER_LIMITS, healthResponse, parseBindAddress, serveHealth } from '../../src/proxy/health.ts';
+import { connect, type Socket } from 'node:net';
 import { ProxyMetrics } from '../../src/proxy/metrics.ts';
 import { IptablesMetrics } from '../../src/proxy/iptables-metrics.ts';
 import type { ClusterState } from '../../src/model/k8s.ts';
@@ -102,4 +103,30 @@ test('bind addresses parse like kube-proxy flags', (t) => {
   t.deepEqual(parseBindAddress('0.0.0.0:10256'), { host: '0.0.0.0', port: 10256 });
   t.deepEqual(parseBindAddress('[::]:10256'), { host: '::', port: 10256 });
   t.throws(() => parseBindAddress('10256'));
+});
+
+test('health: connections are capped and idle ones closed, so silent clients cannot hold the proxy\'s descriptors', async (t) => {
+  t.is(SERVER_LIMITS.maxConnections, 64);
+  const server = await serveHealth(new ProxyHealth(60_000), '127.0.0.1', 0, undefined, { maxConnections: 4, idleMs: 300 });
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const sockets: Socket[] = [];
+  const closed: boolean[] = [];
+  for (let i = 0; i < 12; i++) {
+    const s = connect(port, '127.0.0.1');
+    const at = i;
+    closed.push(false);
+    s.on('close', () => { closed[at] = true; });
+    s.on('error', () => {});
+    sockets.push(s);
+    await new Promise((r) => s.once('connect', r).once('close', r));
+  }
+  t.teardown(() => { for (const s of sockets) s.destroy(); });
+  await new Promise((r) => setTimeout(r, 100));
+  const open = await new Promise<number>((r, j) => server.getConnections((e, n) => (e ? j(e) : r(n))));
+  t.true(open <= 4, `${open} connections held`);
+  // Idle ones are closed; then a real request is served.
+  for (let i = 0; i < 50 && closed.some((c) => !c); i++) await new Promise((r) => setTimeout(r, 50));
+  t.true(closed.every(Boolean));
+  t.is((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
 });

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { SyncRunner, type Clock } from '../../src/proxy/runner.ts';
+import { SyncRunner, validateSyncPeriods, type Clock } from '../../src/proxy/runner.ts';
+import { MAX_TIMER_MS, realClock } from '../../src/util/clock.ts';
 
 /** A manual clock: timers fire only when the test advances time. */
 class FakeClock implements Clock {
@@ -102,4 +103,32 @@ test('whenIdle resolves after stop even with a request pending', async (t) => {
   r.stop();
   await r.whenIdle();
   t.pass();
+});
+
+test('a sync period longer than Node\'s longest timer (720h) neither spins nor warns, and still fires at the right time', async (t) => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  t.teardown(() => { process.off('warning', onWarning); });
+  let runs = 0;
+  const runner = new SyncRunner(async () => { runs++; }, { minIntervalMs: 1000, maxIntervalMs: 720 * 3_600_000 });
+  runner.start();
+  await new Promise((r) => setTimeout(r, 300));
+  runner.stop();
+  t.is(runs, 1);
+  t.deepEqual(warnings, []);
+  // Past the limit the clock waits in steps: one step of MAX_TIMER_MS is armed, and clearing works.
+  const handle = realClock.setTimer(() => t.fail('cleared timer fired'), MAX_TIMER_MS * 3 + 5) as { timer: NodeJS.Timeout };
+  t.true(handle.timer.hasRef());
+  realClock.clearTimer(handle);
+  await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(warnings, []);
+});
+
+test('sync periods are validated as kube-proxy does: no upper bound, syncPeriod > 0 and >= minSyncPeriod', (t) => {
+  t.notThrows(() => validateSyncPeriods(720 * 3_600_000, 1000));
+  t.throws(() => validateSyncPeriods(0, 0), { message: 'iptables.syncPeriod must be greater than 0' });
+  t.throws(() => validateSyncPeriods(1000, -1), { message: 'iptables.minSyncPeriod must be greater than or equal to 0' });
+  t.throws(() => validateSyncPeriods(1000, 2000), { message: 'iptables.syncPeriod must be greater than or equal to iptables.minSyncPeriod' });
+  t.throws(() => validateSyncPeriods(Number.NaN, 0));
 });
