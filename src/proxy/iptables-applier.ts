@@ -167,22 +167,9 @@ export class IptablesApplier implements DataPlane {
   }
 }
 
-/**
- * Where the renderer's nat order (per service port: endpoint chains, then SVC/SVL, EXT, FW, all
- * but the endpoint chains sharing the port's hash) may be cut so that no chunk holds a chain
- * whose targets are in another chunk of service chains: before an endpoint chain that follows
- * another kind of chain, or between chains of different ports.
- */
+/** Only the service chains' restores run two at a time (what was measured); restore-plan.ts checks their jumps. */
 export const SERVICE_CHAIN_CONCURRENCY = {
-  cutBefore(table: string, prev: string, cur: string): boolean {
-    if (table !== 'nat' || !isServiceChain(prev) || !isServiceChain(cur)) return true;
-    // Endpoint chains of one port are contiguous and followed by the chains that jump to them:
-    // only the first endpoint chain after another kind of chain starts a new port for sure.
-    if (prev.startsWith('KUBE-SEP-')) return false;
-    if (cur.startsWith('KUBE-SEP-')) return true;
-    return prev.slice(prev.lastIndexOf('-')) !== cur.slice(cur.lastIndexOf('-'));
-  },
-  independent: (table: string, chain: string) => table === 'nat' && isServiceChain(chain),
+  eligible: (table: string, chain: string) => table === 'nat' && isServiceChain(chain),
 };
 
 /**
