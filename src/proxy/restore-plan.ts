@@ -331,8 +331,10 @@ export function planRestores(parsed: RenderedTables, applied: AppliedState, o: P
  * anyway).
  */
 function chunkBounds(units: readonly Unit[], max: number, clean: boolean): Array<[number, number]> {
+  // Per unit, the last unit within reach of one restore that jumps to it (a far user, such as
+  // KUBE-SERVICES jumping to every service chain, must not hide the near ones).
   const lastUse = new Int32Array(units.length).fill(-1);
-  units.forEach((u, i) => { for (const d of u.deps ?? []) if (i > lastUse[d]!) lastUse[d] = i; });
+  units.forEach((u, i) => { for (const d of u.deps ?? []) if (i - d <= 2 * max && i > lastUse[d]!) lastUse[d] = i; });
   const bounds: Array<[number, number]> = [];
   let start = 0;
   let reach = -1;
@@ -343,8 +345,7 @@ function chunkBounds(units: readonly Unit[], max: number, clean: boolean): Array
       start = i;
       reach = -1;
     }
-    const used = lastUse[i]!;
-    if (used > reach && used - i <= 2 * max) reach = used;
+    if (lastUse[i]! > reach) reach = lastUse[i]!;
   }
   if (units.length) bounds.push([start, units.length]);
   return bounds;

@@ -264,3 +264,12 @@ test('in the renderer\'s order most service-chain restores run two at a time, cu
   const marked = plan.concurrent.filter(Boolean).length;
   t.true(marked >= plan.concurrent.length - 4, `${marked} of ${plan.concurrent.length} restores marked`);
 });
+
+test('a far user (KUBE-SERVICES jumps to every service chain) does not let a cut split a port: 10k-style plans keep all service-chain restores concurrent', (t) => {
+  const specs = Array.from({ length: 300 }, (_, i) => ({ type: (['ClusterIP', 'NodePort', 'LoadBalancer'] as const)[i % 3]!, ports: [{ name: 'a' as const, protocol: 'TCP' as const }], etpLocal: false, itpLocal: false,
+    affinity: false, externalIP: false, sourceRanges: i % 3 === 2, endpoints: [1, 2, 3].map((host) => ({ host, local: false, ready: true, terminating: false })) }));
+  const r = renderIptables({ cluster: cluster(specs), settings: settings() });
+  const plan = planRestores(r.tables, new Map(), { full: true, isStale, maxChainsPerRestore: 50, inDependencyOrder: true, concurrency: SERVICE_CHAIN_CONCURRENCY });
+  // The first (KUBE-MARK-MASQ) and the last (KUBE-SERVICES, KUBE-NODEPORTS) run alone.
+  t.deepEqual(plan.concurrent.slice(1, -1).filter((c) => !c), []);
+});
