@@ -7,7 +7,7 @@ import { makeLogger, type Logger } from '../util/log.ts';
 import { parseKubeProxyConfig, proxySettingsFromConfig } from '../rules/config.ts';
 import type { ProxySettings } from '../rules/types.ts';
 import type { DataPlane } from '../proxy/dataplane.ts';
-import type { Node } from '../model/k8s.ts';
+import { readNodeFacts } from '../k8s/node.ts';
 import { ipJson } from '../kernel/iproute.ts';
 import type { IptablesBackend, IptablesTarget } from '../kernel/iptables.ts';
 import { parseIP } from '../util/ip.ts';
@@ -60,14 +60,6 @@ function backendOf(s: string): IptablesBackend | 'auto' {
 async function interfaceAddresses(): Promise<Array<{ iface: string; cidr: string }>> {
   const links = await ipJson<{ ifname: string; addr_info?: Array<{ local: string; prefixlen: number }> }>(null, ['addr', 'show']);
   return links.flatMap((l) => (l.addr_info ?? []).map((a) => ({ iface: l.ifname, cidr: `${a.local}/${a.prefixlen}` })));
-}
-
-function nodeAddresses(n: Node | null): { ips: string[]; podCIDRs: string[] } {
-  const addrs = n?.status?.addresses ?? [];
-  const ips = [...addrs.filter((a) => a.type === 'InternalIP'), ...addrs.filter((a) => a.type === 'ExternalIP')]
-    .map((a) => a.address).filter((a) => parseIP(a));
-  const podCIDRs = n?.spec?.podCIDRs ?? (n?.spec?.podCIDR ? [n.spec.podCIDR] : []);
-  return { ips, podCIDRs };
 }
 
 export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
@@ -139,7 +131,8 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
     minSyncPeriodMs: cfg.minSyncPeriodMs, syncPeriodMs: cfg.syncPeriodMs,
     ...(fullSyncPeriodMs ? { fullSyncPeriodMs } : {}),
     onNode: (n) => {
-      const facts = nodeAddresses(n);
+      const facts = readNodeFacts(n);
+      for (const w of facts.warnings) daemon.warn(`Node ${nodeName}`, w);
       const next = { ips: o.nodeIp.length ? o.nodeIp : facts.ips, podCIDRs: facts.podCIDRs };
       if (JSON.stringify(next) === JSON.stringify(nodeFacts)) return false;
       nodeFacts = next;

@@ -11,6 +11,8 @@ import { explainRules } from '../rules/explain.ts';
 import { nftablesText, renderNftables, staleChains } from '../rules/nftables.ts';
 import { explainNftables } from '../rules/nftables-explain.ts';
 import { parseCIDR } from '../util/ip.ts';
+import { readNodeFacts } from '../k8s/node.ts';
+import { printable } from '../model/json.ts';
 import type { IpFamily, ProxySettings } from '../rules/types.ts';
 
 interface RulesOptions {
@@ -44,7 +46,7 @@ function loadFiles(files: string[]): LoadedManifests {
   return mergeManifests(files.map((f) => loadManifestText(readSource(f), f === '-' ? '<stdin>' : f)));
 }
 
-export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nodes']): ProxySettings & { mode: 'iptables' | 'nftables' } {
+export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nodes'], warn: (message: string) => void = () => {}): ProxySettings & { mode: 'iptables' | 'nftables' } {
   if (o.proxyMode !== undefined && o.proxyMode !== 'iptables' && o.proxyMode !== 'nftables') {
     throw new UsageError(`--proxy-mode must be iptables or nftables, got ${JSON.stringify(o.proxyMode)}`);
   }
@@ -59,9 +61,10 @@ export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nod
   });
   const nodeName = o.nodeName ?? cfg.hostnameOverride ?? '';
   const node = nodes.find((n) => n.metadata.name === nodeName);
-  const podCIDRs = node?.spec?.podCIDRs ?? (node?.spec?.podCIDR ? [node.spec.podCIDR] : []);
-  let nodeIPs = o.nodeIp;
-  if (nodeIPs.length === 0 && node) nodeIPs = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
+  const facts = readNodeFacts(node);
+  for (const w of node ? facts.warnings : []) warn(`Node ${printable(nodeName)}: ${w}`);
+  const podCIDRs = facts.podCIDRs;
+  const nodeIPs = o.nodeIp.length === 0 ? facts.ips : o.nodeIp;
   const settings = settingsFromConfig(cfg, {
     nodeName, family: o.ipFamily as IpFamily, nodeIPs, interfaceAddresses,
     randomFully: !!o.randomFully, nfacctCounters: !!o.nfacctCounters, podCIDRs,
@@ -84,7 +87,7 @@ export function runRules(o: RulesOptions, out: (s: string) => void, err: (s: str
     if (o.file.length === 0) throw new UsageError('no input: give -f FILE (or -f - for stdin)');
     const current = loadFiles(o.file);
     for (const w of current.warnings) err(`knet rules: note: ${w}\n`);
-    const { mode, ...settings } = settingsFromOptions(o, current.nodes);
+    const { mode, ...settings } = settingsFromOptions(o, current.nodes, (w) => err(`knet rules: warning: ${w}\n`));
     if (mode === 'nftables') {
       runNftables(o, current, settings, out, err);
       return 0;

@@ -3,7 +3,10 @@
 // itself; on any other watch error it stops, so each informer is restarted here with backoff
 // (resuming from its last resourceVersion, or relisting if that is too old). A relist of
 // unchanged objects marks nothing in the tracker, so it rewrites no rules.
-import { CoreV1Api, DiscoveryV1Api, KubeConfig, ListWatch, Watch, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
+import { KubeConfig, ListWatch, Watch, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
+import { request as httpRequest, type Agent } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { isRecord, prop } from '../model/json.ts';
 import type { Logger } from 'pino';
 import type { EndpointSlice, Node, Service } from '../model/k8s.ts';
 import type { ProxySource, SourceHandler } from '../proxy/source.ts';
@@ -27,6 +30,49 @@ export function loadKubeConfig(path?: string): KubeConfig {
 }
 
 type Obj = KubernetesObject;
+
+/**
+ * A list of the objects exactly as the API server sent them. The generated client's typed lists
+ * are not used: they throw on one object with a field of the wrong type ("data is not
+ * iterable"), so one mistyped Service would stop the whole list for good, and they turn a string
+ * where a list belongs into a list of its characters. Validation happens in the service model.
+ * Items without object metadata are dropped with a warning (ListWatch itself would throw on them).
+ */
+export async function listRaw(kc: KubeConfig, path: string, warn: (object: string, reason: string) => void, fieldSelector?: string): Promise<KubernetesListObject<Obj>> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error('the kubeconfig has no current cluster');
+  const url = new URL(cluster.server + path);
+  if (fieldSelector) url.searchParams.set('fieldSelector', fieldSelector);
+  const opts = await kc.applyToFetchOptions({});
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  // The client hands a WHATWG Headers object (typed loosely as any HeadersInit).
+  new Headers(opts.headers as ConstructorParameters<typeof Headers>[0]).forEach((value, key) => { headers[key] = value; });
+  const body = await new Promise<string>((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method: 'GET', headers, agent: opts.agent as Agent | undefined }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        if (res.statusCode === 200) { resolve(Buffer.concat(chunks).toString('utf8')); return; }
+        reject(Object.assign(new Error(`list ${path}: HTTP ${res.statusCode}`), { statusCode: res.statusCode }));
+      });
+    });
+    req.setTimeout(60_000, () => req.destroy(new Error(`list ${path}: no answer in 60 s`)));
+    req.on('error', reject);
+    req.end();
+  });
+  const list: unknown = JSON.parse(body);
+  const items = prop(list, 'items');
+  if (!Array.isArray(items)) throw new Error(`list ${path}: the answer has no items list`);
+  const kept = items.filter((item: unknown, i) => {
+    if (isRecord(prop(item, 'metadata'))) return true;
+    warn(`${path} item ${i}`, 'no metadata; skipped');
+    return false;
+  });
+  const metadata = prop(list, 'metadata');
+  const resourceVersion = prop(metadata, 'resourceVersion');
+  return { items: kept as Obj[], metadata: typeof resourceVersion === 'string' ? { resourceVersion } : {} } as KubernetesListObject<Obj>;
+}
 
 /** One ListWatch kept alive: restarted with exponential backoff after errors. */
 class Kept<T extends Obj> {
@@ -86,20 +132,18 @@ export class InformerSource implements ProxySource {
 
   async start(h: SourceHandler): Promise<void> {
     const kc = this.o.kubeConfig ?? loadKubeConfig(this.o.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const discovery = kc.makeApiClient(DiscoveryV1Api);
     const watch = new Watch(kc);
     const max = this.o.maxBackoffMs ?? 30_000;
     const log = this.o.log;
 
-    const svc = new Kept<Obj>('services', '/api/v1/services', watch,
-      () => core.listServiceForAllNamespaces() as Promise<KubernetesListObject<Obj>>, log, max);
+    const warn = (object: string, reason: string) => h.warn(object, reason);
+    const svc = new Kept<Obj>('services', '/api/v1/services', watch, () => listRaw(kc, '/api/v1/services', warn), log, max);
     svc.lw.on('add', (o) => h.upsertService(o as unknown as Service));
     svc.lw.on('update', (o) => h.upsertService(o as unknown as Service));
     svc.lw.on('delete', (o) => h.deleteService(o as unknown as Service));
 
     const eps = new Kept<Obj>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', watch,
-      () => discovery.listEndpointSliceForAllNamespaces() as Promise<KubernetesListObject<Obj>>, log, max);
+      () => listRaw(kc, '/apis/discovery.k8s.io/v1/endpointslices', warn), log, max);
     eps.lw.on('add', (o) => h.upsertSlice(o as unknown as EndpointSlice));
     eps.lw.on('update', (o) => h.upsertSlice(o as unknown as EndpointSlice));
     eps.lw.on('delete', (o) => h.deleteSlice(o as unknown as EndpointSlice));
@@ -107,8 +151,7 @@ export class InformerSource implements ProxySource {
 
     if (this.o.nodeName && h.node) {
       const fieldSelector = `metadata.name=${this.o.nodeName}`;
-      const node = new Kept<Obj>('node', '/api/v1/nodes', watch,
-        () => core.listNode({ fieldSelector }) as Promise<KubernetesListObject<Obj>>, log, max, fieldSelector);
+      const node = new Kept<Obj>('node', '/api/v1/nodes', watch, () => listRaw(kc, '/api/v1/nodes', warn, fieldSelector), log, max, fieldSelector);
       node.lw.on('add', (o) => h.node!(o as unknown as Node));
       node.lw.on('update', (o) => h.node!(o as unknown as Node));
       node.lw.on('delete', () => h.node!(null));

@@ -5,6 +5,7 @@
 import { parseAllDocuments, LineCounter } from 'yaml';
 import type { ClusterState, EndpointSlice, EndpointSliceEndpoint, EndpointSlicePort, Node, Service, ServiceCIDR } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
+import { describe, InvalidField, isRecord, nameText, objectLabel, objectList, optObject, optString, printable, prop } from '../model/json.ts';
 import { familyOf } from '../util/ip.ts';
 
 export class ManifestSyntaxError extends Error {
@@ -19,41 +20,48 @@ export interface LoadedManifests {
   warnings: string[];
 }
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
-
-interface V1EndpointAddress { ip?: string; nodeName?: string; hostname?: string }
-interface V1Endpoints {
-  metadata?: { name?: string; namespace?: string; labels?: Record<string, string> };
-  subsets?: Array<{ addresses?: V1EndpointAddress[]; notReadyAddresses?: V1EndpointAddress[]; ports?: Array<{ name?: string; port?: number; protocol?: string }> }>;
-}
-
-/** Mirrors a v1 Endpoints object into EndpointSlices: one per subset and address family. */
-export function endpointsToSlices(ep: V1Endpoints): EndpointSlice[] {
-  const name = ep.metadata?.name ?? '';
-  const namespace = ep.metadata?.namespace ?? 'default';
+/**
+ * Mirrors a v1 Endpoints object of any shape into EndpointSlices: one per subset and address
+ * family. Throws InvalidField (naming the Endpoints' field) when its shape is wrong; the values
+ * (IPs, ports, names) are checked where every slice is, in the service model.
+ */
+export function endpointsToSlices(ep: unknown): EndpointSlice[] {
+  const meta = optObject(prop(ep, 'metadata'), 'metadata');
+  const name = optString(prop(meta, 'name'), 'metadata.name') ?? '';
+  const namespace = optString(prop(meta, 'namespace'), 'metadata.namespace') ?? 'default';
+  const labels = optObject(prop(meta, 'labels'), 'metadata.labels');
   const out: EndpointSlice[] = [];
-  (ep.subsets ?? []).forEach((subset, i) => {
-    const ports: EndpointSlicePort[] = (subset.ports ?? []).map((p) => ({ name: p.name ?? '', port: p.port ?? null, protocol: p.protocol ?? 'TCP' }));
+  objectList(prop(ep, 'subsets'), 'subsets').forEach((subset, i) => {
+    const field = `subsets[${i}]`;
+    const ports: EndpointSlicePort[] = objectList(prop(subset, 'ports'), `${field}.ports`).map((p, j) => {
+      const port = prop(p, 'port') ?? null;
+      if (port !== null && typeof port !== 'number') throw new InvalidField(`${field}.ports[${j}].port`, `must be a number, got ${describe(port)}`);
+      return {
+        name: optString(prop(p, 'name'), `${field}.ports[${j}].name`) ?? '', port,
+        protocol: optString(prop(p, 'protocol'), `${field}.ports[${j}].protocol`) ?? 'TCP',
+      };
+    });
     const byFamily = new Map<string, EndpointSliceEndpoint[]>();
-    const add = (a: V1EndpointAddress, ready: boolean) => {
-      const fam = a.ip ? familyOf(a.ip) : null;
-      const type = fam === 6 ? 'IPv6' : 'IPv4';
-      const list = byFamily.get(type) ?? [];
-      const e: EndpointSliceEndpoint = { addresses: [a.ip ?? ''], conditions: { ready } };
-      if (a.nodeName) e.nodeName = a.nodeName;
-      if (a.hostname) e.hostname = a.hostname;
-      list.push(e);
-      byFamily.set(type, list);
-    };
-    for (const a of subset.addresses ?? []) add(a, true);
-    for (const a of subset.notReadyAddresses ?? []) add(a, false);
+    const add = (list: string, ready: boolean) => objectList(prop(subset, list), `${field}.${list}`).forEach((a, j) => {
+      const ip = optString(prop(a, 'ip'), `${field}.${list}[${j}].ip`) ?? '';
+      const nodeName = optString(prop(a, 'nodeName'), `${field}.${list}[${j}].nodeName`);
+      const hostname = optString(prop(a, 'hostname'), `${field}.${list}[${j}].hostname`);
+      const type = familyOf(ip) === 6 ? 'IPv6' : 'IPv4';
+      let group = byFamily.get(type);
+      if (!group) byFamily.set(type, (group = []));
+      const e: EndpointSliceEndpoint = { addresses: [ip], conditions: { ready } };
+      if (nodeName) e.nodeName = nodeName;
+      if (hostname) e.hostname = hostname;
+      group.push(e);
+    });
+    add('addresses', true);
+    add('notReadyAddresses', false);
     for (const [addressType, endpoints] of byFamily) {
       out.push({
         apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
         metadata: {
           name: `${name}-mirror-${i}${addressType === 'IPv6' ? '-v6' : ''}`, namespace,
-          labels: { ...(ep.metadata?.labels ?? {}), [SERVICE_NAME_LABEL]: name, 'endpointslice.kubernetes.io/managed-by': 'endpointslicemirroring-controller.k8s.io' },
+          labels: { ...(labels as Record<string, string> | undefined), [SERVICE_NAME_LABEL]: name, 'endpointslice.kubernetes.io/managed-by': 'endpointslicemirroring-controller.k8s.io' },
         },
         addressType, endpoints, ports,
       });
@@ -62,27 +70,39 @@ export function endpointsToSlices(ep: V1Endpoints): EndpointSlice[] {
   return out;
 }
 
+/** apiVersion and kind as strings ("" when absent or not a string: such an object is reported, not used). */
+const text = (v: unknown) => (typeof v === 'string' ? v : '');
+
 /** Adds one object (or the items of a List) to the state. */
 function addObject(o: unknown, where: string, acc: LoadedManifests): void {
   if (o === null || o === undefined) return;
-  if (!isObj(o)) { acc.warnings.push(`${where}: not an object, ignored`); return; }
-  const kind = o.kind;
-  const apiVersion = String(o.apiVersion ?? '');
-  if (kind === 'List' || (typeof kind === 'string' && kind.endsWith('List') && Array.isArray(o.items))) {
+  if (!isRecord(o)) { acc.warnings.push(`${where}: not an object, ignored`); return; }
+  const kind = text(prop(o, 'kind'));
+  const apiVersion = text(prop(o, 'apiVersion'));
+  const items = prop(o, 'items');
+  if (kind === 'List' || (kind.endsWith('List') && Array.isArray(items))) {
     const itemKind = kind === 'List' ? undefined : kind.slice(0, -4);
-    (Array.isArray(o.items) ? o.items : []).forEach((item, i) => {
-      const it = isObj(item) && itemKind && item.kind === undefined ? { ...item, kind: itemKind, apiVersion } : item;
+    (Array.isArray(items) ? items : []).forEach((item, i) => {
+      const it = isRecord(item) && itemKind && prop(item, 'kind') === undefined ? { ...item, kind: itemKind, apiVersion } : item;
       addObject(it, `${where} item ${i}`, acc);
     });
     return;
   }
-  if (!isObj(o.metadata)) { acc.warnings.push(`${where}: ${String(kind)} without metadata, ignored`); return; }
-  if (kind === 'Service' && (apiVersion === 'v1' || apiVersion === '')) acc.cluster.services.push(o as unknown as Service);
+  const label = `${apiVersion || '?'} ${kind ? printable(kind, 60) : '(no kind)'}`;
+  if (!isRecord(prop(o, 'metadata'))) { acc.warnings.push(`${where}: ${label} without metadata, ignored`); return; }
+  const core = apiVersion === 'v1' || apiVersion === '';
+  if (kind === 'Service' && core) acc.cluster.services.push(o as unknown as Service);
   else if (kind === 'EndpointSlice' && (apiVersion.startsWith('discovery.k8s.io/') || apiVersion === '')) acc.cluster.endpointSlices.push(o as unknown as EndpointSlice);
-  else if (kind === 'Endpoints' && (apiVersion === 'v1' || apiVersion === '')) acc.cluster.endpointSlices.push(...endpointsToSlices(o as V1Endpoints));
-  else if (kind === 'Node' && (apiVersion === 'v1' || apiVersion === '')) acc.nodes.push(o as unknown as Node);
+  else if (kind === 'Endpoints' && core) {
+    try {
+      acc.cluster.endpointSlices.push(...endpointsToSlices(o));
+    } catch (e) {
+      if (!(e instanceof InvalidField)) throw e;
+      acc.warnings.push(`${where}: ${objectLabel('Endpoints', prop(o, 'metadata'))} skipped: ${e.field} ${e.message}`);
+    }
+  } else if (kind === 'Node' && core) acc.nodes.push(o as unknown as Node);
   else if (kind === 'ServiceCIDR' && apiVersion.startsWith('networking.k8s.io/')) (acc.cluster.serviceCIDRs ??= []).push(o as unknown as ServiceCIDR);
-  else acc.warnings.push(`${where}: ${apiVersion || '?'} ${String(kind ?? '(no kind)')} ${String((o.metadata as Obj).name ?? '')} is not used by knet rules, ignored`);
+  else acc.warnings.push(`${where}: ${label} ${nameText(prop(prop(o, 'metadata'), 'name'), '')} is not used by knet rules, ignored`);
 }
 
 export function loadManifestText(text: string, source: string): LoadedManifests {

@@ -4,6 +4,7 @@
 // ToBeDeletedByClusterAutoscaler taint); /livez ignores node eligibility.
 import { createServer, type Server } from 'node:http';
 import type { Node } from '../model/k8s.ts';
+import { readNodeFacts } from '../k8s/node.ts';
 
 export class ProxyHealth {
   private oldestQueued: number | null = null;
@@ -24,10 +25,7 @@ export class ProxyHealth {
   }
 
   setNode(node: Node | null): void {
-    if (!node) { this.nodeEligible = true; return; }
-    const deleting = !!node.metadata.deletionTimestamp;
-    const tainted = (node.spec?.taints ?? []).some((t) => t.key === 'ToBeDeletedByClusterAutoscaler');
-    this.nodeEligible = !deleting && !tainted;
+    this.nodeEligible = !node || readNodeFacts(node).eligible;
   }
 
   status(): { healthy: boolean; lastUpdated: number; currentTime: number } {

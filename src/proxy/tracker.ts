@@ -7,6 +7,7 @@ import { hash } from 'node:crypto';
 import type { ClusterIndex, ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { ClusterStore } from '../rules/cluster-index.ts';
+import { objectLabel, prop } from '../model/json.ts';
 
 export interface Changes {
   /** "ns/name" of every service whose Service or EndpointSlices changed. */
@@ -38,11 +39,22 @@ function plain<T>(o: T): T {
   return JSON.parse(JSON.stringify(o)) as T;
 }
 
-function metaKey(m: { name?: string; namespace?: string } | undefined): string | null {
-  if (!m || typeof m.name !== 'string' || !NAME.test(m.name)) return null;
-  const ns = m.namespace ?? 'default';
+function metaKey(raw: unknown): string | null {
+  const m = prop(raw, 'metadata');
+  const name = prop(m, 'name');
+  if (typeof name !== 'string' || !NAME.test(name)) return null;
+  const ns = prop(m, 'namespace') ?? 'default';
   if (typeof ns !== 'string' || !NAME.test(ns)) return null;
-  return `${ns}/${m.name}`;
+  return `${ns}/${name}`;
+}
+
+/** A fingerprint, or null for an object too odd to read (nested deeper than the stack allows). */
+function fingerprintOf<T>(obj: T, fp: (o: T) => string): string | null {
+  try {
+    return fp(obj);
+  } catch {
+    return null;
+  }
 }
 
 // Digests, not the canonical text itself: at 10k services the texts alone held ~10 MB.
@@ -79,15 +91,16 @@ export class ChangeTracker implements ClusterIndex {
   }
 
   upsertService(raw: Service): boolean {
-    const key = metaKey(raw?.metadata);
+    const key = metaKey(raw);
     if (!key) {
-      this.warn(`Service ${String(raw?.metadata?.namespace)}/${String(raw?.metadata?.name)}`, 'invalid metadata.name or namespace; skipped');
+      this.warn(objectLabel('Service', prop(raw, 'metadata')), 'invalid metadata.name or namespace; skipped');
       return false;
     }
     const old = this.services.get(key);
     if (old && old.src === raw) return false;
     const obj = plain(raw);
-    const fp = serviceFingerprint(obj);
+    const fp = fingerprintOf(obj, serviceFingerprint);
+    if (fp === null) { this.warn(objectLabel('Service', prop(raw, 'metadata')), 'cannot be read (nested too deeply); skipped'); return false; }
     if (old && old.fp === fp) { old.src = raw; this.srcKey.set(raw, key); return false; }
     this.services.set(key, { obj, fp, owner: key, src: raw });
     this.store.upsertService(obj);
@@ -98,7 +111,7 @@ export class ChangeTracker implements ClusterIndex {
   }
 
   deleteService(raw: Service): boolean {
-    const key = metaKey(raw?.metadata);
+    const key = metaKey(raw);
     const old = key ? this.services.get(key) : undefined;
     if (!key || !old) return false;
     this.services.delete(key);
@@ -109,18 +122,18 @@ export class ChangeTracker implements ClusterIndex {
   }
 
   upsertSlice(raw: EndpointSlice): boolean {
-    const key = metaKey(raw?.metadata);
-    const svc = raw?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    const key = metaKey(raw);
+    const svc = prop(prop(prop(raw, 'metadata'), 'labels'), SERVICE_NAME_LABEL);
     const owner = key && typeof svc === 'string' && NAME.test(svc) ? `${key.split('/')[0]}/${svc}` : null;
     if (!key || !owner) {
-      this.warn(`EndpointSlice ${String(raw?.metadata?.namespace)}/${String(raw?.metadata?.name)}`,
-        `invalid name or missing ${SERVICE_NAME_LABEL} label; skipped`);
+      this.warn(objectLabel('EndpointSlice', prop(raw, 'metadata')), `invalid name or missing ${SERVICE_NAME_LABEL} label; skipped`);
       return false;
     }
     const old = this.slices.get(key);
     if (old && old.src === raw) return false;
     const obj = plain(raw);
-    const fp = sliceFingerprint(obj);
+    const fp = fingerprintOf(obj, sliceFingerprint);
+    if (fp === null) { this.warn(objectLabel('EndpointSlice', prop(raw, 'metadata')), 'cannot be read (nested too deeply); skipped'); return false; }
     if (old && old.fp === fp && old.owner === owner) { old.src = raw; this.srcKey.set(raw, key); return false; }
     if (old && old.owner !== owner) { this.mark(old.owner); this.store.deleteSlice(old.obj); }
     this.slices.set(key, { obj, fp, owner, src: raw });
@@ -128,13 +141,14 @@ export class ChangeTracker implements ClusterIndex {
     this.srcKey.set(raw, key);
     this.mark(owner);
     this.endpointEvents++;
-    const t = Date.parse(obj.metadata.annotations?.[TRIGGER_ANNOTATION] ?? '');
+    const trigger = prop(prop(obj.metadata, 'annotations'), TRIGGER_ANNOTATION);
+    const t = typeof trigger === 'string' ? Date.parse(trigger) : NaN;
     if (Number.isFinite(t)) this.triggers.push(t);
     return true;
   }
 
   deleteSlice(raw: EndpointSlice): boolean {
-    const key = metaKey(raw?.metadata);
+    const key = metaKey(raw);
     const old = key ? this.slices.get(key) : undefined;
     if (!key || !old) return false;
     this.slices.delete(key);
@@ -144,24 +158,27 @@ export class ChangeTracker implements ClusterIndex {
     return true;
   }
 
-  /** A complete listing: objects not in it are deleted; unchanged objects mark nothing. */
+  /**
+   * A complete listing: objects not in it are deleted; unchanged objects mark nothing. Two
+   * objects of the same kind and name (say, in two manifest files): the later one wins, with a
+   * warning, as `knet rules` renders them.
+   */
   replaceAll(services: Service[], slices: EndpointSlice[]): void {
-    // The very objects handed in last time (a cached manifest file) are unchanged: skip them
-    // without validating or fingerprinting, so a relist of 10k services stays cheap.
-    const svcKeys = new Set<string>();
-    for (const s of services) {
-      const known = this.srcKey.get(s);
-      if (known !== undefined && this.services.get(known)?.src === s) { svcKeys.add(known); continue; }
-      if (this.upsertService(s) || this.services.has(metaKey(s?.metadata) ?? '')) svcKeys.add(metaKey(s.metadata)!);
+    this.replaceKind('Service', services, this.services, (o) => this.upsertService(o), (o) => this.deleteService(o));
+    this.replaceKind('EndpointSlice', slices, this.slices, (o) => this.upsertSlice(o), (o) => this.deleteSlice(o));
+  }
+
+  private replaceKind<T extends object>(kind: string, list: readonly T[], entries: Map<string, Entry<T>>, upsert: (o: T) => boolean, remove: (o: T) => boolean): void {
+    const latest = new Map<string, T>();
+    for (const o of list) {
+      // An object handed in before (a cached manifest file) is known by reference: no validation.
+      const key = this.srcKey.get(o) ?? metaKey(o);
+      if (key === null) { upsert(o); continue; } // warns about the invalid name
+      if (latest.has(key)) this.warn(objectLabel(kind, prop(o, 'metadata')), `duplicate ${kind}; the later one wins`);
+      latest.set(key, o);
     }
-    for (const [k, e] of [...this.services]) if (!svcKeys.has(k)) this.deleteService(e.obj);
-    const sliceKeys = new Set<string>();
-    for (const s of slices) {
-      const known = this.srcKey.get(s);
-      if (known !== undefined && this.slices.get(known)?.src === s) { sliceKeys.add(known); continue; }
-      if (this.upsertSlice(s) || this.slices.has(metaKey(s?.metadata) ?? '')) sliceKeys.add(metaKey(s.metadata)!);
-    }
-    for (const [k, e] of [...this.slices]) if (!sliceKeys.has(k)) this.deleteSlice(e.obj);
+    for (const [key, o] of latest) if (entries.get(key)?.src !== o) upsert(o);
+    for (const [key, e] of [...entries]) if (!latest.has(key)) remove(e.obj);
   }
 
   private mark(key: string): void {

@@ -3,21 +3,28 @@
 // somewhere and a bad one is reported with its service.
 import type { ClusterIndex, ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
+import { describe, prop } from '../model/json.ts';
 
-export function serviceKey(meta: { namespace?: string; name?: string } | undefined): string {
-  return `${meta?.namespace ?? 'default'}/${meta?.name ?? ''}`;
+/** A key part from a name of any type: strings as they are, anything else as its (short) JSON. */
+const part = (v: unknown, fallback: string) => (v === undefined || v === null ? fallback : typeof v === 'string' ? v : describe(v, 60));
+
+export function serviceKey(meta: unknown): string {
+  return `${part(prop(meta, 'namespace'), 'default')}/${part(prop(meta, 'name'), '')}`;
 }
 
 /** The service a slice belongs to; "ns/" (no service) for a slice without the label. */
 export function sliceOwnerKey(slice: EndpointSlice): string {
-  const owner = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
-  return `${slice.metadata?.namespace ?? 'default'}/${typeof owner === 'string' ? owner : ''}`;
+  const meta = prop(slice, 'metadata');
+  const owner = prop(prop(meta, 'labels'), SERVICE_NAME_LABEL);
+  return `${part(prop(meta, 'namespace'), 'default')}/${typeof owner === 'string' ? owner : ''}`;
 }
 
 export interface IndexedCluster {
   index: ClusterIndex;
   /** Services that share a name with a later one in the input (the later one wins). */
   duplicates: Service[];
+  /** EndpointSlices that share a name with a later one (the later one wins, as in the proxy). */
+  duplicateSlices: EndpointSlice[];
 }
 
 /** Groups a plain object list; O(objects). Holders that keep objects grouped pass their own index. */
@@ -30,12 +37,20 @@ export function indexCluster(c: ClusterState): IndexedCluster {
   };
   const duplicates: Service[] = [];
   for (const s of c.services) {
-    const g = group(serviceKey(s?.metadata));
+    const g = group(serviceKey(prop(s, 'metadata')));
     if (g.service) duplicates.push(s);
     g.service = s;
   }
-  for (const s of c.endpointSlices) group(sliceOwnerKey(s)).slices.push(s);
-  return { index: { keys: () => groups.keys(), get: (k) => groups.get(k) }, duplicates };
+  // A slice is known by its own "ns/name", as the proxy's tracker knows it: a later slice of the
+  // same name replaces the earlier one, whichever service either belongs to.
+  const last = new Map<string, number>();
+  c.endpointSlices.forEach((s, i) => last.set(serviceKey(prop(s, 'metadata')), i));
+  const duplicateSlices: EndpointSlice[] = [];
+  c.endpointSlices.forEach((s, i) => {
+    if (last.get(serviceKey(prop(s, 'metadata'))) !== i) duplicateSlices.push(s);
+    else group(sliceOwnerKey(s)).slices.push(s);
+  });
+  return { index: { keys: () => groups.keys(), get: (k) => groups.get(k) }, duplicates, duplicateSlices };
 }
 
 /** A mutable grouped store, for holders that change a few objects at a time (benchmarks, tests). */
@@ -57,14 +72,14 @@ export class ClusterStore implements ClusterIndex {
 
   /** Returns the service key that changed. */
   upsertService(s: Service): string {
-    const k = serviceKey(s.metadata);
+    const k = serviceKey(prop(s, 'metadata'));
     this.group(k).service = s;
     this.views.delete(k);
     return k;
   }
 
   deleteService(s: Service): string {
-    const k = serviceKey(s.metadata);
+    const k = serviceKey(prop(s, 'metadata'));
     const g = this.groups.get(k);
     if (g) { g.service = undefined; this.views.delete(k); this.prune(k); }
     return k;
@@ -72,7 +87,7 @@ export class ClusterStore implements ClusterIndex {
 
   upsertSlice(s: EndpointSlice): string {
     const k = sliceOwnerKey(s);
-    this.group(k).slices.set(s.metadata?.name ?? '', s);
+    this.group(k).slices.set(serviceKey(prop(s, 'metadata')), s);
     this.views.delete(k);
     return k;
   }
@@ -80,7 +95,7 @@ export class ClusterStore implements ClusterIndex {
   deleteSlice(s: EndpointSlice): string {
     const k = sliceOwnerKey(s);
     const g = this.groups.get(k);
-    if (g && g.slices.delete(s.metadata?.name ?? '')) { this.views.delete(k); this.prune(k); }
+    if (g && g.slices.delete(serviceKey(prop(s, 'metadata')))) { this.views.delete(k); this.prune(k); }
     return k;
   }
 

@@ -7,6 +7,7 @@ import { duplicateWarnings, modelService, type EndpointInfo, type ServicePortInf
 import { indexCluster } from './cluster-index.ts';
 import { externallyAccessible, selectEndpoints, usesClusterEndpoints, usesLocalEndpoints } from './endpoints.ts';
 import type { ServiceObjects } from '../model/k8s.ts';
+import { prop } from '../model/json.ts';
 import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
 import { nodePortAddresses, nodePortIPs, type NodePortAddresses } from './node-ports.ts';
@@ -395,7 +396,7 @@ export class IptablesRenderer {
     if (!index) {
       const indexed = indexCluster(req.cluster);
       index = indexed.index;
-      extraWarnings.push(...duplicateWarnings(indexed.duplicates));
+      extraWarnings.push(...duplicateWarnings(indexed));
     }
     let walkAll = !req.recompute;
     if (modelKey !== this.modelKey) {
@@ -444,7 +445,7 @@ export class IptablesRenderer {
     let guess = this.endpoints > threshold;
     if (this.services.size === 0) {
       let n = 0;
-      for (const [, objs] of looked) for (const sl of objs?.slices ?? []) n += sl.endpoints?.length ?? 0;
+      for (const [, objs] of looked) for (const sl of objs?.slices ?? []) { const eps = prop(sl, 'endpoints'); if (Array.isArray(eps)) n += eps.length; }
       guess = n > threshold;
     }
     setMode(guess);

@@ -2,10 +2,11 @@
 // per (service, port) with its addresses, policies and the endpoints that match it. Pure; every
 // object that fails validation is skipped with a warning naming the object and the field, so a
 // bad manifest (or a bad API object) never stops the rest from rendering.
-import type { ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
-import { indexCluster } from './cluster-index.ts';
+import type { ClusterState, ServiceObjects } from '../model/k8s.ts';
+import { indexCluster, type IndexedCluster } from './cluster-index.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
-import { joinHostPort, parseCIDR, parseIP } from '../util/ip.ts';
+import { describe, InvalidField, objectLabel, objectList, optBool, optObject, optString, prop, stringList } from '../model/json.ts';
+import { joinHostPort, parseCIDR, parseIP, refusedEndpointRange } from '../util/ip.ts';
 import { endpointChain, servicePortChains, type ServicePortChains } from './names.ts';
 import type { ProxySettings, RenderWarning } from './types.ts';
 
@@ -52,124 +53,136 @@ export interface ServicePortInfo {
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const PORT_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const PROTOCOLS: Record<string, Protocol> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
-
-class Invalid extends Error {
-  constructor(readonly field: string, message: string) { super(message); }
-}
+const SERVICE_TYPES = new Set(['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName']);
 
 function validPort(v: unknown, field: string, allowZero = false): number {
   if (v === undefined || v === null) {
     if (allowZero) return 0;
-    throw new Invalid(field, 'is required');
+    throw new InvalidField(field, 'is required');
   }
   if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1) || v > 65535) {
-    throw new Invalid(field, `must be a port number 1-65535, got ${JSON.stringify(v)}`);
+    throw new InvalidField(field, `must be a port number 1-65535, got ${describe(v)}`);
   }
   return v;
 }
 
+/** A protocol name; a switch, not a lookup table, so "constructor" or "__proto__" is no protocol. */
 function validProtocol(v: unknown, field: string): Protocol {
-  const p = PROTOCOLS[String(v ?? 'TCP')];
-  if (!p) throw new Invalid(field, `unknown protocol ${JSON.stringify(v)} (TCP, UDP, SCTP)`);
-  return p;
+  switch (v ?? 'TCP') {
+    case 'TCP': return 'tcp';
+    case 'UDP': return 'udp';
+    case 'SCTP': return 'sctp';
+    default: throw new InvalidField(field, `unknown protocol ${describe(v)} (TCP, UDP, SCTP)`);
+  }
 }
 
 function validName(v: unknown, re: RegExp, field: string): string {
-  if (typeof v !== 'string' || !re.test(v)) throw new Invalid(field, `invalid name ${JSON.stringify(v)}`);
+  if (v === undefined || v === null) throw new InvalidField(field, 'is required');
+  if (typeof v !== 'string' || !re.test(v)) throw new InvalidField(field, `invalid name ${describe(v)}`);
   return v;
 }
 
-function objectName(kind: string, meta: { namespace?: string; name?: string } | undefined): string {
-  return `${kind} ${meta?.namespace ?? 'default'}/${meta?.name ?? '?'}`;
-}
-
 const familyNumber = (s: ProxySettings) => (s.family === 'IPv4' ? 4 : 6);
+
+/** The IPs of one family from a list of address strings (blanks around them trimmed, as kube-proxy does). */
+function addressesOfFamily(list: readonly string[], field: string, fam: number, parse: typeof parseIP | typeof parseCIDR, what: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const a = parse(list[i]!.trim());
+    if (!a) throw new InvalidField(`${field}[${i}]`, `invalid ${what} ${describe(list[i])}`);
+    if (a.family === fam) out.push(a.text);
+  }
+  return out;
+}
 
 interface ServiceBase {
   service: string;
   ports: Omit<ServicePortInfo, 'endpoints' | 'fp'>[];
 }
 
-function isExternallyAccessible(svc: Service): boolean {
-  const t = svc.spec?.type ?? 'ClusterIP';
-  return t === 'LoadBalancer' || t === 'NodePort' || (t === 'ClusterIP' && (svc.spec?.externalIPs?.length ?? 0) > 0);
-}
-
-/** Validates one Service; null when the proxy has nothing to do for it (headless, ExternalName, other family). */
-function serviceBase(svc: Service, settings: ProxySettings): ServiceBase | null {
-  const meta = svc.metadata ?? {};
-  const ns = validName(meta.namespace ?? 'default', DNS_LABEL, 'metadata.namespace');
-  const name = validName(meta.name, DNS_LABEL, 'metadata.name');
-  const spec = svc.spec ?? {};
-  const type = spec.type ?? 'ClusterIP';
-  if (!['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'].includes(type)) throw new Invalid('spec.type', `unknown type ${JSON.stringify(type)}`);
+/**
+ * Validates one Service of any shape; null when the proxy has nothing to do for it (headless,
+ * ExternalName, other family). Every field is type-checked where it is read.
+ */
+function serviceBase(svc: unknown, settings: ProxySettings): ServiceBase | null {
+  const meta = optObject(prop(svc, 'metadata'), 'metadata');
+  const ns = validName(prop(meta, 'namespace') ?? 'default', DNS_LABEL, 'metadata.namespace');
+  const name = validName(prop(meta, 'name'), DNS_LABEL, 'metadata.name');
+  const spec = optObject(prop(svc, 'spec'), 'spec');
+  const type = optString(prop(spec, 'type'), 'spec.type') ?? 'ClusterIP';
+  if (!SERVICE_TYPES.has(type)) throw new InvalidField('spec.type', `unknown type ${describe(type)}`);
   if (type === 'ExternalName') return null;
   const fam = familyNumber(settings);
   // kube-proxy: the cluster IP of this proxier's family (clusterIPs[] first, else clusterIP).
-  const ips = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  const clusterIPs = stringList(prop(spec, 'clusterIPs'), 'spec.clusterIPs');
+  const single = optString(prop(spec, 'clusterIP'), 'spec.clusterIP');
+  const ips = clusterIPs.length ? clusterIPs : single !== undefined ? [single] : [];
   if (ips.length === 0 || ips[0] === 'None' || ips[0] === '') return null;
   let clusterIP: string | null = null;
-  for (const [i, s] of ips.entries()) {
-    const ip = parseIP(s);
-    if (!ip) throw new Invalid(spec.clusterIPs?.length ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', `invalid IP ${JSON.stringify(s)}`);
+  for (let i = 0; i < ips.length; i++) {
+    const ip = parseIP(ips[i]);
+    if (!ip) throw new InvalidField(clusterIPs.length ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', `invalid IP ${describe(ips[i])}`);
     if (ip.family === fam && clusterIP === null) clusterIP = ip.text;
   }
   if (clusterIP === null) return null;
 
-  const externalIPs: string[] = [];
-  for (const [i, s] of (spec.externalIPs ?? []).entries()) {
-    const ip = parseIP(typeof s === 'string' ? s.trim() : s);
-    if (!ip) throw new Invalid(`spec.externalIPs[${i}]`, `invalid IP ${JSON.stringify(s)}`);
-    if (ip.family === fam) externalIPs.push(ip.text);
-  }
-  const sourceRanges: string[] = [];
-  for (const [i, s] of (spec.loadBalancerSourceRanges ?? []).entries()) {
-    // kube-proxy trims blanks around source ranges (" 203.0.113.0/25" works).
-    const c = parseCIDR(typeof s === 'string' ? s.trim() : s);
-    if (!c) throw new Invalid(`spec.loadBalancerSourceRanges[${i}]`, `invalid CIDR ${JSON.stringify(s)}`);
-    if (c.family === fam) sourceRanges.push(c.text);
-  }
+  const externalIPList = stringList(prop(spec, 'externalIPs'), 'spec.externalIPs');
+  const externalIPs = addressesOfFamily(externalIPList, 'spec.externalIPs', fam, parseIP, 'IP');
+  const sourceRanges = addressesOfFamily(stringList(prop(spec, 'loadBalancerSourceRanges'), 'spec.loadBalancerSourceRanges'), 'spec.loadBalancerSourceRanges', fam, parseCIDR, 'CIDR');
   const vips: string[] = [];
-  for (const [i, ing] of (svc.status?.loadBalancer?.ingress ?? []).entries()) {
-    if (!ing?.ip) continue;
+  const status = optObject(prop(svc, 'status'), 'status');
+  const lb = optObject(prop(status, 'loadBalancer'), 'status.loadBalancer');
+  const ingress = objectList(prop(lb, 'ingress'), 'status.loadBalancer.ingress');
+  for (let i = 0; i < ingress.length; i++) {
+    const field = `status.loadBalancer.ingress[${i}]`;
+    const ipText = optString(prop(ingress[i], 'ip'), `${field}.ip`);
+    const ipMode = optString(prop(ingress[i], 'ipMode'), `${field}.ipMode`);
+    if (!ipText) continue;
     // Proxy-mode load balancers send traffic to node ports themselves; only VIP mode is captured.
-    if (ing.ipMode !== undefined && ing.ipMode !== 'VIP') continue;
-    const ip = parseIP(ing.ip);
-    if (!ip) throw new Invalid(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
+    if (ipMode !== undefined && ipMode !== 'VIP') continue;
+    const ip = parseIP(ipText);
+    if (!ip) throw new InvalidField(`${field}.ip`, `invalid IP ${describe(ipText)}`);
     if (ip.family === fam) vips.push(ip.text);
   }
-  const affinity = spec.sessionAffinity ?? 'None';
-  if (affinity !== 'None' && affinity !== 'ClientIP') throw new Invalid('spec.sessionAffinity', `must be None or ClientIP, got ${JSON.stringify(affinity)}`);
+  const affinity = optString(prop(spec, 'sessionAffinity'), 'spec.sessionAffinity') ?? 'None';
+  if (affinity !== 'None' && affinity !== 'ClientIP') throw new InvalidField('spec.sessionAffinity', `must be None or ClientIP, got ${describe(affinity)}`);
   let stickySeconds = 0;
   if (affinity === 'ClientIP') {
-    const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800;
+    const config = optObject(prop(spec, 'sessionAffinityConfig'), 'spec.sessionAffinityConfig');
+    const clientIP = optObject(prop(config, 'clientIP'), 'spec.sessionAffinityConfig.clientIP');
+    const t = prop(clientIP, 'timeoutSeconds') ?? 10800;
     if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 86400) {
-      throw new Invalid('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `must be 1-86400, got ${JSON.stringify(t)}`);
+      throw new InvalidField('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `must be 1-86400, got ${describe(t)}`);
     }
     stickySeconds = t;
   }
-  for (const [field, v] of [['spec.externalTrafficPolicy', spec.externalTrafficPolicy], ['spec.internalTrafficPolicy', spec.internalTrafficPolicy]] as const) {
-    if (v !== undefined && v !== 'Cluster' && v !== 'Local') throw new Invalid(field, `must be Cluster or Local, got ${JSON.stringify(v)}`);
-  }
-  const externallyAccessible = isExternallyAccessible(svc);
-  const externalPolicyLocal = externallyAccessible && spec.externalTrafficPolicy === 'Local';
-  const internalPolicyLocal = spec.internalTrafficPolicy === 'Local';
+  const policy = (field: string) => {
+    const v = optString(prop(spec, field), `spec.${field}`);
+    if (v !== undefined && v !== 'Cluster' && v !== 'Local') throw new InvalidField(`spec.${field}`, `must be Cluster or Local, got ${describe(v)}`);
+    return v;
+  };
+  const externalPolicy = policy('externalTrafficPolicy');
+  const internalPolicy = policy('internalTrafficPolicy');
+  const externallyAccessible = type === 'LoadBalancer' || type === 'NodePort' || externalIPList.length > 0;
+  const externalPolicyLocal = externallyAccessible && externalPolicy === 'Local';
+  const internalPolicyLocal = internalPolicy === 'Local';
   let healthCheckNodePort = 0;
-  if (type === 'LoadBalancer' && externalPolicyLocal) healthCheckNodePort = validPort(spec.healthCheckNodePort, 'spec.healthCheckNodePort', true);
+  if (type === 'LoadBalancer' && externalPolicyLocal) healthCheckNodePort = validPort(prop(spec, 'healthCheckNodePort'), 'spec.healthCheckNodePort', true);
 
   const service = `${ns}/${name}`;
   const ports: ServiceBase['ports'] = [];
   const seen = new Set<string>();
-  for (const [i, p] of (spec.ports ?? []).entries()) {
-    const portNameRaw = p.name ?? '';
+  const specPorts = objectList(prop(spec, 'ports'), 'spec.ports');
+  for (let i = 0; i < specPorts.length; i++) {
+    const p = specPorts[i]!;
+    const portNameRaw = optString(prop(p, 'name'), `spec.ports[${i}].name`) ?? '';
     if (portNameRaw !== '') validName(portNameRaw, PORT_NAME, `spec.ports[${i}].name`);
-    const protocol = validProtocol(p.protocol, `spec.ports[${i}].protocol`);
-    const port = validPort(p.port, `spec.ports[${i}].port`);
-    const nodePort = validPort(p.nodePort, `spec.ports[${i}].nodePort`, true);
+    const protocol = validProtocol(prop(p, 'protocol'), `spec.ports[${i}].protocol`);
+    const port = validPort(prop(p, 'port'), `spec.ports[${i}].port`);
+    const nodePort = validPort(prop(p, 'nodePort'), `spec.ports[${i}].nodePort`, true);
     const portName = portNameRaw ? `${service}:${portNameRaw}` : service;
     const key = `${portName}/${protocol}`;
-    if (seen.has(key)) throw new Invalid(`spec.ports[${i}]`, `duplicate port ${portNameRaw || '(unnamed)'}/${protocol}`);
+    if (seen.has(key)) throw new InvalidField(`spec.ports[${i}]`, `duplicate port ${portNameRaw || '(unnamed)'}/${protocol}`);
     seen.add(key);
     ports.push({
       service, portName, protocol, clusterIP, port, nodePort,
@@ -196,39 +209,62 @@ interface SliceView {
   endpoints: SliceEndpoint[];
 }
 
-function sliceView(slice: EndpointSlice, settings: ProxySettings): SliceView | null {
-  const meta = slice.metadata ?? {};
-  const ns = validName(meta.namespace ?? 'default', DNS_LABEL, 'metadata.namespace');
-  validName(meta.name, DNS_SUBDOMAIN, 'metadata.name');
-  const owner = meta.labels?.[SERVICE_NAME_LABEL];
+/** Validates one EndpointSlice of any shape; null when it is not a Service's or not of this family. */
+function sliceView(slice: unknown, settings: ProxySettings, warnings: RenderWarning[]): SliceView | null {
+  const meta = optObject(prop(slice, 'metadata'), 'metadata');
+  const ns = validName(prop(meta, 'namespace') ?? 'default', DNS_LABEL, 'metadata.namespace');
+  validName(prop(meta, 'name'), DNS_SUBDOMAIN, 'metadata.name');
+  const labelsField = 'metadata.labels';
+  const owner = prop(optObject(prop(meta, 'labels'), labelsField), SERVICE_NAME_LABEL);
   if (owner === undefined) return null; // not managed for a Service: kube-proxy ignores it
-  validName(owner, DNS_LABEL, `metadata.labels["${SERVICE_NAME_LABEL}"]`);
-  const at = slice.addressType ?? 'IPv4';
+  validName(owner, DNS_LABEL, `${labelsField}["${SERVICE_NAME_LABEL}"]`);
+  const at = optString(prop(slice, 'addressType'), 'addressType') ?? 'IPv4';
   if (at === 'FQDN') return null;
-  if (at !== 'IPv4' && at !== 'IPv6') throw new Invalid('addressType', `must be IPv4, IPv6 or FQDN, got ${JSON.stringify(at)}`);
+  if (at !== 'IPv4' && at !== 'IPv6') throw new InvalidField('addressType', `must be IPv4, IPv6 or FQDN, got ${describe(at)}`);
   const fam = familyNumber(settings);
   const ports: SliceView['ports'] = [];
-  for (const [i, p] of (slice.ports ?? []).entries()) {
-    const name = p.name ?? '';
+  const slicePorts = objectList(prop(slice, 'ports'), 'ports');
+  for (let i = 0; i < slicePorts.length; i++) {
+    const p = slicePorts[i]!;
+    const name = optString(prop(p, 'name'), `ports[${i}].name`) ?? '';
     if (name !== '') validName(name, PORT_NAME, `ports[${i}].name`);
-    const protocol = validProtocol(p.protocol, `ports[${i}].protocol`);
-    if (p.port === undefined || p.port === null || p.port === 0) continue; // kube-proxy ignores ports without a number
-    ports.push({ name, protocol, port: validPort(p.port, `ports[${i}].port`) });
+    const protocol = validProtocol(prop(p, 'protocol'), `ports[${i}].protocol`);
+    const port = prop(p, 'port');
+    if (port === undefined || port === null || port === 0) continue; // kube-proxy ignores ports without a number
+    ports.push({ name, protocol, port: validPort(port, `ports[${i}].port`) });
   }
+  // Shapes first, for every endpoint: a mistyped field skips the whole slice.
+  const list = objectList(prop(slice, 'endpoints'), 'endpoints');
+  const shapes = list.map((ep, i) => {
+    const field = `endpoints[${i}]`;
+    const conditions = optObject(prop(ep, 'conditions'), `${field}.conditions`);
+    return {
+      addresses: stringList(prop(ep, 'addresses'), `${field}.addresses`),
+      ready: optBool(prop(conditions, 'ready'), `${field}.conditions.ready`),
+      serving: optBool(prop(conditions, 'serving'), `${field}.conditions.serving`),
+      terminating: optBool(prop(conditions, 'terminating'), `${field}.conditions.terminating`) ?? false,
+      nodeName: optString(prop(ep, 'nodeName'), `${field}.nodeName`),
+    };
+  });
+  const service = `${ns}/${owner as string}`;
   const endpoints: SliceEndpoint[] = [];
-  for (const [i, ep] of (slice.endpoints ?? []).entries()) {
-    const first = ep?.addresses?.[0];
+  for (let i = 0; i < shapes.length; i++) {
+    const ep = shapes[i]!;
+    const first = ep.addresses[0];
     if (first === undefined) continue;
+    // An address the API would refuse skips this endpoint only; the slice's others still serve.
     const ip = parseIP(first);
-    if (!ip) throw new Invalid(`endpoints[${i}].addresses[0]`, `invalid IP ${JSON.stringify(first)}`);
-    if (ip.family !== fam) continue;
-    const c = ep.conditions ?? {};
-    const ready = c.ready === undefined || c.ready === null ? true : c.ready === true;
-    const serving = c.serving === undefined || c.serving === null ? ready : c.serving === true;
-    const terminating = c.terminating === true;
-    endpoints.push({ ip: ip.text, isLocal: !!ep.nodeName && ep.nodeName === settings.nodeName, ready, serving, terminating });
+    const problem = ip ? refusedEndpointRange(ip) : `invalid IP ${describe(first)}`;
+    if (problem) {
+      const field = `endpoints[${i}].addresses[0]`;
+      warnings.push({ object: objectLabel('EndpointSlice', meta), field, message: `${field} ${problem}; endpoint skipped` });
+      continue;
+    }
+    if (ip!.family !== fam) continue;
+    const ready = ep.ready ?? true;
+    endpoints.push({ ip: ip!.text, isLocal: !!ep.nodeName && ep.nodeName === settings.nodeName, ready, serving: ep.serving ?? ready, terminating: ep.terminating });
   }
-  return { service: `${ns}/${owner}`, ports, endpoints };
+  return { service, ports, endpoints };
 }
 
 /** Everything about a port that changes its rules, as one string (cheaper than JSON at 10k services). */
@@ -269,12 +305,20 @@ export interface ServiceEntry {
   endpointCount: number;
 }
 
+/**
+ * The warning for an object that could not be modelled. An error that is not an InvalidField
+ * is a gap in validation: it still skips only this object (one bad object must never stop every
+ * sync), and says so; the fuzz tests check that it never happens.
+ */
 function warningFor(object: string, e: unknown): RenderWarning {
-  if (e instanceof Invalid) return { object, field: e.field, message: `${e.field} ${e.message}` };
-  throw e;
+  if (e instanceof InvalidField) return { object, field: e.field, message: `${e.field} ${e.message}` };
+  return { object, field: '(unchecked)', message: `could not be read: ${describe(e instanceof Error ? e.message : e)}` };
 }
 
-const sliceName = (x: EndpointSlice) => x.metadata?.name ?? '';
+function sliceName(slice: unknown): string {
+  const name = prop(prop(slice, 'metadata'), 'name');
+  return typeof name === 'string' ? name : '';
+}
 
 /** Models one service from its Service (if any) and its EndpointSlices. */
 export function modelService(objs: ServiceObjects, settings: ProxySettings): ServiceEntry {
@@ -283,7 +327,7 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
   if (objs.service) {
     try {
       base = serviceBase(objs.service, settings);
-    } catch (e) { warnings.push(warningFor(objectName('Service', objs.service.metadata), e)); }
+    } catch (e) { warnings.push(warningFor(objectLabel('Service', prop(objs.service, 'metadata')), e)); }
   }
 
   // Endpoints per (port name, protocol), deduplicated by ip:port as kube-proxy does: a copy that
@@ -296,8 +340,8 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
   for (const slice of slices) {
     let view: SliceView | null;
     try {
-      view = sliceView(slice, settings);
-    } catch (e) { warnings.push(warningFor(objectName('EndpointSlice', slice.metadata), e)); continue; }
+      view = sliceView(slice, settings, warnings);
+    } catch (e) { warnings.push(warningFor(objectLabel('EndpointSlice', prop(slice, 'metadata')), e)); continue; }
     if (!view) continue;
     const infos = view.ports.map((p) => endpointInfos(view!, p));
     view.ports.forEach((p, i) => {
@@ -332,8 +376,11 @@ export function modelService(objs: ServiceObjects, settings: ProxySettings): Ser
   return { ports, kind: 'service', warnings, endpointCount };
 }
 
-export function duplicateWarnings(duplicates: readonly Service[]): RenderWarning[] {
-  return duplicates.map((s) => ({ object: objectName('Service', s.metadata), field: 'metadata.name', message: 'duplicate Service; the later one wins' }));
+/** Objects of the same kind and name: the later one wins (as in the proxy, which keeps one per name). */
+export function duplicateWarnings(indexed: IndexedCluster): RenderWarning[] {
+  const warn = (kind: string) => (o: unknown): RenderWarning =>
+    ({ object: objectLabel(kind, prop(o, 'metadata')), field: 'metadata.name', message: `duplicate ${kind}; the later one wins` });
+  return [...indexed.duplicates.map(warn('Service')), ...indexed.duplicateSlices.map(warn('EndpointSlice'))];
 }
 
 export function buildServiceModel(cluster: ClusterState, settings: ProxySettings): ServiceModel {
@@ -342,7 +389,7 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
   if (!index) {
     const indexed = indexCluster(cluster);
     index = indexed.index;
-    warnings.push(...duplicateWarnings(indexed.duplicates));
+    warnings.push(...duplicateWarnings(indexed));
   }
   const ports: ServicePortInfo[] = [];
   const fingerprints = new Map<string, string>();

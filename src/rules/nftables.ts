@@ -14,6 +14,7 @@ import { masqueradeMark } from './iptables.ts';
 import { isLoopback, nodePortAddresses, nodePortIPs } from './node-ports.ts';
 import { nftEndpointBase, nftPortChains, rawPortName, type NftPortChains } from './nftables-names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
+import { describe, InvalidField, objectLabel, optList, optObject, prop } from '../model/json.ts';
 import type { ClusterState, ServiceCIDR, ServiceObjects } from '../model/k8s.ts';
 import type { LocalDetector, ProxySettings, RenderWarning } from './types.ts';
 
@@ -124,10 +125,19 @@ export function serviceCIDRsOf(objs: readonly ServiceCIDR[] | undefined, family:
   const fam = family === 'IPv4' ? 4 : 6;
   const out: string[] = [];
   for (const o of objs ?? []) {
-    (o.spec?.cidrs ?? []).forEach((raw, i) => {
+    const object = objectLabel('ServiceCIDR', prop(o, 'metadata'));
+    let cidrs: readonly unknown[];
+    try {
+      cidrs = optList(prop(optObject(prop(o, 'spec'), 'spec'), 'cidrs'), 'spec.cidrs');
+    } catch (e) {
+      if (!(e instanceof InvalidField)) throw e;
+      warnings.push({ object, field: e.field, message: `${e.field} ${e.message}` });
+      continue;
+    }
+    cidrs.forEach((raw, i) => {
       const c = parseCIDR(typeof raw === 'string' ? raw : undefined);
       if (!c) {
-        warnings.push({ object: `ServiceCIDR ${o.metadata?.name ?? '?'}`, field: `spec.cidrs[${i}]`, message: `spec.cidrs[${i}] invalid CIDR ${JSON.stringify(raw)}` });
+        warnings.push({ object, field: `spec.cidrs[${i}]`, message: `spec.cidrs[${i}] invalid CIDR ${describe(raw)}` });
         return;
       }
       if (c.family === fam && !out.includes(c.text)) out.push(c.text);
@@ -445,7 +455,7 @@ export class NftablesRenderer {
     if (!index) {
       const indexed = indexCluster(req.cluster);
       index = indexed.index;
-      warnings.push(...duplicateWarnings(indexed.duplicates));
+      warnings.push(...duplicateWarnings(indexed));
     }
     const ctx = portContext(settings);
     const update = (key: string, objs: ServiceObjects | undefined) => {

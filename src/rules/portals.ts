@@ -14,6 +14,7 @@
 // which these rules capture anyway.
 import type { JumpRule } from './types.ts';
 import { parseIP } from '../util/ip.ts';
+import { describe } from '../model/json.ts';
 
 export interface PortalPort {
   /** "ns/name:port" (rule comment). */
@@ -74,16 +75,48 @@ const PORT_NAME = /^[a-z0-9][-a-z0-9./:]*$/;
 
 function ipv4(s: string, what: string): string {
   const ip = parseIP(s);
-  if (!ip || ip.family !== 4) throw new Error(`portals: ${what} ${JSON.stringify(s)} is not an IPv4 address`);
+  if (!ip || ip.family !== 4) throw new Error(`${what} ${describe(s)} is not an IPv4 address`);
   return ip.text;
 }
 
 function port(n: number, what: string, zero = false): number {
-  if (!Number.isInteger(n) || n < (zero ? 0 : 1) || n > 65535) throw new Error(`portals: ${what} ${JSON.stringify(n)} is not a port`);
+  if (!Number.isInteger(n) || n < (zero ? 0 : 1) || n > 65535) throw new Error(`${what} ${describe(n)} is not a port`);
   return n;
 }
 
-/** The full restore text: each sync re-declares (and so flushes) every portal chain. */
+/** One port's rules per chain; throws on a value that must not reach iptables-restore. */
+function portalRules(p: PortalPort, listen: string | null, hostIP: string | null): Array<[string, string]> {
+  if (!PORT_NAME.test(p.portName)) throw new Error(`invalid service port name ${describe(p.portName)}`);
+  if (p.protocol !== 'tcp' && p.protocol !== 'udp') throw new Error(`unsupported protocol ${describe(p.protocol)}`);
+  const proxyPort = port(p.proxyPort, 'proxy port');
+  const externalPort = p.externalProxyPort === undefined ? proxyPort : port(p.externalProxyPort, 'external proxy port');
+  const match = (dport: number) => ['-m', 'comment', '--comment', `"${p.portName}"`, '-p', p.protocol, '-m', p.protocol, '--dport', String(dport)];
+  const toContainer = (to: number) => (listen ? ['-j', 'DNAT', '--to-destination', `${listen}:${to}`] : ['-j', 'REDIRECT', '--to-ports', String(to)]);
+  const toHost = (to: number) => (hostIP ? ['-j', 'DNAT', '--to-destination', `${hostIP}:${to}`] : null);
+  const clusterIP = ipv4(p.clusterIP, 'cluster IP');
+  const vips: Array<[string, number]> = [[clusterIP, proxyPort],
+    ...[...p.externalIPs.map((x) => ipv4(x, 'external IP')), ...p.loadBalancerIPs.map((x) => ipv4(x, 'load-balancer IP'))]
+      .filter((ip) => ip !== clusterIP).map((ip): [string, number] => [ip, externalPort])];
+  const svcPort = port(p.port, 'service port');
+  const nodePort = port(p.nodePort, 'node port', true);
+  const out: Array<[string, string]> = [];
+  const portal = (container: string, host: string, m: string[], to: number) => {
+    out.push([container, [...m, ...toContainer(to)].join(' ')]);
+    const h = toHost(to);
+    if (h) out.push([host, [...m, ...h].join(' ')]);
+  };
+  for (const [vip, to] of new Map(vips)) portal('KUBE-PORTALS-CONTAINER', 'KUBE-PORTALS-HOST', [...match(svcPort), '-d', `${vip}/32`], to);
+  if (nodePort > 0) portal('KUBE-NODEPORT-CONTAINER', 'KUBE-NODEPORT-HOST', match(nodePort), externalPort);
+  for (const to of new Set([proxyPort, externalPort])) {
+    out.push(['KUBE-NODEPORT-NON-LOCAL', [...match(to), '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'ACCEPT'].join(' ')]);
+  }
+  return out;
+}
+
+/**
+ * The full restore text: each sync re-declares (and so flushes) every portal chain. A port with
+ * a value that must not reach iptables-restore is skipped with a warning; the others render.
+ */
 export function renderPortals(ports: readonly PortalPort[], s: PortalSettings): PortalRender {
   const hostIP = s.hostIP === null ? null : ipv4(s.hostIP, 'host IP');
   const listen = s.listenIP && s.listenIP !== '0.0.0.0' ? ipv4(s.listenIP, 'listen IP') : null;
@@ -92,28 +125,14 @@ export function renderPortals(ports: readonly PortalPort[], s: PortalSettings): 
   // Values are validated here, not trusted: this text goes straight to iptables-restore.
   const sorted = [...ports].sort((a, b) => (a.portName < b.portName ? -1 : a.portName > b.portName ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
   for (const p of sorted) {
-    if (!PORT_NAME.test(p.portName)) throw new Error(`portals: invalid service port name ${JSON.stringify(p.portName)}`);
-    if (p.protocol !== 'tcp' && p.protocol !== 'udp') throw new Error(`portals: unsupported protocol ${JSON.stringify(p.protocol)}`);
-    const proxyPort = port(p.proxyPort, 'proxy port');
-    const externalPort = p.externalProxyPort === undefined ? proxyPort : port(p.externalProxyPort, 'external proxy port');
-    const match = (dport: number) => ['-m', 'comment', '--comment', `"${p.portName}"`, '-p', p.protocol, '-m', p.protocol, '--dport', String(dport)];
-    const toContainer = (to: number) => (listen ? ['-j', 'DNAT', '--to-destination', `${listen}:${to}`] : ['-j', 'REDIRECT', '--to-ports', String(to)]);
-    const toHost = (to: number) => (hostIP ? ['-j', 'DNAT', '--to-destination', `${hostIP}:${to}`] : null);
-    const clusterIP = ipv4(p.clusterIP, 'cluster IP');
-    const vips: Array<[string, number]> = [[clusterIP, proxyPort],
-      ...[...p.externalIPs.map((x) => ipv4(x, 'external IP')), ...p.loadBalancerIPs.map((x) => ipv4(x, 'load-balancer IP'))]
-        .filter((ip) => ip !== clusterIP).map((ip): [string, number] => [ip, externalPort])];
-    const svcPort = port(p.port, 'service port');
-    const portal = (container: string, host: string, m: string[], to: number) => {
-      chains[container]!.push([...m, ...toContainer(to)].join(' '));
-      const h = toHost(to);
-      if (h) chains[host]!.push([...m, ...h].join(' '));
-    };
-    for (const [vip, to] of new Map(vips)) portal('KUBE-PORTALS-CONTAINER', 'KUBE-PORTALS-HOST', [...match(svcPort), '-d', `${vip}/32`], to);
-    if (port(p.nodePort, 'node port', true) > 0) portal('KUBE-NODEPORT-CONTAINER', 'KUBE-NODEPORT-HOST', match(p.nodePort), externalPort);
-    for (const to of new Set([proxyPort, externalPort])) {
-      chains['KUBE-NODEPORT-NON-LOCAL']!.push([...match(to), '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'ACCEPT'].join(' '));
+    let rules: Array<[string, string]>;
+    try {
+      rules = portalRules(p, listen, hostIP);
+    } catch (e) {
+      warnings.push({ object: `service port ${describe(p.portName)}`, field: 'portal', message: `skipped: ${(e as Error).message}` });
+      continue;
     }
+    for (const [chain, rule] of rules) chains[chain]!.push(rule);
   }
   if (!hostIP && sorted.length) warnings.push({ object: 'Node', field: 'nodeIP', message: 'no node IP known: traffic from the node itself to services is not proxied' });
   const out: string[] = [];

@@ -114,3 +114,25 @@ export function familyOf(s: string): Family | null {
 export function joinHostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
+
+/**
+ * Why an address cannot be a Service endpoint, or null when it can: it is in a range the
+ * Kubernetes API refuses for endpoints (unspecified, loopback, link-local unicast, link-local
+ * multicast). A proxy that DNATed to 127.0.0.1 would expose the node's own loopback services.
+ */
+export function refusedEndpointRange(ip: ParsedIP): string | null {
+  const v = ip.value;
+  if (ip.family === 4) {
+    if (v === 0n) return `${ip.text} is unspecified`;
+    if (v >> 24n === 127n) return `${ip.text} is in the loopback range (127.0.0.0/8)`;
+    if (v >> 16n === 0xa9fen) return `${ip.text} is in the link-local range (169.254.0.0/16)`;
+    if (v >> 8n === 0xe00000n) return `${ip.text} is in the link-local multicast range (224.0.0.0/24)`;
+    return null;
+  }
+  if (v === 0n) return `${ip.text} is unspecified`;
+  if (v === 1n) return `${ip.text} is the loopback address`;
+  if (v >> 118n === 0x3fan) return `${ip.text} is in the link-local range (fe80::/10)`;
+  // ffX2::/16: multicast (ff) with link-local scope (2), whatever the flags.
+  if (v >> 120n === 0xffn && ((v >> 112n) & 0xfn) === 2n) return `${ip.text} is in the link-local multicast range (ff02::/16)`;
+  return null;
+}

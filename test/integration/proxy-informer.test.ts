@@ -10,7 +10,7 @@ import { ProxyDaemon } from '../../src/proxy/daemon.ts';
 import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 import { iptablesSave } from '../../src/kernel/iptables.ts';
-import type { Node } from '../../src/model/k8s.ts';
+import type { EndpointSlice, Node, Service } from '../../src/model/k8s.ts';
 
 const rootTest = isRoot ? test : test.skip;
 const log = pino({ level: 'silent' });
@@ -88,4 +88,34 @@ rootTest('informers: list, watch, dropped connections and 410 Gone converge with
   await until('second relist', () => api.requests.filter((r) => r.startsWith('list services')).length > listsBefore + 1);
   await new Promise((r) => setTimeout(r, 300));
   t.is(daemon.syncs, s2);
+});
+
+test('informers: objects with fields of the wrong type are listed and handed on as sent, not thrown on', async (t) => {
+  const api = new FakeApiServer();
+  await api.start();
+  t.teardown(() => api.close());
+  api.upsert('services', makeService('default', 'web', { clusterIP: '172.30.0.10', ports: [{ port: 80, protocol: 'TCP' }] }));
+  // The generated client's typed list threw "data is not iterable" on this one, so nothing synced.
+  api.upsert('services', makeService('default', 'bad', { clusterIP: '172.30.0.11', ports: { port: 80 }, externalIPs: '1.2.3.4' }));
+  api.upsert('endpointslices', { ...makeSlice('default', 'web', ['10.1.0.1'], [{ port: 8080 }]), endpoints: { addresses: ['10.1.0.2'] } });
+  api.upsert('nodes', { metadata: { name: 'node1' }, status: { addresses: '192.168.60.2' } });
+  const services: Service[] = [];
+  const slices: EndpointSlice[] = [];
+  const nodes: Array<Node | null> = [];
+  let synced = false;
+  const source = new InformerSource({ kubeConfig: loadKubeConfig(api.kubeconfig()), nodeName: 'node1', log, maxBackoffMs: 300 });
+  t.teardown(() => source.stop());
+  await Promise.race([
+    source.start({
+      upsertService: (s) => services.push(s), deleteService: () => {}, upsertSlice: (s) => slices.push(s), deleteSlice: () => {},
+      replaceAll: () => {}, node: (n) => nodes.push(n), synced: () => { synced = true; }, warn: () => {},
+    }),
+    new Promise((_, rej) => setTimeout(() => rej(new Error('informers did not sync')), 10_000)),
+  ]);
+  t.true(synced);
+  // As the API sent it: a string stays a string (the typed client made it a list of characters).
+  t.deepEqual(services.map((s) => s.spec?.externalIPs ?? null).sort(), ['1.2.3.4', null]);
+  t.deepEqual(slices.map((s) => s.endpoints), [{ addresses: ['10.1.0.2'] }] as unknown as EndpointSlice['endpoints'][]);
+  await until('node seen', () => nodes.length > 0);
+  t.is(nodes[0]?.status?.addresses as unknown, '192.168.60.2');
 });

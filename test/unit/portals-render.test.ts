@@ -40,7 +40,9 @@ test('a second listener for outside traffic: node port, external and LB IPs go t
   t.deepEqual(nat.filter((l) => l.includes('172.30.0.10/32')).map(to), ['40001', '40001']);
   t.deepEqual(nat.filter((l) => /192\.168\.88\.\d+\/32|--dport 30080/.test(l)).map(to), ['40009', '40009', '40009', '40009', '40009', '40009']);
   t.deepEqual(r.text.split('\n').filter((l) => l.startsWith('-A KUBE-NODEPORT-NON-LOCAL')).map((l) => l.match(/--dport (\d+)/)?.[1]), ['40001', '40009']);
-  t.throws(() => renderPortals([{ ...web, externalProxyPort: 70000 }], { hostIP: null }), { message: /external proxy port/ });
+  const bad = renderPortals([{ ...web, externalProxyPort: 70000 }], { hostIP: null });
+  t.is(bad.rulesWritten.nat, 0);
+  t.regex(bad.warnings[0]!.message, /external proxy port 70000 is not a port/);
 });
 
 test('a specific listen address is DNATed to instead of REDIRECT; duplicate VIPs render once', (t) => {
@@ -63,7 +65,15 @@ test('input is validated before it can reach iptables-restore', (t) => {
     { portName: 'x" -j ACCEPT' }, { clusterIP: '172.30.0.10 -j' }, { clusterIP: 'fd00::1' }, { externalIPs: ['1.2.3'] },
     { proxyPort: 0 }, { proxyPort: 70000 }, { nodePort: -1 }, { port: 1.5 }, { protocol: 'sctp' as 'tcp' },
   ];
-  for (const b of bad) t.throws(() => renderPortals([{ ...web, ...b }], { hostIP: '192.168.77.2' }), undefined, JSON.stringify(b));
+  const other: PortalPort = { ...web, portName: 'ns/other:http', clusterIP: '172.30.0.99', proxyPort: 40003 };
+  const good = renderPortals([other], { hostIP: '192.168.77.2' });
+  for (const b of bad) {
+    // The bad port is skipped with a warning; the other one renders exactly as it does alone.
+    const r = renderPortals([{ ...web, ...b }, other], { hostIP: '192.168.77.2' });
+    t.is(r.text, good.text, JSON.stringify(b));
+    t.is(r.warnings.length, 1, JSON.stringify(b));
+    t.regex(r.warnings[0]!.message, /^skipped: /);
+  }
   t.throws(() => renderPortals([web], { hostIP: '192.168.77.2/24' }));
 });
 
