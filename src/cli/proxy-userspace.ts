@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { IptablesTarget } from '../kernel/iptables.ts';
 import type { ProxySettings } from '../rules/types.ts';
-import { parseDuration } from '../rules/config.ts';
+import type { KubeProxyConfig } from '../rules/config.ts';
 import type { UserspaceDataPlane } from '../proxy/userspace/dataplane.ts';
 
 export interface UserspaceCliInput {
@@ -13,22 +13,20 @@ export interface UserspaceCliInput {
   log: Logger;
   /** The daemon's registry (daemon.metrics.registry), so /metrics serves the data-path metrics. */
   registry: Registry;
-  /** KubeProxyConfiguration text: udpIdleTimeout and bindAddress are read from it. */
-  configYaml?: string;
+  /** The parsed KubeProxyConfiguration: its udpIdleTimeout and bindAddress are used. */
+  config?: Pick<KubeProxyConfig, 'udpIdleTimeoutMs' | 'bindAddress'>;
   /** Forwarder processes (--userspace-workers); 0 or absent: the data path runs in the proxy process. */
   workers?: number;
 }
 
 export async function createUserspaceDataPlane(i: UserspaceCliInput): Promise<UserspaceDataPlane> {
-  const { parse } = await import('yaml');
-  const doc = (i.configYaml ? parse(i.configYaml) : {}) as Record<string, unknown> | null;
-  const udp = doc?.udpIdleTimeout;
-  const bind = typeof doc?.bindAddress === 'string' ? doc.bindAddress : undefined;
+  const udp = i.config?.udpIdleTimeoutMs;
+  const bind = i.config?.bindAddress;
   const { UserspaceDataPlane } = await import('../proxy/userspace/dataplane.ts');
   return new UserspaceDataPlane({
     target: i.target, settings: i.settings, log: i.log, registry: i.registry,
     ...(i.workers ? { workers: i.workers } : {}),
-    ...(udp !== undefined ? { udpIdleMs: parseDuration(udp, 'udpIdleTimeout') } : {}),
+    ...(udp !== undefined ? { udpIdleMs: udp } : {}),
     // An unspecified bind address listens everywhere and REDIRECTs; a specific one is DNATed to.
     ...(bind && bind !== '0.0.0.0' && bind !== '::' ? { bindAddress: bind } : {}),
   });

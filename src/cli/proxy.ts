@@ -34,7 +34,7 @@ export function registerProxy(program: Command): void {
   program
     .command('proxy')
     .description('kube-proxy compatible service proxy: watch Services and EndpointSlices, program iptables (or balance in userspace)')
-    .option('--config <file>', 'KubeProxyConfiguration YAML (kube-proxy defaults when absent)')
+    .option('--config <file>', 'KubeProxyConfiguration YAML (kube-proxy defaults when absent; refused, as by kube-proxy, when invalid)')
     .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster config, then ~/.kube/config)')
     .option('--hostname-override <name>', 'this node\'s name (default: config hostnameOverride, then the host name)')
     .option('--manifests <dir>', 'read Services/EndpointSlices/Endpoints from a directory of manifests (watched; waited for if missing) instead of the API; write each file elsewhere and rename it into place')
@@ -84,7 +84,8 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   }
 
   const yamlText = o.config ? readFileSync(o.config, 'utf8') : undefined;
-  const cfg = parseKubeProxyConfig(yamlText, o.proxyMode);
+  const cfg = parseKubeProxyConfig(yamlText, o.proxyMode, o.config);
+  for (const w of cfg.warnings) log.warn({ config: o.config }, w);
   const mode = cfg.mode;
   if (mode !== 'iptables' && mode !== 'userspace') throw new Error(`proxy mode ${JSON.stringify(mode)} is not supported by knet proxy (iptables or userspace)`);
   (await import('../proxy/runner.ts')).validateSyncPeriods(cfg.syncPeriodMs, cfg.minSyncPeriodMs, 'iptables');
@@ -115,7 +116,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const { ProxyMetrics } = await import('../proxy/metrics.ts');
   const metrics = new ProxyMetrics();
   const dataplane: DataPlane & { setSettings(s: ProxySettings): void } = mode === 'userspace'
-    ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, workers, ...(yamlText !== undefined ? { configYaml: yamlText } : {}) })
+    ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, workers, config: cfg })
     : new IptablesApplier({ target, settings, log, registry: metrics.registry });
   let source;
   if (o.manifests) {

@@ -50,7 +50,8 @@ export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nod
   if (o.proxyMode !== undefined && o.proxyMode !== 'iptables' && o.proxyMode !== 'nftables') {
     throw new UsageError(`--proxy-mode must be iptables or nftables, got ${JSON.stringify(o.proxyMode)}`);
   }
-  const cfg = parseKubeProxyConfig(o.config ? readSource(o.config) : undefined, o.proxyMode);
+  const cfg = parseKubeProxyConfig(o.config ? readSource(o.config) : undefined, o.proxyMode, o.config === '-' ? '<stdin>' : o.config);
+  for (const w of cfg.warnings) warn(`${printable(o.config ?? '')}: ${w}`);
   if (o.ipFamily !== 'IPv4' && o.ipFamily !== 'IPv6') throw new UsageError(`--ip-family must be IPv4 or IPv6, got ${JSON.stringify(o.ipFamily)}`);
   const interfaceAddresses = o.interfaceAddress.map((s) => {
     const eq = s.indexOf('=');
@@ -133,7 +134,8 @@ Examples:
   knet rules -f examples/cluster.yaml --node-name node-1 --node-ip 192.168.50.11
   kubectl get svc,endpointslices -A -o yaml | knet rules -f - --explain
   knet rules --proxy-mode nftables -f cluster.yaml --node-name node-1 --node-ip 192.168.50.11 | nft -c -f -
-Exit status: 0 rendered (objects with invalid fields are skipped with a warning), 2 unreadable or malformed input.`)
+Exit status: 0 rendered (objects with invalid fields are skipped with a warning), 2 unreadable or malformed input
+(file:line:col), or a --config kube-proxy's validation would refuse (file:line:col and the field).`)
     .action((o: RulesOptions) => {
       process.exitCode = runRules(o, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     });

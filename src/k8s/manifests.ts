@@ -2,7 +2,7 @@
 // yaml prints), v1 Services, discovery.k8s.io/v1 EndpointSlices and v1 Endpoints (mirrored into
 // EndpointSlices the way Kubernetes' endpointslice mirroring controller does), and
 // networking.k8s.io ServiceCIDRs.
-import { parseAllDocuments, LineCounter } from 'yaml';
+import jsyaml from 'js-yaml';
 import type { ClusterState, EndpointSlice, EndpointSliceEndpoint, EndpointSlicePort, Node, Service, ServiceCIDR } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { describe, InvalidField, isRecord, nameText, objectLabel, objectList, optObject, optString, printable, prop } from '../model/json.ts';
@@ -107,9 +107,25 @@ function addObject(o: unknown, where: string, acc: LoadedManifests): void {
 
 export function loadManifestText(text: string, source: string): LoadedManifests {
   const acc: LoadedManifests = { cluster: { services: [], endpointSlices: [] }, nodes: [], warnings: [] };
+  const docs = parseManifestText(text, source);
+  docs.forEach((d, i) => addObject(d, `${source} document ${i + 1}`, acc));
+  return acc;
+}
+
+/** Aliases may repeat a node, not multiply the document: beyond this many extra nodes it is an alias bomb. */
+const ALIAS_SLACK = 10_000;
+
+/**
+ * The documents of a manifest file: JSON (kubectl -o json), or YAML read with js-yaml's core
+ * schema (JSON's types, as Kubernetes reads YAML: no timestamps, no merge keys). js-yaml reads a
+ * 5.7 MB `kubectl get -o yaml` in a fraction of the time the `yaml` package needs. Errors carry
+ * file, line and column; so do alias bombs and recursive aliases, which js-yaml does not refuse
+ * by itself (it shares aliased nodes, so expanding them would happen later, anywhere).
+ */
+export function parseManifestText(text: string, source: string): unknown[] {
   const trimmed = text.trimStart();
   if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
-    // JSON (kubectl -o json): parsed strictly so errors carry a line and column.
+    // JSON, parsed strictly so errors carry a line and column.
     let doc: unknown;
     try {
       doc = JSON.parse(text);
@@ -117,23 +133,58 @@ export function loadManifestText(text: string, source: string): LoadedManifests 
       const m = /position (\d+)/.exec(String((e as Error).message));
       const pos = m ? Number(m[1]) : 0;
       const before = text.slice(0, pos).split('\n');
-      throw new ManifestSyntaxError(source, before.length, before[before.length - 1]!.length + 1, (e as Error).message);
+      throw new ManifestSyntaxError(source, before.length, before[before.length - 1]!.length + 1, printable((e as Error).message, 200));
     }
-    (Array.isArray(doc) ? doc : [doc]).forEach((d, i) => addObject(d, `${source} document ${i + 1}`, acc));
-    return acc;
+    return Array.isArray(doc) ? doc : [doc];
   }
-  const lc = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
-  const list = Array.isArray(docs) ? docs : [docs];
-  list.forEach((d, i) => {
-    const err = d.errors[0];
-    if (err) {
-      const at = lc.linePos(err.pos[0]);
-      throw new ManifestSyntaxError(source, at.line, at.col, err.message.split('\n')[0]!);
-    }
-    addObject(d.toJS({ maxAliasCount: 100 }), `${source} document ${i + 1}`, acc);
-  });
-  return acc;
+  // Aliases need a "*": without one in the text there is nothing to watch (the common case).
+  const aliasLines: number[] = [];
+  const opened: number[] = [];
+  const listener = text.includes('*') ? (event: jsyaml.EventType, state: jsyaml.State) => {
+    if (event === 'open') { opened.push(state.line); return; }
+    const line = opened.pop()!;
+    // A node that closes with no kind of its own is an alias to an earlier one.
+    if (state.kind === null && typeof state.result === 'object' && state.result !== null) aliasLines.push(line + 1);
+  } : undefined;
+  let docs: unknown[];
+  try {
+    docs = jsyaml.loadAll(text, undefined, { schema: jsyaml.CORE_SCHEMA, filename: source, ...(listener ? { listener } : {}) });
+  } catch (e) {
+    if (!(e instanceof jsyaml.YAMLException)) throw e;
+    throw new ManifestSyntaxError(source, (e.mark?.line ?? 0) + 1, (e.mark?.column ?? 0) + 1, printable(e.reason || e.message, 200));
+  }
+  if (aliasLines.length > 0) {
+    const problem = aliasProblem(docs);
+    if (problem) throw new ManifestSyntaxError(source, aliasLines[0]!, 1, problem);
+  }
+  return docs;
+}
+
+/** Why the aliases of these documents cannot be used (a cycle, or an expansion far past the text), or null. */
+function aliasProblem(docs: unknown[]): string | null {
+  const sizes = new Map<object, number>();
+  const open = new Set<object>();
+  let cycle = false;
+  // The size of a value with every alias expanded; each distinct node is walked once.
+  const size = (v: unknown): number => {
+    if (typeof v !== 'object' || v === null) return 1;
+    const known = sizes.get(v);
+    if (known !== undefined) return known;
+    if (open.has(v)) { cycle = true; return 1; }
+    open.add(v);
+    let n = 1;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) n += size(child);
+    open.delete(v);
+    sizes.set(v, n);
+    return n;
+  };
+  let expanded = 0;
+  for (const d of docs) expanded += size(d);
+  if (cycle) return 'an alias refers to a node that contains it (a recursive alias)';
+  let distinct = 0;
+  for (const v of sizes.keys()) distinct += 1 + (Array.isArray(v) ? v.length : Object.keys(v).length);
+  if (expanded > 2 * distinct + ALIAS_SLACK) return `aliases expand the document to ${expanded} nodes (from ${distinct}): refused as a resource exhaustion attack`;
+  return null;
 }
 
 export function mergeManifests(parts: LoadedManifests[]): LoadedManifests {

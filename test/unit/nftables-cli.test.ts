@@ -78,5 +78,5 @@ test('a mode knet rules cannot print is exit 2 with the choices', (t) => {
   const bad = files(t, { 'k.yaml': 'mode: nftables\nnftables: {masqueradeBit: 99}\n' });
   const r2 = run({ file: [f['c.yaml']!], config: bad['k.yaml']! });
   t.is(r2.code, 2);
-  t.regex(r2.err, /nftables\.masqueradeBit: expected an integer 0\.\.31, got 99/);
+  t.regex(r2.err, /k\.yaml:2:\d+: nftables\.masqueradeBit: must be within the range \[0, 31\], got 99/);
 });

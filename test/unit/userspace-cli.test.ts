@@ -4,7 +4,7 @@ import test from 'ava';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { createUserspaceDataPlane } from '../../src/cli/proxy-userspace.ts';
-import { proxySettingsFromConfig } from '../../src/rules/config.ts';
+import { ConfigError, parseKubeProxyConfig, proxySettingsFromConfig } from '../../src/rules/config.ts';
 
 const log = pino({ level: 'silent' });
 const settings = proxySettingsFromConfig(undefined, { nodeName: 'n1', nodeIPs: ['192.168.77.2'] });
@@ -12,7 +12,7 @@ const target = { backend: 'nft' as const };
 
 test('udpIdleTimeout and bindAddress come from the config; metrics land on the given registry', async (t) => {
   const registry = new Registry();
-  const dp = await createUserspaceDataPlane({ target, settings, log, registry, configYaml: 'kind: KubeProxyConfiguration\nudpIdleTimeout: 2s\nbindAddress: 10.0.0.5\n' });
+  const dp = await createUserspaceDataPlane({ target, settings, log, registry, config: parseKubeProxyConfig('kind: KubeProxyConfiguration\nudpIdleTimeout: 2s\nbindAddress: 10.0.0.5\n') });
   t.is(dp.o.udpIdleMs, 2000);
   t.is(dp.o.bindAddress, '10.0.0.5');
   t.regex(await registry.metrics(), /knet_userspace_active_connections/);
@@ -22,7 +22,8 @@ test('defaults: all addresses (REDIRECT), kube-proxy idle timeout inside the dat
   const dp = await createUserspaceDataPlane({ target, settings, log, registry: new Registry() });
   t.is(dp.o.udpIdleMs, undefined);
   t.is(dp.o.bindAddress, undefined);
-  await t.throwsAsync(createUserspaceDataPlane({ target, settings, log, registry: new Registry(), configYaml: 'udpIdleTimeout: soon\n' }));
+  t.throws(() => parseKubeProxyConfig('udpIdleTimeout: soon\n'), { instanceOf: ConfigError, message: /udpIdleTimeout: invalid duration "soon"/ });
+  t.throws(() => parseKubeProxyConfig('udpIdleTimeout: 0s\n'), { instanceOf: ConfigError, message: /udpIdleTimeout: must be greater than 0/ });
 });
 
 test('IPv6 is refused up front', async (t) => {
