@@ -184,7 +184,7 @@ export class Agent {
     watcher.on((e) => {
       this.metrics.etcdReachable.set(watcher.up ? 1 : 0);
       if (e.type === 'down') this.metrics.etcdErrors.inc();
-      else reconciler.request();
+      else if (watcher.synced) reconciler.request();
     });
     this.notReadyReason = `listing leases in ${source.storeName}`;
     await watcher.start(this.signal);

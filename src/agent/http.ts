@@ -12,8 +12,8 @@ export class AgentMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry],
   });
   readonly reconcileChanges = new Counter({ name: 'knet_agent_reconcile_changes_total', help: 'Kernel entries added, replaced or removed by reconciles', registers: [this.registry] });
-  readonly etcdErrors = new Counter({ name: 'knet_agent_etcd_errors_total', help: 'Failed etcd operations and watch disconnects', registers: [this.registry] });
-  readonly etcdReachable = new Gauge({ name: 'knet_agent_etcd_reachable', help: '1 while the lease watch is established', registers: [this.registry] });
+  readonly etcdErrors = new Counter({ name: 'knet_agent_etcd_errors_total', help: 'Failed lease store operations (etcd, or the Kubernetes API with --kube-subnet-mgr) and watch disconnects', registers: [this.registry] });
+  readonly etcdReachable = new Gauge({ name: 'knet_agent_etcd_reachable', help: '1 while the lease watch (etcd, or the Kubernetes API with --kube-subnet-mgr) is established', registers: [this.registry] });
 }
 
 export type Readiness = () => { ready: boolean; reason: string };

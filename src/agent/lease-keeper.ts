@@ -17,6 +17,7 @@ export const RENEW_RETRY_MS = 10_000;
 
 export interface KeeperOptions {
   source: LeaseSource;
+  /** What this node asks for; the lease holds what was published (which may differ, e.g. an overwritten public IP). */
   attrs: LeaseAttrs;
   /** Renew this long before expiry (capped at half the lease's lifetime). */
   renewMarginMs: number;
@@ -74,13 +75,13 @@ export class LeaseKeeper {
     switch (e.type) {
       case 'synced': {
         const current = this.watcher?.get(own.key);
-        if (!current || !sameAttrs(current.attrs, this.o.attrs)) this.renewDue = true;
+        if (!current || !sameAttrs(current.attrs, own.attrs)) this.renewDue = true;
         if (this.renewDue) void this.renewNow();
         break;
       }
       case 'put':
-        if (e.lease.key !== own.key || sameAttrs(e.lease.attrs, this.o.attrs)) break;
-        if (e.lease.attrs.PublicIP !== this.o.attrs.PublicIP) {
+        if (e.lease.key !== own.key || sameAttrs(e.lease.attrs, own.attrs)) break;
+        if (e.lease.attrs.PublicIP !== own.attrs.PublicIP) {
           this.o.log.error({ lease: describeLease(e.lease) }, 'this node\'s subnet was taken over by another node');
         } else {
           this.o.log.warn({ lease: describeLease(e.lease) }, 'this node\'s lease was changed by someone else; putting it back');

@@ -15,6 +15,7 @@ export class LeaseWatcher {
   private readonly invalid = new Map<string, string>();
   private readonly listeners = new Set<LeaseListener>();
   private connected = false;
+  private hasSynced = false;
   private downReason: string | null = null;
   private firstSync: Promise<void>;
   private markSynced: () => void = () => undefined;
@@ -45,6 +46,11 @@ export class LeaseWatcher {
     return this.connected;
   }
 
+  /** Whether a full list has arrived yet (before it, the lease set is not to be acted on). */
+  get synced(): boolean {
+    return this.hasSynced;
+  }
+
   /** Why the store is unreachable, or null while it is. */
   get lastDownReason(): string | null {
     return this.connected ? null : this.downReason;
@@ -73,6 +79,7 @@ export class LeaseWatcher {
         for (const key of [...this.invalid.keys()]) if (!seen.has(key)) this.invalid.delete(key);
         if (this.downReason !== null) this.log.info({ leases: e.leases.length }, `${this.source.storeName} reachable again; leases relisted`);
         this.connected = true;
+        this.hasSynced = true;
         this.downReason = null;
         this.markSynced();
         break;

@@ -1,5 +1,6 @@
-// `knet agent`: flannel-compatible subnet leases in etcd and a self-healing VXLAN overlay.
-// Flag names follow flanneld's where they mean the same thing.
+// `knet agent`: flannel-compatible subnet leases, in etcd or from the Node's podCIDR (the kube
+// subnet manager), and a self-healing overlay. Flag names follow flanneld's where they mean the
+// same thing.
 import type { Command } from 'commander';
 
 function intFlag(name: string, min: number, max: number) {
@@ -13,7 +14,15 @@ function intFlag(name: string, min: number, max: number) {
 export function registerAgent(program: Command): void {
   program
     .command('agent')
-    .description('run the node agent: lease a pod subnet in etcd (flannel layout) and program the VXLAN overlay')
+    .description('run the node agent: lease a pod subnet (in etcd with flannel\'s keys, or the Node\'s podCIDR with --kube-subnet-mgr) and program the VXLAN or OVS GRE overlay')
+    .option('--kube-subnet-mgr', 'take the subnet from this Node\'s spec.podCIDR and learn peers from Node annotations, as flannel\'s kube subnet manager (no etcd)')
+    .option('--kubeconfig <file>', 'kube subnet manager: kubeconfig for the API server (default: in-cluster config, then ~/.kube/config)')
+    .option('--kubeconfig-file <file>', 'flannel\'s name for --kubeconfig')
+    .option('--kube-api-url <url>', 'kube subnet manager: API server URL, overriding the kubeconfig\'s')
+    .option('--kube-annotation-prefix <prefix>', 'kube subnet manager: prefix of the Node annotations', 'flannel.alpha.coreos.com')
+    .option('--net-config-path <file>', 'kube subnet manager: flannel\'s network config (net-conf.json)', '/etc/kube-flannel/net-conf.json')
+    .option('--node-name <name>', 'kube subnet manager: this node\'s name (default: $NODE_NAME, else the node of the pod $POD_NAMESPACE/$POD_NAME)')
+    .option('--set-node-network-unavailable <true|false>', 'kube subnet manager: set the Node\'s NetworkUnavailable condition to False once the lease is in place', 'true')
     .option('--etcd-endpoints <urls>', 'comma-separated etcd URLs', 'http://127.0.0.1:4001,http://127.0.0.1:2379')
     .option('--etcd-prefix <path>', 'etcd key prefix', '/coreos.com/network')
     .option('--etcd-cafile <file>', 'CA certificate for etcd TLS')

@@ -3,10 +3,13 @@
 // itself; on any other watch error it stops, so each informer is restarted here with backoff
 // (resuming from its last resourceVersion, or relisting if that is too old). A relist of
 // unchanged objects marks nothing in the tracker, so it rewrites no rules.
-import { KubeConfig, ListWatch, Watch, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
+import { type KubeConfig, ListWatch, Watch, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
 import { request as httpRequest, type Agent } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isRecord, prop } from '../model/json.ts';
+import { loadKubeConfig } from './kubeconfig.ts';
+
+export { loadKubeConfig };
 import type { Logger } from 'pino';
 import type { EndpointSlice, Node, Service } from '../model/k8s.ts';
 import type { ProxySource, SourceHandler } from '../proxy/source.ts';
@@ -19,14 +22,6 @@ export interface InformerOptions {
   nodeName?: string;
   log: Logger;
   maxBackoffMs?: number;
-}
-
-export function loadKubeConfig(path?: string): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-  else kc.loadFromDefault();
-  return kc;
 }
 
 type Obj = KubernetesObject;

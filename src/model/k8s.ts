@@ -9,6 +9,7 @@ export interface ObjectMeta {
   resourceVersion?: string;
   uid?: string;
   deletionTimestamp?: string;
+  creationTimestamp?: string;
 }
 
 export interface ServicePortSpec {
@@ -83,7 +84,7 @@ export interface Node {
   spec?: { podCIDR?: string; podCIDRs?: string[]; unschedulable?: boolean; taints?: Array<{ key: string; effect?: string }> };
   status?: {
     addresses?: Array<{ type: string; address: string }>;
-    conditions?: Array<{ type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string }>;
+    conditions?: Array<{ type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string; lastHeartbeatTime?: string }>;
   };
 }
 

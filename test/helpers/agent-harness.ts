@@ -44,6 +44,11 @@ export interface AgentSetup {
   ttlSeconds?: number;
   options?: Partial<AgentOptions>;
   readIpForward?: () => Promise<boolean>;
+  /** Kernels to reuse (an agent restarted on the same node). */
+  vxlan?: FakeVxlanKernel;
+  ovs?: FakeOvsGreKernel;
+  /** Subnet file to reuse (an agent restarted on the same node). */
+  subnetFile?: string;
 }
 
 export function startTestAgent(t: ExecutionContext, s: AgentSetup): TestAgent {
@@ -52,9 +57,9 @@ export function startTestAgent(t: ExecutionContext, s: AgentSetup): TestAgent {
   const logs: LogLine[] = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line) as LogLine); } });
   const source = s.source ?? new EtcdLeaseSource({ registry: new SubnetRegistry(s.kv!, PREFIX), clock: s.clock, random: () => 0, ...(s.ttlSeconds ? { ttlSeconds: s.ttlSeconds } : {}) });
-  const vxlan = new FakeVxlanKernel();
-  const ovs = new FakeOvsGreKernel();
-  const subnetFile = join(dir, 'subnet.env');
+  const vxlan = s.vxlan ?? new FakeVxlanKernel();
+  const ovs = s.ovs ?? new FakeOvsGreKernel();
+  const subnetFile = s.subnetFile ?? join(dir, 'subnet.env');
   const underlay: Underlay = { iface: 'eth0', publicIP: s.ip, prefixLen: 24, mtu: 1500 };
   const handle = {} as TestAgent;
   const agent = new Agent({

@@ -4,6 +4,11 @@
 // streams one JSON event per line (ADDED, MODIFIED, DELETED, BOOKMARK when asked for, and
 // ERROR with a Status of code 410 "Expired" when the requested resourceVersion was compacted);
 // tests can drop every open watch connection, compact history, or expire open watches.
+// Nodes can also be read one by one and patched (JSON merge or strategic merge patch), on the
+// object or on its status subresource with the apiserver's split: a status patch keeps the old
+// spec, an object patch keeps the old status, metadata changes either way; every patch is
+// recorded. Pods can be read one by one (an agent finding its node through its pod). The
+// server can stop and start again on the same port (the API going away).
 // Reusable by other tests (the lab builds a similar API). Plain HTTP on 127.0.0.1.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -14,6 +19,8 @@ import { join } from 'node:path';
 export type Resource = 'services' | 'endpointslices' | 'nodes';
 
 interface Obj { metadata: { name?: string; namespace?: string; resourceVersion?: string; [k: string]: unknown }; [k: string]: unknown }
+
+export interface RecordedPatch { path: string; contentType: string; body: unknown }
 interface Event { rv: number; type: 'ADDED' | 'MODIFIED' | 'DELETED'; object: Obj }
 interface Watcher { res: ServerResponse; resource: Resource; bookmarks: boolean; fieldName?: string }
 
@@ -39,19 +46,59 @@ export class FakeApiServer {
   private readonly watchers = new Set<Watcher>();
   private readonly sockets = new Set<Socket>();
   private dir: string | null = null;
-  /** Requests seen, e.g. "list services", "watch services rv=105". */
+  /** Requests seen, e.g. "list services", "watch services rv=105", "get nodes/n1". */
   readonly requests: string[] = [];
+  /** Every PATCH, in order. */
+  readonly patches: RecordedPatch[] = [];
+  private readonly pods = new Map<string, Obj>();
   port = 0;
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  async start(): Promise<void> {
+  /** A Unix socket path to serve on instead of 127.0.0.1 (namespaces reach it through socat). */
+  socketPath: string | null = null;
+
+  /** Starts serving (again on the same port or socket after `stop`). */
+  async start(o: { socket?: string } = {}): Promise<void> {
+    if (o.socket) this.socketPath = o.socket;
     this.server = createServer((req, res) => this.handle(req, res));
     this.server.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
-    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as { port: number }).port;
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      if (this.socketPath) {
+        rmSync(this.socketPath, { force: true });
+        this.server!.listen(this.socketPath, () => resolve());
+      } else {
+        this.server!.listen(this.port, '127.0.0.1', () => resolve());
+      }
+    });
+    if (!this.socketPath) this.port = (this.server.address() as { port: number }).port;
+  }
+
+  /** Stops serving, cutting every connection, keeping objects and the port: the API is away. */
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (!server) return;
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    for (const w of this.watchers) w.res.destroy();
+    this.watchers.clear();
+    for (const sock of this.sockets) sock.destroy();
+    server.closeAllConnections();
+    await closed;
+  }
+
+  /** A Pod an agent can look its node up from. */
+  addPod(namespace: string, name: string, nodeName: string): void {
+    this.pods.set(`${namespace}/${name}`, { apiVersion: 'v1', kind: 'Pod', metadata: { namespace, name, resourceVersion: String(++this.rv) }, spec: { nodeName } });
+  }
+
+  /** The stored object (a copy), or undefined. */
+  get(resource: Resource, namespace: string | undefined, name: string): any {
+    const o = this.store.get(resource)!.get(`${namespace ?? ''}/${name}`);
+    return o ? JSON.parse(JSON.stringify(o)) : undefined;
   }
 
   /** A kubeconfig file pointing at this server (removed by close()). */
@@ -90,7 +137,10 @@ export class FakeApiServer {
     const o: Obj = JSON.parse(JSON.stringify({ apiVersion, kind, ...obj }));
     o.metadata.resourceVersion = String(++this.rv);
     const m = this.store.get(resource)!;
-    const type = m.has(this.key(o)) ? 'MODIFIED' : 'ADDED';
+    const old = m.get(this.key(o));
+    o.metadata.creationTimestamp ??= (old?.metadata.creationTimestamp as string | undefined) ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    o.metadata.uid ??= (old?.metadata.uid as string | undefined) ?? `uid-${this.rv}`;
+    const type = old ? 'MODIFIED' : 'ADDED';
     m.set(this.key(o), o);
     this.emit(resource, { rv: this.rv, type, object: o });
   }
@@ -154,8 +204,58 @@ export class FakeApiServer {
     return this.watchers.size;
   }
 
+  private async patchNode(req: IncomingMessage, name: string, toStatus: boolean, path: string): Promise<[number, unknown]> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const contentType = String(req.headers['content-type'] ?? '').split(';')[0]!.trim();
+    this.requests.push(`patch nodes/${name}${toStatus ? '/status' : ''} ${contentType}`);
+    let body: unknown;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch (err) {
+      return [400, status(400, 'BadRequest', `the body of the request was in an unknown format: ${(err as Error).message}`)];
+    }
+    this.patches.push({ path, contentType, body });
+    const old = this.store.get('nodes')!.get(`/${name}`);
+    if (!old) return [404, notFound('nodes', name)];
+    let next: Obj;
+    if (contentType === 'application/merge-patch+json') next = mergePatch(old, body) as Obj;
+    else if (contentType === 'application/strategic-merge-patch+json') next = strategicMergePatch(old, body) as Obj;
+    else return [415, status(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json`)];
+    // The status subresource keeps the old spec; the object keeps the old status.
+    if (toStatus) next.spec = old.spec; else next.status = old.status;
+    next.metadata = { ...next.metadata, name, resourceVersion: old.metadata.resourceVersion, uid: old.metadata.uid, creationTimestamp: old.metadata.creationTimestamp };
+    this.upsert('nodes', next);
+    return [200, this.store.get('nodes')!.get(`/${name}`)];
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://x');
+    const json = (code: number, body: unknown) => res.writeHead(code, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
+    const node = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(url.pathname);
+    if (node) {
+      const name = decodeURIComponent(node[1]!);
+      const status = node[2] !== undefined;
+      if (req.method === 'GET') {
+        this.requests.push(`get nodes/${name}${status ? '/status' : ''}`);
+        const o = this.store.get('nodes')!.get(`/${name}`);
+        if (!o) { json(404, notFound('nodes', name)); return; }
+        json(200, o);
+        return;
+      }
+      if (req.method === 'PATCH') { this.patchNode(req, name, status, url.pathname).then(([code, body]) => json(code, body), (err: Error) => json(500, status500(err.message))); return; }
+      json(405, status405(req.method ?? ''));
+      return;
+    }
+    const pod = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname);
+    if (pod && req.method === 'GET') {
+      const key = `${decodeURIComponent(pod[1]!)}/${decodeURIComponent(pod[2]!)}`;
+      this.requests.push(`get pods/${key}`);
+      const o = this.pods.get(key);
+      if (!o) { json(404, notFound('pods', key)); return; }
+      json(200, o);
+      return;
+    }
     const resource = PATHS[url.pathname];
     if (!resource || req.method !== 'GET') {
       res.writeHead(404, { 'Content-Type': 'application/json' }).end(JSON.stringify(status(404, 'NotFound', `${url.pathname} not found`)));
@@ -189,6 +289,47 @@ export class FakeApiServer {
     this.watchers.add(w);
     req.on('close', () => this.watchers.delete(w));
   }
+}
+
+const notFound = (resource: string, name: string) => status(404, 'NotFound', `${resource} "${name}" not found`);
+const status405 = (method: string) => status(405, 'MethodNotAllowed', `method ${method} is not supported here`);
+const status500 = (message: string) => status(500, 'InternalError', message);
+
+/** RFC 7386 JSON merge patch: objects merge, null deletes, everything else replaces. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** List fields of a Node that a strategic merge patch merges by a key (the rest replace). */
+const MERGE_KEYS: Record<string, string> = { 'status.conditions': 'type', 'status.addresses': 'type', 'spec.taints': 'key' };
+
+/** A strategic merge patch as kube-apiserver applies one to a Node (directives ignored). */
+export function strategicMergePatch(target: unknown, patch: unknown, path = ''): unknown {
+  if (typeof patch !== 'object' || patch === null) return patch;
+  if (Array.isArray(patch)) {
+    const key = MERGE_KEYS[path];
+    if (!key || !Array.isArray(target)) return patch;
+    const out = [...target] as Record<string, unknown>[];
+    for (const item of patch as Record<string, unknown>[]) {
+      const i = out.findIndex((x) => x?.[key] === item?.[key]);
+      if (i >= 0) out[i] = strategicMergePatch(out[i], item, path) as Record<string, unknown>;
+      else out.push(item);
+    }
+    return out;
+  }
+  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (k.startsWith('$')) continue;
+    if (v === null) delete out[k];
+    else out[k] = strategicMergePatch(out[k], v, path ? `${path}.${k}` : k);
+  }
+  return out;
 }
 
 function status(code: number, reason: string, message: string) {

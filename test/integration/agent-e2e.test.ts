@@ -1,183 +1,32 @@
 // End to end: node namespaces on an "underlay" bridge namespace that also runs etcd; one
 // `knet agent` process per node; pods are namespaces on each node's cni0 bridge.
 import test, { type ExecutionContext } from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { isRoot, testNetns } from '../helpers/netns.ts';
+import { readFileSync, existsSync } from 'node:fs';
+import { isRoot } from '../helpers/netns.ts';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.ts';
-import { ipBatch, ipJson } from '../../src/kernel/iproute.ts';
+import {
+  HEALTHZ, addPod, allPairsPing, dump, healthz, inNs, makeNodes, ping, pingBothWaysUntil, startAgent as startNodeAgent, subnetEnv, tcpEcho, vtepMac, waitFor,
+  type Agent, type Node,
+} from '../helpers/agent-cluster.ts';
+import { ipBatch } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { readOverlayState } from '../../src/kernel/overlay-state.ts';
 import { iptablesSave } from '../../src/kernel/iptables.ts';
-import { sleep, waitFor as waitUntil } from '../../src/util/wait.ts';
 
 const rootTest = isRoot ? test : test.skip;
-const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const agentMain = join(repo, 'src', 'cli', 'agent-main.ts');
 const PREFIX = '/coreos.com/network';
 const CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
-const HEALTHZ = 10260;
 
-interface Agent { proc: ChildProcess; logs: () => string; stop: (signal?: NodeJS.Signals) => Promise<void> }
-interface Node { ns: string; ip: string; subnetFile: string; agent: Agent | null; pod: string | null; podIP: string | null }
 interface Cluster { underlay: string; etcd: EtcdServer; nodes: Node[] }
 
-// Waits here default to 20 s, polling every 200 ms.
-const waitFor = <T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000) => waitUntil(what, fn, timeoutMs, 200);
-
-const inNs = (ns: string, file: string, args: string[], input?: string) => run('ip', ['netns', 'exec', ns, file, ...args], input === undefined ? {} : { input });
-
 async function makeCluster(t: ExecutionContext, count: number, config: string | null = CONFIG): Promise<Cluster> {
-  const underlay = await testNetns(t, 'knt-a');
-  await ipBatch(underlay, ['link add br0 type bridge', 'addr add 192.168.50.254/24 dev br0', 'link set br0 up']);
+  const { underlay, nodes } = await makeNodes(t, count);
   const etcd = await startEtcd(t, { netns: underlay, host: '192.168.50.254' });
   if (config) await etcd.put(`${PREFIX}/config`, config);
-  const dir = mkdtempSync(join(tmpdir(), 'knet-agent-e2e-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const nodes: Node[] = [];
-  for (let i = 1; i <= count; i++) {
-    const ns = await testNetns(t, 'knt-a');
-    const ip = `192.168.50.${i}`;
-    await ipBatch(underlay, [`link add n${i} type veth peer name eth0 netns ${ns}`, `link set n${i} master br0 up`]);
-    await ipBatch(ns, [`addr add ${ip}/24 dev eth0`, 'link set eth0 up']);
-    await inNs(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    nodes.push({ ns, ip, subnetFile: join(dir, `node${i}`, 'subnet.env'), agent: null, pod: null, podIP: null });
-  }
   return { underlay, etcd, nodes };
 }
 
-function startAgent(t: ExecutionContext, c: Cluster, n: Node, extra: string[] = []): Agent {
-  const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: 'info' };
-  delete env.NODE_EXTRA_CA_CERTS; // makes every node start ~50 ms slower
-  const proc = spawn('ip', ['netns', 'exec', n.ns, process.execPath, '--import', 'tsx', agentMain, 'agent',
-    '--etcd-endpoints', c.etcd.endpoint, '--iface', 'eth0', '--subnet-file', n.subnetFile,
-    '--healthz-port', String(HEALTHZ), '--metrics-port', String(HEALTHZ + 1), '--resync-period', '2', ...extra], { cwd: repo, env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  proc.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill(signal);
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-  };
-  t.teardown(() => stop('SIGKILL'));
-  const agent = { proc, logs: () => log, stop };
-  n.agent = agent;
-  return agent;
-}
-
-function subnetEnv(n: Node): Map<string, string> {
-  return new Map(readFileSync(n.subnetFile, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string]));
-}
-
-/** A pod: a namespace with a veth on the node's cni0 bridge, addressed from FLANNEL_SUBNET. */
-async function addPod(t: ExecutionContext, n: Node): Promise<void> {
-  await waitFor(`subnet file of ${n.ns}`, async () => existsSync(n.subnetFile));
-  const env = subnetEnv(n);
-  const gw = env.get('FLANNEL_SUBNET')!; // e.g. 10.5.7.1/24
-  const mtu = env.get('FLANNEL_MTU')!;
-  const [gwIP, len] = gw.split('/') as [string, string];
-  const octets = gwIP.split('.');
-  const podIP = [...octets.slice(0, 3), String(Number(octets[3]) + 1)].join('.');
-  const pod = await testNetns(t, 'knt-a');
-  await ipBatch(n.ns, ['link add cni0 type bridge', `addr add ${gw} dev cni0`, 'link set cni0 up',
-    `link add vpod type veth peer name eth0 netns ${pod}`, 'link set vpod master cni0 up']);
-  await ipBatch(pod, [`addr add ${podIP}/${len} dev eth0`, `link set eth0 mtu ${mtu} up`, `route add default via ${gwIP}`]);
-  n.pod = pod;
-  n.podIP = podIP;
-}
-
-// These machines have no ping binary; one ICMP echo over a raw socket does the same job.
-const ICMP_ECHO = `
-import os, socket, struct, sys, time
-def csum(b):
-    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-    s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-ident = os.getpid() & 0xffff
-payload = b'knet-agent-test!' * 4
-pkt = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + payload
-pkt = pkt[:2] + struct.pack('!H', csum(pkt)) + pkt[4:]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.sendto(pkt, (sys.argv[1], 0))
-end = time.time() + 1
-while time.time() < end:
-    s.settimeout(max(0.01, end - time.time()))
-    try:
-        data, addr = s.recvfrom(2048)
-    except socket.timeout:
-        break
-    ihl = (data[0] & 15) * 4
-    t, _, _, i, _ = struct.unpack('!BBHHH', data[ihl:ihl + 8])
-    if t == 0 and i == ident and addr[0] == sys.argv[1]:
-        sys.exit(0)
-sys.exit(1)
-`;
-
-async function ping(fromNs: string, ip: string): Promise<boolean> {
-  try {
-    await inNs(fromNs, 'python3', ['-c', ICMP_ECHO, ip]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function tcpEcho(t: ExecutionContext, server: Node, client: Node): Promise<string> {
-  const srv = spawn('ip', ['netns', 'exec', server.pod!, 'socat', 'TCP-LISTEN:8080,reuseaddr,fork', 'PIPE'], { stdio: 'ignore' });
-  t.teardown(() => { srv.kill('SIGKILL'); });
-  try {
-    return await waitFor(`TCP ${client.podIP} -> ${server.podIP}`, async () => {
-      const { stdout } = await run('ip', ['netns', 'exec', client.pod!, 'socat', '-T', '2', '-', `TCP:${server.podIP}:8080,connect-timeout=2`], { input: `hello from ${client.podIP}\n`, timeoutMs: 5000 });
-      return stdout;
-    }, 10_000);
-  } finally {
-    srv.kill('SIGKILL');
-  }
-}
-
-async function healthz(n: Node): Promise<string> {
-  try {
-    const { stdout } = await inNs(n.ns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://127.0.0.1:${HEALTHZ}/healthz`]);
-    return stdout;
-  } catch (err) {
-    return `error: ${(err as Error).message}`;
-  }
-}
-
-/** On failure, what each node's agent said and what its kernel holds. */
-async function dump(t: ExecutionContext, nodes: Node[]): Promise<void> {
-  for (const n of nodes) {
-    t.log(`--- ${n.ip} agent log\n${n.agent?.logs().slice(-4000)}`);
-    for (const args of [['route'], ['neigh'], ['-d', 'link', 'show', 'flannel.1']]) {
-      t.log((await run('ip', ['-n', n.ns, ...args]).catch((e: Error) => ({ stdout: e.message }))).stdout);
-    }
-    t.log((await run('bridge', ['-n', n.ns, 'fdb', 'show', 'dev', 'flannel.1']).catch((e: Error) => ({ stdout: e.message }))).stdout);
-  }
-}
-
-async function allPairsPing(t: ExecutionContext, nodes: Node[]): Promise<void> {
-  try {
-    for (const a of nodes) {
-      for (const b of nodes) {
-        if (a === b) continue;
-        await waitFor(`ping ${a.podIP} -> ${b.podIP}`, () => ping(a.pod!, b.podIP!), 15_000);
-      }
-    }
-  } catch (err) {
-    await dump(t, nodes);
-    throw err;
-  }
-  t.pass('every pod pair pings');
-}
-
-const vtepMac = async (n: Node) => (await ipJson<{ address: string }>(n.ns, ['link', 'show', 'dev', 'flannel.1']))[0]!.address;
+const startAgent = (t: ExecutionContext, c: Cluster, n: Node, extra: string[] = []): Agent => startNodeAgent(t, n, ['--etcd-endpoints', c.etcd.endpoint, ...extra]);
 
 rootTest('three nodes: pods reach each other; restart, lease deletion, hand edits and masquerade', async (t) => {
   const c = await makeCluster(t, 3);
@@ -269,14 +118,7 @@ rootTest('config missing at start is retried; etcd stopped for 60 s: traffic flo
   await c.etcd.stop();
   const started = Date.now();
   await waitFor('not ready while etcd is down', async () => (await healthz(a)) === '503', 15_000);
-  let lost = 0;
-  let sent = 0;
-  while (Date.now() - started < 60_000) {
-    sent += 2;
-    if (!(await ping(a.pod!, b.podIP!))) lost++;
-    if (!(await ping(b.pod!, a.podIP!))) lost++;
-    await sleep(3000);
-  }
+  const { lost, sent } = await pingBothWaysUntil(a, b, started + 60_000);
   t.is(lost, 0, `${lost} of ${sent} pings lost while etcd was down`);
   t.is(await healthz(a), '503');
   await c.etcd.start();

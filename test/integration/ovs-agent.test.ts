@@ -1,15 +1,17 @@
-// `knet agent` with `"Backend": {"Type": "ovs-gre"}` end to end: three node namespaces, each
-// with its own ovsdb-server + ovs-vswitchd (userspace datapath) and one agent process; etcd in
-// the underlay namespace; pods on every node. Skipped until the agent offers --ovs-rundir (the
-// wiring of src/overlay/ovs-gre into src/agent, owned by the agent's author).
+// `knet agent --kube-subnet-mgr` with `"Backend": {"Type": "ovs-gre"}` end to end: three node
+// namespaces, each with its own ovsdb-server + ovs-vswitchd (userspace datapath) and one agent
+// process; the fake kube-apiserver reached through a relay in the underlay namespace, one Node
+// per node with its podCIDR; pods on every node. (ovs-gre with leases in etcd runs in
+// ovs-gre.test.ts; the agent's wiring is the same for both lease sources.)
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isRoot } from '../helpers/netns.ts';
-import { startEtcd } from '../helpers/etcd.ts';
+import { FakeApiServer } from '../helpers/fake-apiserver.ts';
+import { serveApiOnUnderlay } from '../helpers/agent-cluster.ts';
 import { addPod, avaScope, ovsNodes, primeTunnelNeighbours, startEchoServers, tcpEcho, waitFor, type OvsNode, type Pod } from '../helpers/ovs.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { ipBatch } from '../../src/kernel/iproute.ts';
@@ -17,7 +19,6 @@ import { deleteFlowsStrict, dumpFlows, dumpFlowsWithStats } from '../../src/kern
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const agentMain = join(repo, 'src', 'cli', 'agent-main.ts');
-const PREFIX = '/coreos.com/network';
 const CONFIG = '{"Network":"10.246.0.0/16","Backend":{"Type":"ovs-gre","DatapathType":"netdev"}}';
 
 function agentEnv(): NodeJS.ProcessEnv {
@@ -39,11 +40,13 @@ const wired = isRoot && (await agentSupportsOvsGre());
 const rootTest = wired ? test.serial : test.skip;
 
 interface Agent { logs: () => string; stop: () => Promise<void> }
-interface Node extends OvsNode { subnetFile: string; agent: Agent | null; pod: Pod | null }
+interface Node extends OvsNode { name: string; subnetFile: string; agent: Agent | null; pod: Pod | null }
+interface Api { kubeconfig: string; netConf: string }
 
-function startAgent(t: ExecutionContext, etcdEndpoint: string, n: Node): Agent {
+function startAgent(t: ExecutionContext, api: Api, n: Node): Agent {
   const proc: ChildProcess = spawn('ip', ['netns', 'exec', n.ns, process.execPath, '--import', 'tsx', agentMain, 'agent',
-    '--etcd-endpoints', etcdEndpoint, '--iface', 'brphy', '--subnet-file', n.subnetFile, '--resync-period', '2',
+    '--kube-subnet-mgr', '--kubeconfig', api.kubeconfig, '--net-config-path', api.netConf, '--node-name', n.name,
+    '--iface', 'brphy', '--subnet-file', n.subnetFile, '--resync-period', '2',
     '--ovs-rundir', n.ovs.runDir], { cwd: repo, env: agentEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   proc.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
@@ -76,20 +79,25 @@ async function udpEcho(from: Pod, to: Pod): Promise<boolean> {
   }
 }
 
-rootTest('three ovs-gre agents: pods talk TCP and UDP; hand-deleted flow heals; restart keeps flows; a removed lease removes its flows', async (t) => {
+rootTest('three ovs-gre agents on the kube subnet manager: pods talk TCP and UDP; hand-deleted flow heals; restart keeps flows; a removed lease removes its flows', async (t) => {
   const scope = avaScope(t);
-  const { underlay, nodes: bare } = await ovsNodes(scope, 3);
+  const { underlay, nodes: bare } = await ovsNodes(scope, 3, 'knt-a');
   await ipBatch(underlay, ['addr add 192.168.50.254/24 dev br0']);
-  const etcd = await startEtcd(t, { netns: underlay, host: '192.168.50.254' });
-  await etcd.put(`${PREFIX}/config`, CONFIG);
   const dir = mkdtempSync(join(tmpdir(), 'knet-ovs-agent-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const nodes: Node[] = bare.map((b, i) => ({ ...b, subnetFile: join(dir, `node${i + 1}`, 'subnet.env'), agent: null, pod: null }));
+  const server = new FakeApiServer();
+  await server.start({ socket: join(dir, 'api.sock') });
+  t.teardown(() => server.close());
+  const api: Api = { kubeconfig: await serveApiOnUnderlay(t, underlay, join(dir, 'api.sock'), dir), netConf: join(dir, 'net-conf.json') };
+  writeFileSync(api.netConf, CONFIG);
+  const nodes: Node[] = bare.map((b, i) => ({ ...b, name: `node-${i + 1}`, subnetFile: join(dir, `node${i + 1}`, 'subnet.env'), agent: null, pod: null }));
+  nodes.forEach((n, i) => server.upsert('nodes', { metadata: { name: n.name }, spec: { podCIDR: `10.246.${i + 1}.0/24` } }));
   const logs = () => nodes.map((n) => `--- agent ${n.ip}\n${n.agent?.logs().slice(-3000) ?? ''}`).join('\n');
-  for (const n of nodes) startAgent(t, etcd.endpoint, n);
+  for (const n of nodes) startAgent(t, api, n);
 
   for (const n of nodes) {
-    await waitFor(`subnet file of ${n.ip}`, () => existsSync(n.subnetFile), 30_000, logs);
+    // client-node makes a cold agent start take seconds (tens on a loaded machine).
+    await waitFor(`subnet file of ${n.ip}`, () => existsSync(n.subnetFile), 90_000, logs);
     const e = env(n);
     t.is(e.get('FLANNEL_MTU'), '1458');
     const [gw, len] = e.get('FLANNEL_SUBNET')!.split('/');
@@ -120,15 +128,15 @@ rootTest('three ovs-gre agents: pods talk TCP and UDP; hand-deleted flow heals; 
   t.true(await tcpEcho(a.pod!, c.pod!));
   const before = await counter();
   t.true(before > 0);
-  startAgent(t, etcd.endpoint, a);
-  await waitFor('restarted agent to reconcile', () => a.agent!.logs().includes('wrote subnet file'), 30_000, logs);
+  startAgent(t, api, a);
+  await waitFor('restarted agent to reconcile', () => a.agent!.logs().includes('wrote subnet file'), 90_000, logs);
   t.true(await counter() >= before);
   t.is((await dumpFlows(a.ovs.target, 'obr0')).length, 6);
   t.true(await tcpEcho(a.pod!, c.pod!));
 
-  // A peer's lease removed (its agent gone, so nobody puts it back) removes its flows elsewhere.
+  // A peer's Node removed (its agent gone) removes its flows elsewhere.
   await c.agent!.stop();
-  await etcd.del(`${PREFIX}/subnets/${subnetOf(c).replace('/', '-')}`);
+  server.remove('nodes', undefined, c.name);
   for (const n of [a, b]) {
     await waitFor(`${n.ip} to drop the flows of ${subnetOf(c)}`, async () => flowsTo(await dumpFlows(n.ovs.target, 'obr0'), subnetOf(c)).length === 0, 10_000, logs);
     t.is((await dumpFlows(n.ovs.target, 'obr0')).length, 4);

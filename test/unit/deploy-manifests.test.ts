@@ -1,9 +1,12 @@
 // deploy/: every manifest parses; the DaemonSet's command lines are accepted by the real CLI
 // (and the agent's flags by its own option checks); the ClusterRole grants exactly what the
-// proxy's informers use; the ConfigMap's conflist, KubeProxyConfiguration, flannel network
-// config and etcd endpoints pass knet's own parsers.
+// agent's kube subnet manager and the proxy's informers call; the ConfigMap's conflist,
+// KubeProxyConfiguration, flannel network config and kubeconfig pass knet's own parsers, and
+// the kubeconfig reaches the API server without the `kubernetes` Service. The etcd variant in
+// deploy/README.md is parsed by the CLI too.
 import test from 'ava';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import pino from 'pino';
@@ -12,7 +15,7 @@ import { agentOptionsFromFlags } from '../../src/agent/command.ts';
 import { parseNetConf } from '../../src/cni/config.ts';
 import { parseKubeProxyConfig, proxySettingsFromConfig } from '../../src/rules/config.ts';
 import { parseNetworkConfig } from '../../src/subnet/config.ts';
-import { parseEndpoints } from '../../src/subnet/etcd-registry.ts';
+import { loadKubeConfig } from '../../src/k8s/kubeconfig.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const DEPLOY = join(ROOT, 'deploy');
@@ -140,12 +143,18 @@ test('the DaemonSet runs on every node with host networking, privileges and the 
   }
 });
 
-test('the agent container\'s command line is accepted by `knet agent` and its option checks', (t) => {
+test('the agent container runs the kube subnet manager; its command line is accepted by `knet agent` and its option checks', (t) => {
   const c = container('agent');
   const parsed = parseKnetArgs(knetArgv(c));
   t.is(parsed.command, 'agent');
   const o = agentOptionsFromFlags(parsed.opts, pino({ level: 'silent' }));
-  t.deepEqual(o.etcd.endpoints, parseEndpoints(configMap().data['etcd-endpoints']));
+  if (o.source.mode !== 'kube') { t.fail('the agent must run with --kube-subnet-mgr'); return; }
+  t.is(configMapKeyAt(c, o.source.netConfPath), 'net-conf.json');
+  t.is(configMapKeyAt(c, o.source.kubeconfig!), 'kubeconfig.conf');
+  t.true(o.source.setNodeNetworkUnavailable);
+  t.is(o.source.annotationPrefix, 'flannel.alpha.coreos.com');
+  // Its node is the pod's node, from the downward API.
+  t.is(containerEnv(c).NODE_NAME, FIELD_SAMPLES['spec.nodeName']);
   t.is(o.publicIP, FIELD_SAMPLES['status.hostIP']);
   t.is(o.subnetFile, '/run/flannel/subnet.env');
   t.true(o.healthzPort > 0);
@@ -156,18 +165,35 @@ test('the agent container\'s command line is accepted by `knet agent` and its op
   t.true((c.volumeMounts as Obj[]).some((m) => m.mountPath === '/run/flannel'));
 });
 
-test('the proxy container\'s command line is accepted by `knet proxy`; its config comes from the ConfigMap', (t) => {
-  const c = container('proxy');
-  const parsed = parseKnetArgs(knetArgv(c));
-  t.is(parsed.command, 'proxy');
-  t.is(parsed.opts.hostnameOverride, FIELD_SAMPLES['spec.nodeName']);
-  t.is(parsed.opts.manifests, undefined, 'the Kubernetes API, not a manifest directory');
-  t.is(parsed.opts.cleanup, undefined);
-  const key = configMapKeyAt(c, parsed.opts.config as string);
-  t.is(key, 'kube-proxy.yaml');
-  const cfg = parseKubeProxyConfig(configMap().data[key!]);
-  t.is(c.livenessProbe.httpGet.path, '/livez');
-  t.is(`0.0.0.0:${c.livenessProbe.httpGet.port}`, cfg.healthzBindAddress ?? '(none)');
+test('the etcd variant in deploy/README.md is a command line `knet agent` accepts', (t) => {
+  const readme = readFileSync(join(DEPLOY, 'README.md'), 'utf8');
+  const block = /```yaml\n(\s*command: \["knet", "agent"\][\s\S]*?)```/.exec(readme);
+  if (!block) { t.fail('no etcd variant of the agent container in deploy/README.md'); return; }
+  const doc = parseAllDocuments(block[1]!)[0]!.toJS() as Obj;
+  const env = { ETCD_ENDPOINTS: 'http://192.168.3.146:2379', NODE_IP: FIELD_SAMPLES['status.hostIP']! };
+  const argv = [...doc.command, ...doc.args].map((a: string) => expand(a, env));
+  const o = agentOptionsFromFlags(parseKnetArgs(argv.slice(1)).opts, pino({ level: 'silent' }));
+  t.is(o.source.mode, 'etcd');
+  t.deepEqual(o.source.mode === 'etcd' && o.source.etcd.endpoints, ['http://192.168.3.146:2379']);
+});
+
+test('agent and proxy reach the API server through the ConfigMap\'s kubeconfig: its real address, the pod\'s token and CA', (t) => {
+  const text = configMap().data['kubeconfig.conf'];
+  const dir = mkdtempSync(join(tmpdir(), 'knet-deploy-kc-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'kubeconfig.conf'), text);
+  const kc = loadKubeConfig(join(dir, 'kubeconfig.conf'));
+  const server = new URL(kc.getCurrentCluster()!.server);
+  t.is(server.protocol, 'https:');
+  t.notRegex(server.hostname, /^10\.96\.|^kubernetes(\.default)?/, 'not the kubernetes Service');
+  t.is(kc.getCurrentCluster()!.caFile, '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt');
+  t.deepEqual(kc.getCurrentUser()!.authProvider, { name: 'tokenFile', config: { tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token' } });
+  for (const name of ['agent', 'proxy']) {
+    const argv = knetArgv(container(name));
+    const flag = argv.find((a) => a.startsWith('--kubeconfig='))!;
+    t.is(configMapKeyAt(container(name), flag.slice('--kubeconfig='.length)), 'kubeconfig.conf', name);
+    t.false((container(name).env ?? []).some((e: Obj) => e.name.startsWith('KUBERNETES_SERVICE_')), `${name}: no in-cluster address override`);
+  }
 });
 
 test('the harness rejects what the CLI rejects', (t) => {
@@ -191,16 +217,36 @@ test('the init container installs from the image\'s build into the host mounts',
   // The flags themselves are run against the script in test/integration/install-cni.test.ts.
 });
 
-test('the ClusterRole grants list and watch on exactly the resources the proxy informers use', (t) => {
-  const src = readFileSync(join(ROOT, 'src/k8s/informer.ts'), 'utf8');
-  const used = new Set<string>();
-  for (const m of src.matchAll(/new Kept<\w+>\('[^']*', '([^']+)'/g)) {
+/** Resource -> verbs the code calls: the proxy's informers and the agent's kube subnet manager. */
+function verbsUsed(): Map<string, Set<string>> {
+  const used = new Map<string, Set<string>>();
+  const add = (res: string, ...verbs: string[]) => used.set(res, new Set([...(used.get(res) ?? []), ...verbs]));
+  const informer = readFileSync(join(ROOT, 'src/k8s/informer.ts'), 'utf8');
+  for (const m of informer.matchAll(/new Kept<\w+>\('[^']*', '([^']+)'/g)) {
     const parts = m[1]!.split('/').filter(Boolean);
     // /api/v1/RESOURCE or /apis/GROUP/VERSION/RESOURCE
     const [group, resource] = parts[0] === 'api' ? ['', parts[2]] : [parts[1], parts[3]];
-    used.add(`${group}/${resource}`);
+    add(`${group}/${resource}`, 'list', 'watch');
   }
-  t.deepEqual([...used].sort(), ['/nodes', '/services', 'discovery.k8s.io/endpointslices'], 'the informers this test knows about');
+  const kube = readFileSync(join(ROOT, 'src/agent/kube-source.ts'), 'utf8');
+  const calls = new Set([...kube.matchAll(/this\.core\.(\w+)\(/g)].map((m) => m[1]!));
+  const known: Record<string, [string, string]> = {
+    readNode: ['/nodes', 'get'], listNode: ['/nodes', 'list'], patchNodeStatus: ['/nodes/status', 'patch'],
+    // Only when the node name comes from POD_NAME; the DaemonSet sets NODE_NAME.
+    readNamespacedPod: ['', ''],
+  };
+  for (const call of calls) {
+    const k = known[call];
+    if (!k) throw new Error(`kube-source.ts calls ${call}: add it to this test and to deploy/00-rbac.yaml`);
+    if (k[0]) add(k[0], k[1]);
+  }
+  if (/new ListWatch/.test(kube)) add('/nodes', 'list', 'watch');
+  return used;
+}
+
+test('the ClusterRole grants exactly what the agent and the proxy call', (t) => {
+  const used = verbsUsed();
+  t.deepEqual([...used.keys()].sort(), ['/nodes', '/nodes/status', '/services', 'discovery.k8s.io/endpointslices'], 'the calls this test knows about');
   const granted = new Map<string, Set<string>>();
   for (const r of one('ClusterRole').rules as Obj[]) {
     t.falsy(r.resourceNames);
@@ -209,10 +255,14 @@ test('the ClusterRole grants list and watch on exactly the resources the proxy i
       granted.set(k, new Set([...(granted.get(k) ?? []), ...r.verbs]));
     }
   }
-  t.deepEqual([...granted.keys()].sort(), [...used].sort());
-  for (const [k, verbs] of granted) t.deepEqual([...verbs].sort(), ['list', 'watch'], k);
+  t.deepEqual([...granted.keys()].sort(), [...used.keys()].sort());
+  for (const [k, verbs] of granted) t.deepEqual([...verbs].sort(), [...used.get(k)!].sort(), k);
+  // flannel's own ClusterRole for the kube subnet manager, less pods/get (see 00-rbac.yaml).
+  t.deepEqual([...granted.get('/nodes')!].sort(), ['get', 'list', 'watch']);
+  t.deepEqual([...granted.get('/nodes/status')!], ['patch']);
   // Nothing in the proxy writes to the API (no Events): the informers only list (with GET, on
   // the paths they watch) and watch; a new call or API client needs a new rule here.
+  const src = readFileSync(join(ROOT, 'src/k8s/informer.ts'), 'utf8');
   t.deepEqual([...src.matchAll(/makeApiClient\((\w+)\)/g)].map((m) => m[1]), []);
   t.deepEqual([...src.matchAll(/method: '(\w+)'/g)].map((m) => m[1]), ['GET']);
   const listed = [...src.matchAll(/listRaw\(kc, '([^']+)'/g)].map((m) => m[1]!);
@@ -235,7 +285,7 @@ test('the ConfigMap\'s conflist is the repository\'s and passes the plugin\'s co
   t.is(list.plugins[0].type, 'knet', 'knet first: portmap and bandwidth chain after it');
 });
 
-test('the ConfigMap\'s KubeProxyConfiguration, network config and etcd endpoints pass knet\'s parsers and agree', (t) => {
+test('the ConfigMap\'s KubeProxyConfiguration and network config pass knet\'s parsers and agree', (t) => {
   const data = configMap().data;
   const cfg = parseKubeProxyConfig(data['kube-proxy.yaml']);
   t.is(cfg.mode, 'iptables');
@@ -244,6 +294,5 @@ test('the ConfigMap\'s KubeProxyConfiguration, network config and etcd endpoints
   const net = parseNetworkConfig(data['net-conf.json']);
   t.is(net.backend.type, 'vxlan');
   t.is(cfg.clusterCIDR, JSON.parse(data['net-conf.json']).Network, 'clusterCIDR is the pod network');
-  t.true(parseEndpoints(data['etcd-endpoints']).length > 0);
-  t.is(data['kube-apiserver-host'], undefined, 'optional: a cluster-specific address, documented, not shipped');
+  t.deepEqual(Object.keys(data).sort(), ['10-knet.conflist', 'kube-proxy.yaml', 'kubeconfig.conf', 'net-conf.json'], 'no etcd endpoints: the kube subnet manager needs none');
 });

@@ -39,8 +39,27 @@ test('agent flags: bad values are refused with the flag name', (t) => {
   const log = makeLogger('test', 'silent');
   const o = agentOptionsFromFlags(flags({ iface: 'eth0', etcdPassword: 's3cret' }), log);
   t.is(o.iface, 'eth0');
-  t.is(o.etcd.password, 's3cret');
+  t.is(o.source.mode === 'etcd' && o.source.etcd.password, 's3cret');
   t.throws(() => agentOptionsFromFlags(flags({ iptablesBackend: 'ipvs' }), log), { message: /--iptables-backend must be nft or legacy/ });
   t.throws(() => agentOptionsFromFlags(flags({ etcdPrefix: 'rel' }), log), { message: /invalid etcd prefix/ });
   t.throws(() => agentOptionsFromFlags(flags({ etcdEndpoints: 'nope' }), log), { message: /invalid etcd endpoint/ });
+});
+
+test('agent flags: --kube-subnet-mgr takes the kube flags, checks them, and ignores the etcd ones', (t) => {
+  const log = makeLogger('test', 'silent');
+  const kube = (extra: Record<string, unknown>) => agentOptionsFromFlags(flags({
+    kubeSubnetMgr: true, kubeAnnotationPrefix: 'flannel.alpha.coreos.com', netConfigPath: '/etc/kube-flannel/net-conf.json', setNodeNetworkUnavailable: 'true', ...extra,
+  }), log);
+  const o = kube({ kubeconfigFile: '/etc/knet/kubeconfig.conf', nodeName: 'node-1', etcdEndpoints: 'nope' });
+  t.deepEqual(o.source, {
+    mode: 'kube', annotationPrefix: 'flannel.alpha.coreos.com', netConfPath: '/etc/kube-flannel/net-conf.json', setNodeNetworkUnavailable: true,
+    kubeconfig: '/etc/knet/kubeconfig.conf', nodeName: 'node-1',
+  });
+  t.is(kube({ setNodeNetworkUnavailable: 'false' }).source.mode === 'kube' && (kube({ setNodeNetworkUnavailable: 'false' }).source as { setNodeNetworkUnavailable: boolean }).setNodeNetworkUnavailable, false);
+  t.throws(() => kube({ setNodeNetworkUnavailable: 'no' }), { message: /--set-node-network-unavailable must be true or false/ });
+  t.throws(() => kube({ kubeAnnotationPrefix: 'a/b/c' }), { message: /at most one slash/ });
+  t.throws(() => kube({ kubeAnnotationPrefix: 'Not_A_Domain' }), { message: /fqdn/ });
+  t.throws(() => kube({ netConfigPath: 'net-conf.json' }), { message: /--net-config-path must be an absolute file path/ });
+  t.throws(() => kube({ nodeName: 'Node_1' }), { message: /invalid --node-name "Node_1"/ });
+  t.throws(() => kube({ kubeconfig: '/a', kubeconfigFile: '/b' }), { message: /name different files/ });
 });

@@ -62,7 +62,7 @@ test('knet-agent.service runs `knet agent` with flags the CLI and the agent acce
   const parsed = parseKnetArgs(argv.slice(1));
   t.is(parsed.command, 'agent');
   const o = agentOptionsFromFlags(parsed.opts, pino({ level: 'silent' }));
-  t.deepEqual(o.etcd.endpoints, ['http://192.168.56.11:2379']);
+  t.deepEqual(o.source.mode === 'etcd' && o.source.etcd.endpoints, ['http://192.168.56.11:2379']);
   t.is(o.publicIP, '192.168.56.12', 'the private network, not the NAT interface every VM shares');
   t.is(o.subnetFile, '/run/flannel/subnet.env');
 });
