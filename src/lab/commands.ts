@@ -2,7 +2,8 @@
 // lab's state file, talk to the lab API over its socket, and do kernel work (pods, probes)
 // through the adapters.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { run } from '../kernel/exec.ts';
 import { listNetns } from '../kernel/netns.ts';
@@ -138,11 +139,25 @@ export function deleteTargetsFromFile(file: string): Array<{ kind: Kind; namespa
 export async function labKubectl(dir: string, args: string[]): Promise<number> {
   const s = requireState(dir);
   const P = paths(dir);
-  const child = spawn('ip', ['netns', 'exec', s.plan.underlay.ns, 'kubectl', '--kubeconfig', P.kubeconfig, '--cache-dir', P.kubectlCache, ...args], { stdio: 'inherit', env: childEnv() });
+  const kubectl = findProgram('kubectl');
+  if (!kubectl) throw new Error('kubectl is not installed (Debian: apt install kubernetes-client; scripts/setup.sh installs it)');
+  const child = spawn('ip', ['netns', 'exec', s.plan.underlay.ns, kubectl, '--kubeconfig', P.kubeconfig, '--cache-dir', P.kubectlCache, ...args], { stdio: 'inherit', env: childEnv() });
   return new Promise((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (code, sig) => resolve(code ?? (sig ? 128 + 9 : 1)));
   });
+}
+
+/** The first executable named `name` on the PATH, or null. */
+export function findProgram(name: string, pathEnv = process.env.PATH ?? ''): string | null {
+  for (const dir of pathEnv.split(':').filter(Boolean)) {
+    const file = join(dir, name);
+    try {
+      accessSync(file, constants.X_OK);
+      if (statSync(file).isFile()) return file;
+    } catch { /* not here */ }
+  }
+  return null;
 }
 
 /** How to run kubectl against a lab (printed by `lab up`). */

@@ -242,6 +242,18 @@ test('lists and watches: selectors, Tables, resume from a resourceVersion, objec
   t.is(ie[2]!.object.metadata.annotations['k8s.io/initial-events-end'], 'true');
 });
 
+test('a watch ends after the timeoutSeconds its client asked for; 0 means the server\'s own timeout', async (t) => {
+  const { port } = await startLabApi(t);
+  const started = Date.now();
+  const w = openWatch(port, `${SVC}?watch=true&timeoutSeconds=1`);
+  await eventually('the watch to end', () => w.ended, 5000);
+  t.true(Date.now() - started >= 900);
+  const forever = openWatch(port, `${SVC}?watch=true&timeoutSeconds=0`);
+  t.teardown(() => forever.close());
+  await new Promise((r) => setTimeout(r, 300));
+  t.false(forever.ended);
+});
+
 test('a watch from a resourceVersion the API no longer keeps gets 410 Expired', async (t) => {
   const { port } = await startLabApi(t, { historySize: 2 });
   for (const n of ['a', 'b', 'c', 'd']) await call(port, 'POST', SVC, web({ metadata: { name: n } }));

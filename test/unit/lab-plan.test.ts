@@ -4,7 +4,7 @@
 import test from 'ava';
 import { agentIface, cniConflist, kubeconfigText, kubeProxyConfig, ovsNodeRoute, planLab, pluginConfFromList, podNetnsName, underlayLinks } from '../../src/lab/topology.ts';
 import { defaultWorkload, deriveEndpoints, deriveEndpointSlices, mirrorEndpointSlices, normalizePod, type LabPod } from '../../src/lab/workload.ts';
-import { parseLabManifests, kindOf } from '../../src/lab/commands.ts';
+import { findProgram, parseLabManifests, kindOf } from '../../src/lab/commands.ts';
 import type { Service } from '../../src/model/k8s.ts';
 
 test('planLab: names every namespace with the prefix, addresses on the underlay, flannel config', (t) => {
@@ -169,4 +169,11 @@ test('parseLabManifests: multi-document YAML, Lists, only lab kinds', (t) => {
   t.throws(() => parseLabManifests('kind: [\n', 'f'), { message: /f: document 1/ });
   t.is(kindOf('svc'), 'services');
   t.throws(() => kindOf('node'));
+});
+
+test('findProgram: an executable file on the PATH, or null (knet lab kubectl says how to install kubectl)', (t) => {
+  t.is(findProgram('sh', '/nonexistent:/bin'), '/bin/sh');
+  t.is(findProgram('sh', '/nonexistent'), null);
+  t.is(findProgram('passwd', '/etc'), null, 'not executable');
+  t.is(findProgram('bin', '/'), null, 'a directory is not a program');
 });

@@ -250,7 +250,7 @@ export class LabApi {
         this.watches.serve(res, {
           def, ...(namespace ? { namespace } : {}), labels, fields, from: rv === '' || rv === '0' || initial ? null : Number(rv),
           bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true', initialEventsEnd: initial, table, client: caller.client,
-          ...(timeout && /^\d+$/.test(timeout) ? { timeoutSeconds: Number(timeout) } : {}),
+          ...(timeout && /^\d+$/.test(timeout) && Number(timeout) > 0 ? { timeoutSeconds: Number(timeout) } : {}),
         });
         return;
       }
