@@ -206,7 +206,14 @@ spec:
   const malformed = await kubectl(['create', '--raw', '/api/v1/namespaces/default/services', '-f', file('bad.json', '{"metadata": {"name": ')]);
   t.not(malformed.code, 0);
   t.regex(malformed.stderr, /Error from server \(BadRequest\): the request body is not valid JSON/);
-  t.regex(await fails(['create', 'namespace', 'x']), /speaks JSON only, not protobuf: .*kubectl create -f or apply -f/);
+  // kubectl's typed generators send protobuf; the lab API reads it for these two kinds.
+  t.is(await ok(['create', 'namespace', 'gen']), 'namespace/gen created\n');
+  t.is(await ok(['create', 'service', 'nodeport', 'gen', '-n', 'gen', '--tcp', '80:8080', '--node-port', '30123']), 'service/gen created\n');
+  t.is(await ok(['create', 'service', 'externalname', 'ext', '-n', 'gen', '--external-name', 'db.example.com']), 'service/ext created\n');
+  const gen = JSON.parse(await ok(['get', 'svc', 'gen', '-n', 'gen', '-o', 'json']));
+  t.like(gen, { metadata: { labels: { app: 'gen' } }, spec: { type: 'NodePort', selector: { app: 'gen' }, ports: [{ name: '80-8080', port: 80, targetPort: 8080, nodePort: 30123, protocol: 'TCP' }] } });
+  t.like(JSON.parse(await ok(['get', 'svc', 'ext', '-n', 'gen', '-o', 'json'])).spec, { type: 'ExternalName', externalName: 'db.example.com' });
+  t.regex(await fails(['create', 'configmap', 'x', '--from-literal', 'a=b']), /NotFound|could not find/);
   t.regex(await ok(['delete', '-f', file('a.yaml', svc(1))]), /service "web" deleted/);
 });
 

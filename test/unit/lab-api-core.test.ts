@@ -7,6 +7,7 @@ import { authenticate, authorize, parseTokenFile, tokenLine } from '../../src/la
 import { aggregatedDiscovery, openApiDocument, openApiIndex, resourceList } from '../../src/lab/api/discovery.ts';
 import { ApiError, fieldErrorText, invalid } from '../../src/lab/api/errors.ts';
 import { jsonPatch, mergePatch, strategicMergePatch } from '../../src/lab/api/patch.ts';
+import { decodeProtobuf } from '../../src/lab/api/protobuf.ts';
 import { parseRegistryKey, parseResourcePath, registryKey, resourceDef } from '../../src/lab/api/resources.ts';
 import { decodeObject, loadSchemas } from '../../src/lab/api/schema.ts';
 import { fieldsMatch, labelsMatch, parseFieldSelector, parseLabelSelector } from '../../src/lab/api/selectors.ts';
@@ -318,4 +319,39 @@ test('discovery and OpenAPI: every served resource, the status subresources, fie
   t.like(doc.components.schemas.V1ServiceSpec.properties.ports, { 'x-kubernetes-patch-merge-key': 'port', 'x-kubernetes-patch-strategy': 'merge' });
   t.deepEqual(doc.components.schemas.V1Service['x-kubernetes-group-version-kind'], [{ group: '', version: 'v1', kind: 'Service' }]);
   t.is(openApiDocument('/openapi/v3/apis/apps/v1'), null);
+});
+
+// Protobuf as kubectl's typed clients write it: length-delimited fields by number.
+const varint = (n: number | bigint): Buffer => {
+  const out: number[] = [];
+  let v = BigInt.asUintN(64, BigInt(n));
+  do { let b = Number(v & 0x7fn); v >>= 7n; if (v) b |= 0x80; out.push(b); } while (v);
+  return Buffer.from(out);
+};
+const field = (n: number, value: Buffer | string | number | bigint): Buffer => {
+  if (typeof value === 'number' || typeof value === 'bigint') return Buffer.concat([varint(n << 3), varint(value)]);
+  const bytes = typeof value === 'string' ? Buffer.from(value) : value;
+  return Buffer.concat([varint((n << 3) | 2), varint(bytes.length), bytes]);
+};
+const msg = (...parts: Buffer[]) => Buffer.concat(parts);
+const envelope = (kind: string, raw: Buffer) => Buffer.concat([Buffer.from('k8s\0', 'latin1'), field(1, msg(field(1, 'v1'), field(2, kind))), field(2, raw), field(3, ''), field(4, '')]);
+// ObjectMeta as Go marshals it: every plain field present, zero or not.
+const meta = (name: string, labels: Record<string, string> = {}) => msg(field(1, name), field(2, ''), field(3, ''), field(4, ''), field(5, ''), field(6, ''), field(7, 0),
+  field(8, msg(field(1, -62135596800n), field(2, 0))), ...Object.entries(labels).map(([k, v]) => field(11, msg(field(1, k), field(2, v)))));
+
+test('protobuf bodies of kubectl create namespace and create service decode to their JSON form; anything else is refused', (t) => {
+  t.deepEqual(decodeProtobuf(envelope('Namespace', msg(field(1, meta('demo')), field(2, msg()), field(3, msg(field(1, '')))))), { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'demo' }, spec: {} });
+  const port = msg(field(1, '80-8080'), field(2, 'TCP'), field(3, 80), field(4, msg(field(1, 0), field(2, 8080), field(3, ''))), field(5, 30080));
+  const spec = msg(field(1, port), field(2, msg(field(1, 'app'), field(2, 'web'))), field(3, ''), field(4, 'NodePort'), field(7, ''), field(8, ''), field(10, ''), field(11, ''), field(12, 0), field(13, 0), field(20, 0));
+  t.deepEqual(decodeProtobuf(envelope('Service', msg(field(1, meta('web', { app: 'web' })), field(2, spec), field(3, msg(field(1, msg())))))), {
+    apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', labels: { app: 'web' } },
+    spec: { ports: [{ name: '80-8080', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }], selector: { app: 'web' }, type: 'NodePort', allocateLoadBalancerNodePorts: false },
+  });
+  const named = decodeProtobuf(envelope('Service', msg(field(1, meta('s')), field(2, msg(field(1, msg(field(3, 53), field(4, msg(field(1, 1), field(3, 'dns'))))))))));
+  t.deepEqual((named.spec as { ports: unknown[] }).ports, [{ port: 53, targetPort: 'dns' }]);
+  t.is(t.throws(() => decodeProtobuf(envelope('Pod', msg(field(1, meta('p'))))), { instanceOf: ApiError })!.code, 415);
+  const unknownField = envelope('Service', msg(field(2, msg(field(15, 'x')))));
+  t.regex(t.throws(() => decodeProtobuf(unknownField))!.message, /field 15 of spec/);
+  t.is(t.throws(() => decodeProtobuf(Buffer.from('{"json": true}')), { instanceOf: ApiError })!.code, 400);
+  t.regex(t.throws(() => decodeProtobuf(Buffer.concat([envelope('Service', msg()), Buffer.from([0x12, 0x50])])))!.message, /malformed/);
 });

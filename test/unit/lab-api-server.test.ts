@@ -69,7 +69,7 @@ test('create, get, replace, patch, delete: codes and Status errors as kube-apise
   t.is((await call(port, 'PATCH', `${SVC}/web`, {}, { contentType: 'application/apply-patch+yaml' })).status, 415);
   const proto = await call(port, 'POST', SVC, 'k8s\0', { contentType: 'application/vnd.kubernetes.protobuf' });
   t.is(proto.status, 415);
-  t.regex(proto.body.message, /JSON only/);
+  t.regex(proto.body.message, /protobuf only for Namespaces and Services/);
 
   // Dry run stores nothing; generateName makes a name.
   t.is((await call(port, 'POST', `${SVC}?dryRun=All`, web({ metadata: { name: 'dry' } }))).status, 201);

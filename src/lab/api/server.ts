@@ -4,7 +4,7 @@
 // kubectl, list/watch for informers, create/replace/patch/delete with kube-apiserver's
 // validation, conflicts and Status errors. It also does the lab's controller jobs (ClusterIP and
 // NodePort allocation, EndpointSlices from pod labels, node pod CIDRs). No admission plugins, no
-// server-side apply, no protobuf, no other kinds.
+// server-side apply, no other kinds; protobuf only for what kubectl's generators send.
 //
 // Listeners: a Unix socket in the lab directory for `knet lab` commands (trusted: only root
 // reaches it, and a path socket crosses network namespaces), and TCP on the underlay for the
@@ -21,7 +21,8 @@ import { aggregatedDiscovery, AGGREGATED_CONTENT_TYPE, apiGroup, apiGroupList, a
 import { ApiError, badRequest } from './errors.ts';
 import { checkAcceptsJson, MAX_BODY_BYTES, parseJsonBody, readBody, sendError, sendJson, tableRequest, wantsAggregatedDiscovery, warningHeaders } from './http.ts';
 import { EtcdKv, type KvBackend } from './kv.ts';
-import { PATCH_CONTENT_TYPES } from './patch.ts';
+import { PATCH_CONTENT_TYPES, type PatchType } from './patch.ts';
+import { decodeProtobuf } from './protobuf.ts';
 import { Registry, type WriteOptions } from './registry.ts';
 import { apiVersionOf, parseResourcePath, type Route } from './resources.ts';
 import { loadSchemas, type FieldValidation } from './schema.ts';
@@ -205,8 +206,11 @@ export class LabApi {
     return { dryRun: dryRun.length > 0, ...(fv ? { fieldValidation: fv as FieldValidation } : {}) };
   }
 
+  /** The body of a create or update: JSON, or protobuf for the kinds kubectl sends it for. */
   private async body(req: IncomingMessage): Promise<unknown> {
-    return parseJsonBody(await readBody(req, this.o.maxBodyBytes ?? MAX_BODY_BYTES));
+    const protobuf = this.checkContentType(req, false) === 'protobuf';
+    const raw = await readBody(req, this.o.maxBodyBytes ?? MAX_BODY_BYTES);
+    return protobuf ? decodeProtobuf(raw) : parseJsonBody(raw);
   }
 
   private async resource(req: IncomingMessage, res: ServerResponse, url: URL, route: Route, caller: Caller): Promise<void> {
@@ -221,7 +225,7 @@ export class LabApi {
       throw new ApiError(405, 'MethodNotAllowed', `${method} is not supported on ${url.pathname}`);
     }
     // A create is authorized for the name in its body (a node may create only its own Node).
-    const body = verb === 'create' ? (this.checkContentType(req, false), await this.body(req)) : undefined;
+    const body = verb === 'create' ? await this.body(req) : undefined;
     const target = name ?? ((body as { metadata?: { name?: unknown } } | undefined)?.metadata?.name as string | undefined);
     const denied = authorize(caller.user, { verb, def, ...(namespace ? { namespace } : {}), ...(typeof target === 'string' ? { name: target } : {}), ...(subresource ? { subresource } : {}) });
     if (denied) throw new ApiError(403, 'Forbidden', forbiddenMessage({ verb, def, ...(name ? { name } : {}) }, denied), { ...(name ? { name } : {}), kind: def.name, ...(def.group ? { group: def.group } : {}) });
@@ -260,14 +264,14 @@ export class LabApi {
         return;
       }
       case 'update': {
-        this.checkContentType(req, false);
         const r = await this.registry.update(def, namespace, name!, await this.body(req), status, this.writeOptions(url));
         send(r.created ? 201 : 200, r.object, r.warnings);
         return;
       }
       case 'patch': {
-        const type = this.checkContentType(req, true)!;
-        const r = await this.registry.patch(def, namespace, name!, type, await this.body(req), status, this.writeOptions(url));
+        const type = this.checkContentType(req, true) as PatchType;
+        const patch = parseJsonBody(await readBody(req, this.o.maxBodyBytes ?? MAX_BODY_BYTES));
+        const r = await this.registry.patch(def, namespace, name!, type, patch, status, this.writeOptions(url));
         send(200, r.object, r.warnings);
         return;
       }
@@ -286,8 +290,8 @@ export class LabApi {
     }
   }
 
-  /** The body's media type: JSON for POST and PUT, one of the three patch types for PATCH (415 otherwise). */
-  private checkContentType(req: IncomingMessage, patch: boolean) {
+  /** The body's media type: JSON (or protobuf) for POST and PUT, one of the three patch types for PATCH (415 otherwise). */
+  private checkContentType(req: IncomingMessage, patch: boolean): PatchType | 'json' | 'protobuf' {
     const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (patch) {
       const t = PATCH_CONTENT_TYPES[type];
@@ -295,12 +299,10 @@ export class LabApi {
       if (type === 'application/apply-patch+yaml') throw new ApiError(415, 'UnsupportedMediaType', 'server-side apply is not served by the lab API (a kube-apiserver stand-in); use client-side kubectl apply');
       throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: ${Object.keys(PATCH_CONTENT_TYPES).join(', ')}`);
     }
-    if (type === 'application/vnd.kubernetes.protobuf') {
-      // kubectl's generators (create namespace|service, run, expose) send protobuf.
-      throw new ApiError(415, 'UnsupportedMediaType', 'the lab API (a kube-apiserver stand-in) speaks JSON only, not protobuf: write the object to a file and use kubectl create -f or apply -f');
-    }
+    // kubectl's typed generators (create namespace, create service) send protobuf.
+    if (type === 'application/vnd.kubernetes.protobuf') return 'protobuf';
     if (type !== '' && type !== 'application/json') throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json`);
-    return null;
+    return 'json';
   }
 
   private async leases(): Promise<Array<{ key: string; value: string }>> {
