@@ -44,7 +44,7 @@ Examples:
     .description('start a lab (harmless when it is already up)')
     .option('--nodes <n>', 'number of nodes', intArg('--nodes', 1, 100), 3)
     .option('--backend <backend>', 'overlay backend: vxlan, or ovs-gre (an Open vSwitch pair per node, userspace datapath)', 'vxlan')
-    .option('--proxy-mode <mode>', 'proxy mode: iptables or userspace (written to each node\'s KubeProxyConfiguration)', 'iptables')
+    .option('--proxy-mode <mode>', 'proxy mode: iptables, nftables or userspace (written to each node\'s KubeProxyConfiguration)', 'iptables')
     .option('--ns-prefix <prefix>', 'namespace name prefix (default knl-<labid>-)')
     .option('--no-workload', 'do not create the default pods and services')
     .option(...dirOption)

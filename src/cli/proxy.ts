@@ -1,11 +1,12 @@
-// `knet proxy`: the kube-proxy replacement in iptables mode. Wiring only: the sources
-// (src/k8s), the daemon and applier (src/proxy) and the shared renderer (src/rules) do the work.
+// `knet proxy`: the kube-proxy replacement (iptables or nftables mode, or a userspace balancer).
+// Wiring only: the sources (src/k8s), the daemon and data paths (src/proxy) and the shared
+// renderers (src/rules) do the work.
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { makeLogger, type Logger } from '../util/log.ts';
 import { parseKubeProxyConfig, proxySettingsFromConfig } from '../rules/config.ts';
-import type { ProxySettings } from '../rules/types.ts';
+import type { IpFamily, ProxySettings } from '../rules/types.ts';
 import type { DataPlane } from '../proxy/dataplane.ts';
 import { readNodeFacts } from '../k8s/node.ts';
 import { ipJson } from '../kernel/iproute.ts';
@@ -33,13 +34,13 @@ const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s)
 export function registerProxy(program: Command): void {
   program
     .command('proxy')
-    .description('kube-proxy compatible service proxy: watch Services and EndpointSlices, program iptables (or balance in userspace)')
+    .description('kube-proxy compatible service proxy: watch Services and EndpointSlices, program iptables or nftables (or balance in userspace)')
     .option('--config <file>', 'KubeProxyConfiguration YAML (kube-proxy defaults when absent; refused, as by kube-proxy, when invalid)')
     .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster config, then ~/.kube/config)')
     .option('--hostname-override <name>', 'this node\'s name (default: config hostnameOverride, then the host name)')
     .option('--manifests <dir>', 'read Services/EndpointSlices/Endpoints from a directory of manifests (watched; waited for if missing) instead of the API; write each file elsewhere and rename it into place')
-    .option('--cleanup', 'remove every rule the proxy (or kube-proxy) wrote, in both iptables backends, and exit')
-    .option('--proxy-mode <mode>', 'iptables (kube-proxy\'s rules) or userspace (a TCP/UDP balancer behind portal rules); default: the config\'s mode, else iptables')
+    .option('--cleanup', 'remove every rule the proxy (or kube-proxy) wrote in any mode (iptables in both backends, nftables, userspace portals), and exit')
+    .option('--proxy-mode <mode>', 'iptables (kube-proxy\'s rules), nftables (kube-proxy\'s nftables table) or userspace (a TCP/UDP balancer behind portal rules); default: the config\'s mode, else iptables. Starting one mode removes the others\' rules')
     .option('--iptables-backend <mode>', 'auto (detect like iptables-wrappers), nft or legacy', 'auto')
     .option('--healthz-bind-address <addr>', 'HOST:PORT for /healthz and /livez (default 0.0.0.0:10256; "" disables)')
     .option('--metrics-bind-address <addr>', 'HOST:PORT for /metrics (default 127.0.0.1:10249; "" disables)')
@@ -70,16 +71,22 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const { cleanupIptables } = await import('../proxy/jumps.ts');
   const { kernelIptables } = await import('../kernel/iptables.ts');
 
-  if (o.cleanup) {
+  const { cleanupNftables } = await import('./proxy-nftables.ts');
+  // Every mode's rules, in both iptables backends: what a mode switch or --cleanup removes.
+  const cleanupIptablesModes = async () => {
     for (const backend of ['nft', 'legacy'] as const) {
       try {
         const r = await cleanupIptables(kernelIptables({ backend, waitSeconds: lockWait }));
         const portals = await (await import('./proxy-userspace.ts')).cleanupUserspace({ backend, waitSeconds: lockWait });
-        log.info({ backend, ...r, portalRules: portals }, 'cleaned up');
+        log.info({ backend, ...r, portalRules: portals }, 'cleaned up iptables rules');
       } catch (err) {
-        log.warn({ backend, err: String(err) }, 'cleanup failed (backend unusable?)');
+        log.warn({ backend, err: String(err) }, 'iptables cleanup failed (backend unusable?)');
       }
     }
+  };
+  if (o.cleanup) {
+    await cleanupIptablesModes();
+    log.info({ tables: await cleanupNftables(log) }, 'cleaned up nftables tables');
     return;
   }
 
@@ -87,16 +94,24 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const cfg = parseKubeProxyConfig(yamlText, o.proxyMode, o.config);
   for (const w of cfg.warnings) log.warn({ config: o.config }, w);
   const mode = cfg.mode;
-  if (mode !== 'iptables' && mode !== 'userspace') throw new Error(`proxy mode ${JSON.stringify(mode)} is not supported by knet proxy (iptables or userspace)`);
-  (await import('../proxy/runner.ts')).validateSyncPeriods(cfg.syncPeriodMs, cfg.minSyncPeriodMs, 'iptables');
+  if (mode !== 'iptables' && mode !== 'userspace' && mode !== 'nftables') throw new Error(`proxy mode ${JSON.stringify(mode)} is not supported by knet proxy (iptables, nftables or userspace)`);
+  (await import('../proxy/runner.ts')).validateSyncPeriods(cfg.syncPeriodMs, cfg.minSyncPeriodMs, mode === 'nftables' ? 'nftables' : 'iptables');
   const workers = Number(o.userspaceWorkers);
   if (!/^\d+$/.test(o.userspaceWorkers) || workers > 8) throw new Error(`--userspace-workers: expected 0-8, got ${JSON.stringify(o.userspaceWorkers)}`);
   const { hostname } = await import('node:os');
   const nodeName = (o.hostnameOverride ?? cfg.hostnameOverride ?? hostname()).toLowerCase();
   for (const ip of o.nodeIp) if (!parseIP(ip)) throw new Error(`--node-ip: invalid IP ${JSON.stringify(ip)}`);
 
+  // Starting a mode removes what the others left (as kube-proxy does between iptables and nftables).
+  if (mode === 'nftables') await cleanupIptablesModes();
+  else {
+    const n = await cleanupNftables(log);
+    if (n) log.info({ tables: n }, 'removed nftables tables of kube-proxy\'s nftables mode');
+  }
+
   let backend: IptablesBackend;
-  if (requested === 'auto') {
+  if (mode === 'nftables') backend = 'nft';
+  else if (requested === 'auto') {
     const d = await detectBackend({ waitSeconds: lockWait });
     backend = d.backend;
     log.info({ backend, reason: d.reason }, 'iptables backend chosen');
@@ -106,8 +121,8 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
 
   const ifaces = await interfaceAddresses();
   let nodeFacts = { ips: o.nodeIp, podCIDRs: [] as string[] };
-  const makeSettings = (): ProxySettings =>
-    proxySettingsFromConfig(yamlText, { mode, nodeName, nodeIPs: nodeFacts.ips, podCIDRs: nodeFacts.podCIDRs, interfaceAddresses: ifaces });
+  const makeSettings = (family?: IpFamily): ProxySettings =>
+    proxySettingsFromConfig(yamlText, { mode, nodeName, nodeIPs: nodeFacts.ips, podCIDRs: nodeFacts.podCIDRs, interfaceAddresses: ifaces, ...(family ? { family } : {}) });
   let settings = makeSettings();
 
   const { IptablesApplier } = await import('../proxy/iptables-applier.ts');
@@ -115,9 +130,13 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const { parseBindAddress, serveHealth } = await import('../proxy/health.ts');
   const { ProxyMetrics } = await import('../proxy/metrics.ts');
   const metrics = new ProxyMetrics();
+  // Someone else changed the nftables table: sync now rather than at the next period.
+  let resync = () => {};
   const dataplane: DataPlane & { setSettings(s: ProxySettings): void } = mode === 'userspace'
     ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, workers, config: cfg })
-    : new IptablesApplier({ target, settings, log, registry: metrics.registry });
+    : mode === 'nftables'
+      ? await (await import('./proxy-nftables.ts')).createNftablesDataPlane({ settingsFor: makeSettings, nodeIPs: () => nodeFacts.ips, log, registry: metrics.registry, onForeignChange: () => resync() })
+      : new IptablesApplier({ target, settings, log, registry: metrics.registry });
   let source;
   if (o.manifests) {
     const { ManifestDirSource } = await import('../k8s/manifest-dir.ts');
@@ -143,6 +162,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
       return true;
     },
   });
+  resync = () => daemon.runner.run();
 
   const servers: Server[] = [];
   const healthAddr = o.healthzBindAddress ?? cfg.healthzBindAddress ?? '0.0.0.0:10256';

@@ -11,7 +11,7 @@ import { loadKubeConfig } from './kubeconfig.ts';
 
 export { loadKubeConfig };
 import type { Logger } from 'pino';
-import type { EndpointSlice, Node, Service } from '../model/k8s.ts';
+import type { EndpointSlice, Node, Service, ServiceCIDR } from '../model/k8s.ts';
 import type { ProxySource, SourceHandler } from '../proxy/source.ts';
 
 export interface InformerOptions {
@@ -34,10 +34,25 @@ type Obj = KubernetesObject;
  * Items without object metadata are dropped with a warning (ListWatch itself would throw on them).
  */
 export async function listRaw(kc: KubeConfig, path: string, warn: (object: string, reason: string) => void, fieldSelector?: string): Promise<KubernetesListObject<Obj>> {
+  const list = await getJson(kc, path, fieldSelector ? { fieldSelector } : {});
+  const items = prop(list, 'items');
+  if (!Array.isArray(items)) throw new Error(`list ${path}: the answer has no items list`);
+  const kept = items.filter((item: unknown, i) => {
+    if (isRecord(prop(item, 'metadata'))) return true;
+    warn(`${path} item ${i}`, 'no metadata; skipped');
+    return false;
+  });
+  const metadata = prop(list, 'metadata');
+  const resourceVersion = prop(metadata, 'resourceVersion');
+  return { items: kept as Obj[], metadata: typeof resourceVersion === 'string' ? { resourceVersion } : {} } as KubernetesListObject<Obj>;
+}
+
+/** One GET of a JSON document from the API server, with the kubeconfig's credentials. */
+async function getJson(kc: KubeConfig, path: string, query: Record<string, string> = {}): Promise<unknown> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig has no current cluster');
   const url = new URL(cluster.server + path);
-  if (fieldSelector) url.searchParams.set('fieldSelector', fieldSelector);
+  for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
   const opts = await kc.applyToFetchOptions({});
   const headers: Record<string, string> = { Accept: 'application/json' };
   // The client hands a WHATWG Headers object (typed loosely as any HeadersInit).
@@ -49,24 +64,14 @@ export async function listRaw(kc: KubeConfig, path: string, warn: (object: strin
       res.on('error', reject);
       res.on('end', () => {
         if (res.statusCode === 200) { resolve(Buffer.concat(chunks).toString('utf8')); return; }
-        reject(Object.assign(new Error(`list ${path}: HTTP ${res.statusCode}`), { statusCode: res.statusCode }));
+        reject(Object.assign(new Error(`GET ${path}: HTTP ${res.statusCode}`), { statusCode: res.statusCode }));
       });
     });
-    req.setTimeout(60_000, () => req.destroy(new Error(`list ${path}: no answer in 60 s`)));
+    req.setTimeout(60_000, () => req.destroy(new Error(`GET ${path}: no answer in 60 s`)));
     req.on('error', reject);
     req.end();
   });
-  const list: unknown = JSON.parse(body);
-  const items = prop(list, 'items');
-  if (!Array.isArray(items)) throw new Error(`list ${path}: the answer has no items list`);
-  const kept = items.filter((item: unknown, i) => {
-    if (isRecord(prop(item, 'metadata'))) return true;
-    warn(`${path} item ${i}`, 'no metadata; skipped');
-    return false;
-  });
-  const metadata = prop(list, 'metadata');
-  const resourceVersion = prop(metadata, 'resourceVersion');
-  return { items: kept as Obj[], metadata: typeof resourceVersion === 'string' ? { resourceVersion } : {} } as KubernetesListObject<Obj>;
+  return JSON.parse(body);
 }
 
 /** One ListWatch kept alive: restarted with exponential backoff after errors. */
@@ -119,6 +124,15 @@ class Kept<T extends Obj> {
   }
 }
 
+async function servesServiceCIDRs(kc: KubeConfig): Promise<boolean> {
+  try {
+    const resources = prop(await getJson(kc, '/apis/networking.k8s.io/v1'), 'resources');
+    return Array.isArray(resources) && resources.some((r) => prop(r, 'name') === 'servicecidrs');
+  } catch {
+    return false;
+  }
+}
+
 export class InformerSource implements ProxySource {
   private kept: Array<Kept<Obj>> = [];
   private stopped = false;
@@ -151,6 +165,20 @@ export class InformerSource implements ProxySource {
       node.lw.on('update', (o) => h.node!(o as unknown as Node));
       node.lw.on('delete', () => h.node!(null));
       this.kept.push(node);
+    }
+
+    // ServiceCIDRs (networking.k8s.io/v1), where the API serves them: nftables mode drops traffic
+    // to their unallocated addresses. An API without them (older, or the lab's) is not an error.
+    if (h.serviceCIDRs && (await servesServiceCIDRs(kc))) {
+      const all = new Map<string, ServiceCIDR>();
+      const emit = () => h.serviceCIDRs!([...all.values()]);
+      const cidrs = new Kept<Obj>('servicecidrs', '/apis/networking.k8s.io/v1/servicecidrs', watch,
+        () => listRaw(kc, '/apis/networking.k8s.io/v1/servicecidrs', warn), log, max);
+      const put = (o: Obj) => { const s = o as unknown as ServiceCIDR; all.set(s.metadata?.name ?? '', s); emit(); };
+      cidrs.lw.on('add', put);
+      cidrs.lw.on('update', put);
+      cidrs.lw.on('delete', (o) => { all.delete((o as unknown as ServiceCIDR).metadata?.name ?? ''); emit(); });
+      this.kept.push(cidrs);
     }
 
     // The first sync waits until services and slices were listed once (kube-proxy waits for

@@ -206,6 +206,7 @@ export class ManifestDirSource implements ProxySource {
     // Until every file was read once, the set is not the directory's: report nothing yet.
     if (unknown && !this.reported) return;
     h.replaceAll(parts.flatMap((p) => p.cluster.services), parts.flatMap((p) => p.cluster.endpointSlices));
+    h.serviceCIDRs?.(parts.flatMap((p) => p.cluster.serviceCIDRs ?? []));
     if (this.o.nodeName && h.node) {
       const node: Node | undefined = parts.flatMap((p) => p.nodes).find((n) => n.metadata.name === this.o.nodeName);
       if (node) h.node(node);

@@ -21,11 +21,15 @@ export interface RunOptions {
   input?: string | Buffer | Iterable<string>;
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** Called with the program's pid as soon as it runs. */
+  onSpawn?: (pid: number) => void;
 }
 
 export interface RunResult {
   stdout: string;
   stderr: string;
+  /** The program's process id (nft monitor names the process behind each commit). */
+  pid?: number;
 }
 
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
@@ -45,9 +49,10 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
         const code = (err as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
         reject(new ExecError(file, args, code, out, errText));
       } else {
-        resolve({ stdout: out, stderr: errText });
+        resolve({ stdout: out, stderr: errText, ...(child.pid !== undefined ? { pid: child.pid } : {}) });
       }
     });
+    if (child.pid !== undefined) opts.onSpawn?.(child.pid);
     const input = opts.input;
     if (input !== undefined && child.stdin) {
       child.stdin.on('error', () => { /* the exit status reports the failure */ });

@@ -1,6 +1,10 @@
-// nft adapter: `nft -f -` with the commands on stdin (never on a command line), listing, and
-// deleting kube-proxy's table, for the machine's namespace or a named one.
+// nft adapter: transactions through `nft -f -` with the commands on stdin (never on a command
+// line), listing a table's chains and sets, deleting a table, and watching commits, for the
+// machine's namespace or a named one. The data path codes against the Nft interface, so its
+// failure paths have fast tests against an in-memory kernel (test/helpers/fake-nft.ts).
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { run, ExecError } from './exec.ts';
 import { assertNetnsName } from './netns.ts';
 
@@ -10,15 +14,141 @@ import { assertNetnsName } from './netns.ts';
  */
 export const NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/local/sbin/nft', '/usr/bin/nft'].find((p) => existsSync(p)) ?? '/usr/sbin/nft';
 
+export type NftFamily = 'ip' | 'ip6';
+
 export interface NftTarget {
   /** Named network namespace to work in; null or absent: the caller's own namespace. */
   netns?: string | null;
 }
 
+/** A table's chains (with their hooks, for base chains) and sets and maps, by name. */
+export interface NftTableListing {
+  chains: Map<string, { hook?: string; type?: string; priority?: number }>;
+  sets: Set<string>;
+  maps: Set<string>;
+}
+
+/** One committed transaction as `nft monitor` reports it: who made it, and the tables it touched. */
+export interface NftCommit {
+  generation: number;
+  pid: number;
+  /** "family name" of every table an event of this commit named. */
+  tables: Set<string>;
+}
+
+export interface NftWatch {
+  stop(): void;
+}
+
+export interface Nft {
+  /** One transaction: all of it is committed or none. */
+  apply(commands: string | Iterable<string>): Promise<void>;
+  /** Checks a transaction without committing it (`nft -c`). */
+  check(commands: string | Iterable<string>): Promise<void>;
+  /** The names in one table; null when it does not exist. */
+  listTable(family: NftFamily, table: string): Promise<NftTableListing | null>;
+  /** Deletes a table with everything in it; false when there was none. */
+  deleteTable(family: NftFamily, table: string): Promise<boolean>;
+  /**
+   * Reports every commit that touches the table and was not made through this object (someone
+   * else changed or deleted it), until stopped; `onEnd` when watching stops working.
+   */
+  watchForeign(family: NftFamily, table: string, onForeign: (c: NftCommit) => void, onEnd: (err: Error) => void): NftWatch;
+}
+
 function wrap(t: NftTarget, args: string[]): [string, string[]] {
   if (!t.netns) return [NFT, args];
   assertNetnsName(t.netns);
+  // ip netns exec enters the namespace and execs nft: the pid stays nft's.
   return ['ip', ['netns', 'exec', t.netns, NFT, ...args]];
+}
+
+const NO_TABLE = /No such file or directory/;
+
+interface JsonChain { chain?: { family: string; table: string; name: string; hook?: string; type?: string; prio?: number } }
+interface JsonSet { set?: { family: string; table: string; name: string }; map?: { family: string; table: string; name: string } }
+
+/** Parses `nft -j -t list chains|sets|maps FAMILY` output into one table's listing. */
+export function parseListing(chainsJson: string, setsJson: string, mapsJson: string, family: NftFamily, table: string): NftTableListing | null {
+  const items = (text: string) => (JSON.parse(text) as { nftables?: unknown[] }).nftables ?? [];
+  const listing: NftTableListing = { chains: new Map(), sets: new Set(), maps: new Set() };
+  let found = false;
+  for (const it of items(chainsJson) as JsonChain[]) {
+    const c = it.chain;
+    if (!c || c.family !== family || c.table !== table) continue;
+    found = true;
+    listing.chains.set(c.name, { ...(c.hook !== undefined ? { hook: c.hook } : {}), ...(c.type !== undefined ? { type: c.type } : {}), ...(c.prio !== undefined ? { priority: c.prio } : {}) });
+  }
+  for (const it of [...items(setsJson), ...items(mapsJson)] as JsonSet[]) {
+    const s = it.set ?? it.map;
+    if (!s || s.family !== family || s.table !== table) continue;
+    found = true;
+    (it.set ? listing.sets : listing.maps).add(s.name);
+  }
+  return found ? listing : null;
+}
+
+/** Parses `nft monitor` lines: events name their table; "# new generation N by process P" ends a commit. */
+export class MonitorParser {
+  private tables = new Set<string>();
+  constructor(private readonly onCommit: (c: NftCommit) => void) {}
+  line(l: string): void {
+    const gen = /^# new generation (\d+) by process (\d+)/.exec(l);
+    if (gen) {
+      this.onCommit({ generation: Number(gen[1]), pid: Number(gen[2]), tables: this.tables });
+      this.tables = new Set();
+      return;
+    }
+    const ev = /^(?:add|delete|flush) (?:table|chain|set|map|rule|element) (ip6?|inet|arp|bridge|netdev) (\S+)/.exec(l);
+    if (ev) this.tables.add(`${ev[1]} ${ev[2]}`);
+  }
+}
+
+/** The real nft on a namespace. */
+export function kernelNft(t: NftTarget = {}): Nft {
+  // Our own nft processes: commits they make are not foreign. Bounded: pids are reused.
+  const ours = new Set<number>();
+  const mine = (pid: number) => {
+    if (ours.size > 1000) ours.delete(ours.values().next().value!);
+    ours.add(pid);
+  };
+  return {
+    async apply(commands) {
+      const [file, args] = wrap(t, ['-f', '-']);
+      await run(file, args, { input: commands, timeoutMs: 15 * 60_000, onSpawn: mine });
+    },
+    async check(commands) {
+      const [file, args] = wrap(t, ['-c', '-f', '-']);
+      await run(file, args, { input: commands, timeoutMs: 15 * 60_000 });
+    },
+    async listTable(family, table) {
+      // Terse (-t) leaves set contents out: affinity sets can hold a client per connection.
+      const list = async (what: string) => (await run(...wrap(t, ['-j', '-t', 'list', what, family]), { timeoutMs: 5 * 60_000 })).stdout;
+      const [chains, sets, maps] = await Promise.all([list('chains'), list('sets'), list('maps')]);
+      return parseListing(chains, sets, maps, family, table);
+    },
+    async deleteTable(family, table) {
+      try {
+        await run(...wrap(t, ['delete', 'table', family, table]), { onSpawn: mine });
+        return true;
+      } catch (e) {
+        if (e instanceof ExecError && NO_TABLE.test(e.stderr)) return false;
+        throw e;
+      }
+    },
+    watchForeign(family, table, onForeign, onEnd) {
+      const [file, args] = wrap(t, ['monitor']);
+      const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const parser = new MonitorParser((c) => { if (c.tables.has(`${family} ${table}`) && !ours.has(c.pid)) onForeign(c); });
+      createInterface({ input: child.stdout }).on('line', (l) => parser.line(l));
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      let stopped = false;
+      child.on('error', (err) => { if (!stopped) onEnd(err); });
+      child.on('exit', (code) => { if (!stopped) onEnd(new Error(`nft monitor exited (${code}): ${stderr.trim()}`)); });
+      return { stop() { stopped = true; child.kill(); } };
+    },
+  };
 }
 
 /** Runs `nft -f -` (with `check`: `nft -c -f -`, which changes nothing) on the given commands. */
@@ -28,12 +158,12 @@ export async function nftApply(t: NftTarget, commands: string | Iterable<string>
 }
 
 /** `nft list table FAMILY NAME` (null when the table does not exist). */
-export async function nftListTable(t: NftTarget, family: 'ip' | 'ip6', table: string): Promise<string | null> {
+export async function nftListTable(t: NftTarget, family: NftFamily, table: string): Promise<string | null> {
   const [file, args] = wrap(t, ['list', 'table', family, table]);
   try {
     return (await run(file, args, { timeoutMs: 5 * 60_000 })).stdout;
   } catch (e) {
-    if (e instanceof ExecError && /No such file or directory/.test(e.stderr)) return null;
+    if (e instanceof ExecError && NO_TABLE.test(e.stderr)) return null;
     throw e;
   }
 }

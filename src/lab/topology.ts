@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 
 export type OverlayBackend = 'vxlan' | 'ovs-gre';
 export const BACKENDS: readonly OverlayBackend[] = ['vxlan', 'ovs-gre'];
-export type ProxyMode = 'iptables' | 'userspace';
+export type ProxyMode = 'iptables' | 'nftables' | 'userspace';
 
 export const UNDERLAY_BRIDGE = 'br0';
 /**
@@ -87,7 +87,7 @@ export function planLab(i: PlanInput): LabPlan {
   const backend = (i.backend ?? 'vxlan') as OverlayBackend;
   if (!BACKENDS.includes(backend)) throw new Error(`--backend must be ${BACKENDS.join(' or ')}, got ${JSON.stringify(i.backend)}`);
   const proxyMode = i.proxyMode ?? 'iptables';
-  if (proxyMode !== 'iptables' && proxyMode !== 'userspace') throw new Error(`--proxy-mode must be iptables or userspace, got ${JSON.stringify(proxyMode)}`);
+  if (proxyMode !== 'iptables' && proxyMode !== 'nftables' && proxyMode !== 'userspace') throw new Error(`--proxy-mode must be iptables, nftables or userspace, got ${JSON.stringify(proxyMode)}`);
   const nsPrefix = i.nsPrefix ?? defaultPrefix(i.labId);
   if (!PREFIX.test(nsPrefix)) throw new Error(`namespace prefix must end in "-" and hold only letters, digits, "_", "." and "-": ${JSON.stringify(nsPrefix)}`);
   const nodes: LabNodePlan[] = [];
@@ -156,7 +156,8 @@ export function kubeProxyConfig(p: LabPlan, node: LabNodePlan, masqueradeAll: bo
     `clusterCIDR: ${p.podNetwork}`,
     `metricsBindAddress: 127.0.0.1:10249`,
     `healthzBindAddress: 0.0.0.0:10256`,
-    'iptables:',
+    // The masquerade settings and sync periods are read from the mode's own section.
+    p.proxyMode === 'nftables' ? 'nftables:' : 'iptables:',
     `  masqueradeAll: ${masqueradeAll}`,
     '  minSyncPeriod: 0s',
     '  syncPeriod: 30s',

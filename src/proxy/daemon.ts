@@ -3,7 +3,7 @@
 // metrics follow kube-proxy. Nothing here knows about iptables: every data path (iptables,
 // userspace, ...) reuses it unchanged through the DataPlane seam.
 import type { Logger } from 'pino';
-import type { EndpointSlice, Node, Service } from '../model/k8s.ts';
+import type { EndpointSlice, Node, Service, ServiceCIDR } from '../model/k8s.ts';
 import { ChangeTracker } from './tracker.ts';
 import { SyncRunner, type Clock } from './runner.ts';
 import type { DataPlane, SyncOutcome } from './dataplane.ts';
@@ -90,6 +90,12 @@ export class ProxyDaemon implements SourceHandler {
   deleteService(s: Service): void { this.changed(this.tracker.deleteService(s)); }
   upsertSlice(s: EndpointSlice): void { this.changed(this.tracker.upsertSlice(s)); }
   deleteSlice(s: EndpointSlice): void { this.changed(this.tracker.deleteSlice(s)); }
+
+  serviceCIDRs(list: ServiceCIDR[]): void {
+    if (!this.tracker.setServiceCIDRs(list)) return;
+    this.health.queued();
+    if (this.ready) this.runner.run();
+  }
 
   replaceAll(services: Service[], slices: EndpointSlice[]): void {
     const before = this.tracker.pending;

@@ -4,7 +4,7 @@
 // since the last take. A relist that returns the same objects marks nothing, so the next sync
 // writes nothing.
 import { hash } from 'node:crypto';
-import type { ClusterIndex, ClusterState, EndpointSlice, Service, ServiceObjects } from '../model/k8s.ts';
+import type { ClusterIndex, ClusterState, EndpointSlice, Service, ServiceCIDR, ServiceObjects } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { ClusterStore } from '../rules/cluster-index.ts';
 import { objectLabel, prop } from '../model/json.ts';
@@ -80,6 +80,8 @@ export class ChangeTracker implements ClusterIndex {
   private endpointEvents = 0;
   private triggers: number[] = [];
   private snapshotCache: ClusterState | null = null;
+  private serviceCIDRs: ServiceCIDR[] = [];
+  private serviceCIDRKey = '';
   /** The same objects grouped per service, handed to the renderer as this tracker's index. */
   private readonly store = new ClusterStore();
   private readonly srcKey = new WeakMap<object, string>();
@@ -207,10 +209,26 @@ export class ChangeTracker implements ClusterIndex {
       this.snapshotCache = {
         get services() { return (svcList ??= [...services.values()].map((e) => e.obj)); },
         get endpointSlices() { return (sliceList ??= [...slices.values()].map((e) => e.obj)); },
+        serviceCIDRs: this.serviceCIDRs,
         index: this,
       };
     }
     return this.snapshotCache;
+  }
+
+  /**
+   * The cluster's ServiceCIDR objects (the complete set); true when their ranges changed. They
+   * belong to no service: a data path that uses them (nftables) sees them in the snapshot.
+   */
+  setServiceCIDRs(list: ServiceCIDR[]): boolean {
+    // Kept as sent (the renderer validates each range and warns); only their names and ranges
+    // decide whether anything changed, whatever their shape.
+    const key = list.map((o) => JSON.stringify([prop(prop(o, 'metadata'), 'name') ?? null, prop(prop(o, 'spec'), 'cidrs') ?? null])).sort().join('\n');
+    if (key === this.serviceCIDRKey) return false;
+    this.serviceCIDRKey = key;
+    this.serviceCIDRs = [...list];
+    this.snapshotCache = null;
+    return true;
   }
 
   /** Hands out what changed since the last take and starts a new batch. */

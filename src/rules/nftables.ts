@@ -433,6 +433,23 @@ export class NftablesRenderer {
   private settingsKey: string | null = null;
   private fixed: NftFixed | null = null;
   private readonly services = new Map<string, KeptService>();
+  private settings: ProxySettings | null = null;
+  /** Services whose objects the last render saw change: before (with the settings then) and after. */
+  private objectChanges: Array<{ before?: { objs: ServiceObjects; settings: ProxySettings }; after?: ServiceObjects }> = [];
+
+  /**
+   * The ports, before and after the last render, of the services whose objects it saw change
+   * (conntrack clean-up); modelled now, since the renderer does not keep models.
+   */
+  changedPorts(): { before: ServicePortInfo[]; after: ServicePortInfo[] } {
+    const before: ServicePortInfo[] = [];
+    const after: ServicePortInfo[] = [];
+    for (const c of this.objectChanges) {
+      if (c.before) before.push(...modelService(c.before.objs, c.before.settings).ports);
+      if (c.after) after.push(...modelService(c.after, this.settings!).ports);
+    }
+    return { before, after };
+  }
 
   render(req: NftRenderRequest): NftRenderResult {
     const { settings } = req;
@@ -443,10 +460,16 @@ export class NftablesRenderer {
     const fixedChanged = this.fixed?.key !== fixedKey;
     if (fixedChanged) this.fixed = renderFixed({ settings, serviceCIDRs }, fixedKey);
     const changed = new Map<string, { before?: NftServiceOutput; after?: NftServiceOutput }>();
+    const objectChanges: typeof this.objectChanges = (this.objectChanges = []);
+    const previousSettings = this.settings;
+    this.settings = settings;
     let walkAll = !req.recompute;
     if (settingsKey !== this.settingsKey) {
       // Every service's part depends on the settings: all of them are rendered again.
-      for (const [key, kept] of this.services) changed.set(key, { before: kept.out });
+      for (const [key, kept] of this.services) {
+        changed.set(key, { before: kept.out });
+        objectChanges.push({ before: { objs: kept.objs, settings: previousSettings! } });
+      }
       this.services.clear();
       this.settingsKey = settingsKey;
       walkAll = true;
@@ -465,9 +488,11 @@ export class NftablesRenderer {
         this.services.delete(key);
         const c = changed.get(key);
         changed.set(key, { before: c ? c.before : old.out });
+        objectChanges.push({ before: { objs: old.objs, settings } });
         return;
       }
       if (old && sameObjects(old.objs, objs)) return;
+      objectChanges.push({ ...(old ? { before: { objs: old.objs, settings } } : {}), after: objs });
       const entry = modelService(objs, settings);
       const out = entry.ports.length ? renderService(entry.ports, ctx) : EMPTY;
       this.services.set(key, { objs, out, warnings: entry.warnings });

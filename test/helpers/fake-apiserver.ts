@@ -1,5 +1,6 @@
 // A stand-in for kube-apiserver, which cannot be installed here: a local HTTP server that speaks
-// the Kubernetes list/watch wire format for Services, EndpointSlices and Nodes, close enough for
+// the Kubernetes list/watch wire format for Services, EndpointSlices, Nodes and ServiceCIDRs
+// (with networking.k8s.io/v1's resource list, unless told to serve none), close enough for
 // @kubernetes/client-node's ListWatch. Lists carry metadata.resourceVersion; `?watch=true`
 // streams one JSON event per line (ADDED, MODIFIED, DELETED, BOOKMARK when asked for, and
 // ERROR with a Status of code 410 "Expired" when the requested resourceVersion was compacted);
@@ -16,7 +17,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export type Resource = 'services' | 'endpointslices' | 'nodes';
+export type Resource = 'services' | 'endpointslices' | 'nodes' | 'servicecidrs';
 
 interface Obj { metadata: { name?: string; namespace?: string; resourceVersion?: string; [k: string]: unknown }; [k: string]: unknown }
 
@@ -28,17 +29,21 @@ const PATHS: Record<string, Resource> = {
   '/api/v1/services': 'services',
   '/apis/discovery.k8s.io/v1/endpointslices': 'endpointslices',
   '/api/v1/nodes': 'nodes',
+  '/apis/networking.k8s.io/v1/servicecidrs': 'servicecidrs',
 };
 const KIND: Record<Resource, [string, string]> = {
   services: ['v1', 'Service'],
   endpointslices: ['discovery.k8s.io/v1', 'EndpointSlice'],
   nodes: ['v1', 'Node'],
+  servicecidrs: ['networking.k8s.io/v1', 'ServiceCIDR'],
 };
 
 export class FakeApiServer {
   private server: Server | null = null;
   private rv = 100;
-  private readonly store = new Map<Resource, Map<string, Obj>>([['services', new Map()], ['endpointslices', new Map()], ['nodes', new Map()]]);
+  private readonly store = new Map<Resource, Map<string, Obj>>([['services', new Map()], ['endpointslices', new Map()], ['nodes', new Map()], ['servicecidrs', new Map()]]);
+  /** false: an API without ServiceCIDRs (before Kubernetes 1.33): networking.k8s.io/v1 lists none. */
+  serviceCIDRs = true;
   private readonly history: Event[] = [];
   private readonly historyRes: Resource[] = [];
   /** Events older than this resourceVersion are gone: watching from before it gets 410. */
@@ -256,8 +261,15 @@ export class FakeApiServer {
       json(200, o);
       return;
     }
+    if (url.pathname === '/apis/networking.k8s.io/v1' && req.method === 'GET') {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({
+        kind: 'APIResourceList', apiVersion: 'v1', groupVersion: 'networking.k8s.io/v1',
+        resources: this.serviceCIDRs ? [{ name: 'servicecidrs', singularName: 'servicecidr', namespaced: false, kind: 'ServiceCIDR', verbs: ['get', 'list', 'watch'] }] : [],
+      }));
+      return;
+    }
     const resource = PATHS[url.pathname];
-    if (!resource || req.method !== 'GET') {
+    if (!resource || req.method !== 'GET' || (resource === 'servicecidrs' && !this.serviceCIDRs)) {
       res.writeHead(404, { 'Content-Type': 'application/json' }).end(JSON.stringify(status(404, 'NotFound', `${url.pathname} not found`)));
       return;
     }

@@ -16,6 +16,8 @@ import { pidRunning } from '../helpers/process.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { deleteNetns, listNetns } from '../../src/kernel/netns.ts';
 import type { LabState } from '../../src/lab/state.ts';
+import { nftListTable } from '../../src/kernel/nft.ts';
+import { iptablesSave } from '../../src/kernel/iptables.ts';
 
 const rootTest = isRoot ? test.serial : test.skip;
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -37,10 +39,11 @@ function lab(args: string[], o: { onStderr?: (text: string, kill: (s: NodeJS.Sig
   });
 }
 
-function newLab(t: ExecutionContext): { dir: string; prefix: string } {
+/** `letter`: the namespace prefix's letter (each test suite's own; nftables tests use n). */
+function newLab(t: ExecutionContext, letter = 'l'): { dir: string; prefix: string } {
   const base = mkdtempSync(join(tmpdir(), 'knt-lab-'));
   const dir = join(base, 'lab');
-  const prefix = `knt-l${randomBytes(3).toString('hex')}-`;
+  const prefix = `knt-${letter}${randomBytes(3).toString('hex')}-`;
   // Whatever happens, nothing of this lab survives the test.
   t.teardown(async () => {
     if (existsSync(join(dir, 'state.json'))) await lab(['down', '--dir', dir]);
@@ -232,6 +235,24 @@ rootTest('userspace proxy mode: up, check, down', async (t) => {
   t.regex(up.stderr, /userspace proxies/);
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
   t.regex(readFileSync(join(dir, 'nodes', 'node-1', 'kube-proxy.yaml'), 'utf8'), /^mode: userspace$/m);
+  const rows = await check(t, dir);
+  for (const c of ['pod to pod', 'ClusterIP', 'ClusterIP UDP', 'ClientIP affinity', 'NodePort from outside']) t.true(rows.some((r) => r.check === c), c);
+  t.is((await lab(['down', '--dir', dir])).code, 0);
+  await assertNothingLeft(t, dir, prefix, state.processes.map((p) => p.pid));
+});
+
+// The same lab in nftables mode: every node's proxy programs kube-proxy's nftables table (and
+// no KUBE-* iptables chains); the whole check passes, then nothing is left.
+rootTest('nftables proxy mode: up, check, down', async (t) => {
+  const { dir, prefix } = newLab(t, 'n');
+  const up = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--proxy-mode', 'nftables']);
+  t.is(up.code, 0, up.stderr);
+  t.regex(up.stderr, /nftables proxies/);
+  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
+  t.regex(readFileSync(join(dir, 'nodes', 'node-1', 'kube-proxy.yaml'), 'utf8'), /^mode: nftables$/m);
+  const node1 = state.plan.nodes[0]!.ns;
+  t.regex((await nftListTable({ netns: node1 }, 'ip', 'kube-proxy')) ?? '', /map service-ips/);
+  t.notRegex(await iptablesSave({ backend: 'nft', netns: node1 }, 'nat'), /KUBE-SERVICES/);
   const rows = await check(t, dir);
   for (const c of ['pod to pod', 'ClusterIP', 'ClusterIP UDP', 'ClientIP affinity', 'NodePort from outside']) t.true(rows.some((r) => r.check === c), c);
   t.is((await lab(['down', '--dir', dir])).code, 0);

@@ -1,7 +1,8 @@
 // knet proxy end to end, for real, in namespaces this test creates: a node namespace carrying
 // knet's rules (bridge br0 for backend pods, br1 for client pods, eth0 to an outside
-// namespace), and real TCP/UDP traffic from small Node echo servers and clients. Both iptables
-// backends. The proxy reads a manifest directory the test rewrites.
+// namespace), and real TCP/UDP traffic from small Node echo servers and clients. iptables mode
+// on both iptables backends, and nftables mode. The proxy reads a manifest directory the test
+// rewrites.
 import test, { type ExecutionContext } from 'ava';
 import pino from 'pino';
 import { spawn } from 'node:child_process';
@@ -19,7 +20,17 @@ import { ProxyDaemon } from '../../src/proxy/daemon.ts';
 import { iptablesSave } from '../../src/kernel/iptables.ts';
 import type { ChildProcess } from 'node:child_process';
 import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
+import { NftablesApplier } from '../../src/proxy/nftables-applier.ts';
+import { kernelNft, nftListTable } from '../../src/kernel/nft.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
+
+/** iptables mode on one backend, or nftables mode. */
+type Mode = IptablesBackend | 'nftables';
+const MODES: Mode[] = ['nft', 'legacy', 'nftables'];
+
+/** The NAT rules the mode holds in the node namespace, as text (for "is this endpoint still there"). */
+const natRules = async (mode: Mode, netns: string) =>
+  (mode === 'nftables' ? await nftListTable({ netns }, 'ip', 'kube-proxy') : await iptablesSave({ backend: mode, netns }, 'nat')) ?? '';
 
 // Serial: four topologies with their node processes at once starve 2 CPUs and make TCP time out.
 const rootTest = isRoot ? test.serial : test.skip;
@@ -93,8 +104,10 @@ const BACKEND_IPS = ['10.244.1.11', '10.244.1.12', '10.244.1.13'];
 const CLIENT_IP = '10.244.2.21';
 
 /** Node, three backend pods, a client pod and an outside client, wired as a kubelet+CNI would. */
-async function topology(t: ExecutionContext): Promise<Topo> {
-  const [node, outside, client, ...backends] = await Promise.all([0, 1, 2, 3, 4, 5].map(() => testNetns(t, 'knt-p')));
+async function topology(t: ExecutionContext, mode?: Mode): Promise<Topo> {
+  // Each mode's tests in namespaces of their own prefix (nftables: knt-n).
+  const prefix = mode === 'nftables' ? 'knt-n' : 'knt-p';
+  const [node, outside, client, ...backends] = await Promise.all([0, 1, 2, 3, 4, 5].map(() => testNetns(t, prefix)));
   const dir = mkdtempSync(join(tmpdir(), 'knt-p-e2e-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const manifests = join(dir, 'manifests');
@@ -134,7 +147,7 @@ const ids = (replies: string[]) => new Set(replies.map((r) => r.split(' ')[0]!))
 
 interface Proxy { daemon: ProxyDaemon; write(objects: unknown[]): Promise<void> }
 
-async function startProxy(t: ExecutionContext, topo: Topo, backend: IptablesBackend, objects: unknown[]): Promise<Proxy> {
+async function startProxy(t: ExecutionContext, topo: Topo, mode: Mode, objects: unknown[]): Promise<Proxy> {
   let n = 0;
   const writeFile = (objs: unknown[]) => {
     const tmp = join(topo.dir, `.m${n++}.json`);
@@ -143,8 +156,10 @@ async function startProxy(t: ExecutionContext, topo: Topo, backend: IptablesBack
   };
   writeFile(objects);
   const cfg = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n';
-  const settings = proxySettingsFromConfig(cfg, { nodeName: 'node1', nodeIPs: ['192.168.77.2'] });
-  const applier = new IptablesApplier({ target: { backend, netns: topo.node, waitSeconds: 5 }, settings, log });
+  const settings = proxySettingsFromConfig(cfg, { nodeName: 'node1', nodeIPs: ['192.168.77.2'], mode: mode === 'nftables' ? 'nftables' : 'iptables' });
+  const applier = mode === 'nftables'
+    ? new NftablesApplier({ nft: kernelNft({ netns: topo.node }), netns: topo.node, settings: [{ ...settings, interfaceAddresses: [{ iface: 'eth0', cidr: '192.168.77.2/24' }] }], log })
+    : new IptablesApplier({ target: { backend: mode, netns: topo.node, waitSeconds: 5 }, settings, log });
   const daemon = new ProxyDaemon({ source: new ManifestDirSource({ dir: topo.manifests, pollMs: 60_000, debounceMs: 5 }), dataplane: applier, log, minSyncPeriodMs: 0, syncPeriodMs: 30_000 });
   t.teardown(() => daemon.stop());
   const first = daemon.nextSync();
@@ -180,11 +195,11 @@ const services = (o: { lbRanges?: string[]; affinity?: boolean; n?: number } = {
   makeService('default', 'broken', { clusterIP: '172.30.0.60', ports: [{ port: 99999, protocol: 'TCP' }] }),
 ];
 
-for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
-  rootTest(`${backend}: ClusterIP, NodePort, externalIPs, LB source ranges, affinity, scaling, Local policy, UDP continuity`, async (t) => {
+for (const mode of MODES) {
+  rootTest(`${mode}: ClusterIP, NodePort, externalIPs, LB source ranges, affinity, scaling, Local policy, UDP continuity`, async (t) => {
     t.timeout(180_000);
-    const topo = await topology(t);
-    const proxy = await startProxy(t, topo, backend, services());
+    const topo = await topology(t, mode);
+    const proxy = await startProxy(t, topo, mode, services());
     const { outside, client } = topo;
 
     // ClusterIP over TCP and UDP from a pod; spread over backends.
@@ -245,9 +260,10 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
 }
 
 /** `knet proxy` as its own process inside the node namespace. */
-function spawnProxy(t: ExecutionContext, topo: Topo, backend: IptablesBackend, extra: string[] = []): { p: ChildProcess; synced: Promise<void>; exited: Promise<number | null> } {
+function spawnProxy(t: ExecutionContext, topo: Topo, mode: Mode, extra: string[] = []): { p: ChildProcess; synced: Promise<void>; exited: Promise<number | null> } {
   const args = ['netns', 'exec', topo.node, process.execPath, '--import', 'tsx', join(process.cwd(), 'src/cli/proxy-main.ts'), 'proxy',
-    '--manifests', topo.manifests, '--config', join(topo.dir, 'kube-proxy.yaml'), '--iptables-backend', backend, '--node-ip', '192.168.77.2',
+    '--manifests', topo.manifests, '--config', join(topo.dir, 'kube-proxy.yaml'),
+    ...(mode === 'nftables' ? ['--proxy-mode', 'nftables'] : ['--proxy-mode', 'iptables', '--iptables-backend', mode]), '--node-ip', '192.168.77.2',
     '--hostname-override', NODE, '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249', ...extra];
   const p = spawn('ip', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
   t.teardown(() => { p.kill('SIGKILL'); });
@@ -263,11 +279,12 @@ function spawnProxy(t: ExecutionContext, topo: Topo, backend: IptablesBackend, e
   return { p, synced, exited };
 }
 
-for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
-  rootTest(`${backend}: continuity: new TCP connections never fail while endpoints churn 100 times and knet proxy restarts 5 times`, async (t) => {
+for (const mode of MODES) {
+  rootTest(`${mode}: continuity: new TCP connections never fail while endpoints churn 100 times and knet proxy restarts 5 times`, async (t) => {
     t.timeout(180_000);
-    const topo = await topology(t);
-    writeFileSync(join(topo.dir, 'kube-proxy.yaml'), 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\niptables:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n');
+    const topo = await topology(t, mode);
+    writeFileSync(join(topo.dir, 'kube-proxy.yaml'), 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n' +
+      'iptables:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\nnftables:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n');
     // pod1 stays ready throughout; pod2 and pod3 come and go (their servers keep running, so
     // any failed connection is the proxy's fault).
     const variants = [[0], [0, 1], [0, 1, 2], [0, 2]];
@@ -278,7 +295,7 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
       renameSync(tmp, join(topo.manifests, 'cluster.json'));
     };
     write(2);
-    let proxy = spawnProxy(t, topo, backend);
+    let proxy = spawnProxy(t, topo, mode);
     await proxy.synced;
     const loop = spawn('ip', ['netns', 'exec', topo.client, process.execPath, join(topo.dir, 'client.mjs'), 'loop', '172.30.0.10', '80', '0'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     t.teardown(() => { loop.kill('SIGKILL'); });
@@ -293,14 +310,14 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
         await proxy.synced;
         proxy.p.kill('SIGTERM');
         t.is(await proxy.exited, 0);
-        proxy = spawnProxy(t, topo, backend);
+        proxy = spawnProxy(t, topo, mode);
       }
       await new Promise((r) => setTimeout(r, 80));
     }
     // Final state: pod1 only (variant 99 % 4 = 3 -> [0, 2]; write one more).
     write(100);
     await proxy.synced;
-    for (let i = 0; i < 100 && /10\.244\.1\.1[23]:8080/.test(await iptablesSave({ backend, netns: topo.node }, 'nat')); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && /10\.244\.1\.1[23]:8080/.test(await natRules(mode, topo.node)); i++) await new Promise((r) => setTimeout(r, 50));
     await new Promise((r) => setTimeout(r, 300));
     // kill(1) inside the namespace: the client is `ip netns exec` -> exec'd node, same pid.
     loop.kill('SIGTERM');
@@ -309,7 +326,7 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
     t.log(`connections: ${tally.ok} ok, ${tally.fail} failed, ${tally.slow} slower than 900 ms`);
     t.is(tally.fail, 0, tally.errors.join('; '));
     t.true(tally.ok > 200, `only ${tally.ok} connections`);
-    t.notRegex(await iptablesSave({ backend, netns: topo.node }, 'nat'), /10\.244\.1\.1[23]:8080/);
+    t.notRegex(await natRules(mode, topo.node), /10\.244\.1\.1[23]:8080/);
 
     // Health and metrics of the running process, with kube-proxy's names.
     const [code, body] = await probe(topo, topo.node, 'http' as 'tcp', '127.0.0.1', 10256, '/healthz' as unknown as number);
@@ -317,14 +334,38 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
     t.true((JSON.parse(body!) as { nodeEligible: boolean }).nodeEligible);
     const [, metrics] = await probe(topo, topo.node, 'http' as 'tcp', '127.0.0.1', 10249, '/metrics' as unknown as number);
     t.regex(metrics!, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds [1-9]/m);
-    t.regex(metrics!, /^kubeproxy_sync_proxy_rules_iptables_total\{table="nat"\} [1-9]/m);
+    if (mode === 'nftables') t.regex(metrics!, /^kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0$/m);
+    else t.regex(metrics!, /^kubeproxy_sync_proxy_rules_iptables_total\{table="nat"\} [1-9]/m);
     t.regex(metrics!, /^kubeproxy_sync_full_proxy_rules_duration_seconds_count 1$/m);
 
-    // `knet proxy --cleanup` removes everything, in both backends.
+    // `knet proxy --cleanup` removes everything, in every mode and backend.
     proxy.p.kill('SIGTERM');
     await proxy.exited;
-    const cleanup = spawnProxy(t, topo, backend, ['--cleanup']);
+    const cleanup = spawnProxy(t, topo, mode, ['--cleanup']);
     t.is(await cleanup.exited, 0);
-    t.notRegex(await iptablesSave({ backend, netns: topo.node }), /KUBE-(SERVICES|SVC|SEP|POSTROUTING)/);
+    for (const backend of ['nft', 'legacy'] as IptablesBackend[]) t.notRegex(await iptablesSave({ backend, netns: topo.node }), /KUBE-(SERVICES|SVC|SEP|POSTROUTING)/);
+    t.is(await nftListTable({ netns: topo.node }, 'ip', 'kube-proxy'), null);
   });
 }
+
+rootTest('switching modes is clean: iptables to nftables removes the iptables rules, and back removes the nftables table', async (t) => {
+  t.timeout(120_000);
+  const topo = await topology(t, 'nftables');
+  writeFileSync(join(topo.dir, 'kube-proxy.yaml'), 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n');
+  writeFileSync(join(topo.manifests, 'cluster.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: services() }));
+  const kube = (s: string) => /KUBE-(SERVICES|SVC|SEP|POSTROUTING)/.test(s);
+  const runMode = async (mode: Mode) => {
+    const p = spawnProxy(t, topo, mode);
+    await p.synced;
+    t.regex((await probe(topo, topo.client, 'tcp', '172.30.0.10', 80))[0]!, /^pod\d /, `${mode} serves`);
+    p.p.kill('SIGTERM');
+    t.is(await p.exited, 0);
+  };
+  await runMode('nft');
+  t.true(kube(await iptablesSave({ backend: 'nft', netns: topo.node })));
+  await runMode('nftables');
+  t.false(kube(await iptablesSave({ backend: 'nft', netns: topo.node })), 'iptables rules left behind');
+  t.truthy(await nftListTable({ netns: topo.node }, 'ip', 'kube-proxy'));
+  await runMode('nft');
+  t.is(await nftListTable({ netns: topo.node }, 'ip', 'kube-proxy'), null, 'nftables table left behind');
+});

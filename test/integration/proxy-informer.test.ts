@@ -119,3 +119,46 @@ test('informers: objects with fields of the wrong type are listed and handed on 
   await until('node seen', () => nodes.length > 0);
   t.is(nodes[0]?.status?.addresses as unknown, '192.168.60.2');
 });
+
+rootTest('nftables mode: ServiceCIDRs from the API drop traffic to unallocated cluster IPs, and follow changes; an API without them is no error', async (t) => {
+  const { NftablesApplier } = await import('../../src/proxy/nftables-applier.ts');
+  const { kernelNft, nftListTable } = await import('../../src/kernel/nft.ts');
+  const api = new FakeApiServer();
+  await api.start();
+  t.teardown(() => api.close());
+  const ns = await testNetns(t, 'knt-n');
+  api.upsert('services', makeService('default', 'web', { clusterIP: '172.30.0.10', ports: [{ name: 'http', port: 80, protocol: 'TCP' }] }));
+  api.upsert('endpointslices', makeSlice('default', 'web', ['10.1.0.1'], [{ name: 'http', port: 8080 }]));
+  api.upsert('servicecidrs', { metadata: { name: 'kubernetes' }, spec: { cidrs: ['172.30.0.0/16', 'fd00:30::/112'] } });
+  const settings = proxySettingsFromConfig('mode: nftables\n', { mode: 'nftables', nodeName: 'node1', nodeIPs: ['192.168.60.2'] });
+  const daemon = new ProxyDaemon({
+    source: new InformerSource({ kubeConfig: loadKubeConfig(api.kubeconfig()), nodeName: 'node1', log, maxBackoffMs: 300 }),
+    dataplane: new NftablesApplier({ nft: kernelNft({ netns: ns }), netns: ns, settings: [settings], log }), log, minSyncPeriodMs: 0, syncPeriodMs: 60_000,
+  });
+  t.teardown(() => daemon.stop());
+  const table = async () => (await nftListTable({ netns: ns }, 'ip', 'kube-proxy')) ?? '';
+  await daemon.start();
+  await until('the drop rule', async () => /ip daddr 172\.30\.0\.0\/16 drop comment "Drop traffic to unallocated ClusterIPs"/.test(await table()));
+  api.upsert('servicecidrs', { metadata: { name: 'extra' }, spec: { cidrs: ['172.40.0.0/16'] } });
+  await until('the second range', async () => /ip daddr \{ 172\.30\.0\.0\/16, 172\.40\.0\.0\/16 \} drop/.test(await table()));
+  api.remove('servicecidrs', undefined, 'extra');
+  api.remove('servicecidrs', undefined, 'kubernetes');
+  await until('no drop rule', async () => !/Drop traffic to unallocated/.test(await table()));
+
+  // An API that serves no ServiceCIDRs: the proxy syncs as before, without the rule.
+  const old = new FakeApiServer();
+  old.serviceCIDRs = false;
+  await old.start();
+  t.teardown(() => old.close());
+  old.upsert('services', makeService('default', 'web', { clusterIP: '172.30.0.10', ports: [{ name: 'http', port: 80, protocol: 'TCP' }] }));
+  const ns2 = await testNetns(t, 'knt-n');
+  const d2 = new ProxyDaemon({
+    source: new InformerSource({ kubeConfig: loadKubeConfig(old.kubeconfig()), nodeName: 'node1', log, maxBackoffMs: 300 }),
+    dataplane: new NftablesApplier({ nft: kernelNft({ netns: ns2 }), netns: ns2, settings: [settings], log }), log, minSyncPeriodMs: 0, syncPeriodMs: 60_000,
+  });
+  t.teardown(() => d2.stop());
+  await d2.start();
+  await until('a sync', () => d2.syncs >= 1);
+  t.regex((await nftListTable({ netns: ns2 }, 'ip', 'kube-proxy')) ?? '', /no-endpoint-services/);
+  t.false(old.requests.some((r) => r.includes('servicecidrs')));
+});

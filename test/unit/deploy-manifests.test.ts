@@ -246,7 +246,7 @@ function verbsUsed(): Map<string, Set<string>> {
 
 test('the ClusterRole grants exactly what the agent and the proxy call', (t) => {
   const used = verbsUsed();
-  t.deepEqual([...used.keys()].sort(), ['/nodes', '/nodes/status', '/services', 'discovery.k8s.io/endpointslices'], 'the calls this test knows about');
+  t.deepEqual([...used.keys()].sort(), ['/nodes', '/nodes/status', '/services', 'discovery.k8s.io/endpointslices', 'networking.k8s.io/servicecidrs'], 'the calls this test knows about');
   const granted = new Map<string, Set<string>>();
   for (const r of one('ClusterRole').rules as Obj[]) {
     t.falsy(r.resourceNames);

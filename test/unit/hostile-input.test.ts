@@ -275,3 +275,17 @@ test('duplicate EndpointSlice names: knet rules and the proxy both keep the late
   tracker.replaceAll(loaded.services, loaded.endpointSlices);
   t.is(tracker.take().services.size, 0);
 });
+
+test('the proxy: ServiceCIDRs of any shape from the API are kept as sent and never throw; the nftables render warns and drops only the bad ranges', (t) => {
+  const good = { metadata: { name: 'kubernetes' }, spec: { cidrs: ['172.30.0.0/16'] } };
+  fc.assert(fc.property(fc.constantFrom(...paths(good)), hostileValue, (path, value) => {
+    const tracker = new ChangeTracker();
+    tracker.replaceAll(goodOnly.services, goodOnly.endpointSlices);
+    const bad = replaced(good, path, value);
+    tracker.setServiceCIDRs([good, bad] as never);
+    tracker.setServiceCIDRs([bad, null, 'x', 7] as never);
+    const r = renderNftables({ cluster: tracker.snapshot(), settings: S });
+    if (!nftablesText(r).startsWith('add table ip kube-proxy')) throw new Error('no table');
+  }), { numRuns: 200 });
+  t.pass();
+});

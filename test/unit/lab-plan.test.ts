@@ -28,7 +28,7 @@ test('planLab: rejects what the lab cannot do, with the reason', (t) => {
   t.throws(() => planLab({ labId: 'a', nodes: 0 }), { message: /--nodes/ });
   t.throws(() => planLab({ labId: 'a', nodes: 101 }), { message: /--nodes/ });
   t.throws(() => planLab({ labId: 'a', nodes: 3, backend: 'geneve' }), { message: /vxlan or ovs-gre/ });
-  t.throws(() => planLab({ labId: 'a', nodes: 3, proxyMode: 'ipvs' }), { message: /iptables or userspace/ });
+  t.throws(() => planLab({ labId: 'a', nodes: 3, proxyMode: 'ipvs' }), { message: /iptables, nftables or userspace/ });
   t.is(planLab({ labId: 'a', nodes: 3, proxyMode: 'userspace' }).proxyMode, 'userspace');
   t.throws(() => planLab({ labId: 'A B', nodes: 3 }), { message: /lab id/ });
   t.throws(() => planLab({ labId: 'a', nodes: 3, nsPrefix: 'bad prefix' }), { message: /prefix/ });

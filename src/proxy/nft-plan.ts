@@ -1,0 +1,317 @@
+// What to write to the kernel for one nftables sync, as `nft -f` transactions. Pure: from what the
+// kernel holds (as far as we know it) and a render, it gives the transactions and what the kernel
+// will hold after them.
+//
+// A full sync (at start, after a failure, when someone else changed the table, periodically)
+// starts from the kernel's chain and set names: it writes the fixed part, every service chain,
+// and all elements (containers flushed and refilled in one transaction, so no packet sees them
+// half-filled); chains no service uses any more are flushed. A partial sync writes only the
+// chains whose rules changed and the elements that differ. Either way a chain that went unused is
+// flushed and deleted only in a later sync, at least a second after (as kube-proxy does: kernels
+// before 6.2 may still reference it from a map element deleted in the same second).
+//
+// Order inside a transaction: chains are declared before any rule jumps to them, references are
+// dropped (element deletes, rewritten chains) before what they referenced is flushed or deleted.
+import {
+  CLUSTER_IPS, FIREWALL_IPS, NFT_TABLE, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NODEPORT_IPS, SERVICE_IPS, SERVICE_NODEPORTS,
+  elementText, type NftElement, type NftRenderResult, type NftServiceOutput,
+} from '../rules/nftables.ts';
+import { isNftAffinitySet, isNftServiceChain } from '../rules/nftables-names.ts';
+import type { NftTableListing } from '../kernel/nft.ts';
+
+/** The element containers every service writes to (the fixed part adds nodeport-ips). */
+export const SERVICE_CONTAINERS = [CLUSTER_IPS, SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, FIREWALL_IPS];
+
+/** What the kernel holds in our table after our last successful sync. */
+export interface NftApplied {
+  /** The fixed part's key (settings and ServiceCIDRs) it was written with. */
+  fixedKey: string;
+  /** Service chains with their rules. */
+  chains: Map<string, readonly string[]>;
+  /** Flushed chains no service uses, with the time they went stale (ms). */
+  stale: Map<string, number>;
+  /** Affinity sets with their declaration body. */
+  sets: Map<string, string>;
+  /** Elements per container: key to the text between the braces. */
+  elements: Map<string, Map<string, string>>;
+  /** Per "container key": the services claiming the element, in name order (the first one's is written). */
+  owners: Map<string, string[]>;
+}
+
+export interface NftPlan {
+  /** Transactions to run in order; each is the lines of one `nft -f`. */
+  transactions: string[][];
+  /** Stale chains the first transaction deletes (when it fails the sync goes on without it). */
+  deletesStale: string[];
+  /** The kernel state once every transaction committed. */
+  next: NftApplied;
+  chainsWritten: number;
+  elementsWritten: number;
+}
+
+export interface PlanOptions {
+  /** Now (ms), for stale chain ages. */
+  now: number;
+  /** Service chains per transaction in a full sync (default: all in one). */
+  maxChainsPerTransaction?: number;
+  /** A stale chain is deleted once it has been stale this long (ms; kube-proxy: 1 s). */
+  staleAfterMs?: number;
+}
+
+const ownerKey = (container: string, key: string) => `${container} ${key}`;
+
+function tablePrefix(r: Pick<NftRenderResult, 'family'>): string {
+  return `${r.family} ${NFT_TABLE}`;
+}
+
+/** Lines declaring, flushing and filling the chains of some services (affinity sets first). */
+function serviceLines(t: string, outs: Iterable<NftServiceOutput>, onlyChains?: (chain: string, rules: readonly string[]) => boolean) {
+  const declare: string[] = [];
+  const rules: string[] = [];
+  const sets: string[] = [];
+  let chains = 0;
+  for (const out of outs) {
+    for (const [name, spec] of out.sets) sets.push(`add set ${t} ${name} ${spec}`);
+    for (const [name, list] of out.chains) {
+      if (onlyChains && !onlyChains(name, list)) continue;
+      chains++;
+      declare.push(`add chain ${t} ${name}`, `flush chain ${t} ${name}`);
+      for (const r of list) rules.push(`add rule ${t} ${name} ${r}`);
+    }
+  }
+  return { declare, sets, rules, chains };
+}
+
+/** The fixed part: table, base and dispatch chains with their rules, sets and maps. */
+function fixedLines(r: NftRenderResult, kernel: NftTableListing | null): string[] {
+  const t = tablePrefix(r);
+  const lines = [`add table ${t} { comment "rules for kube-proxy" ; }`];
+  // Chains in the kernel that are neither ours nor service chains (an older kube-proxy's base
+  // chains, say) and base chains hooked differently from ours: flushed and deleted, since a
+  // base chain's hook and priority cannot be changed in place.
+  const drop: string[] = [];
+  for (const [name, k] of kernel?.chains ?? []) {
+    if (isNftServiceChain(name)) continue;
+    const ours = r.fixed.chains.get(name);
+    if (!ours) { drop.push(name); continue; }
+    const m = /type (\w+) hook (\w+) priority (-?\d+)/.exec(ours.spec);
+    if (m ? k.hook !== m[2] || k.type !== m[1] || k.priority !== Number(m[3]) : k.hook !== undefined) drop.push(name);
+  }
+  for (const name of drop) lines.push(`flush chain ${t} ${name}`);
+  for (const name of drop) lines.push(`delete chain ${t} ${name}`);
+  for (const [name, spec] of r.fixed.sets) lines.push(`add set ${t} ${name} ${spec}`);
+  for (const [name, spec] of r.fixed.maps) lines.push(`add map ${t} ${name} ${spec}`);
+  for (const [name, c] of r.fixed.chains) lines.push(`add chain ${t} ${name}${c.spec}`, `flush chain ${t} ${name}`);
+  for (const [name, c] of r.fixed.chains) for (const rule of c.rules) lines.push(`add rule ${t} ${name} ${rule}`);
+  // Sets and maps that are not ours (nodeport-ips when node ports are accepted everywhere, an
+  // older kube-proxy's), once the rules above no longer reference them.
+  for (const name of [...(kernel?.sets ?? [])].sort()) if (!r.fixed.sets.has(name) && !isNftAffinitySet(name)) lines.push(`delete set ${t} ${name}`);
+  for (const name of [...(kernel?.maps ?? [])].sort()) if (!r.fixed.maps.has(name)) lines.push(`delete map ${t} ${name}`);
+  return lines;
+}
+
+/** Every element of the render by container, with the owners of each (fixed elements: owner ""). */
+function allElements(r: NftRenderResult): { elements: Map<string, Map<string, string>>; owners: Map<string, string[]> } {
+  const elements = new Map<string, Map<string, string>>();
+  const owners = new Map<string, string[]>();
+  const add = (owner: string, container: string, e: NftElement) => {
+    let m = elements.get(container);
+    if (!m) elements.set(container, (m = new Map()));
+    if (!m.has(e.key)) m.set(e.key, elementText(e));
+    const k = ownerKey(container, e.key);
+    const list = owners.get(k);
+    if (!list) owners.set(k, [owner]);
+    else if (list[list.length - 1] !== owner) list.push(owner);
+  };
+  for (const [c, e] of r.fixed.elements) add('', c, e);
+  for (const [key, out] of r.services) for (const [c, e] of out.elements) add(key, c, e);
+  return { elements, owners };
+}
+
+/** Stale chains old enough to delete, and the transaction that deletes them. */
+function dueStale(t: string, stale: Map<string, number>, active: (c: string) => boolean, o: PlanOptions): string[] {
+  const after = o.staleAfterMs ?? 1000;
+  const due: string[] = [];
+  for (const [c, since] of stale) if (!active(c) && o.now - since >= after) due.push(c);
+  return due.sort();
+}
+
+/**
+ * A full sync over whatever the kernel holds (`kernel`: its chain and set names; null: no
+ * table). `known`: what we knew before (for the ages of stale chains), if anything.
+ */
+export function planFull(r: NftRenderResult, kernel: NftTableListing | null, known: NftApplied | null, o: PlanOptions): NftPlan {
+  const t = tablePrefix(r);
+  const active = new Set<string>();
+  for (const out of r.services.values()) for (const c of out.chains.keys()) active.add(c);
+  const activeSets = new Set<string>();
+  for (const out of r.services.values()) for (const s of out.sets.keys()) activeSets.add(s);
+
+  // Stale chains: those the kernel holds that no service uses; known ones keep their age.
+  const stale = new Map<string, number>();
+  for (const name of kernel?.chains.keys() ?? []) {
+    if (isNftServiceChain(name) && !active.has(name)) stale.set(name, known?.stale.get(name) ?? o.now);
+  }
+  const deletesStale = dueStale(t, stale, (c) => active.has(c), o);
+  for (const c of deletesStale) stale.delete(c);
+  const transactions: string[][] = [];
+  if (deletesStale.length) transactions.push(deletesStale.map((c) => `delete chain ${t} ${c}`));
+
+  const base = fixedLines(r, kernel);
+  // Service chains in transactions of bounded size, whole services each (a service's chains
+  // jump to each other, so they must arrive together).
+  const max = o.maxChainsPerTransaction ?? Number.POSITIVE_INFINITY;
+  let batch: NftServiceOutput[] = [];
+  let batchChains = 0;
+  let chainsWritten = 0;
+  const flushBatch = (into: string[]) => {
+    const l = serviceLines(t, batch);
+    chainsWritten += l.chains;
+    into.push(...l.sets, ...l.declare, ...l.rules);
+    batch = [];
+    batchChains = 0;
+  };
+  let first = base;
+  for (const out of r.services.values()) {
+    if (batchChains > 0 && batchChains + out.chains.size > max) {
+      flushBatch(first);
+      transactions.push(first);
+      first = [];
+    }
+    batch.push(out);
+    batchChains += out.chains.size;
+  }
+  // The last batch shares the elements' transaction (one commit fewer).
+  const last: string[] = first;
+  flushBatch(last);
+
+  // Elements: every container flushed and refilled at once.
+  const { elements, owners } = allElements(r);
+  const containers = [...SERVICE_CONTAINERS, ...(r.fixed.sets.has(NODEPORT_IPS) ? [NODEPORT_IPS] : [])];
+  for (const c of containers) last.push(`flush ${r.fixed.maps.has(c) ? 'map' : 'set'} ${t} ${c}`);
+  let elementsWritten = 0;
+  for (const [c, m] of elements) for (const text of m.values()) { last.push(`add element ${t} ${c} { ${text} }`); elementsWritten++; }
+  // Then what went unused: chains flushed (kept a while), affinity sets deleted at once.
+  for (const c of [...stale.keys()].sort()) last.push(`flush chain ${t} ${c}`);
+  for (const s of [...(kernel?.sets ?? [])].sort()) if (isNftAffinitySet(s) && !activeSets.has(s)) last.push(`delete set ${t} ${s}`);
+  transactions.push(last);
+
+  const chains = new Map<string, readonly string[]>();
+  const sets = new Map<string, string>();
+  for (const out of r.services.values()) {
+    for (const [c, rules] of out.chains) chains.set(c, rules);
+    for (const [s, spec] of out.sets) sets.set(s, spec);
+  }
+  return { transactions, deletesStale, next: { fixedKey: r.fixed.key, chains, stale, sets, elements, owners }, chainsWritten, elementsWritten };
+}
+
+const sameRules = (a: readonly string[] | undefined, b: readonly string[]) => a !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * A partial sync: the services in `r.changed` are written where they differ from `applied`;
+ * everything else is left alone. `applied` is updated in place and returned as `next`.
+ */
+export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOptions): NftPlan {
+  const t = tablePrefix(r);
+  const transactions: string[][] = [];
+  const afterChains = new Set<string>();
+  for (const c of r.changed.values()) for (const name of c.after?.chains.keys() ?? []) afterChains.add(name);
+  for (const name of afterChains) applied.stale.delete(name);
+  const deletesStale = dueStale(t, applied.stale, () => false, o);
+  for (const c of deletesStale) applied.stale.delete(c);
+  if (deletesStale.length) transactions.push(deletesStale.map((c) => `delete chain ${t} ${c}`));
+
+  const tx: string[] = [];
+  // Affinity sets whose declaration changed are deleted and added again: every chain of their
+  // service is rewritten first, so nothing references them at that moment.
+  const respec = new Set<string>();
+  const newSets: string[] = [];
+  const goneSets: string[] = [];
+  for (const c of r.changed.values()) {
+    for (const [s, spec] of c.after?.sets ?? []) {
+      const had = applied.sets.get(s);
+      if (had === undefined) newSets.push(`add set ${t} ${s} ${spec}`);
+      else if (had !== spec) respec.add(s);
+    }
+    for (const s of c.before?.sets.keys() ?? []) if (!c.after?.sets.has(s)) goneSets.push(s);
+  }
+  const rewriteAll = (out: NftServiceOutput) => [...out.sets.keys()].some((s) => respec.has(s));
+  const written = new Set<string>();
+  const outs = [...r.changed.values()].map((c) => c.after).filter((x): x is NftServiceOutput => !!x);
+  const declare: string[] = [];
+  const rules: string[] = [];
+  for (const out of outs) {
+    const all = rewriteAll(out);
+    const l = serviceLines(t, [{ ...out, sets: new Map() }], (name, list) => all || !sameRules(applied.chains.get(name), list));
+    declare.push(...l.declare);
+    rules.push(...l.rules);
+    for (const [name, list] of out.chains) if (all || !sameRules(applied.chains.get(name), list)) { written.add(name); applied.chains.set(name, list); }
+  }
+  tx.push(...newSets, ...declare);
+  for (const s of respec) {
+    const spec = outs.flatMap((out) => (out.sets.has(s) ? [out.sets.get(s)!] : []))[0]!;
+    tx.push(`delete set ${t} ${s}`, `add set ${t} ${s} ${spec}`);
+    applied.sets.set(s, spec);
+  }
+  for (const out of outs) for (const [s, spec] of out.sets) applied.sets.set(s, spec);
+  tx.push(...rules);
+
+  // Elements: for every key a changed service had or has, the owners decide what the table holds.
+  const touched = new Set<string>();
+  const texts = new Map<string, Map<string, string>>();
+  for (const [svc, c] of r.changed) {
+    for (const [cont, e] of c.before?.elements ?? []) {
+      const k = ownerKey(cont, e.key);
+      touched.add(k);
+      const list = applied.owners.get(k);
+      if (list) { const i = list.indexOf(svc); if (i >= 0) list.splice(i, 1); if (!list.length) applied.owners.delete(k); }
+    }
+  }
+  for (const [svc, c] of r.changed) {
+    for (const [cont, e] of c.after?.elements ?? []) {
+      const k = ownerKey(cont, e.key);
+      touched.add(k);
+      let m = texts.get(svc);
+      if (!m) texts.set(svc, (m = new Map()));
+      if (!m.has(k)) m.set(k, elementText(e));
+      const list = applied.owners.get(k) ?? [];
+      if (!list.includes(svc)) { list.push(svc); list.sort(); }
+      applied.owners.set(k, list);
+    }
+  }
+  const textOf = (svc: string, k: string): string => {
+    const own = texts.get(svc)?.get(k);
+    if (own !== undefined) return own;
+    const [cont, key] = [k.slice(0, k.indexOf(' ')), k.slice(k.indexOf(' ') + 1)];
+    const found = r.services.get(svc)?.elements.find(([c, e]) => c === cont && e.key === key);
+    return found ? elementText(found[1]) : '';
+  };
+  const dels: string[] = [];
+  const adds: string[] = [];
+  let elementsWritten = 0;
+  for (const k of [...touched].sort()) {
+    const cont = k.slice(0, k.indexOf(' '));
+    const key = k.slice(cont.length + 1);
+    const owner = applied.owners.get(k)?.[0];
+    const want = owner === undefined ? undefined : textOf(owner, k);
+    let m = applied.elements.get(cont);
+    if (!m) applied.elements.set(cont, (m = new Map()));
+    const have = m.get(key);
+    if (have === want) continue;
+    if (have !== undefined) { dels.push(`delete element ${t} ${cont} { ${key} }`); m.delete(key); }
+    if (want !== undefined) { adds.push(`add element ${t} ${cont} { ${want} }`); m.set(key, want); elementsWritten++; }
+  }
+  tx.push(...dels, ...adds);
+
+  // Chains that changed services used before and use no more: flushed now, deleted later.
+  const goneChains: string[] = [];
+  for (const c of r.changed.values()) for (const name of c.before?.chains.keys() ?? []) if (!afterChains.has(name) && applied.chains.has(name)) goneChains.push(name);
+  for (const name of goneChains.sort()) {
+    tx.push(`flush chain ${t} ${name}`);
+    applied.chains.delete(name);
+    applied.stale.set(name, o.now);
+  }
+  for (const s of goneSets.sort()) if (applied.sets.has(s) && !outs.some((out) => out.sets.has(s))) { tx.push(`delete set ${t} ${s}`); applied.sets.delete(s); }
+  if (tx.length) transactions.push(tx);
+  return { transactions, deletesStale, next: applied, chainsWritten: written.size, elementsWritten };
+}

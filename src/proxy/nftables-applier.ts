@@ -1,0 +1,186 @@
+// The nftables data path: renders kube-proxy's table with the shared renderer (the one `knet
+// rules --proxy-mode nftables` prints), writes it through `nft -f -` as planned by nft-plan.ts
+// (full syncs from the kernel's chain names, partial syncs only what changed, stale chains
+// flushed and deleted a second later), watches for anyone else changing or deleting the table,
+// and deletes stale conntrack entries afterwards. Only the `ip kube-proxy` / `ip6 kube-proxy`
+// tables are touched; one per IP family the node has.
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Nft, NftWatch } from '../kernel/nft.ts';
+import { conntrackDelete, type ConntrackFilter } from '../kernel/conntrack.ts';
+import { NftablesRenderer, NFT_TABLE } from '../rules/nftables.ts';
+import type { ServicePortInfo } from '../rules/model.ts';
+import type { ProxySettings } from '../rules/types.ts';
+import { planFull, planPartial, type NftApplied, type NftPlan } from './nft-plan.ts';
+import { NftablesMetrics } from './nftables-metrics.ts';
+import { conntrackCleanup } from './conntrack-plan.ts';
+import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
+
+export interface NftablesApplierOptions {
+  nft: Nft;
+  /** Namespace for conntrack clean-up (null: the machine's). */
+  netns?: string | null;
+  /** One per IP family to program (IPv4 and/or IPv6). */
+  settings: ProxySettings[];
+  log: Logger;
+  registry?: Registry;
+  /** Delete stale conntrack entries after syncs (default true). */
+  conntrack?: boolean;
+  /** Service chains per transaction in a full sync (see nft-plan.ts; default 2000). */
+  maxChainsPerTransaction?: number;
+  /** Called when someone else changed or deleted our table: the daemon should sync soon. */
+  onForeignChange?: () => void;
+  now?: () => number;
+}
+
+interface FamilyState {
+  settings: ProxySettings;
+  renderer: NftablesRenderer;
+  applied: NftApplied | null;
+}
+
+const familyOf = (s: ProxySettings) => (s.family === 'IPv6' ? 'ip6' : 'ip') as 'ip' | 'ip6';
+
+export class NftablesApplier implements DataPlane {
+  private families: FamilyState[];
+  /** Families no longer programmed: their tables are deleted by the next sync. */
+  private dropped: Array<'ip' | 'ip6'> = [];
+  readonly metrics: NftablesMetrics;
+  private foreign = false;
+  private watches: NftWatch[] = [];
+  private watching = false;
+  private synced = false;
+  private readonly now: () => number;
+
+  constructor(private readonly o: NftablesApplierOptions) {
+    this.families = o.settings.map((settings) => ({ settings, renderer: new NftablesRenderer(), applied: null }));
+    this.metrics = new NftablesMetrics(o.registry);
+    this.now = o.now ?? Date.now;
+  }
+
+  /** New settings (node facts changed): families that came or went, and the next sync is full. */
+  setSettings(list: ProxySettings[]): void {
+    for (const f of this.families) if (!list.some((s) => s.family === f.settings.family)) this.dropped.push(familyOf(f.settings));
+    this.families = list.map((settings) => {
+      const had = this.families.find((f) => f.settings.family === settings.family);
+      return { settings, renderer: had?.renderer ?? new NftablesRenderer(), applied: had?.applied ?? null };
+    });
+    this.stopWatching();
+  }
+
+  /** Watch the tables from before the first write, so no foreign change slips between. */
+  private startWatching(): void {
+    if (this.watching) return;
+    this.watching = true;
+    for (const f of this.families) {
+      const fam = familyOf(f.settings);
+      this.watches.push(this.o.nft.watchForeign(fam, NFT_TABLE, (c) => {
+        if (this.foreign) return;
+        this.foreign = true;
+        this.o.log.warn({ table: `${fam} ${NFT_TABLE}`, pid: c.pid, generation: c.generation }, 'another process changed our nftables table: full resync');
+        this.o.onForeignChange?.();
+      }, (err) => {
+        // Without a watcher no foreign change would be seen: treat the state as unknown.
+        this.o.log.warn({ err: String(err) }, 'nft monitor stopped; next sync is full and watching restarts');
+        this.foreign = true;
+        this.stopWatching();
+        this.o.onForeignChange?.();
+      }));
+    }
+  }
+
+  private stopWatching(): void {
+    for (const w of this.watches) w.stop();
+    this.watches = [];
+    this.watching = false;
+  }
+
+  close(): void {
+    this.stopWatching();
+  }
+
+  async intact(): Promise<boolean> {
+    return !this.foreign && this.watching && this.families.every((f) => f.applied !== null);
+  }
+
+  async sync(req: SyncRequest): Promise<SyncOutcome> {
+    const full = req.full || this.foreign || this.families.some((f) => f.applied === null);
+    for (const fam of this.dropped.splice(0)) await this.o.nft.deleteTable(fam, NFT_TABLE);
+    if (full) {
+      this.startWatching();
+      // Changes from here on are seen by the watcher; what happened before is read below.
+      this.foreign = false;
+    }
+    let chains = 0;
+    let elements = 0;
+    let transactions = 0;
+    let fullFamilies = 0;
+    const warnings: SyncOutcome['warnings'] = [];
+    const noLocalEndpoints = { internal: 0, external: 0 };
+    const changedPorts: Array<{ before: ServicePortInfo[]; after: ServicePortInfo[]; settings: ProxySettings }> = [];
+    for (const f of this.families) {
+      const fam = familyOf(f.settings);
+      const r = full
+        ? f.renderer.render({ cluster: req.cluster, settings: f.settings })
+        : f.renderer.render({ cluster: req.cluster, settings: f.settings, recompute: req.changed });
+      warnings.push(...r.warnings);
+      noLocalEndpoints.internal += r.noLocalEndpoints.internal;
+      noLocalEndpoints.external += r.noLocalEndpoints.external;
+      // A changed fixed part (settings, ServiceCIDRs) is rewritten by a full sync.
+      const familyFull = full || f.applied === null || r.fixedChanged || f.applied.fixedKey !== r.fixed.key;
+      const known = f.applied;
+      // Until every transaction committed, the kernel state is unknown: a failure leaves it
+      // null, and the next sync (full) starts from the kernel's names.
+      f.applied = null;
+      let plan: NftPlan;
+      try {
+        plan = familyFull
+          ? planFull(r, await this.o.nft.listTable(fam, NFT_TABLE), known, { now: this.now(), maxChainsPerTransaction: this.o.maxChainsPerTransaction ?? 2000 })
+          : planPartial(r, known!, { now: this.now() });
+        await this.run(plan);
+      } catch (err) {
+        this.metrics.syncFailures.inc();
+        throw err;
+      }
+      f.applied = plan.next;
+      chains += plan.chainsWritten;
+      elements += plan.elementsWritten;
+      transactions += plan.transactions.length;
+      if (this.synced) changedPorts.push({ ...f.renderer.changedPorts(), settings: f.settings });
+      if (familyFull) fullFamilies++;
+    }
+    if (this.o.conntrack !== false) for (const c of changedPorts) await this.cleanConntrack(c.before, c.after, c.settings);
+    this.synced = true;
+    this.o.log.debug({ full, chains, elements, transactions }, 'nftables applied');
+    return { full: fullFamilies === this.families.length, warnings, noLocalEndpoints, written: { chains, elements, transactions } };
+  }
+
+  /** Runs a plan's transactions; a failed stale-chain deletion only delays it (kube-proxy does the same). */
+  private async run(plan: NftPlan): Promise<void> {
+    let first = 0;
+    if (plan.deletesStale.length) {
+      first = 1;
+      try {
+        await this.o.nft.apply(plan.transactions[0]!.join('\n') + '\n');
+      } catch (err) {
+        this.metrics.cleanupFailures.inc();
+        this.o.log.warn({ chains: plan.deletesStale.length, err: String(err) }, 'could not delete stale chains; will retry');
+        for (const c of plan.deletesStale) plan.next.stale.set(c, this.now());
+      }
+    }
+    for (let i = first; i < plan.transactions.length; i++) await this.o.nft.apply(plan.transactions[i]!.join('\n') + '\n');
+  }
+
+  private async cleanConntrack(before: ServicePortInfo[], after: ServicePortInfo[], settings: ProxySettings): Promise<void> {
+    for (const f of conntrackCleanup(before, after)) {
+      const withFamily: ConntrackFilter = settings.family === 'IPv6' ? { ...f, family: 'IPv6' } : f;
+      try {
+        const n = await conntrackDelete(this.o.netns ?? null, withFamily);
+        if (n) this.o.log.info({ filter: f, deleted: n }, 'deleted stale conntrack entries');
+      } catch (err) {
+        this.o.log.warn({ filter: f, err: String(err) }, 'conntrack clean-up failed');
+      }
+    }
+  }
+}
+

@@ -1,0 +1,173 @@
+// The nftables sync planner against an in-memory kernel: full syncs over empty and leftover
+// tables, partial syncs that write only what changed, stale chains flushed and deleted a second
+// later, affinity sets re-declared, elements two services claim, bounded transactions; and, over
+// random change sequences, the kernel ending up holding exactly what `knet rules` prints.
+import test from 'ava';
+import fc from 'fast-check';
+import { loadManifestText } from '../../src/k8s/manifests.ts';
+import { NftablesRenderer, nftablesText, renderNftables, staleChains, type NftRenderResult } from '../../src/rules/nftables.ts';
+import { planFull, planPartial, type NftApplied, type NftPlan } from '../../src/proxy/nft-plan.ts';
+import { FakeNft } from '../helpers/fake-nft.ts';
+import { arbService, cluster as arbCluster } from '../helpers/arb-cluster.ts';
+import { nftSettings, normalizeNft, SERVICE_CIDR } from '../helpers/nft.ts';
+
+const settings = nftSettings();
+const cluster = (yaml: string) => loadManifestText(yaml, 'test.yaml').cluster;
+
+async function run(nft: FakeNft, plan: { transactions: string[][] }): Promise<void> {
+  for (const tx of plan.transactions) await nft.apply(tx.join('\n') + '\n');
+}
+
+/** What the kernel should hold: the render plus the chains kept flushed. */
+const expected = (r: NftRenderResult, applied: NftApplied) => normalizeNft(nftablesText(r, [...applied.stale.keys()].sort()));
+
+const svc = (name: string, spec: string) => `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: ns1}\nspec:\n${spec.trim().replace(/^/gm, '  ')}\n---\n`;
+const eps = (name: string, ips: string[]) =>
+  `apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: ${name}-1, namespace: ns1, labels: {kubernetes.io/service-name: ${name}}}\naddressType: IPv4\nendpoints: [${ips.map((ip) => `{addresses: [${ip}]}`).join(', ')}]\nports: [{name: p, port: 80, protocol: TCP}]\n---\n`;
+const web = (extra = '') => svc('web', `clusterIP: 172.30.0.10\nexternalIPs: [192.168.99.9]\nports: [{name: p, port: 80, protocol: TCP}]\n${extra}`);
+
+test('a full sync into an empty kernel writes exactly the rendered table', async (t) => {
+  const nft = new FakeNft();
+  const r = renderNftables({ cluster: cluster(SERVICE_CIDR() + web() + eps('web', ['10.1.0.1', '10.1.0.2'])), settings });
+  const plan = planFull(r, null, null, { now: 0 });
+  await run(nft, plan);
+  t.is(normalizeNft(nft.dump('ip')), expected(r, plan.next));
+  t.is(plan.transactions.length, 1);
+});
+
+test('a partial sync writes only the changed chains and elements; stale chains are flushed, then deleted a second later', async (t) => {
+  const nft = new FakeNft();
+  const renderer = new NftablesRenderer();
+  const r1 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.2'])), settings });
+  const p1 = planFull(r1, null, null, { now: 0 });
+  await run(nft, p1);
+  // One endpoint replaced: the service chain and one new endpoint chain; the old one flushed.
+  const r2 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3'])), settings });
+  const p2 = planPartial(r2, p1.next, { now: 100 });
+  t.is(p2.transactions.length, 1);
+  const tx = p2.transactions[0]!;
+  t.is(tx.filter((l) => l.startsWith('add chain')).length, 2);
+  t.true(tx.some((l) => /^flush chain ip kube-proxy endpoint-\w+-ns1\/web\/tcp\/p__10\.1\.0\.2\/80$/.test(l)));
+  t.false(tx.some((l) => l.includes('element')), 'no element changed');
+  await run(nft, p2);
+  t.is(normalizeNft(nft.dump('ip')), expected(r2, p2.next));
+  t.deepEqual([...p2.next.stale.keys()], staleChains(r1, r2));
+  // Too early: nothing deleted. A second later: deleted in a transaction of its own.
+  const r3 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3'])), settings });
+  t.deepEqual(planPartial(r3, structuredClone(p2.next), { now: 600 }).transactions, []);
+  const p4 = planPartial(r3, p2.next, { now: 1100 });
+  t.deepEqual(p4.transactions, [[`delete chain ip kube-proxy ${staleChains(r1, r2)[0]}`]]);
+  await run(nft, p4);
+  t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r3)));
+});
+
+test('the endpoints go and come back: chains flushed, then refilled and no longer stale', async (t) => {
+  const nft = new FakeNft();
+  const renderer = new NftablesRenderer();
+  const with2 = web() + eps('web', ['10.1.0.1', '10.1.0.2']);
+  const r1 = renderer.render({ cluster: cluster(with2), settings });
+  let applied = planFull(r1, null, null, { now: 0 }).next;
+  await run(nft, planFull(r1, null, null, { now: 0 }));
+  const r2 = renderer.render({ cluster: cluster(web() + eps('web', [])), settings });
+  const p2 = planPartial(r2, applied, { now: 10 });
+  await run(nft, p2);
+  applied = p2.next;
+  t.is(applied.stale.size, 4);
+  t.regex(nft.dump('ip'), /add element ip kube-proxy no-endpoint-services \{ 172\.30\.0\.10 \. tcp \. 80 comment "ns1\/web:p" : goto reject-chain \}/);
+  const r3 = renderer.render({ cluster: cluster(with2), settings });
+  const p3 = planPartial(r3, applied, { now: 20 });
+  await run(nft, p3);
+  t.is(p3.next.stale.size, 0);
+  t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r3)));
+});
+
+test('an affinity timeout change re-declares the sets after rewriting the chains that use them; turning affinity off deletes them', async (t) => {
+  const nft = new FakeNft();
+  const renderer = new NftablesRenderer();
+  const aff = (s: number) => web(`sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: ${s}}}`) + eps('web', ['10.1.0.1']);
+  const r1 = renderer.render({ cluster: cluster(aff(60)), settings });
+  const p1 = planFull(r1, null, null, { now: 0 });
+  await run(nft, p1);
+  const r2 = renderer.render({ cluster: cluster(aff(120)), settings });
+  const p2 = planPartial(r2, p1.next, { now: 1 });
+  await run(nft, p2);
+  t.regex(nft.dump('ip'), /timeout 120s/);
+  t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r2)));
+  const r3 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1'])), settings });
+  const p3 = planPartial(r3, p2.next, { now: 2 });
+  await run(nft, p3);
+  t.false(nft.dump('ip').includes('affinity-'));
+});
+
+test('an element two services claim belongs to the first by name, and passes to the other when it goes', async (t) => {
+  const nft = new FakeNft();
+  const renderer = new NftablesRenderer();
+  const other = svc('zeta', 'clusterIP: 172.30.0.11\nexternalIPs: [192.168.99.9]\nports: [{name: p, port: 80, protocol: TCP}]') + eps('zeta', ['10.2.0.1']);
+  const r1 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1']) + other), settings });
+  const p1 = planFull(r1, null, null, { now: 0 });
+  await run(nft, p1);
+  t.regex(nft.dump('ip'), /service-ips \{ 192\.168\.99\.9 \. tcp \. 80 : goto external-\w+-ns1\/web\//);
+  const r2 = renderer.render({ cluster: cluster(other), settings });
+  const p2 = planPartial(r2, p1.next, { now: 1 });
+  await run(nft, p2);
+  t.regex(nft.dump('ip'), /service-ips \{ 192\.168\.99\.9 \. tcp \. 80 : goto external-\w+-ns1\/zeta\//);
+});
+
+test('a full sync over a leftover table: an older kube-proxy\'s chains and sets go, unused service chains are flushed, unused affinity sets deleted', async (t) => {
+  const nft = new FakeNft();
+  nft.foreign([
+    'add table ip kube-proxy',
+    'add chain ip kube-proxy filter-prerouting { type filter hook prerouting priority -110 ; }',
+    'add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -90 ; }',
+    'add chain ip kube-proxy endpoints-check',
+    'add rule ip kube-proxy filter-prerouting ct state new jump endpoints-check',
+    'add map ip kube-proxy old-map { type ipv4_addr : verdict ; }',
+    'add chain ip kube-proxy service-OLDOLDOL-ns9/gone/tcp/p',
+    'add set ip kube-proxy affinity-OLDOLDOL-ns9/gone/tcp/p__10.9.9.9/80 { type ipv4_addr ; flags dynamic,timeout ; timeout 60s ; }',
+    'add rule ip kube-proxy service-OLDOLDOL-ns9/gone/tcp/p ip saddr @affinity-OLDOLDOL-ns9/gone/tcp/p__10.9.9.9/80 drop',
+  ].join('\n'));
+  const r = renderNftables({ cluster: cluster(web() + eps('web', ['10.1.0.1'])), settings });
+  const plan = planFull(r, await nft.listTable('ip', 'kube-proxy'), null, { now: 5 });
+  await run(nft, plan);
+  t.deepEqual([...plan.next.stale.keys()], ['service-OLDOLDOL-ns9/gone/tcp/p']);
+  t.is(normalizeNft(nft.dump('ip')), expected(r, plan.next));
+  t.regex(nft.dump('ip'), /add chain ip kube-proxy nat-prerouting \{ type nat hook prerouting priority -100 ; \}/);
+});
+
+test('bounded transactions: whole services per transaction, each valid on its own', async (t) => {
+  const nft = new FakeNft();
+  let yaml = SERVICE_CIDR();
+  for (let i = 0; i < 20; i++) yaml += svc(`s${i}`, `clusterIP: 172.30.1.${i}\nports: [{name: p, port: 80, protocol: TCP}]`) + eps(`s${i}`, [`10.3.${i}.1`, `10.3.${i}.2`]);
+  const r = renderNftables({ cluster: cluster(yaml), settings });
+  const plan = planFull(r, null, null, { now: 0, maxChainsPerTransaction: 10 });
+  t.true(plan.transactions.length >= 6, `${plan.transactions.length} transactions`);
+  for (const tx of plan.transactions) t.true(tx.filter((l) => /^add chain .*\//.test(l)).length <= 10);
+  await run(nft, plan);
+  t.is(normalizeNft(nft.dump('ip')), expected(r, plan.next));
+});
+
+test('over random change sequences the kernel holds exactly the rendered table plus the flushed stale chains', async (t) => {
+  await fc.assert(fc.asyncProperty(fc.array(fc.array(arbService, { maxLength: 5 }), { minLength: 2, maxLength: 6 }), fc.integer({ min: 1, max: 8 }), async (history, max) => {
+    const nft = new FakeNft();
+    const renderer = new NftablesRenderer();
+    let applied: NftApplied | null = null;
+    let now = 0;
+    for (const specs of history) {
+      now += 700;
+      const r = renderer.render({ cluster: arbCluster(specs), settings });
+      const plan: NftPlan = applied ? planPartial(r, applied, { now }) : planFull(r, null, null, { now, maxChainsPerTransaction: max });
+      await run(nft, plan);
+      const next = plan.next;
+      applied = next;
+      if (normalizeNft(nft.dump('ip')) !== expected(r, next)) return false;
+      // A full sync over the same kernel changes nothing that matters.
+      const again = planFull(renderNftables({ cluster: arbCluster(specs), settings }), await nft.listTable('ip', 'kube-proxy'), next, { now, maxChainsPerTransaction: max });
+      const copy = new FakeNft();
+      copy.tables = structuredClone(nft.tables);
+      await run(copy, again);
+      if (normalizeNft(copy.dump('ip')) !== expected(r, again.next)) return false;
+    }
+    return true;
+  }), { numRuns: 60 });
+  t.pass();
+});
