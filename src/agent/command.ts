@@ -3,11 +3,9 @@
 import { isAbsolute } from 'node:path';
 import { makeLogger, type Logger } from '../util/log.ts';
 import { parseEndpoints, assertEtcdPrefix, SubnetRegistry, type EtcdConnectOptions } from '../subnet/etcd-registry.ts';
-import { annotationNames } from '../subnet/kube-annotations.ts';
-import { loadKubeConfig } from '../k8s/kubeconfig.ts';
+import { annotationNames, assertNodeName } from '../subnet/kube-annotations.ts';
 import { Agent, type AgentOptions } from './agent.ts';
 import { EtcdLeaseSource } from './etcd-source.ts';
-import { KubeLeaseSource, assertNodeName } from './kube-source.ts';
 import type { LeaseSource } from './lease-source.ts';
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
@@ -96,8 +94,11 @@ export function agentOptionsFromFlags(f: Record<string, unknown>, log: Logger): 
   return o;
 }
 
-export function leaseSourceFromSpec(spec: LeaseSourceSpec, log: Logger): LeaseSource {
+/** The kube source's modules (the Kubernetes client, ~1 s to load) load only when it is used. */
+export async function leaseSourceFromSpec(spec: LeaseSourceSpec, log: Logger): Promise<LeaseSource> {
   if (spec.mode === 'etcd') return new EtcdLeaseSource({ registry: SubnetRegistry.connect(spec.etcd, spec.prefix) });
+  const { loadKubeConfig } = await import('../k8s/kubeconfig.ts');
+  const { KubeLeaseSource } = await import('./kube-source.ts');
   const kubeConfig = loadKubeConfig({ ...(spec.kubeconfig ? { kubeconfig: spec.kubeconfig } : {}), ...(spec.apiUrl ? { apiUrl: spec.apiUrl } : {}) });
   return new KubeLeaseSource({
     kubeConfig, netConfPath: spec.netConfPath, annotationPrefix: spec.annotationPrefix, setNodeNetworkUnavailable: spec.setNodeNetworkUnavailable, log,
@@ -108,7 +109,7 @@ export function leaseSourceFromSpec(spec: LeaseSourceSpec, log: Logger): LeaseSo
 export async function runAgentCommand(flags: Record<string, unknown>): Promise<void> {
   const log = makeLogger('knet-agent');
   const o = agentOptionsFromFlags(flags, log);
-  const agent = new Agent(o, { source: leaseSourceFromSpec(o.source, log) });
+  const agent = new Agent(o, { source: await leaseSourceFromSpec(o.source, log) });
   const onSignal = (sig: string) => {
     log.info({ sig }, 'stopping; the data plane stays as it is');
     agent.stop().then(() => process.exit(0), () => process.exit(1));

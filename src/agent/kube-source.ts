@@ -14,6 +14,7 @@ import { contains, formatCidr } from '../subnet/cidr.ts';
 import { type NetworkConfig, parseNetworkConfig, ConfigError } from '../subnet/config.ts';
 import type { Lease, LeaseAttrs } from '../subnet/lease.ts';
 import type { Node } from '../model/k8s.ts';
+import { assertNodeName } from '../subnet/kube-annotations.ts';
 import {
   type AnnotationNames, annotationNames, annotationPatch, creationMs, leaseFromNode, nodePodSubnet, podCidrOutsideNetwork, publishedPublicIP,
 } from '../subnet/kube-annotations.ts';
@@ -35,11 +36,6 @@ export interface KubeSourceOptions {
   maxBackoffMs?: number;
 }
 
-const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-
-export function assertNodeName(name: string, what = 'node name'): void {
-  if (typeof name !== 'string' || !NODE_NAME.test(name)) throw new Error(`invalid ${what} ${JSON.stringify(name)}: must be a DNS subdomain (lower-case letters, digits, "-" and ".")`);
-}
 
 const statusOf = (err: unknown): number | undefined => (err instanceof ApiException ? (err.code as number) : (err as { statusCode?: number })?.statusCode);
 

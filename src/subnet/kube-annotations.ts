@@ -9,6 +9,12 @@ import { type Cidr, formatCidr, isIPv4, parseCidr } from './cidr.ts';
 import type { Lease, LeaseAttrs } from './lease.ts';
 import type { Node } from '../model/k8s.ts';
 
+const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+export function assertNodeName(name: string, what = 'node name'): void {
+  if (typeof name !== 'string' || !NODE_NAME.test(name)) throw new Error(`invalid ${what} ${JSON.stringify(name)}: must be a DNS subdomain (lower-case letters, digits, "-" and ".")`);
+}
+
 export const DEFAULT_ANNOTATION_PREFIX = 'flannel.alpha.coreos.com';
 
 export interface AnnotationNames {
