@@ -2,7 +2,7 @@
 // flannel's subnet.env, and the CNI_* environment. Pure: no kernel, no files (callers pass the
 // subnet file's text in), so every rule here has a unit test without root.
 import { ErrCode, CniError, invalidConfig, invalidEnv } from './errors.ts';
-import { canonicalCidr, contains, networkOf, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
+import { canonicalCidr, contains, formatIPv4, networkOf, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
 import { hostRange } from '../ipam/allocator.ts';
 
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
@@ -240,7 +240,7 @@ export function planNetwork(conf: NetConf, subnetEnv: SubnetEnv | null): Network
   const networkText = conf.network ?? subnetEnv?.network;
   const clusterNetwork = networkText ? parseCidr4(networkText) : subnet;
   if (!contains(clusterNetwork, subnet.ip)) throw invalidConfig(`subnet ${subnetText} is outside the network ${networkText}`);
-  const gw = formatGateway(gateway);
+  const gw = formatIPv4(gateway);
   const routes = (conf.routes ?? [{ dst: '0.0.0.0/0' }]).map((r) => ({ dst: r.dst, gw: r.gw ?? gw }));
   for (const r of routes) {
     if (!contains(subnet, parseIPv4(r.gw))) throw invalidConfig(`route gateway ${r.gw} is not in the pod subnet ${canonicalCidr(subnet)}`);
@@ -260,10 +260,6 @@ export function planNetwork(conf: NetConf, subnetEnv: SubnetEnv | null): Network
   // flannel's rule: when flanneld masquerades (FLANNEL_IPMASQ=true) the plugin must not.
   const ipMasq = conf.ipMasq ?? (subnetEnv?.ipMasq === undefined ? false : !subnetEnv.ipMasq);
   return { subnet, gateway, clusterNetwork, mtu: conf.mtu ?? subnetEnv?.mtu ?? 1500, ipMasq, routes, reserved };
-}
-
-function formatGateway(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 }
 
 // ---- environment ----

@@ -1,34 +1,23 @@
-// IPv4 addresses as unsigned 32-bit numbers, and strict CIDR parsing: every address and
-// subnet the plugin hands to the kernel passes through here first.
+// IPv4 addresses as unsigned 32-bit numbers for the plugin's arithmetic; the text is parsed by
+// src/util/ip.ts in its strict syntax: every address and subnet the plugin hands to the kernel
+// passes through there first.
+import { formatIPv4, isIPv4, mustParseCIDR, mustParseIP } from '../util/ip.ts';
+
+export { formatIPv4, isIPv4 };
+
 export interface Cidr4 {
   /** The address as written (may have host bits set, e.g. a gateway "10.1.2.1/24"). */
   ip: number;
   prefix: number;
 }
 
-const OCTET = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;
-
 export function parseIPv4(s: unknown): number {
-  if (typeof s !== 'string') throw new Error(`invalid IPv4 address ${JSON.stringify(s)}`);
-  const parts = s.split('.');
-  if (parts.length !== 4 || !parts.every((p) => OCTET.test(p))) throw new Error(`invalid IPv4 address ${JSON.stringify(s)}`);
-  return parts.reduce((n, p) => n * 256 + Number(p), 0);
-}
-
-export function isIPv4(s: unknown): boolean {
-  try { parseIPv4(s); return true; } catch { return false; }
-}
-
-export function formatIPv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  return Number(mustParseIP(s, { syntax: 'strict', family: 4 }).value);
 }
 
 export function parseCidr4(s: unknown): Cidr4 {
-  if (typeof s !== 'string') throw new Error(`invalid IPv4 CIDR ${JSON.stringify(s)}`);
-  const m = /^([0-9.]+)\/([0-9]{1,2})$/.exec(s);
-  const prefix = m ? Number(m[2]) : NaN;
-  if (!m || prefix > 32) throw new Error(`invalid IPv4 CIDR ${JSON.stringify(s)}`);
-  return { ip: parseIPv4(m[1]), prefix };
+  const c = mustParseCIDR(s, { syntax: 'strict', family: 4, hostBits: 'clear' });
+  return { ip: Number(c.address), prefix: c.prefix };
 }
 
 export function maskOf(prefix: number): number {

@@ -3,30 +3,29 @@
 // its own protocol number, so readers return only knet's entries and nothing else is removed.
 import { bridgeBatch, bridgeJson, ipBatch, ipJson } from './iproute.ts';
 import type { FdbEntry, NeighEntry, OverlayDiff, OverlayState, RouteEntry } from '../overlay/types.ts';
-import { DEVICE_NAME as DEV, IPV4_TEXT as IPV4, MAC_TEXT as MAC } from './vxlan.ts';
+import { DEVICE_NAME as DEV, MAC_TEXT as MAC } from './vxlan.ts';
+import { isIPv4, parseCIDR } from '../util/ip.ts';
 
 /** Route/neighbour protocol number knet writes ("K"); unused by the kernel and common daemons. */
 export const KNET_RTPROTO = 75;
-
-const CIDR4 = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
 
 function check(ok: boolean, what: string, v: string): void {
   if (!ok) throw new Error(`refusing to program invalid ${what} ${JSON.stringify(v)}`);
 }
 
 function checkRoute(r: RouteEntry): void {
-  check(CIDR4.test(r.dst), 'route destination', r.dst);
-  check(IPV4.test(r.via), 'gateway', r.via);
+  check(parseCIDR(r.dst, 'strict')?.family === 4, 'route destination', r.dst);
+  check(isIPv4(r.via), 'gateway', r.via);
   check(DEV.test(r.dev), 'device', r.dev);
 }
 function checkNeigh(n: NeighEntry): void {
-  check(IPV4.test(n.ip), 'neighbour address', n.ip);
+  check(isIPv4(n.ip), 'neighbour address', n.ip);
   check(MAC.test(n.mac), 'MAC', n.mac);
   check(DEV.test(n.dev), 'device', n.dev);
 }
 function checkFdb(f: FdbEntry): void {
   check(MAC.test(f.mac), 'MAC', f.mac);
-  check(IPV4.test(f.dst), 'VTEP address', f.dst);
+  check(isIPv4(f.dst), 'VTEP address', f.dst);
   check(DEV.test(f.dev), 'device', f.dev);
 }
 

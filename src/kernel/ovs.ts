@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { run } from './exec.ts';
 import { ipBatch } from './iproute.ts';
 import { assertNetnsName } from './netns.ts';
+import { parseCIDR } from '../util/ip.ts';
 
 export interface OvsTarget {
   /** Named namespace the tools run in; null: the current one. */
@@ -19,7 +20,6 @@ export interface OvsTarget {
 export const SYSTEM_OVS: OvsTarget = { netns: null, runDir: '/var/run/openvswitch' };
 
 const NAME = /^[A-Za-z0-9_.-]{1,15}$/;
-const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 export function assertOvsName(name: string): void {
   if (!NAME.test(name) || name === '.' || name === '..') throw new Error(`invalid OVS bridge/port name ${JSON.stringify(name)}`);
@@ -195,8 +195,7 @@ export async function rxQueueCount(netns: string | null, iface: string): Promise
 export async function attachUnderlayToBridge(t: OvsTarget, bridge: string, iface: string, cidr: string, opts: { kind?: UnderlayPortKind } = {}): Promise<UnderlayPortKind> {
   assertOvsName(bridge);
   assertOvsName(iface);
-  const [ip, len] = cidr.split('/');
-  if (!IPV4.test(ip ?? '') || !/^\d{1,2}$/.test(len ?? '')) throw new Error(`invalid underlay address ${JSON.stringify(cidr)}`);
+  if (parseCIDR(cidr, 'strict')?.family !== 4) throw new Error(`invalid underlay address ${JSON.stringify(cidr)}`);
   const afxdpAvailable = parseOvsSet(await vsctl(t, ['get', 'Open_vSwitch', '.', 'iface_types'])).includes('afxdp-nonpmd');
   let kind: UnderlayPortKind = (opts.kind ?? 'afxdp') === 'afxdp' && afxdpAvailable ? 'afxdp' : 'packet';
   const packetPort = ['--', 'set', 'Interface', iface, 'type=system', '--', 'remove', 'Interface', iface, 'options', 'n_rxq'];

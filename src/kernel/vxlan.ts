@@ -2,12 +2,11 @@
 // adopt `flannel.<VNI>` with flannel's settings (facts A.8), give it the lease's .0/32 address.
 import { randomBytes } from 'node:crypto';
 import { ipBatch, ipJson } from './iproute.ts';
+import { isIPv4 } from '../util/ip.ts';
 
 /** Shapes every value must have before it goes into an iproute2 command (kernel limits). */
 export const DEVICE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
-export const IPV4_TEXT = /^\d{1,3}(\.\d{1,3}){3}$/;
 export const MAC_TEXT = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-const IPV4 = IPV4_TEXT;
 const MAC = MAC_TEXT;
 
 export function assertDev(name: string): void {
@@ -38,7 +37,7 @@ export interface Underlay {
  */
 export async function findUnderlay(netns: string | null, o: { iface?: string; publicIP?: string }): Promise<Underlay> {
   if (o.iface !== undefined) assertDev(o.iface);
-  if (o.publicIP !== undefined && !IPV4.test(o.publicIP)) throw new Error(`invalid public IP ${JSON.stringify(o.publicIP)}`);
+  if (o.publicIP !== undefined && !isIPv4(o.publicIP)) throw new Error(`invalid public IP ${JSON.stringify(o.publicIP)}`);
   const links = await ipJson<IpLink>(netns, ['addr', 'show']);
   let iface = o.iface;
   if (!iface && !o.publicIP) {
@@ -103,7 +102,7 @@ function compatible(l: IpLink, s: VxlanDeviceSpec): boolean {
 export async function ensureVxlanDevice(netns: string | null, s: VxlanDeviceSpec): Promise<VxlanDevice> {
   assertDev(s.name);
   assertDev(s.underlayIface);
-  if (!IPV4.test(s.localIP)) throw new Error(`invalid local IP ${JSON.stringify(s.localIP)}`);
+  if (!isIPv4(s.localIP)) throw new Error(`invalid local IP ${JSON.stringify(s.localIP)}`);
   for (const [n, v, max] of [['VNI', s.vni, 0xffffff], ['port', s.port, 65535], ['MTU', s.mtu, 65535]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > max) throw new Error(`invalid VXLAN ${n} ${v}`);
   }
@@ -132,7 +131,7 @@ export async function ensureVxlanDevice(netns: string | null, s: VxlanDeviceSpec
  */
 export async function setDeviceAddress(netns: string | null, device: string, address: string, inNetwork: (ip: string) => boolean): Promise<void> {
   assertDev(device);
-  if (!IPV4.test(address)) throw new Error(`invalid address ${JSON.stringify(address)}`);
+  if (!isIPv4(address)) throw new Error(`invalid address ${JSON.stringify(address)}`);
   const [link] = await ipJson<IpLink>(netns, ['addr', 'show', 'dev', device]);
   const lines: string[] = [];
   let present = false;

@@ -2,6 +2,7 @@
 // knet sends and reads. Pure (no sockets, no files): the same encoding serves the node-netlink
 // socket under Node, the FFI socket in the Bun-built CNI plugin and the in-memory fake kernel.
 import { constants as osConstants } from 'node:os';
+import { formatIPv4, mustParseIP } from '../../util/ip.ts';
 
 // Message types and flags from linux/rtnetlink.h and linux/netlink.h.
 export const RTM = {
@@ -263,16 +264,16 @@ export function assertIfName(name: string): void {
 }
 
 export function ipv4Bytes(ip: string): Buffer {
-  const parts = ip.split('.').map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) throw new Error(`invalid IPv4 address ${ip}`);
-  return Buffer.from(parts);
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32BE(Number(mustParseIP(ip, { syntax: 'strict', family: 4 }).value));
+  return bytes;
 }
 
 export function broadcast4(ip: string, prefixLen: number): string {
   const n = ipv4Bytes(ip).readUInt32BE(0);
   const mask = prefixLen === 0 ? 0 : (~0 << (32 - prefixLen)) >>> 0;
   const b = ((n & mask) | (~mask >>> 0)) >>> 0;
-  return [b >>> 24, (b >>> 16) & 255, (b >>> 8) & 255, b & 255].join('.');
+  return formatIPv4(b);
 }
 
 export function macString(b: Buffer | undefined): string {

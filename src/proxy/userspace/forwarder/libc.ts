@@ -3,6 +3,7 @@
 // not keep it). ssize_t results are declared as i32: every length asked for fits, and -1 stays
 // -1, so no call hands back a BigInt.
 import { dlopen, FFIType, ptr, read, type Pointer } from 'bun:ffi';
+import { mustParseIP } from '../../../util/ip.ts';
 
 type Mem = ArrayBufferView | Pointer | null;
 
@@ -114,14 +115,13 @@ const SIGPIPE = 13;
 
 /** Writes a sockaddr_in (16 bytes) for ip ("a.b.c.d") and port into out at offset. */
 export function sockaddrIn(out: Uint8Array, ip: string, port: number, offset = 0): void {
-  const parts = ip.split('.').map(Number);
-  if (parts.length !== 4 || !parts.every((n) => Number.isInteger(n) && n >= 0 && n <= 255)) throw new Error(`not an IPv4 address: ${JSON.stringify(ip)}`);
+  const address = Number(mustParseIP(ip, { syntax: 'strict', family: 4 }).value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not a port: ${JSON.stringify(port)}`);
   out.fill(0, offset, offset + 16);
   out[offset] = AF_INET;
   out[offset + 2] = port >> 8;
   out[offset + 3] = port & 255;
-  out.set(parts, offset + 4);
+  out.set([address >>> 24, (address >>> 16) & 255, (address >>> 8) & 255, address & 255], offset + 4);
 }
 
 /** The address of a sockaddr_in as one number: ip * 65536 + port (a map key). */
