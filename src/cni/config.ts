@@ -4,6 +4,7 @@
 import { ErrCode, CniError, invalidConfig, invalidEnv } from './errors.ts';
 import { canonicalCidr, contains, formatIPv4, networkOf, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
 import { hostRange } from '../ipam/allocator.ts';
+import { SubnetFileError, parseSubnetEnv as parseSubnetEnvText, type SubnetEnvValues } from '../subnet/subnet-env.ts';
 
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 export type CniVersion = (typeof SUPPORTED_VERSIONS)[number];
@@ -175,46 +176,16 @@ export function parseNetConf(j: Json): NetConf {
 
 // ---- flannel's subnet.env ----
 
-export interface SubnetEnv {
-  network?: string;
-  subnet: string;
-  mtu?: number;
-  ipMasq?: boolean;
-}
+export type SubnetEnv = SubnetEnvValues;
 
-/**
- * Parses /run/flannel/subnet.env (KEY=VALUE lines, as flanneld and knet's agent write it).
- * Errors name the file, the line and the key, never the text: the path comes from a config and
- * may name any file on the node.
- */
+/** subnet.env parsed by src/subnet/subnet-env.ts; a bad one is the spec's error 7. */
 export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEnv {
-  const kv = new Map<string, { value: string; line: number }>();
-  for (const [i, raw] of text.split('\n').entries()) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
-    const eq = line.indexOf('=');
-    if (eq < 1) throw invalidConfig(`${file}: line ${i + 1} is not KEY=VALUE (is it a subnet file?)`);
-    kv.set(line.slice(0, eq), { value: line.slice(eq + 1).replace(/^"(.*)"$/, '$1'), line: i + 1 });
+  try {
+    return parseSubnetEnvText(text, file);
+  } catch (e) {
+    if (e instanceof SubnetFileError) throw invalidConfig(e.message);
+    throw e;
   }
-  const bad = (key: string, what: string) => invalidConfig(`${file}: ${key} (line ${kv.get(key)!.line}) is not ${what}`);
-  const subnet = kv.get('FLANNEL_SUBNET')?.value;
-  if (!subnet) throw invalidConfig(`${file} has no FLANNEL_SUBNET (is it a subnet file?)`);
-  const out: SubnetEnv = { subnet };
-  try { hostRange(parseCidr4(subnet)); } catch { throw bad('FLANNEL_SUBNET', 'an IPv4 CIDR with room for pods'); }
-  const network = kv.get('FLANNEL_NETWORK')?.value;
-  if (network) {
-    try { parseCidr4(network); } catch { throw bad('FLANNEL_NETWORK', 'an IPv4 CIDR'); }
-    out.network = network;
-  }
-  const mtu = kv.get('FLANNEL_MTU')?.value;
-  if (mtu !== undefined) {
-    const n = Number(mtu);
-    if (!Number.isInteger(n) || n < 576 || n > 65535) throw bad('FLANNEL_MTU', 'an MTU from 576 to 65535');
-    out.mtu = n;
-  }
-  const masq = kv.get('FLANNEL_IPMASQ')?.value;
-  if (masq !== undefined) out.ipMasq = masq === 'true';
-  return out;
 }
 
 // ---- the network as the plugin will build it ----

@@ -18,6 +18,8 @@ import { childEnv, FatalWaitError, knetBinaries, packageRoot, pidAlive, selfComm
 import { agentIface, cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, REGISTRY_ETCD_PORT, underlayLinks, type LabPlan } from './topology.ts';
 import { MASTERS, NODES, tokenLine } from './api/auth.ts';
 import { defaultWorkload } from './workload.ts';
+import { readSubnetFile, subnetFromEnv } from '../subnet/subnet-env.ts';
+import { formatCidr } from '../subnet/cidr.ts';
 
 export interface UpOptions {
   dir: string;
@@ -51,9 +53,11 @@ async function waitAbortable<T>(what: string, fn: () => Promise<T | null | undef
   return waitFor(what, async () => { checkAbort(); return fn(); }, timeoutMs, everyMs);
 }
 
-function subnetOf(envText: string): string | null {
-  const m = /^FLANNEL_SUBNET=(\d+)\.(\d+)\.(\d+)\.\d+\/(\d+)$/m.exec(envText);
-  return m ? `${m[1]}.${m[2]}.${m[3]}.0/${m[4]}` : null;
+/** The pod subnet a node's agent recorded, or null before it has written one. */
+function nodeSubnet(file: string): string | null {
+  const text = readSubnetFile(file);
+  const subnet = text === null ? null : subnetFromEnv(text);
+  return subnet ? formatCidr(subnet) : null;
 }
 
 const METRICS_FETCH = "fetch('http://127.0.0.1:10249/metrics', { signal: AbortSignal.timeout(1000) }).then((r) => r.text()).then((t) => process.stdout.write(t), () => process.exit(1))";
@@ -251,8 +255,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     });
     await step('leases', async () => {
       await pool(plan.nodes, 16, (n) => waitProcess(`agent-${n.name}`, `the subnet lease of ${n.name}`, async () => {
-        const f = join(P.node(n.name), 'subnet.env');
-        return existsSync(f) && subnetOf(readFileSync(f, 'utf8'));
+        return nodeSubnet(join(P.node(n.name), 'subnet.env'));
       }));
     });
     if (plan.backend === 'ovs-gre') {
@@ -261,7 +264,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     }
     await step('node objects', async () => {
       await pool(plan.nodes, 8, async (n) => {
-        const cidr = subnetOf(readFileSync(join(P.node(n.name), 'subnet.env'), 'utf8'))!;
+        const cidr = nodeSubnet(join(P.node(n.name), 'subnet.env'))!;
         await api.putNode({
           metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name } },
           spec: { podCIDR: cidr, podCIDRs: [cidr] },

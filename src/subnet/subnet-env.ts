@@ -1,8 +1,13 @@
-// /run/flannel/subnet.env (facts A.9): read at start to recover the previous subnet, written
-// atomically (temp file + rename) so the CNI plugin never reads half a file.
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+// /run/flannel/subnet.env, the one reader and writer: the agent writes it atomically (temp file +
+// rename) so the CNI plugin never reads half a file; the plugin reads it for its pod subnet, the
+// agent to recover its previous subnet, the lab to learn each node's. The path may come from a
+// config and name any file on the node, so reading checks the file first and no error quotes it.
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, basename } from 'node:path';
 import { type Cidr, formatCidr, formatIP, parseCidr } from './cidr.ts';
+import { mustParseCIDR } from '../util/ip.ts';
+import { ERRNO_WORDS, errnoOf, kernelFsReason } from '../util/kernel-fs.ts';
 
 export interface SubnetEnv {
   network: Cidr;
@@ -30,39 +35,109 @@ export function formatSubnetEnv(e: SubnetEnv): string {
   return lines.join('\n') + '\n';
 }
 
-/** KEY=VALUE lines; blank lines and # comments ignored. */
-export function parseEnvFile(text: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const raw of text.split('\n')) {
+/** The most a subnet.env may be (flannel writes four short lines). */
+export const SUBNET_FILE_MAX = 64 * 1024;
+
+/** 'invalid': the path cannot be a subnet file, or its text is not one; 'unreadable': an I/O error. */
+export class SubnetFileError extends Error {
+  constructor(message: string, readonly kind: 'invalid' | 'unreadable') {
+    super(message);
+    this.name = 'SubnetFileError';
+  }
+}
+
+/**
+ * The subnet file's text, or null when it does not exist yet. It must be a regular file of at
+ * most SUBNET_FILE_MAX bytes outside the kernel's file systems (a FIFO would block, /dev/zero
+ * never end).
+ */
+export function readSubnetFile(path: string): string | null {
+  const invalid = (why: string) => new SubnetFileError(`subnetFile ${path} ${why}`, 'invalid');
+  const why = kernelFsReason(path);
+  if (why) throw invalid(`cannot be a subnet file: ${why}`);
+  let fd: number;
+  try {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+  } catch (e) {
+    if (errnoOf(e) === 'ENOENT') return null;
+    throw new SubnetFileError(`subnetFile ${path} cannot be read: ${ERRNO_WORDS[errnoOf(e)] ?? errnoOf(e)}`, 'unreadable');
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw invalid('is not a regular file');
+    if (st.size > SUBNET_FILE_MAX) throw invalid(`is ${st.size} bytes: a subnet file is at most ${SUBNET_FILE_MAX}`);
+    const buf = Buffer.alloc(SUBNET_FILE_MAX + 1);
+    let n = 0;
+    for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += got;
+    if (n > SUBNET_FILE_MAX) throw invalid(`is larger than ${SUBNET_FILE_MAX} bytes`);
+    return buf.toString('utf8', 0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What the plugin takes from a subnet file, as written there. */
+export interface SubnetEnvValues {
+  network?: string;
+  /** The pod subnet as its first address with the prefix (10.5.52.1/24). */
+  subnet: string;
+  mtu?: number;
+  ipMasq?: boolean;
+}
+
+/**
+ * Parses subnet.env (KEY=VALUE lines, as flanneld and knet's agent write it; blank lines and
+ * # comments ignored). Errors name the file, the line and the key, never the text.
+ */
+export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEnvValues {
+  const kv = new Map<string, { value: string; line: number }>();
+  for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.trim();
     if (!line || line.startsWith('#')) continue;
     const eq = line.indexOf('=');
-    if (eq <= 0) continue;
-    out.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim());
+    if (eq < 1) throw new SubnetFileError(`${file}: line ${i + 1} is not KEY=VALUE (is it a subnet file?)`, 'invalid');
+    kv.set(line.slice(0, eq), { value: line.slice(eq + 1).replace(/^"(.*)"$/, '$1'), line: i + 1 });
   }
+  const bad = (key: string, what: string) => new SubnetFileError(`${file}: ${key} (line ${kv.get(key)!.line}) is not ${what}`, 'invalid');
+  const subnet = kv.get('FLANNEL_SUBNET')?.value;
+  if (!subnet) throw new SubnetFileError(`${file} has no FLANNEL_SUBNET (is it a subnet file?)`, 'invalid');
+  const out: SubnetEnvValues = { subnet };
+  // A /31 or /32 leaves no address for a pod beside the gateway.
+  try { if (mustParseCIDR(subnet, { syntax: 'strict', family: 4, hostBits: 'clear' }).prefix >= 31) throw new Error(); } catch { throw bad('FLANNEL_SUBNET', 'an IPv4 CIDR with room for pods'); }
+  const network = kv.get('FLANNEL_NETWORK')?.value;
+  if (network) {
+    try { mustParseCIDR(network, { syntax: 'strict', family: 4, hostBits: 'clear' }); } catch { throw bad('FLANNEL_NETWORK', 'an IPv4 CIDR'); }
+    out.network = network;
+  }
+  const mtu = kv.get('FLANNEL_MTU')?.value;
+  if (mtu !== undefined) {
+    const n = Number(mtu);
+    if (!Number.isInteger(n) || n < 576 || n > 65535) throw bad('FLANNEL_MTU', 'an MTU from 576 to 65535');
+    out.mtu = n;
+  }
+  const masq = kv.get('FLANNEL_IPMASQ')?.value;
+  if (masq !== undefined) out.ipMasq = masq === 'true';
   return out;
 }
 
-/** The previous IPv4 subnet recorded in a subnet file (network address form), or null. */
-export function previousSubnetFromEnv(text: string): Cidr | null {
-  const v = parseEnvFile(text).get('FLANNEL_SUBNET');
-  if (!v) return null;
+/** The IPv4 pod subnet a subnet file records (network address form), or null when it records none. */
+export function subnetFromEnv(text: string): Cidr | null {
   try {
-    const c = parseCidr(v, true);
-    return c.family === 4 ? c : null;
+    return parseCidr(parseSubnetEnv(text).subnet, true);
   } catch {
     return null;
   }
 }
 
-export async function readPreviousSubnet(path: string): Promise<Cidr | null> {
+/**
+ * The subnet the previous run recorded, or null when there is no file or it records none (a
+ * damaged file is no reason not to start). A path that cannot be a subnet file is an error.
+ */
+export function readPreviousSubnet(path: string): Cidr | null {
   assertSubnetFilePath(path);
-  try {
-    return previousSubnetFromEnv(await readFile(path, 'utf8'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
+  const text = readSubnetFile(path);
+  return text === null ? null : subnetFromEnv(text);
 }
 
 export async function writeSubnetEnv(path: string, e: SubnetEnv): Promise<void> {

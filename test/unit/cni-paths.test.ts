@@ -7,7 +7,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCni } from '../../src/cni/plugin.ts';
-import { dataDirError, ensureDataDir, readSubnetFile, SUBNET_FILE_MAX } from '../../src/cni/paths.ts';
+import { dataDirError, ensureDataDir, readSubnetFile } from '../../src/cni/paths.ts';
+import { SUBNET_FILE_MAX } from '../../src/subnet/subnet-env.ts';
 import { lockFile } from '../../src/ipam/lockfile.ts';
 import { fakeCniKernel } from '../helpers/fake-cni-kernel.ts';
 
