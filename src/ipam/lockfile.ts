@@ -1,6 +1,7 @@
 // Small file-system coordination helpers shared by IPAM and the node-wide masquerade set-up.
 import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pidAlive } from '../util/process.ts';
 
 /**
  * Exclusive lock file holding the owner's pid; a lock whose owner died is taken over. Every
@@ -34,14 +35,6 @@ function lockIsStale(path: string): boolean {
   }
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Removes `*.lock` files in dir whose owner died (for GC after a killed plugin). */
 export function sweepStaleLocks(dir: string): string[] {

@@ -8,7 +8,7 @@
 import { closeSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { candidates, type Pool } from './allocator.ts';
-import { pidAlive } from './lockfile.ts';
+import { pidAlive } from '../util/process.ts';
 import { formatIPv4, isIPv4, parseIPv4 } from './ipv4.ts';
 
 export interface Allocation {

@@ -12,7 +12,8 @@ import { formatCheckTable, judge, planChecks, type Probe, type Row } from './che
 import { LabApiClient } from './client.ts';
 import { createPod, deletePod, pool } from './pods.ts';
 import { labDir, paths, requireState, type LabState } from './state.ts';
-import { childEnv, pidAlive, sleep } from './shell.ts';
+import { childEnv, sleep } from './shell.ts';
+import { pidAlive } from '../util/process.ts';
 import { formatStatus } from './status.ts';
 import { assertName, NETNS_ANNOTATION, normalizePod, podPorts, type LabPod } from './workload.ts';
 

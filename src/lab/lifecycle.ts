@@ -14,11 +14,12 @@ import { conflistPath, createPod, pool } from './pods.ts';
 import { ECHO_SERVER, PROBE_CLIENT } from './scripts.ts';
 import { primeTunnelNeighbours, startOvsDaemons, stopOvsAt, type OvsInstance } from './ovs.ts';
 import { paths, readState, writeState, type LabState } from './state.ts';
-import { childEnv, FatalWaitError, knetBinaries, packageRoot, pidAlive, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
+import { childEnv, FatalWaitError, knetBinaries, packageRoot, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
 import { agentIface, cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, REGISTRY_ETCD_PORT, underlayLinks, type LabPlan } from './topology.ts';
 import { MASTERS, NODES, tokenLine } from './api/auth.ts';
 import { defaultWorkload } from './workload.ts';
 import { readSubnetFile, subnetFromEnv } from '../subnet/subnet-env.ts';
+import { pidAlive } from '../util/process.ts';
 import { formatCidr } from '../subnet/cidr.ts';
 
 export interface UpOptions {

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { assertNetnsName } from '../kernel/netns.ts';
 
 import { sleep } from '../util/wait.ts';
+import { pidAlive } from '../util/process.ts';
 export { sleep, waitFor, FatalWaitError } from '../util/wait.ts';
 
 /** The knet checkout or install this code runs from (where dist/ and node_modules/ are). */
@@ -78,15 +79,6 @@ export async function startInNetns(ns: string, file: string, args: readonly stri
     return { pid, log };
   } finally {
     closeSync(fd);
-  }
-}
-
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
