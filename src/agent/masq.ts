@@ -1,4 +1,4 @@
-// Masquerade and forward rules for the pod network (facts A.10, F.3), in knet's own chains.
+// Masquerade and forward rules for the pod network, in flannel's rule order, in knet's own chains.
 // Packets kube-proxy (or knet's proxy) already marked 0x4000/0x4000 are skipped, so they are
 // not NATed twice. Rendering is pure; applying is one iptables-restore --noflush plus the jumps.
 import { type Cidr, formatCidr } from '../subnet/cidr.ts';

@@ -1,5 +1,6 @@
 // The VXLAN device and the underlay it rides on: discover the underlay interface, create or
-// adopt `flannel.<VNI>` with flannel's settings (facts A.8), give it the lease's .0/32 address.
+// adopt `flannel.<VNI>` with flannel's settings (VNI, port, learning off unless asked), give it
+// the lease's .0/32 address.
 import { randomBytes } from 'node:crypto';
 import { ipBatch, ipJson } from './iproute.ts';
 import { isIPv4 } from '../util/ip.ts';

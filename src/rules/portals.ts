@@ -1,4 +1,4 @@
-// The userspace mode's nat rules (facts.md D.4), pure: from each service port's addresses and
+// The userspace mode's nat rules (kube-proxy's KUBE-PORTALS-* chains), pure: from each service port's addresses and
 // the node-local port its listener got, the iptables-restore text that steers traffic there.
 // - KUBE-PORTALS-CONTAINER (from PREROUTING): traffic arriving from pods or the network for a
 //   cluster IP, external IP or load-balancer IP is REDIRECTed to the proxy port.

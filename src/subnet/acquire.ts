@@ -1,4 +1,4 @@
-// Acquiring this node's lease (facts A.6): list, choose (pure), create with a Version==0
+// Acquiring this node's lease the way flanneld does: list, choose (pure), create with a Version==0
 // transaction, and on a lost race list again, up to 10 times.
 import { type Cidr, formatCidr, formatIP } from './cidr.ts';
 import { chooseSubnet } from './choose.ts';

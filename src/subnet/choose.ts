@@ -1,4 +1,4 @@
-// Which subnet this node should hold (facts A.6), as a pure function: reuse the lease that
+// Which subnet this node should hold, by flanneld's rules, as a pure function: reuse the lease that
 // carries our public IP, else the subnet remembered in subnet.env, else a random free one among
 // the first 100 free subnets from SubnetMin upward.
 import { type Cidr, overlaps, sameCidr, size } from './cidr.ts';

@@ -1,5 +1,5 @@
 // flannel's network config (`<prefix>/config`) parsed and validated with flannel's defaults
-// (facts A.2): SubnetLen/SubnetMin/SubnetMax defaulting, alignment checks, Backend type.
+// (those flannel's documentation states): SubnetLen/SubnetMin/SubnetMax defaulting, alignment checks, Backend type.
 import { type Cidr, type Family, bitsOf, contains, formatCidr, formatIP, lastAddress, parseCidr, parseIP, size } from './cidr.ts';
 
 export interface SubnetRange {

@@ -1,4 +1,4 @@
-// Subnet leases in flannel's exact etcd format (facts A.3, A.4): key `10.5.52.0-24` (dual stack
+// Subnet leases in flannel's exact etcd format, so both can share one etcd: key `10.5.52.0-24` (dual stack
 // `10.5.52.0-24&fd00::-56`), value {"PublicIP","PublicIPv6","BackendType","BackendData",...}.
 // Everything read from etcd is validated here before it can reach the kernel.
 import { type Cidr, formatCidr, formatIP, isIPv4, parseCidr, parseIPv4, parseIPv6 } from './cidr.ts';

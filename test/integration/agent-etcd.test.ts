@@ -21,7 +21,7 @@ async function setup(t: Parameters<typeof startEtcd>[0] & object, config?: strin
   return { etcd, raw, reg };
 }
 
-test('flannel-written config and leases (facts A.2-A.4) are read; knet writes the same shape', async (t) => {
+test('flannel-written config and leases are read; knet writes the same shape', async (t) => {
   const { raw, reg } = await setup(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
   await raw.put('/coreos.com/network/subnets/10.5.52.0-24').value('{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}');
   await raw.put('/coreos.com/network/subnets/not-a-key').value('{}');

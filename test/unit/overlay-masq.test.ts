@@ -2,7 +2,7 @@ import test from 'ava';
 import { renderMasqRules } from '../../src/agent/masq.ts';
 import { parseCidr } from '../../src/subnet/cidr.ts';
 
-test('masquerade chain: kube-proxy-marked packets return first, then flannel\'s rule order (facts A.10, F.3)', (t) => {
+test('masquerade chain: kube-proxy-marked packets return first, then flannel\'s rule order', (t) => {
   const text = renderMasqRules(parseCidr('10.5.0.0/16'), parseCidr('10.5.7.0/24'));
   const nat = text.split('\n').filter((l) => l.startsWith('-A KNET-POSTRTG'));
   t.regex(nat[0]!, /-m mark --mark 0x4000\/0x4000 -j RETURN$/);

@@ -12,7 +12,7 @@ const lease = (cidr: string, ip: string, data: unknown = { VNI: 1, VtepMAC: `0a:
 const own = lease('10.5.1.0/24', '192.168.50.1');
 const base = { device: 'flannel.1', vni: 1, network, own, directRouting: false, underlay: { iface: 'eth0', subnet: parseCidr('192.168.50.0/24') } };
 
-test('each peer gets a neighbour, an FDB entry and an onlink route via its .0 (facts A.8)', (t) => {
+test('each peer gets a neighbour, an FDB entry and an onlink route via its .0, as flannel programs them', (t) => {
   const d = desiredVxlanState({ ...base, peers: [own, lease('10.5.2.0/24', '192.168.50.2')] });
   t.deepEqual(d.state, {
     neighbours: [{ ip: '10.5.2.0', mac: '0a:00:00:00:00:02', dev: 'flannel.1' }],

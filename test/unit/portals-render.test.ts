@@ -1,4 +1,4 @@
-// The userspace mode's portal rules (facts.md D.4), rendered purely and checked line by line;
+// The userspace mode's portal rules (kube-proxy's KUBE-PORTALS-* chains), rendered purely and checked line by line;
 // test/integration/userspace-e2e.test.ts loads them into a real kernel.
 import test from 'ava';
 import { renderPortals, portalCleanupText, PORTAL_JUMPS, type PortalPort } from '../../src/rules/portals.ts';

@@ -8,7 +8,7 @@ const v4 = (text: string) => {
   return { c, r: c.ipv4!, min: formatIP(4, c.ipv4!.subnetMin), max: formatIP(4, c.ipv4!.subnetMax) };
 };
 
-test('flannel documentation example (facts A.2) is read with its own bounds', (t) => {
+test('flannel documentation example is read with its own bounds', (t) => {
   const { c, r, min, max } = v4('{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.10.0.0","SubnetMax":"10.99.0.0","Backend":{"Type":"udp","Port":7890}}');
   t.is(formatCidr(r.network), '10.0.0.0/8');
   t.is(r.subnetLen, 20);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { SUBNET_FILE_MAX, SubnetFileError, formatSubnetEnv, parseSubnetEnv, subnetFromEnv, readPreviousSubnet, writeSubnetEnv, assertSubnetFilePath } from '../../src/subnet/subnet-env.ts';
 import { formatCidr, parseCidr } from '../../src/subnet/cidr.ts';
 
-test('subnet.env matches flannel\'s documented example (facts A.9)', (t) => {
+test('subnet.env matches flannel\'s documented example', (t) => {
   const text = formatSubnetEnv({ network: parseCidr('10.5.0.0/16'), subnet: parseCidr('10.5.52.0/24'), mtu: 1450, ipMasq: false });
   t.is(text, 'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.52.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n');
   t.is(formatCidr(subnetFromEnv(text)!), '10.5.52.0/24');

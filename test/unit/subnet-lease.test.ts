@@ -2,7 +2,7 @@ import test from 'ava';
 import { formatLeaseAttrs, leaseFromKv, makeSubnetKey, parseLeaseAttrs, parseSubnetKey, parseVxlanBackendData } from '../../src/subnet/lease.ts';
 import { formatCidr, parseCidr } from '../../src/subnet/cidr.ts';
 
-test('subnet keys use flannel\'s format, dual stack included (facts A.3)', (t) => {
+test('subnet keys use flannel\'s format, dual stack included', (t) => {
   t.is(makeSubnetKey(parseCidr('10.5.52.0/24')), '10.5.52.0-24');
   t.is(makeSubnetKey(parseCidr('10.12.13.0/24'), parseCidr('fd00:12:13::/56')), '10.12.13.0-24&fd00:12:13::-56');
   const k = parseSubnetKey('10.12.13.0-24&fd00:12:13::-56');
@@ -13,7 +13,7 @@ test('subnet keys use flannel\'s format, dual stack included (facts A.3)', (t) =
   }
 });
 
-test('flannel\'s documented lease value (facts A.4) is read, and written back byte for byte', (t) => {
+test('flannel\'s documented lease value is read, and written back byte for byte', (t) => {
   const text = '{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}';
   const l = leaseFromKv('10.5.52.0-24', text, '7587880990553423369', null);
   t.is(formatCidr(l.subnet), '10.5.52.0/24');

@@ -1,4 +1,5 @@
-// The vxlan Backend options (facts A.8), keys matched case-insensitively like Go's JSON.
+// The vxlan Backend options as flannel names them (VNI, Port, GBP, DirectRouting ...), keys
+// matched case-insensitively like Go's JSON.
 import { configField, ConfigError, type BackendConfig } from '../../subnet/config.ts';
 
 export interface VxlanConfig {

@@ -1,6 +1,6 @@
 // Balancing decisions of the userspace mode, pure and clock-driven so unit tests need no
 // sockets: round robin over a service port's ready endpoints, ClientIP affinity with a sliding
-// expiry, and what an endpoint update does to both (facts.md D.1, D.2).
+// expiry, and what an endpoint update does to both, as kube-proxy's userspace mode does.
 
 export interface Affinity {
   endpoint: string;
