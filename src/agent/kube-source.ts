@@ -20,8 +20,6 @@ import {
 } from '../subnet/kube-annotations.ts';
 import { type AcquireRequest, type Acquired, type InvalidLease, type LeaseSource, type LeaseStreamEvent, LeaseNotYetError } from './lease-source.ts';
 
-export const DEFAULT_NET_CONF_PATH = '/etc/kube-flannel/net-conf.json';
-
 export interface KubeSourceOptions {
   kubeConfig: KubeConfig;
   /** This node's name; else $NODE_NAME, else the node of the pod $POD_NAMESPACE/$POD_NAME. */

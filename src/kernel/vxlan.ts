@@ -144,8 +144,3 @@ export async function setDeviceAddress(netns: string | null, device: string, add
   if (!present) lines.push(`addr add ${address}/32 dev ${device}`);
   await ipBatch(netns, lines);
 }
-
-export async function deviceExists(netns: string | null, device: string): Promise<boolean> {
-  assertDev(device);
-  return (await readLink(netns, device)) !== null;
-}

@@ -13,8 +13,6 @@ export const OUTSIDE_NAME = 'outside';
 /** The image a lab pod's one container names (there is no image: the echo server is a script). */
 export const LAB_POD_IMAGE = 'lab.knet.dev/echo';
 
-export interface PodPort { port: number; protocol: 'TCP' | 'UDP' | 'BOTH'; name?: string }
-
 /** A lab pod: a network namespace on a node, running one echo server on its ports. */
 export interface LabPod {
   apiVersion: 'v1';

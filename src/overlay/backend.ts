@@ -1,17 +1,7 @@
 // The contract every overlay backend meets, so the agent does not care which one runs. VXLAN is
 // the first; an Open vSwitch GRE backend fits beside it: it would publish its own BackendData,
 // build its tunnel port in `prepare`, and turn peer leases into OpenFlow rules in `reconcile`.
-import type { Cidr } from '../subnet/cidr.ts';
 import type { Lease } from '../subnet/lease.ts';
-
-export interface UnderlayInfo {
-  /** Interface carrying the node's public IP. */
-  iface: string;
-  publicIP: string;
-  /** The interface's IPv4 prefix (for DirectRouting's "same L2 segment" test). */
-  subnet: Cidr;
-  mtu: number;
-}
 
 export interface PreparedBackend {
   /** Lease BackendType, e.g. "vxlan". */

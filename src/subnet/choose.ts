@@ -1,7 +1,7 @@
 // Which subnet this node should hold, by flanneld's rules, as a pure function: reuse the lease that
 // carries our public IP, else the subnet remembered in subnet.env, else a random free one among
 // the first 100 free subnets from SubnetMin upward.
-import { type Cidr, overlaps, sameCidr, size } from './cidr.ts';
+import { type Cidr, overlaps, size } from './cidr.ts';
 import { type SubnetRange, subnetFits } from './config.ts';
 import type { Lease } from './lease.ts';
 
@@ -68,8 +68,4 @@ export function freeSubnets(range: SubnetRange, takenPrefixes: readonly Cidr[], 
     if (!clash) out.push(cand);
   }
   return out;
-}
-
-export function isSameSubnet(a: Cidr, b: Cidr): boolean {
-  return sameCidr(a, b);
 }

@@ -27,10 +27,6 @@ export function parseIP(text: string): { family: Family; value: bigint } {
   return mustParseIP(text, { syntax: 'strict' });
 }
 
-export function hostMask(c: { family: Family; len: number }): bigint {
-  return (1n << BigInt(bitsOf(c.family) - c.len)) - 1n;
-}
-
 /** Parses "A/N"; the address must be the network address unless `allowHostBits`. */
 export function parseCidr(text: string, allowHostBits = false): Cidr {
   const c = mustParseCIDR(text, { syntax: 'strict', hostBits: allowHostBits ? 'clear' : 'refuse' });
@@ -60,8 +56,4 @@ export function contains(outer: Cidr, inner: Cidr): boolean {
 
 export function overlaps(a: Cidr, b: Cidr): boolean {
   return a.family === b.family && a.base <= lastAddress(b) && b.base <= lastAddress(a);
-}
-
-export function sameCidr(a: Cidr, b: Cidr): boolean {
-  return a.family === b.family && a.base === b.base && a.len === b.len;
 }

@@ -9,7 +9,6 @@ import type * as ifla from 'netlink/dist/rt/ifla.js';
 import type { Rtnl } from './rtnl.ts';
 
 export type RouteMessage = codecs.RouteMessage;
-export type NeighborMessage = codecs.NeighborMessage;
 export type { rt, ifla };
 
 async function viaCodecs<T>(nl: Rtnl, op: string, type: number, flags: number, format: (out: AttrStream) => void, parse: (data: Buffer) => T): Promise<T[]> {
@@ -22,9 +21,4 @@ async function viaCodecs<T>(nl: Rtnl, op: string, type: number, flags: number, f
 export function routeRequest(nl: Rtnl, type: number, flags: number, data: rt.Route, attrs: rt.RouteAttrs): Promise<RouteMessage[]> {
   return viaCodecs(nl, `route request ${type}`, type, flags,
     (out) => codecs.formatRouteMessage({ kind: 'route', data, attrs }, out), (d) => codecs.parseRouteMessage(d));
-}
-
-export function neighborRequest(nl: Rtnl, type: number, flags: number, data: rt.Neighbor, attrs: rt.NeighborAttrs): Promise<NeighborMessage[]> {
-  return viaCodecs(nl, `neighbour request ${type}`, type, flags,
-    (out) => codecs.formatNeighborMessage({ kind: 'neighbor', data, attrs }, out), (d) => codecs.parseNeighborMessage(d));
 }

@@ -107,8 +107,3 @@ function fieldValue(obj: Record<string, unknown>, path: string): string {
 export function fieldsMatch(reqs: readonly FieldRequirement[], obj: Record<string, unknown>): boolean {
   return reqs.every((r) => (fieldValue(obj, r.field) === r.value) === r.equal);
 }
-
-/** The single name a field selector pins (`metadata.name=NAME`), if any. */
-export function selectedName(reqs: readonly FieldRequirement[]): string | undefined {
-  return reqs.find((r) => r.field === 'metadata.name' && r.equal)?.value;
-}

@@ -367,10 +367,3 @@ export function validateObject(resource: ResourceName, obj: Obj, old?: Obj): Fie
   }
   return e.list;
 }
-
-/** Name checks for a path segment, so a bad name in a URL is refused before any lookup. */
-export function nameProblem(resource: ResourceName, name: string): string | null {
-  const e = new Errors();
-  checkMeta(e, resource, { name });
-  return e.list[0]?.detail ?? null;
-}

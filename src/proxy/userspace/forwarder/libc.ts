@@ -92,7 +92,6 @@ export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
 export const TCP_KEEPIDLE = 4;
 export const EPOLL_CTL_ADD = 1;
-export const EPOLL_CTL_DEL = 2;
 export const EPOLLIN = 0x1;
 export const EPOLLOUT = 0x4;
 export const EPOLLERR = 0x8;
