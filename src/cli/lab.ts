@@ -27,12 +27,15 @@ export function registerLab(program: Command): void {
     .addHelpText('after', `
 The lab's API is a small stand-in for kube-apiserver backed by the lab's own etcd (Namespaces,
 Nodes, Pods, Services, Endpoints, EndpointSlices over the Kubernetes REST API, enough for
-kubectl and informers); it is not a Kubernetes.
+kubectl and informers); it is not a Kubernetes. With --subnet-manager kube (the default) it
+also allocates each Node's podCIDR as kube-controller-manager does, and the agents publish
+flannel's annotations on their Nodes; with etcd the agents lease subnets in a second etcd.
 Everything lives in namespaces named knl-<labid>-* and files under --dir (default /run/knet-lab,
 or $KNET_LAB_DIR). Needs root.
 
 Examples:
   knet lab up --nodes 3 && knet lab check
+  knet lab up --subnet-manager etcd --backend ovs-gre
   knet lab status
   knet lab apply -f scale-web.yaml
   knet lab kubectl get svc,endpointslices -A -o wide
@@ -45,17 +48,18 @@ Examples:
     .option('--nodes <n>', 'number of nodes', intArg('--nodes', 1, 100), 3)
     .option('--backend <backend>', 'overlay backend: vxlan, or ovs-gre (an Open vSwitch pair per node, userspace datapath)', 'vxlan')
     .option('--proxy-mode <mode>', 'proxy mode: iptables, nftables or userspace (written to each node\'s KubeProxyConfiguration)', 'iptables')
+    .option('--subnet-manager <kind>', 'where node pod subnets come from: kube (the lab API allocates each Node\'s podCIDR, agents run --kube-subnet-mgr with flannel\'s annotations) or etcd (agents lease subnets in the lab\'s flannel etcd)', 'kube')
     .option('--ns-prefix <prefix>', 'namespace name prefix (default knl-<labid>-)')
     .option('--no-workload', 'do not create the default pods and services')
     .option(...dirOption)
-    .action(async (o: DirOpt & { nodes: number; backend: string; proxyMode: string; nsPrefix?: string; workload: boolean }) => {
+    .action(async (o: DirOpt & { nodes: number; backend: string; proxyMode: string; subnetManager: string; nsPrefix?: string; workload: boolean }) => {
       const { labUp, abort, Interrupted } = await import('../lab/lifecycle.ts');
       const dir = await dirOf(o);
       const onSignal = () => { abort.requested = true; say('stopping: cleaning up what was made so far'); };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
       try {
-        const state = await labUp({ dir, nodes: o.nodes, backend: o.backend, proxyMode: o.proxyMode, ...(o.nsPrefix ? { nsPrefix: o.nsPrefix } : {}), noWorkload: !o.workload, progress: say });
+        const state = await labUp({ dir, nodes: o.nodes, backend: o.backend, proxyMode: o.proxyMode, subnetManager: o.subnetManager, ...(o.nsPrefix ? { nsPrefix: o.nsPrefix } : {}), noWorkload: !o.workload, progress: say });
         const { kubectlHint } = await import('../lab/commands.ts');
         say(`next: knet lab status${o.dir ? ` --dir ${dir}` : ''}; knet lab check${o.dir ? ` --dir ${dir}` : ''}`);
         say(kubectlHint(state));

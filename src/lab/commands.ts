@@ -15,6 +15,7 @@ import { labDir, paths, requireState, type LabState } from './state.ts';
 import { childEnv, sleep } from './shell.ts';
 import { pidAlive } from '../util/process.ts';
 import { formatStatus } from './status.ts';
+import { subnetManagerOf } from './topology.ts';
 import { assertName, NETNS_ANNOTATION, normalizePod, podPorts, type LabPod } from './workload.ts';
 
 export function openLab(dir: string): { s: LabState; api: LabApiClient } {
@@ -25,11 +26,13 @@ export function openLab(dir: string): { s: LabState; api: LabApiClient } {
 export async function labStatus(dir: string): Promise<string> {
   const { s, api } = openLab(dir);
   const alive = (what: string) => s.processes.some((p) => p.what === what && pidAlive(p.pid));
+  const manager = subnetManagerOf(s.plan);
   if (!(await api.healthy())) throw new Error(`the lab API of ${dir} does not answer (log: ${paths(dir).log('lab-api')}); knet lab down, then up`);
   const [apiNodes, leases, pods, services, slices] = await Promise.all([api.nodes(), api.leases(), api.pods(), api.services(), api.slices()]);
   return formatStatus({
     labId: s.plan.labId, dir,
-    summary: `${s.plan.nodes.length} nodes, ${s.plan.backend} overlay, ${s.plan.proxyMode} proxies, etcd ${s.plan.etcdEndpoint}, lab API ${s.plan.apiServer} (a kube-apiserver stand-in)`,
+    summary: `${s.plan.nodes.length} nodes, ${s.plan.backend} overlay, ${s.plan.proxyMode} proxies, ${manager === 'kube' ? 'kube subnet manager (Node podCIDRs)' : `etcd subnet manager (${s.plan.etcdEndpoint})`}, lab API ${s.plan.apiServer} (a kube-apiserver stand-in)`,
+    subnetManager: manager,
     nodes: s.plan.nodes.map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, agent: alive(`agent-${n.name}`), proxy: alive(`proxy-${n.name}`) })),
     apiNodes, leases, pods, services, slices,
   });

@@ -15,7 +15,7 @@ import { ECHO_SERVER, PROBE_CLIENT } from './scripts.ts';
 import { primeTunnelNeighbours, startOvsDaemons, stopOvsAt, type OvsInstance } from './ovs.ts';
 import { paths, readState, writeState, type LabState } from './state.ts';
 import { childEnv, FatalWaitError, knetBinaries, packageRoot, selfCommand, startInNetns, stopPid, waitFor } from './shell.ts';
-import { agentIface, cniConflist, ETCD_PORT, FLANNEL_PREFIX, kubeconfigText, kubeProxyConfig, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, REGISTRY_ETCD_PORT, underlayLinks, type LabPlan } from './topology.ts';
+import { agentArgs, cniConflist, ETCD_PORT, kubeconfigText, kubeProxyConfig, labNodeObject, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, REGISTRY_ETCD_PORT, subnetManagerOf, underlayLinks, type LabPlan } from './topology.ts';
 import { MASTERS, NODES, tokenLine } from './api/auth.ts';
 import { defaultWorkload } from './workload.ts';
 import { readSubnetFile, subnetFromEnv } from '../subnet/subnet-env.ts';
@@ -28,6 +28,8 @@ export interface UpOptions {
   backend?: string;
   proxyMode?: string;
   nsPrefix?: string;
+  /** kube (default) or etcd. */
+  subnetManager?: string;
   /** Skip the default workload (benchmarks of the bare cluster). */
   noWorkload?: boolean;
   progress: (line: string) => void;
@@ -92,8 +94,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     const h = await labHealth(existing);
     if (h.ok) {
       o.progress(`lab ${existing.plan.labId} is already up in ${o.dir} (${existing.plan.nodes.length} nodes); nothing to do`);
-      if (existing.plan.nodes.length !== o.nodes || (o.proxyMode && o.proxyMode !== existing.plan.proxyMode)) {
-        o.progress(`  note: it runs ${existing.plan.nodes.length} nodes with ${existing.plan.proxyMode} proxies; to change that, knet lab down first`);
+      if (existing.plan.nodes.length !== o.nodes || (o.proxyMode && o.proxyMode !== existing.plan.proxyMode) || (o.subnetManager && o.subnetManager !== subnetManagerOf(existing.plan))) {
+        o.progress(`  note: it runs ${existing.plan.nodes.length} nodes with ${existing.plan.proxyMode} proxies and the ${subnetManagerOf(existing.plan)} subnet manager; to change that, knet lab down first`);
       }
       return existing;
     }
@@ -101,7 +103,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
   }
   if (process.getuid?.() !== 0) throw new Error('knet lab needs root (it creates network namespaces)');
   const bins = knetBinaries();
-  const plan = planLab({ labId: randomBytes(3).toString('hex'), nodes: o.nodes, ...(o.nsPrefix ? { nsPrefix: o.nsPrefix } : {}), ...(o.backend ? { backend: o.backend } : {}), ...(o.proxyMode ? { proxyMode: o.proxyMode } : {}) });
+  const plan = planLab({ labId: randomBytes(3).toString('hex'), nodes: o.nodes, ...(o.nsPrefix ? { nsPrefix: o.nsPrefix } : {}), ...(o.backend ? { backend: o.backend } : {}), ...(o.proxyMode ? { proxyMode: o.proxyMode } : {}), ...(o.subnetManager ? { subnetManager: o.subnetManager } : {}) });
+  const kube = subnetManagerOf(plan) === 'kube';
   const taken = (await listNetns()).filter((n) => n.startsWith(plan.nsPrefix));
   if (taken.length) throw new Error(`namespaces with prefix ${plan.nsPrefix} already exist (${taken.slice(0, 3).join(', ')}); choose another prefix`);
   const P = paths(o.dir);
@@ -154,7 +157,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     await addNetns(name);
   };
 
-  o.progress(`knet lab ${plan.labId}: ${plan.nodes.length} nodes, ${plan.backend} overlay, ${plan.proxyMode} proxies, namespaces ${plan.nsPrefix}*, dir ${o.dir}`);
+  o.progress(`knet lab ${plan.labId}: ${plan.nodes.length} nodes, ${plan.backend} overlay, ${plan.proxyMode} proxies, ${subnetManagerOf(plan)} subnet manager, namespaces ${plan.nsPrefix}*, dir ${o.dir}`);
   try {
     let masqueradeAll = false;
     await step('prepare', async () => {
@@ -164,6 +167,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       writeFileSync(P.echo, ECHO_SERVER);
       writeFileSync(P.probe, PROBE_CLIENT);
       writeCredentials(plan, P);
+      // kube mode: flannel's net-conf.json, which the agents read as a ConfigMap gives it them.
+      if (kube) writeFileSync(P.netConf, plan.networkConfig + '\n');
       // Pod to a Service answered by a pod on the same bridge needs bridged traffic to see
       // iptables (br_netfilter, per namespace). The lab never loads a module: without it, the
       // proxies masquerade all service traffic instead.
@@ -230,7 +235,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       // lab's network (a node, the outside host) can write /registry/ behind the API's back.
       const registry = etcd('etcd', P.registryEtcdData, [`http://127.0.0.1:${REGISTRY_ETCD_PORT}`], REGISTRY_ETCD_PORT + 1);
       // etcd mode: the agents lease subnets in a second etcd, on the underlay (flannel's etcd).
-      const flannel = plan.subnetManager === 'kube' ? Promise.resolve() : etcd('flannel-etcd', P.etcdData, [`http://${u.ip}:${ETCD_PORT}`, `http://127.0.0.1:${ETCD_PORT}`], ETCD_PORT + 1);
+      const flannel = kube ? Promise.resolve() : etcd('flannel-etcd', P.etcdData, [`http://${u.ip}:${ETCD_PORT}`, `http://127.0.0.1:${ETCD_PORT}`], ETCD_PORT + 1);
       await Promise.all([registry, flannel]);
     });
     const api = new LabApiClient(P.socket);
@@ -239,13 +244,16 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       await started('lab-api', plan.underlay.ns, self.file, [...self.args, 'lab', '_api', '--dir', o.dir], { cwd: packageRoot() });
       await waitProcess('lab-api', 'the lab API', () => api.healthy(), 30_000);
     });
+    // kube mode: the Nodes exist before their agents, as a kubelet registers its Node before
+    // flannel's pod runs; the lab API gives each its podCIDR, the agent waits for it.
+    if (kube) await step('node objects', () => putNodes(api, plan, () => null));
     // Agents and proxies start together: a proxy needs only the API (its Node object, with the
-    // podCIDR from the agent's lease, reaches it through its informer when the lease exists).
+    // podCIDR, reaches it through its informer once the subnet is known).
     await step('start agents', async () => {
       for (const n of plan.nodes) {
-        await started(`agent-${n.name}`, n.ns, process.execPath, [bins.cli, 'agent', '--etcd-endpoints', plan.etcdEndpoint, '--etcd-prefix', FLANNEL_PREFIX,
-          '--iface', agentIface(plan), '--public-ip', n.ip, '--subnet-file', join(P.node(n.name), 'subnet.env'), '--iptables-backend', 'nft',
-          '--resync-period', '30', '--healthz-port', '10260', ...(plan.backend === 'ovs-gre' ? ['--ovs-rundir', P.ovs(n.name)] : [])]);
+        await started(`agent-${n.name}`, n.ns, process.execPath, [bins.cli, 'agent', ...agentArgs(plan, n, {
+          subnetFile: join(P.node(n.name), 'subnet.env'), kubeconfig: P.nodeKubeconfig(n.name), netConf: P.netConf, ovsRunDir: P.ovs(n.name),
+        })]);
       }
     });
     await step('start proxies', async () => {
@@ -263,20 +271,9 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       // Every node's OVS learns its peers' underlay MACs now that the GRE ports exist.
       await step('tunnel neighbours', () => primeTunnelNeighbours(plan.nodes.map((n) => ({ ns: n.ns, ip: n.ip, ovs: ovs.get(n.name)! })), patience));
     }
-    await step('node objects', async () => {
-      await pool(plan.nodes, 8, async (n) => {
-        const cidr = nodeSubnet(join(P.node(n.name), 'subnet.env'))!;
-        await api.putNode({
-          metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name } },
-          spec: { podCIDR: cidr, podCIDRs: [cidr] },
-          // What a kubelet would report; the lab has none, its node processes are the agent and proxy.
-          status: {
-            addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }],
-            conditions: [{ type: 'Ready', status: 'True', reason: 'LabNodeReady', message: 'the lab node\'s agent and proxy are running', lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') }],
-          },
-        });
-      });
-    });
+    // etcd mode: the Nodes get the podCIDRs the agents leased. (kube mode made them before the
+    // agents; replacing them now would drop the agents' annotations.)
+    if (!kube) await step('node objects', () => putNodes(api, plan, (n) => nodeSubnet(join(P.node(n.name), 'subnet.env'))));
     await step('proxy sync', async () => {
       await pool(plan.nodes, 16, (n) => waitProcess(`proxy-${n.name}`, `the proxy on ${n.name} to sync its rules`, () => proxySynced(n.ns), patience, 250));
     });
@@ -303,6 +300,11 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     if (interrupted) throw new Interrupted();
     throw new StepError(current, err, logPath);
   }
+}
+
+async function putNodes(api: LabApiClient, plan: LabPlan, podCIDR: (n: LabPlan['nodes'][number]) => string | null): Promise<void> {
+  const now = new Date();
+  await pool(plan.nodes, 8, async (n) => { await api.putNode(labNodeObject(n, podCIDR(n), now)); });
 }
 
 /**
@@ -342,7 +344,7 @@ export async function teardown(s: LabState, o: { keepLogs?: boolean; progress?: 
   mine.sort((a, b) => rank(a) - rank(b));
   for (const r of [0, 1, 2]) await pool(mine.filter((n) => rank(n) === r), 8, (n) => deleteNetns(n));
   say(`  stopped ${procs.length} processes, deleted ${mine.length} namespaces`);
-  for (const f of [P.socket, P.kubeconfig, P.tokens, P.kubectlCache, P.echo, P.probe, join(s.dir, 'cni'), join(s.dir, 'nodes'), P.etcdData, P.registryEtcdData]) rmSync(f, { recursive: true, force: true });
+  for (const f of [P.socket, P.kubeconfig, P.tokens, P.kubectlCache, P.echo, P.probe, P.netConf, join(s.dir, 'cni'), join(s.dir, 'nodes'), P.etcdData, P.registryEtcdData]) rmSync(f, { recursive: true, force: true });
   rmSync(P.state, { force: true });
   if (!o.keepLogs) {
     rmSync(P.logs, { recursive: true, force: true });

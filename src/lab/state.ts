@@ -36,6 +36,8 @@ export const paths = (dir: string) => ({
   /** The lab API's bearer tokens (kube-apiserver's static token file format), mode 0600. */
   tokens: join(dir, 'api-tokens.csv'),
   kubectlCache: join(dir, 'kubectl-cache'),
+  /** kube mode: flannel's network config (net-conf.json) every node agent reads. */
+  netConf: join(dir, 'net-conf.json'),
   /** The flannel etcd's data (node subnet leases). */
   etcdData: join(dir, 'etcd'),
   /** The lab API's etcd data (/registry/). */

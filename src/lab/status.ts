@@ -1,6 +1,8 @@
-// `lab status` tables, pure: nodes (subnet, VTEP, public IP from the flannel leases), pods,
-// services with their VIPs, ports and endpoints.
+// `lab status` tables, pure: nodes (subnet, VTEP, public IP: from the flannel leases in etcd
+// mode, from the Nodes' podCIDR and flannel annotations in kube mode), pods, services with
+// their VIPs, ports and endpoints.
 import type { EndpointSlice, Node, Service } from '../model/k8s.ts';
+import { annotationNames, leaseFromNode } from '../subnet/kube-annotations.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { table } from './check.ts';
 import { podIP, podPorts, type LabPod } from './workload.ts';
@@ -11,6 +13,8 @@ export interface StatusInput {
   /** e.g. "vxlan overlay, iptables proxies, etcd http://..., lab API http://..." */
   summary?: string;
   nodes: Array<{ name: string; ns: string; ip: string; agent: boolean; proxy: boolean }>;
+  /** kube: subnets from apiNodes; etcd: from leases. */
+  subnetManager: 'kube' | 'etcd';
   apiNodes: Node[];
   leases: Array<{ key: string; value: string }>;
   pods: LabPod[];
@@ -28,12 +32,20 @@ function leaseFor(ip: string, leases: StatusInput['leases']): { subnet: string; 
   return { subnet: '-', vtep: '-' };
 }
 
+/** kube mode: the podCIDR the lab API allocated, the VTEP MAC the agent annotated. */
+function nodeNetwork(name: string, apiNodes: Node[]): { subnet: string; vtep: string } {
+  const node = apiNodes.find((n) => n.metadata.name === name);
+  const lease = node ? leaseFromNode(node, annotationNames()) : null;
+  const data = lease?.kind === 'lease' ? lease.lease.attrs.BackendData as { VtepMAC?: string } | undefined : undefined;
+  return { subnet: node?.spec?.podCIDR ?? '-', vtep: data?.VtepMAC ?? '-' };
+}
+
 export function formatStatus(i: StatusInput): string {
   const out: string[] = [`lab ${i.labId} (${i.dir})${i.summary ? `: ${i.summary}` : ''}`, ''];
   out.push(table([
     ['NODE', 'PUBLIC IP', 'SUBNET', 'VTEP MAC', 'AGENT', 'PROXY', 'NAMESPACE'],
     ...i.nodes.map((n) => {
-      const l = leaseFor(n.ip, i.leases);
+      const l = i.subnetManager === 'kube' ? nodeNetwork(n.name, i.apiNodes) : leaseFor(n.ip, i.leases);
       return [n.name, n.ip, l.subnet, l.vtep, n.agent ? 'running' : 'DOWN', n.proxy ? 'running' : 'DOWN', n.ns];
     }),
   ]), '');

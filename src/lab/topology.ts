@@ -2,10 +2,13 @@
 // network config, the Service CIDR and the NodePort range. Everything a `lab up` creates is
 // named here, so `lab down` and the tests can find exactly those objects again.
 import { createHash } from 'node:crypto';
+import type { Node } from '../model/k8s.ts';
 
 export type OverlayBackend = 'vxlan' | 'ovs-gre';
 export const BACKENDS: readonly OverlayBackend[] = ['vxlan', 'ovs-gre'];
 export type ProxyMode = 'iptables' | 'nftables' | 'userspace';
+export type SubnetManager = 'kube' | 'etcd';
+export const SUBNET_MANAGERS: readonly SubnetManager[] = ['kube', 'etcd'];
 
 export const UNDERLAY_BRIDGE = 'br0';
 /**
@@ -55,10 +58,11 @@ export interface LabPlan {
   etcdEndpoint: string;
   apiServer: string;
   /**
-   * Where node pod subnets come from: leases in etcd (flannel's etcd mode, the default when
-   * absent) or the Nodes' podCIDR, which the lab API allocates (kube mode).
+   * Where node pod subnets come from: the Nodes' podCIDR, which the lab API allocates (kube
+   * mode, what most flannel installs run), or leases in etcd (flannel's etcd mode; a state file
+   * written before this field existed means etcd).
    */
-  subnetManager?: 'etcd' | 'kube';
+  subnetManager?: SubnetManager;
   networkConfig: string;
   podNetwork: string;
   serviceCIDR: string;
@@ -72,6 +76,8 @@ export interface PlanInput {
   nsPrefix?: string;
   backend?: string;
   proxyMode?: string;
+  /** Default kube. */
+  subnetManager?: string;
 }
 
 const LAB_ID = /^[a-z0-9]{1,12}$/;
@@ -88,6 +94,8 @@ export function planLab(i: PlanInput): LabPlan {
   if (!BACKENDS.includes(backend)) throw new Error(`--backend must be ${BACKENDS.join(' or ')}, got ${JSON.stringify(i.backend)}`);
   const proxyMode = i.proxyMode ?? 'iptables';
   if (proxyMode !== 'iptables' && proxyMode !== 'nftables' && proxyMode !== 'userspace') throw new Error(`--proxy-mode must be iptables, nftables or userspace, got ${JSON.stringify(proxyMode)}`);
+  const subnetManager = (i.subnetManager ?? 'kube') as SubnetManager;
+  if (!SUBNET_MANAGERS.includes(subnetManager)) throw new Error(`--subnet-manager must be ${SUBNET_MANAGERS.join(' or ')}, got ${JSON.stringify(i.subnetManager)}`);
   const nsPrefix = i.nsPrefix ?? defaultPrefix(i.labId);
   if (!PREFIX.test(nsPrefix)) throw new Error(`namespace prefix must end in "-" and hold only letters, digits, "_", "." and "-": ${JSON.stringify(nsPrefix)}`);
   const nodes: LabNodePlan[] = [];
@@ -99,6 +107,7 @@ export function planLab(i: PlanInput): LabPlan {
     nsPrefix,
     backend,
     proxyMode,
+    subnetManager,
     underlay: { ns: `${nsPrefix}underlay`, bridge: UNDERLAY_BRIDGE, ip: UNDERLAY_GATEWAY, prefixLen: 24 },
     outside: { ns: `${nsPrefix}outside`, ip: OUTSIDE_IP, uplink: 'outside' },
     nodes,
@@ -139,6 +148,38 @@ export function underlayLinks(p: LabPlan): { underlay: string[]; perNode: Map<st
 /** ovs-gre: the node's default route, once its address is on `brphy`. */
 export function ovsNodeRoute(p: LabPlan): string {
   return `route replace default via ${p.underlay.ip} dev ${OVS_UNDERLAY_BRIDGE}`;
+}
+
+/** The plan's subnet manager (a plan from before the field existed ran etcd mode). */
+export function subnetManagerOf(p: LabPlan): SubnetManager {
+  return p.subnetManager ?? 'etcd';
+}
+
+/**
+ * The node agent's command line after `knet agent`: the subnet manager's flags (kube: the Node
+ * and its kubeconfig, flannel's net-conf.json; etcd: the flannel etcd), then the common ones.
+ */
+export function agentArgs(p: LabPlan, node: LabNodePlan, files: { subnetFile: string; kubeconfig: string; netConf: string; ovsRunDir: string }): string[] {
+  const source = subnetManagerOf(p) === 'kube'
+    ? ['--kube-subnet-mgr', '--kubeconfig', files.kubeconfig, '--node-name', node.name, '--net-config-path', files.netConf]
+    : ['--etcd-endpoints', p.etcdEndpoint, '--etcd-prefix', FLANNEL_PREFIX];
+  return [...source, '--iface', agentIface(p), '--public-ip', node.ip, '--subnet-file', files.subnetFile, '--iptables-backend', 'nft',
+    '--resync-period', '30', '--healthz-port', '10260', ...(p.backend === 'ovs-gre' ? ['--ovs-rundir', files.ovsRunDir] : [])];
+}
+
+/**
+ * A lab node's Node object, with what a kubelet would report (the lab has none: its node
+ * processes are the agent and proxy). podCIDR null: left for the lab API to allocate (kube mode).
+ */
+export function labNodeObject(node: LabNodePlan, podCIDR: string | null, now: Date): Node {
+  return {
+    metadata: { name: node.name, labels: { 'kubernetes.io/hostname': node.name } },
+    spec: podCIDR ? { podCIDR, podCIDRs: [podCIDR] } : {},
+    status: {
+      addresses: [{ type: 'InternalIP', address: node.ip }, { type: 'Hostname', address: node.name }],
+      conditions: [{ type: 'Ready', status: 'True', reason: 'LabNodeReady', message: 'the lab node\'s agent and proxy are running', lastTransitionTime: now.toISOString().replace(/\.\d+Z$/, 'Z') }],
+    },
+  };
 }
 
 /** The interface the node agent uses for its public address. */

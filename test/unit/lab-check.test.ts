@@ -104,6 +104,7 @@ test('formatStatus: nodes with subnet and VTEP from leases, pods, services with 
   const text = formatStatus({
     labId: 'abc', dir: '/run/knet-lab', summary: '2 nodes, vxlan overlay',
     nodes: [{ name: 'node-1', ns: 'knl-abc-node-1', ip: '192.168.50.1', agent: true, proxy: true }, { name: 'node-2', ns: 'knl-abc-node-2', ip: '192.168.50.2', agent: true, proxy: false }],
+    subnetManager: 'etcd',
     apiNodes: [],
     leases: [{ key: '10.244.1.0-24', value: JSON.stringify({ PublicIP: '192.168.50.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:01' } }) }],
     pods: l.pods, services: l.services, slices: l.slices,
@@ -116,4 +117,26 @@ test('formatStatus: nodes with subnet and VTEP from leases, pods, services with 
   t.regex(text, /web-sticky +ClusterIP +10\.254\.0\.12 +80\/TCP +ClientIP/);
   t.regex(text, /external +ClusterIP +10\.254\.0\.14 +9090\/TCP +- +192\.168\.50\.200:9090/);
   t.regex(text, /dns .*10\.244\.1\.\d+:5353,/);
+});
+
+test('formatStatus kube mode: subnet from the Node\'s podCIDR, VTEP MAC from its flannel annotations', (t) => {
+  const l = lab(2);
+  const annotated = {
+    metadata: { name: 'node-1', annotations: {
+      'flannel.alpha.coreos.com/kube-subnet-manager': 'true', 'flannel.alpha.coreos.com/public-ip': '192.168.50.1',
+      'flannel.alpha.coreos.com/backend-type': 'vxlan', 'flannel.alpha.coreos.com/backend-data': '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}',
+    } },
+    spec: { podCIDR: '10.244.7.0/24', podCIDRs: ['10.244.7.0/24'] },
+  };
+  const text = formatStatus({
+    labId: 'abc', dir: '/run/knet-lab', subnetManager: 'kube',
+    nodes: [{ name: 'node-1', ns: 'knl-abc-node-1', ip: '192.168.50.1', agent: true, proxy: true }, { name: 'node-2', ns: 'knl-abc-node-2', ip: '192.168.50.2', agent: true, proxy: true }],
+    // node-2: a podCIDR, but its agent has not annotated the Node yet.
+    apiNodes: [annotated, { metadata: { name: 'node-2' }, spec: { podCIDR: '10.244.8.0/24' } }],
+    // A stale etcd lease for the same address is not what kube mode shows.
+    leases: [{ key: '10.244.1.0-24', value: JSON.stringify({ PublicIP: '192.168.50.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:99' } }) }],
+    pods: l.pods, services: l.services, slices: l.slices,
+  });
+  t.regex(text, /node-1 +192\.168\.50\.1 +10\.244\.7\.0\/24 +aa:bb:cc:dd:ee:01 +running +running/);
+  t.regex(text, /node-2 +192\.168\.50\.2 +10\.244\.8\.0\/24 +- +running +running/);
 });

@@ -2,7 +2,7 @@
 // EndpointSlice and Endpoints derivation, manifests. (The lab API's own pure parts:
 // lab-api-core.test.ts.)
 import test from 'ava';
-import { agentIface, cniConflist, kubeconfigText, kubeProxyConfig, ovsNodeRoute, planLab, pluginConfFromList, podNetnsName, underlayLinks } from '../../src/lab/topology.ts';
+import { agentArgs, agentIface, cniConflist, kubeconfigText, kubeProxyConfig, labNodeObject, ovsNodeRoute, planLab, pluginConfFromList, podNetnsName, subnetManagerOf, underlayLinks } from '../../src/lab/topology.ts';
 import { defaultWorkload, deriveEndpoints, deriveEndpointSlices, mirrorEndpointSlices, normalizePod, type LabPod } from '../../src/lab/workload.ts';
 import { findProgram, parseLabManifests, kindOf } from '../../src/lab/commands.ts';
 import type { Service } from '../../src/model/k8s.ts';
@@ -32,6 +32,41 @@ test('planLab: rejects what the lab cannot do, with the reason', (t) => {
   t.is(planLab({ labId: 'a', nodes: 3, proxyMode: 'userspace' }).proxyMode, 'userspace');
   t.throws(() => planLab({ labId: 'A B', nodes: 3 }), { message: /lab id/ });
   t.throws(() => planLab({ labId: 'a', nodes: 3, nsPrefix: 'bad prefix' }), { message: /prefix/ });
+});
+
+test('planLab: the kube subnet manager by default, etcd on request, anything else refused', (t) => {
+  t.is(planLab({ labId: 'a', nodes: 2 }).subnetManager, 'kube');
+  t.is(planLab({ labId: 'a', nodes: 2, subnetManager: 'etcd' }).subnetManager, 'etcd');
+  t.throws(() => planLab({ labId: 'a', nodes: 2, subnetManager: 'zk' }), { message: '--subnet-manager must be kube or etcd, got "zk"' });
+  // A state file from before the field existed ran etcd mode.
+  const { subnetManager: _absent, ...old } = planLab({ labId: 'a', nodes: 2 });
+  t.is(subnetManagerOf(old), 'etcd');
+});
+
+test('agentArgs: kube mode runs the kube subnet manager on the node\'s kubeconfig and net-conf.json, no etcd flags', (t) => {
+  const files = { subnetFile: '/lab/nodes/node-2/subnet.env', kubeconfig: '/lab/nodes/node-2/kubeconfig', netConf: '/lab/net-conf.json', ovsRunDir: '/lab/nodes/node-2/ovs' };
+  const kube = planLab({ labId: 'a', nodes: 2 });
+  const args = agentArgs(kube, kube.nodes[1]!, files);
+  t.deepEqual(args.slice(0, 7), ['--kube-subnet-mgr', '--kubeconfig', '/lab/nodes/node-2/kubeconfig', '--node-name', 'node-2', '--net-config-path', '/lab/net-conf.json']);
+  t.false(args.some((a) => a.startsWith('--etcd')));
+  t.deepEqual(args.slice(7, 13), ['--iface', 'eth0', '--public-ip', '192.168.50.2', '--subnet-file', '/lab/nodes/node-2/subnet.env']);
+  t.false(args.includes('--ovs-rundir'));
+  const etcd = planLab({ labId: 'a', nodes: 2, subnetManager: 'etcd', backend: 'ovs-gre' });
+  const etcdArgs = agentArgs(etcd, etcd.nodes[0]!, files);
+  t.deepEqual(etcdArgs.slice(0, 4), ['--etcd-endpoints', 'http://192.168.50.254:2379', '--etcd-prefix', '/coreos.com/network']);
+  t.false(etcdArgs.some((a) => a.startsWith('--kube') || a === '--net-config-path'));
+  t.deepEqual(etcdArgs.slice(4, 6), ['--iface', 'brphy']);
+  t.deepEqual(etcdArgs.slice(-2), ['--ovs-rundir', '/lab/nodes/node-2/ovs']);
+});
+
+test('labNodeObject: kube mode leaves podCIDR to the API; etcd mode carries the lease; both report addresses and Ready', (t) => {
+  const p = planLab({ labId: 'a', nodes: 1 });
+  const now = new Date('2026-01-02T03:04:05.678Z');
+  const kube = labNodeObject(p.nodes[0]!, null, now);
+  t.deepEqual(kube.spec, {});
+  t.deepEqual(kube.status?.addresses, [{ type: 'InternalIP', address: '192.168.50.1' }, { type: 'Hostname', address: 'node-1' }]);
+  t.like(kube.status?.conditions?.[0], { type: 'Ready', status: 'True', lastTransitionTime: '2026-01-02T03:04:05Z' });
+  t.deepEqual(labNodeObject(p.nodes[0]!, '10.244.3.0/24', now).spec, { podCIDR: '10.244.3.0/24', podCIDRs: ['10.244.3.0/24'] });
 });
 
 test('planLab ovs-gre: userspace datapath in the network config, node address on brphy', (t) => {
