@@ -3,7 +3,9 @@
 // `check` (real TCP/UDP traffic), `status`, `exec`, `apply` (scale a service, add one),
 // `check` again, `delete`, `down`; then nothing may be left: no namespace, process, file, and
 // nothing changed in the machine's own namespace. Also: a failed `up` and a Ctrl-C during `up`
-// remove what they made. Namespaces are named knt-l<random>-*.
+// remove what they made. The first lab runs the etcd subnet manager; the userspace, nftables
+// and ovs-gre labs the default kube subnet manager (flannel's Node annotations, podCIDRs from
+// the lab API). Namespaces are named knt-l<random>-*.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,6 +18,9 @@ import { pidRunning } from '../helpers/process.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { deleteNetns, listNetns } from '../../src/kernel/netns.ts';
 import type { LabState } from '../../src/lab/state.ts';
+import type { Node } from '../../src/model/k8s.ts';
+import { readSubnetFile, subnetFromEnv } from '../../src/subnet/subnet-env.ts';
+import { formatCidr } from '../../src/subnet/cidr.ts';
 import { nftListTable } from '../../src/kernel/nft.ts';
 import { iptablesSave } from '../../src/kernel/iptables.ts';
 
@@ -84,8 +89,9 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
   const { dir, prefix } = newLab(t);
   const before = await rootNetwork();
 
-  const up = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix]);
+  const up = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix, '--subnet-manager', 'etcd']);
   t.is(up.code, 0, up.stderr);
+  t.regex(up.stderr, /etcd subnet manager/);
   for (const step of ['namespaces', 'etcd', 'lab API', 'start agents', 'start proxies', 'leases', 'node objects', 'proxy sync', 'pods', 'services']) t.regex(up.stderr, new RegExp(`  ${step}: \\d+\\.\\d+s`));
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
   t.is(state.phase, 'up');
@@ -99,7 +105,10 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
     for (const what of [`agent-${n.name}`, `proxy-${n.name}`]) t.true(inNs.includes(state.processes.find((p) => p.what === what)!.pid), `${what} runs in ${n.ns}`);
   }
 
-  const again = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix]);
+  t.is(state.plan.subnetManager, 'etcd');
+  t.true(readFileSync(`/proc/${state.processes.find((p) => p.what === 'agent-node-1')!.pid}/cmdline`, 'utf8').split('\0').includes('--etcd-endpoints'));
+
+  const again = await lab(['up', '--nodes', '3', '--dir', dir, '--ns-prefix', prefix, '--subnet-manager', 'etcd']);
   t.is(again.code, 0, again.stderr);
   t.regex(again.stderr, /already up/);
 
@@ -111,6 +120,7 @@ rootTest('lab up, check, status, exec, apply (scale + new service), check, delet
 
   const status = await lab(['status', '--dir', dir]);
   t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /etcd subnet manager \(http:\/\/192\.168\.50\.254:2379\)/);
   t.regex(status.stdout, /node-3 +192\.168\.50\.3 +10\.244\.\d+\.0\/24 +([0-9a-f]{2}:){5}[0-9a-f]{2} +running +running/);
   t.regex(status.stdout, /web-sticky +ClusterIP +10\.254\.0\.\d+ +80\/TCP +ClientIP/);
   const webIP = /web-2 +node-2 +(10\.244\.\d+\.\d+)/.exec(status.stdout)![1]!;
@@ -226,14 +236,58 @@ rootTest('Ctrl-C during up leaves nothing behind', async (t) => {
   t.false(existsSync(dir));
 });
 
+/**
+ * A lab on the kube subnet manager: no flannel etcd; each agent runs --kube-subnet-mgr and
+ * has published flannel's annotations on its Node; the podCIDRs the lab API allocated are
+ * distinct /24s of the cluster CIDR, match each node's subnet.env and show in `lab status`.
+ */
+async function assertKubeSubnetManager(t: ExecutionContext, dir: string, state: LabState, backendType: 'vxlan' | 'ovs-gre'): Promise<void> {
+  t.is(state.plan.subnetManager, 'kube');
+  t.false(state.processes.some((p) => p.what === 'flannel-etcd'), 'no flannel etcd in kube mode');
+  t.false(existsSync(join(dir, 'etcd')), 'no flannel etcd data');
+  t.deepEqual(JSON.parse(readFileSync(join(dir, 'net-conf.json'), 'utf8')), JSON.parse(state.plan.networkConfig));
+  const got = await lab(['kubectl', '--dir', dir, 'get', 'nodes', '-o', 'json']);
+  t.is(got.code, 0, got.stderr);
+  const nodes = (JSON.parse(got.stdout) as { items: Node[] }).items;
+  t.deepEqual(nodes.map((n) => n.metadata.name), state.plan.nodes.map((n) => n.name));
+  const status = await lab(['status', '--dir', dir]);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /kube subnet manager \(Node podCIDRs\)/);
+  const cidrs = new Set<string>();
+  for (const n of state.plan.nodes) {
+    const agent = state.processes.find((p) => p.what === `agent-${n.name}`)!;
+    const cmdline = readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0');
+    t.true(cmdline.includes('--kube-subnet-mgr') && !cmdline.some((a) => a.startsWith('--etcd')), `agent-${n.name} runs the kube subnet manager`);
+    const node = nodes.find((x) => x.metadata.name === n.name)!;
+    const a = node.metadata.annotations ?? {};
+    t.is(a['flannel.alpha.coreos.com/kube-subnet-manager'], 'true');
+    t.is(a['flannel.alpha.coreos.com/public-ip'], n.ip);
+    t.is(a['flannel.alpha.coreos.com/backend-type'], backendType);
+    if (backendType === 'vxlan') t.regex(a['flannel.alpha.coreos.com/backend-data'] ?? '', /^\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}"\}$/);
+    else t.is(a['flannel.alpha.coreos.com/backend-data'], 'null', 'GRE leases have no backend data');
+    const cidr = node.spec?.podCIDR ?? '';
+    t.regex(cidr, /^10\.244\.\d+\.0\/24$/, 'a /24 of the cluster CIDR, not the cluster CIDR itself');
+    t.deepEqual(node.spec?.podCIDRs, [cidr]);
+    cidrs.add(cidr);
+    const env = readSubnetFile(join(dir, 'nodes', n.name, 'subnet.env'));
+    const subnet = env === null ? null : subnetFromEnv(env);
+    t.is(subnet ? formatCidr(subnet) : null, cidr, `${n.name}'s subnet.env holds its podCIDR`);
+    t.like(node.status?.conditions?.find((c) => c.type === 'NetworkUnavailable'), { status: 'False' });
+    t.regex(status.stdout, new RegExp(`${n.name} +${n.ip.replace(/\./g, '\\.')} +${cidr.replace(/[./]/g, '\\$&')} `));
+  }
+  t.is(cidrs.size, state.plan.nodes.length, 'every node has its own podCIDR');
+}
+
 // The same lab with the userspace proxy (`mode: userspace` in every node's
-// KubeProxyConfiguration): the whole check passes, then nothing is left.
-rootTest('userspace proxy mode: up, check, down', async (t) => {
+// KubeProxyConfiguration), on the default kube subnet manager: flannel's Node annotations, the
+// whole check passes, then nothing is left.
+rootTest('userspace proxy mode on the kube subnet manager (the default): up, Node annotations and podCIDRs, check, down', async (t) => {
   const { dir, prefix } = newLab(t);
   const up = await lab(['up', '--nodes', '2', '--dir', dir, '--ns-prefix', prefix, '--proxy-mode', 'userspace']);
   t.is(up.code, 0, up.stderr);
-  t.regex(up.stderr, /userspace proxies/);
+  t.regex(up.stderr, /userspace proxies, kube subnet manager/);
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
+  await assertKubeSubnetManager(t, dir, state, 'vxlan');
   t.regex(readFileSync(join(dir, 'nodes', 'node-1', 'kube-proxy.yaml'), 'utf8'), /^mode: userspace$/m);
   const rows = await check(t, dir);
   for (const c of ['pod to pod', 'ClusterIP', 'ClusterIP UDP', 'ClientIP affinity', 'NodePort from outside']) t.true(rows.some((r) => r.check === c), c);
@@ -272,9 +326,9 @@ function processesMentioning(dir: string): string[] {
 }
 
 // --backend ovs-gre: an ovsdb-server + ovs-vswitchd pair per node (userspace datapath, run
-// directories under the lab's), the agents on brphy with the ovs-gre backend; the whole check
-// passes, then no OVS daemon or anything else is left.
-rootTest('ovs-gre backend: up, check, down: no OVS daemon left', async (t) => {
+// directories under the lab's), the agents on brphy with the ovs-gre backend and the default
+// kube subnet manager; the whole check passes, then no OVS daemon or anything else is left.
+rootTest('ovs-gre backend on the kube subnet manager: up, Node annotations, check, down: no OVS daemon left', async (t) => {
   t.timeout(120_000);
   const { dir, prefix } = newLab(t);
   // A failed up stops the OVS daemons it started, too.
@@ -292,6 +346,7 @@ rootTest('ovs-gre backend: up, check, down: no OVS daemon left', async (t) => {
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
   t.is(state.plan.backend, 'ovs-gre');
   t.deepEqual(JSON.parse(state.plan.networkConfig).Backend, { Type: 'ovs-gre', DatapathType: 'netdev' });
+  await assertKubeSubnetManager(t, dir, state, 'ovs-gre');
   for (const n of state.plan.nodes) {
     for (const d of ['ovsdb-server', 'ovs-vswitchd']) t.true(state.processes.some((p) => p.what === `${d}-${n.name}`), `${d} of ${n.name} is recorded`);
     t.regex((await run('ip', ['netns', 'exec', n.ns, 'ip', '-br', 'addr', 'show', 'brphy'])).stdout, new RegExp(`${n.ip.replace(/\./g, '\\.')}/24`));
