@@ -1,18 +1,32 @@
-// Benchmark of `knet proxy` at scale (issue 5): N services x 3 endpoints loaded through the
-// manifests source, the proxy running as its own process inside a throwaway knt-p namespace.
-// Prints, per iptables backend: time of the first full sync, time from one EndpointSlice change
-// (a manifest file rewritten) to its rules being in the kernel (p50/p95 over 20 changes, taken
-// from the proxy's "synced" log line), rules in the kernel, and the proxy's peak RSS.
-// Usage: node --import tsx scripts/bench/proxy-sync.ts [services=10000] [backends=nft,legacy]
+// Benchmark of `knet proxy` at scale (issues 5 and 16): N services x 3 endpoints loaded through
+// the manifests source, the proxy running as its own process inside a throwaway knt-b namespace.
+// Prints, per column (iptables mode on the nft or legacy backend, or nftables mode): time of the
+// first full sync, time from one EndpointSlice change (a manifest file rewritten) to its rules
+// being in the kernel (p50/p95 over 20 changes, taken from the proxy's "synced" log line), rules
+// or chains in the kernel, and the proxy's peak RSS. The nftables column also runs its anchor
+// (nftables-anchor.ts: the same table as one `nft -f` transaction, and one change as one small
+// transaction) and prints issue 16's goals beside the figures.
+// Usage: node --import tsx scripts/bench/proxy-sync.ts [services=10000] [columns=nft,legacy,nftables]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
 import { iptablesSave, type IptablesBackend } from '../../src/kernel/iptables.ts';
+import { nftListTable } from '../../src/kernel/nft.ts';
+import type { ClusterState, EndpointSlice, Service } from '../../src/model/k8s.ts';
+import { proxySettingsFromConfig } from '../../src/rules/config.ts';
+import { fmtTime, nftablesAnchor } from './nftables-anchor.ts';
 
 const n = Number(process.argv[2] ?? 10_000);
-const backends = (process.argv[3] ?? 'nft,legacy').split(',') as IptablesBackend[];
+const COLUMNS = ['nft', 'legacy', 'nftables'] as const;
+type Column = (typeof COLUMNS)[number];
+const columns = (process.argv[3] ?? COLUMNS.join(',')).split(',') as Column[];
+for (const c of columns) if (!COLUMNS.includes(c)) throw new Error(`columns: expected some of ${COLUMNS.join(',')}, got ${JSON.stringify(c)}`);
+if (!Number.isInteger(n) || n < 1 || n > 60_000) throw new Error(`services: expected 1-60000, got ${JSON.stringify(process.argv[2])}`);
+/** Issue 16's goals for the nftables mode at 10k services x 3 endpoints. */
+const GOALS = { firstSyncSeconds: 5, changeP50Ms: 100, peakRssMb: 150 };
+const ANCHOR_CHANGES = 5;
 const CHANGES = 20;
 
 const ip = (i: number) => `10.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
@@ -41,17 +55,36 @@ const items: unknown[] = [];
 for (let i = 0; i < n; i++) { items.push(svc(i)); if (i !== 0) items.push(slice(i)); }
 writeJson(join(manifests, 'cluster.json'), items);
 writeJson(join(manifests, 'hot.json'), [slice(0)]);
-writeFileSync(join(dir, 'kube-proxy.yaml'), 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.0.0.0/8\n');
+const CONFIG = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.0.0.0/8\n';
+writeFileSync(join(dir, 'kube-proxy.yaml'), CONFIG);
 const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: process.env.KNET_LOG_LEVEL ?? 'info', PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}` };
 delete env.NODE_EXTRA_CA_CERTS;
 
 interface Line { time: number; msg: string; full?: boolean; seconds?: number }
 
+/** The bench's cluster as objects, with the hot service's slice at change `gen`. */
+function clusterAt(gen: number): ClusterState {
+  const objs = items.filter((x) => (x as Service).kind === 'Service') as Service[];
+  const slices = items.filter((x) => (x as EndpointSlice).kind === 'EndpointSlice') as EndpointSlice[];
+  return { services: objs, endpointSlices: [slice(0, gen) as EndpointSlice, ...slices] };
+}
+
+/** kube-proxy's way for the same table: one transaction for all of it, one small one per change. */
+async function printAnchor(): Promise<void> {
+  // The settings the proxy derived in its namespace: only lo's address there.
+  const settings = proxySettingsFromConfig(CONFIG, { mode: 'nftables', nodeName: 'bench', nodeIPs: ['192.168.1.2'], podCIDRs: [], interfaceAddresses: [{ iface: 'lo', cidr: '127.0.0.1/8' }] });
+  const a = await nftablesAnchor(clusterAt(0), settings, ANCHOR_CHANGES, (c) => ({ cluster: clusterAt(c), services: new Set(['bench/svc-0']) }));
+  console.log(`  anchor, kube-proxy's way (bare nft, ${a.lines} lines): whole table as one nft -f transaction ${fmtTime(a.whole)}; ` +
+    `one change as one small transaction p50 ${pct(a.changeMs, 0.5)} ms (${a.changeMs.join(', ')} ms; first ${fmtTime(a.changeTimes[0]!)})`);
+}
+
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
 
 try {
-  for (const backend of backends) {
-    const ns = randomNetnsName('knt-p');
+  for (const column of columns) {
+    const nftables = column === 'nftables';
+    const backend: IptablesBackend = nftables ? 'nft' : column;
+    const ns = randomNetnsName('knt-b');
     await addNetns(ns);
     try {
       writeJson(join(manifests, 'hot.json'), [slice(0)]);
@@ -59,7 +92,7 @@ try {
       // The built CLI, run as users run it: by its #! line, which carries its node flags (a tsx
       // loader would add its own memory and start-up).
       const p = spawn('ip', ['netns', 'exec', ns, resolve('dist/knet.js'), 'proxy', '--manifests', manifests,
-        '--config', join(dir, 'kube-proxy.yaml'), '--iptables-backend', backend, '--node-ip', '192.168.1.2', '--hostname-override', 'bench',
+        '--config', join(dir, 'kube-proxy.yaml'), ...(nftables ? ['--proxy-mode', 'nftables'] : ['--iptables-backend', backend]), '--node-ip', '192.168.1.2', '--hostname-override', 'bench',
         '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', ''], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       const lines: Line[] = [];
       let buf = '';
@@ -84,6 +117,9 @@ try {
       if (process.env.KNET_BENCH_TRACE) for (const l of lines) console.log('start', JSON.stringify(l).slice(0, 300));
       const wall = (first.time - t0) / 1000;
       const lat: number[] = [];
+      // The sync's own time (source delivered the change to rules in the kernel): the manifests
+      // source waits 500 ms for a changed file to settle before it delivers, the API server does not.
+      const syncMs: number[] = [];
       for (let c = 1; c <= CHANGES; c++) {
         // kube-proxy's default minSyncPeriod is 1 s: space changes so each is a separate sync.
         await new Promise((r) => setTimeout(r, 1100));
@@ -92,17 +128,34 @@ try {
         writeJson(join(manifests, 'hot.json'), [slice(0, c)]);
         const s = await nextSynced(mark);
         lat.push(s.time - at);
+        syncMs.push(Math.round((s.seconds ?? 0) * 1000));
         if (process.env.KNET_BENCH_TRACE) for (const l of lines.slice(mark)) console.log(at, JSON.stringify(l).slice(0, 300));
       }
-      const save = await iptablesSave({ backend, netns: ns }, 'nat');
-      const ok = save.includes(`${ip(2 + CHANGES * 3 * n)}:8080`);
-      const rules = save.split('\n').filter((l) => l.startsWith('-A')).length;
+      const newest = `${ip(2 + CHANGES * 3 * n)}`;
+      let inKernel: boolean;
+      let count: string;
+      if (nftables) {
+        const table = (await nftListTable({ netns: ns }, 'ip', 'kube-proxy')) ?? '';
+        inKernel = table.includes(`${newest}:8080`);
+        count = `chains ${table.split('\n').filter((l) => /^\s*chain /.test(l)).length}`;
+      } else {
+        const save = await iptablesSave({ backend, netns: ns }, 'nat');
+        inKernel = save.includes(`${newest}:8080`);
+        count = `nat rules ${save.split('\n').filter((l) => l.startsWith('-A')).length}`;
+      }
       const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
       p.kill('SIGTERM');
       await new Promise((r) => p.once('exit', r));
-      console.log(`${backend}: ${n} services x 3 endpoints: first full sync ${first.seconds?.toFixed(2)} s (process start to synced ${wall.toFixed(2)} s), ` +
-        `one EndpointSlice change to kernel p50 ${pct(lat, 0.5)} ms p95 ${pct(lat, 0.95)} ms max ${Math.max(...lat)} ms, ` +
-        `nat rules ${rules}, last change in kernel: ${ok}, peak RSS ${hwm.toFixed(0)} MB`);
+      const label = nftables ? 'nftables' : `iptables ${backend}`;
+      console.log(`${label}: ${n} services x 3 endpoints: first full sync ${first.seconds?.toFixed(2)} s (process start to synced ${wall.toFixed(2)} s), ` +
+        `one EndpointSlice change to kernel p50 ${pct(lat, 0.5)} ms p95 ${pct(lat, 0.95)} ms max ${Math.max(...lat)} ms ` +
+        `(file rewritten to synced; the sync alone p50 ${pct(syncMs, 0.5)} ms p95 ${pct(syncMs, 0.95)} ms), ` +
+        `${count}, last change in kernel: ${inKernel}, peak RSS ${hwm.toFixed(0)} MB`);
+      if (nftables) {
+        console.log(`  goals (issue 16, at 10k): first full sync <= ${GOALS.firstSyncSeconds} s: ${first.seconds?.toFixed(2)} s; ` +
+          `one change p50 <= ${GOALS.changeP50Ms} ms: ${pct(syncMs, 0.5)} ms after the source delivers it; peak RSS <= ${GOALS.peakRssMb} MB: ${hwm.toFixed(0)} MB`);
+        await printAnchor();
+      }
     } finally {
       await deleteNetns(ns);
     }
