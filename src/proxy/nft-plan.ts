@@ -58,6 +58,11 @@ export interface PlanOptions {
   staleAfterMs?: number;
 }
 
+/** Appends lines one by one: spreading a 10k-service sync's lines as arguments overflows the stack. */
+function append(into: string[], ...parts: ReadonlyArray<readonly string[]>): void {
+  for (const part of parts) for (const line of part) into.push(line);
+}
+
 const ownerKey = (container: string, key: string) => `${container} ${key}`;
 
 function tablePrefix(r: Pick<NftRenderResult, 'family'>): string {
@@ -167,7 +172,7 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   const flushBatch = (into: string[]) => {
     const l = serviceLines(t, batch);
     chainsWritten += l.chains;
-    into.push(...l.sets, ...l.declare, ...l.rules);
+    append(into, l.sets, l.declare, l.rules);
     batch = [];
     batchChains = 0;
   };
@@ -243,18 +248,18 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
   for (const out of outs) {
     const all = rewriteAll(out);
     const l = serviceLines(t, [{ ...out, sets: new Map() }], (name, list) => all || !sameRules(applied.chains.get(name), list));
-    declare.push(...l.declare);
-    rules.push(...l.rules);
+    append(declare, l.declare);
+    append(rules, l.rules);
     for (const [name, list] of out.chains) if (all || !sameRules(applied.chains.get(name), list)) { written.add(name); applied.chains.set(name, list); }
   }
-  tx.push(...newSets, ...declare);
+  append(tx, newSets, declare);
   for (const s of respec) {
     const spec = outs.flatMap((out) => (out.sets.has(s) ? [out.sets.get(s)!] : []))[0]!;
     tx.push(`delete set ${t} ${s}`, `add set ${t} ${s} ${spec}`);
     applied.sets.set(s, spec);
   }
   for (const out of outs) for (const [s, spec] of out.sets) applied.sets.set(s, spec);
-  tx.push(...rules);
+  append(tx, rules);
 
   // Elements: for every key a changed service had or has, the owners decide what the table holds.
   const touched = new Set<string>();
@@ -301,7 +306,7 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
     if (have !== undefined) { dels.push(`delete element ${t} ${cont} { ${key} }`); m.delete(key); }
     if (want !== undefined) { adds.push(`add element ${t} ${cont} { ${want} }`); m.set(key, want); elementsWritten++; }
   }
-  tx.push(...dels, ...adds);
+  append(tx, dels, adds);
 
   // Chains that changed services used before and use no more: flushed now, deleted later.
   const goneChains: string[] = [];

@@ -10,6 +10,7 @@ import { planFull, planPartial, type NftApplied, type NftPlan } from '../../src/
 import { FakeNft } from '../helpers/fake-nft.ts';
 import { arbService, cluster as arbCluster } from '../helpers/arb-cluster.ts';
 import { nftSettings, normalizeNft, SERVICE_CIDR } from '../helpers/nft.ts';
+import { syntheticCluster } from '../../scripts/bench/synthetic-cluster.ts';
 
 const settings = nftSettings();
 const cluster = (yaml: string) => loadManifestText(yaml, 'test.yaml').cluster;
@@ -170,4 +171,19 @@ test('over random change sequences the kernel holds exactly the rendered table p
     return true;
   }), { numRuns: 60 });
   t.pass();
+});
+
+test('a 10k-service sync plans without overflowing the stack: one unbounded full transaction, and a partial sync that adds them all', (t) => {
+  const big = syntheticCluster(10_000);
+  const r = renderNftables({ cluster: big, settings });
+  const full = planFull(r, null, null, { now: 0 });
+  const serviceChains = [...r.services.values()].reduce((n, out) => n + out.chains.size, 0);
+  t.true(serviceChains > 40_000);
+  t.is(full.transactions.length, 1);
+  t.is(full.chainsWritten, serviceChains);
+  const renderer = new NftablesRenderer();
+  const empty = renderer.render({ cluster: { services: [], endpointSlices: [] }, settings });
+  const applied = planFull(empty, null, null, { now: 0 }).next;
+  const partial = planPartial(renderer.render({ cluster: big, settings }), applied, { now: 1 });
+  t.is(partial.chainsWritten, serviceChains);
 });
