@@ -2,13 +2,16 @@
 // and system time of the nft process for the same table written different ways, in a throwaway
 // knt-n namespace. Each row starts from an empty namespace (the table deleted).
 // Usage: node --import tsx scripts/bench/nftables-probe.ts [sizes=1000,2000,4000] [experiments=all]
-//   experiments: whole, split, order, tiny
+//   experiments: whole, split, order, tiny, batched:B, session:B, interactive, applier:C (the
+//   applier's own full-sync plan, C service chains per transaction; `tiny` loads the table that
+//   way too, which at 10k is minutes faster than one transaction)
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
 import { NFT } from '../../src/kernel/nft.ts';
+import { planFull } from '../../src/proxy/nft-plan.ts';
 import { parseKubeProxyConfig, settingsFromConfig } from '../../src/rules/config.ts';
 import { nftablesText, renderNftables } from '../../src/rules/nftables.ts';
 import { syntheticCluster } from './synthetic-cluster.ts';
@@ -21,10 +24,10 @@ const ns = randomNetnsName('knt-n');
 await addNetns(ns);
 
 /** nft -f under /usr/bin/time: wall, user and system seconds of the nft process. */
-function measure(text: string): { wall: number; user: number; sys: number } {
+function measure(text: string, flags: string[] = []): { wall: number; user: number; sys: number } {
   const f = join(dir, 'tx.nft');
   writeFileSync(f, text);
-  const p = spawnSync('/usr/bin/time', ['-f', 'TIME %e %U %S', 'ip', 'netns', 'exec', ns, NFT, '-f', f], { encoding: 'utf8' });
+  const p = spawnSync('/usr/bin/time', ['-f', 'TIME %e %U %S', 'ip', 'netns', 'exec', ns, NFT, ...flags, '-f', f], { encoding: 'utf8' });
   const m = /TIME (\S+) (\S+) (\S+)/.exec(p.stderr);
   if (p.status !== 0 || !m) throw new Error(`nft failed: ${p.stderr.slice(0, 400)}`);
   return { wall: Number(m[1]), user: Number(m[2]), sys: Number(m[3]) };
@@ -41,6 +44,9 @@ try {
     const isElement = (l: string) => l.startsWith('add element ');
     const isRule = (l: string) => l.startsWith('add rule ');
     const rows: string[] = [];
+    /** Loads the table as the applier's full sync does, one timing per transaction. */
+    const loadAsApplier = (chainsPerTransaction: number) => planFull(r, null, null, { now: 0, maxChainsPerTransaction: chainsPerTransaction })
+      .transactions.map((tx) => measure(tx.join('\n') + '\n'));
     if (which.has('whole')) {
       reset();
       rows.push(`whole table, one transaction: ${fmt(measure(text))}`);
@@ -108,7 +114,7 @@ try {
     if (which.has('interactive')) {
       // One long-lived `nft -i`: is its cache reused from one command (transaction) to the next?
       reset();
-      measure(text);
+      loadAsApplier(2000);
       const chain = lines.find((l) => l.startsWith('add chain ') && l.includes('endpoint-'))!.split(' ')[4]!;
       for (const n of [1, 11, 41]) {
         const cmds = Array.from({ length: n }, (_, i) => `add chain ip kube-proxy probe-${n}-${i} ; flush chain ip kube-proxy probe-${n}-${i} ; ` +
@@ -120,13 +126,23 @@ try {
         rows.push(`nft -i, ${n} partial-sync-like transactions: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
       }
     }
+    for (const w of which) {
+      const a = /^applier:(\d+)$/.exec(w);
+      if (!a) continue;
+      reset();
+      const times = loadAsApplier(Number(a[1]));
+      const sum = (k: 'wall' | 'user' | 'sys') => times.reduce((acc, t) => acc + t[k], 0);
+      rows.push(`applier's full sync, ${a[1]} service chains per transaction: ${times.length} transactions ${sum('wall').toFixed(2)} s (user ${sum('user').toFixed(2)}, sys ${sum('sys').toFixed(2)}); first ${fmt(times[0]!)}, last ${fmt(times[times.length - 1]!)}`);
+    }
     if (which.has('tiny')) {
       reset();
-      measure(text);
+      loadAsApplier(2000);
       const chain = lines.find((l) => l.startsWith('add chain ') && l.includes('endpoint-'))!.split(' ')[4]!;
+      rows.push(`then an add table (nothing changes, the cache is read): ${fmt(measure('add table ip kube-proxy\n'))}`);
       rows.push(`then one rule with a jump: ${fmt(measure(`add rule ip kube-proxy ${chain} jump mark-for-masquerade\n`))}`);
       rows.push(`then one rule without a jump: ${fmt(measure(`add rule ip kube-proxy ${chain} counter\n`))}`);
       rows.push(`then one set element: ${fmt(measure('add element ip kube-proxy cluster-ips { 172.31.255.1 }\n'))}`);
+      rows.push(`then one set element, checked only (nft -c: the cache is read, nothing committed): ${fmt(measure('add element ip kube-proxy cluster-ips { 172.31.255.2 }\n', ['-c']))}`);
       rows.push(`then one verdict map element: ${fmt(measure(`add element ip kube-proxy service-ips { 172.31.255.1 . tcp . 80 : goto ${chain} }\n`))}`);
       rows.push(`then a chain with a numgen vmap: ${fmt(measure(`add chain ip kube-proxy probe-x\nadd rule ip kube-proxy probe-x numgen random mod 1 vmap { 0 : goto ${chain} }\n`))}`);
     }
