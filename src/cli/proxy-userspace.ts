@@ -23,8 +23,9 @@ export async function createUserspaceDataPlane(i: UserspaceCliInput): Promise<Us
   const udp = i.config?.udpIdleTimeoutMs;
   const bind = i.config?.bindAddress;
   const { UserspaceDataPlane } = await import('../proxy/userspace/dataplane.ts');
+  const { kernelIptables } = await import('../kernel/iptables.ts');
   return new UserspaceDataPlane({
-    target: i.target, settings: i.settings, log: i.log, registry: i.registry,
+    iptables: kernelIptables(i.target), settings: i.settings, log: i.log, registry: i.registry,
     ...(i.workers ? { workers: i.workers } : {}),
     ...(udp !== undefined ? { udpIdleMs: udp } : {}),
     // An unspecified bind address listens everywhere and REDIRECTs; a specific one is DNATed to.

@@ -136,7 +136,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
     ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, workers, config: cfg })
     : mode === 'nftables'
       ? await (await import('./proxy-nftables.ts')).createNftablesDataPlane({ settingsFor: makeSettings, nodeIPs: () => nodeFacts.ips, log, registry: metrics.registry, onForeignChange: () => resync() })
-      : new IptablesApplier({ target, settings, log, registry: metrics.registry });
+      : new IptablesApplier({ iptables: kernelIptables(target), settings, log, registry: metrics.registry });
   let source;
   if (o.manifests) {
     const { ManifestDirSource } = await import('../k8s/manifest-dir.ts');

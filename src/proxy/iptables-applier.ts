@@ -5,7 +5,7 @@
 // itself through the Iptables interface, so tests can run it against an in-memory kernel.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { kernelIptables, type Iptables, type IptablesTarget } from '../kernel/iptables.ts';
+import type { Iptables } from '../kernel/iptables.ts';
 import { ensureJumps } from '../kernel/jumps.ts';
 import { conntrackDelete, type ConntrackFilter } from '../kernel/conntrack.ts';
 import { IptablesRenderer } from '../rules/iptables.ts';
@@ -18,10 +18,13 @@ import { conntrackCleanup } from './conntrack-plan.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
 
 export interface ApplierOptions {
-  /** Backend, family and namespace (conntrack clean-up works there too). */
-  target: IptablesTarget;
-  /** How iptables is run (default: the real tools on `target`). */
-  iptables?: Iptables;
+  /**
+   * How iptables is run: the real tools in a namespace (kernelIptables), or a fake. Required, so
+   * that no applier falls back to the machine's own namespace by omission.
+   */
+  iptables: Iptables;
+  /** The namespace conntrack clean-up works in (the one `iptables` acts on; absent: this one). */
+  netns?: string;
   /** Where the iptables metrics are registered (the daemon's registry; default: a private one). */
   registry?: Registry;
   settings: ProxySettings;
@@ -47,13 +50,9 @@ export class IptablesApplier implements DataPlane {
 
   constructor(private readonly o: ApplierOptions) {
     this.settings = o.settings;
-    this.ipt = o.iptables ?? kernelIptables(o.target);
+    this.ipt = o.iptables;
     this.metrics = new IptablesMetrics(o.registry);
     this.maxChains = o.maxChainsPerRestore ?? (this.ipt.backend === 'nft' ? 1000 : Number.POSITIVE_INFINITY);
-  }
-
-  get target(): IptablesTarget {
-    return this.o.target;
   }
 
   setSettings(s: ProxySettings): void {
@@ -158,7 +157,7 @@ export class IptablesApplier implements DataPlane {
     for (const f of conntrackCleanup(before, after)) {
       const withFamily: ConntrackFilter = this.settings.family === 'IPv6' ? { ...f, family: 'IPv6' } : f;
       try {
-        const n = await conntrackDelete(this.o.target.netns, withFamily);
+        const n = await conntrackDelete(this.o.netns, withFamily);
         if (n) this.o.log.info({ filter: f, deleted: n }, 'deleted stale conntrack entries');
       } catch (err) {
         this.o.log.warn({ filter: f, err: String(err) }, 'conntrack clean-up failed');

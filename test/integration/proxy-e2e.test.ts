@@ -17,7 +17,7 @@ import { run } from '../../src/kernel/exec.ts';
 import type { IptablesBackend } from '../../src/kernel/iptables.ts';
 import { ManifestDirSource } from '../../src/k8s/manifest-dir.ts';
 import { ProxyDaemon } from '../../src/proxy/daemon.ts';
-import { iptablesSave } from '../../src/kernel/iptables.ts';
+import { iptablesSave, kernelIptables } from '../../src/kernel/iptables.ts';
 import type { ChildProcess } from 'node:child_process';
 import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
 import { NftablesApplier } from '../../src/proxy/nftables-applier.ts';
@@ -159,7 +159,7 @@ async function startProxy(t: ExecutionContext, topo: Topo, mode: Mode, objects: 
   const settings = proxySettingsFromConfig(cfg, { nodeName: 'node1', nodeIPs: ['192.168.77.2'], mode: mode === 'nftables' ? 'nftables' : 'iptables' });
   const applier = mode === 'nftables'
     ? new NftablesApplier({ nft: kernelNft({ netns: topo.node }), netns: topo.node, settings: [{ ...settings, interfaceAddresses: [{ iface: 'eth0', cidr: '192.168.77.2/24' }] }], log })
-    : new IptablesApplier({ target: { backend: mode, netns: topo.node, waitSeconds: 5 }, settings, log });
+    : new IptablesApplier({ iptables: kernelIptables({ backend: mode, netns: topo.node, waitSeconds: 5 }), netns: topo.node, settings, log });
   const daemon = new ProxyDaemon({ source: new ManifestDirSource({ dir: topo.manifests, pollMs: 60_000, debounceMs: 5 }), dataplane: applier, log, minSyncPeriodMs: 0, syncPeriodMs: 30_000 });
   t.teardown(() => daemon.stop());
   const first = daemon.nextSync();

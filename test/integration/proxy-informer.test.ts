@@ -9,7 +9,7 @@ import { loadKubeConfig, InformerSource } from '../../src/k8s/informer.ts';
 import { ProxyDaemon } from '../../src/proxy/daemon.ts';
 import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
-import { iptablesSave } from '../../src/kernel/iptables.ts';
+import { iptablesSave, kernelIptables } from '../../src/kernel/iptables.ts';
 import type { EndpointSlice, Node, Service } from '../../src/model/k8s.ts';
 
 const rootTest = isRoot ? test : test.skip;
@@ -37,7 +37,7 @@ rootTest('informers: list, watch, dropped connections and 410 Gone converge with
   api.upsert('nodes', { metadata: { name: 'node1' }, status: { addresses: [{ type: 'InternalIP', address: '192.168.60.2' }] } });
 
   const settings = proxySettingsFromConfig(undefined, { nodeName: 'node1', nodeIPs: [] });
-  const applier = new IptablesApplier({ target: { backend: 'nft', netns: ns }, settings, log });
+  const applier = new IptablesApplier({ iptables: kernelIptables({ backend: 'nft', netns: ns }), netns: ns, settings, log });
   const nodes: Array<Node | null> = [];
   const daemon = new ProxyDaemon({
     source: new InformerSource({ kubeConfig: loadKubeConfig(api.kubeconfig()), nodeName: 'node1', log, maxBackoffMs: 300 }),

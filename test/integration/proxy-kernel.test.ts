@@ -42,7 +42,7 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
   rootTest(`${backend}: jumps are idempotent; cleanup removes the proxy's and kube-proxy's rules and keeps others`, async (t) => {
     const ns = await testNetns(t, 'knt-p');
     const target = { backend, netns: ns, waitSeconds: 5 };
-    const applier = new IptablesApplier({ target, settings, log });
+    const applier = new IptablesApplier({ iptables: kernelIptables(target), netns: ns, settings, log });
     await applier.sync({ cluster: cluster(['10.244.1.11']), changed: new Set(), full: true });
     t.is(await ensureJumps(kernelIptables(target), JUMPS), 0);
     const saves = { filter: await iptablesSave(target, 'filter'), nat: await iptablesSave(target, 'nat') };
@@ -61,7 +61,7 @@ for (const backend of ['nft', 'legacy'] as IptablesBackend[]) {
   rootTest(`${backend}: an external flush is noticed (canary) and a failed restore leads to a full resync`, async (t) => {
     const ns = await testNetns(t, 'knt-p');
     const target = { backend, netns: ns, waitSeconds: 5 };
-    const applier = new IptablesApplier({ target, settings, log });
+    const applier = new IptablesApplier({ iptables: kernelIptables(target), netns: ns, settings, log });
     const source = new ManualSource(cluster(['10.244.1.11', '10.244.1.12']));
     const daemon = new ProxyDaemon({ source, dataplane: applier, log, minSyncPeriodMs: 0, syncPeriodMs: 60_000, retryMs: 100 });
     t.teardown(() => daemon.stop());
@@ -114,7 +114,7 @@ rootTest('partial syncs (changed services only) leave the kernel exactly as a fu
     const slices = base(step).map((i) => sl(i, i === 5 && step >= 3 ? [] : [`10.244.${i}.1`, `10.244.${i}.${2 + step}`]));
     states.push({ services, endpointSlices: slices });
   }
-  const applier = new IptablesApplier({ target: { backend: 'nft', netns: a }, settings, log });
+  const applier = new IptablesApplier({ iptables: kernelIptables({ backend: 'nft', netns: a }), netns: a, settings, log });
   let prev: ClusterState | null = null;
   for (const s of states) {
     const keys = new Set<string>();
@@ -122,7 +122,7 @@ rootTest('partial syncs (changed services only) leave the kernel exactly as a fu
     await applier.sync({ cluster: s, changed: keys, full: prev === null });
     prev = s;
   }
-  await new IptablesApplier({ target: { backend: 'nft', netns: b }, settings, log }).sync({ cluster: prev!, changed: new Set(), full: true });
+  await new IptablesApplier({ iptables: kernelIptables({ backend: 'nft', netns: b }), netns: b, settings, log }).sync({ cluster: prev!, changed: new Set(), full: true });
   const norm = async (ns: string) => (await iptablesSave({ backend: 'nft', netns: ns })).split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.replace(/ \[\d+:\d+\]$/, '')).sort().join('\n');
   t.is(await norm(a), await norm(b));
 });
@@ -138,8 +138,8 @@ rootTest('nft: a full sync split into small restores, service chains two at a ti
   }
   const cluster: ClusterState = { services, endpointSlices: slices };
   // 7 chains per restore: about 40 restores, most of them marked concurrent.
-  await new IptablesApplier({ target: { backend: 'nft', netns: a }, settings, log, maxChainsPerRestore: 7 }).sync({ cluster, changed: new Set(), full: true });
-  await new IptablesApplier({ target: { backend: 'nft', netns: b }, settings, log, maxChainsPerRestore: Infinity }).sync({ cluster, changed: new Set(), full: true });
+  await new IptablesApplier({ iptables: kernelIptables({ backend: 'nft', netns: a }), netns: a, settings, log, maxChainsPerRestore: 7 }).sync({ cluster, changed: new Set(), full: true });
+  await new IptablesApplier({ iptables: kernelIptables({ backend: 'nft', netns: b }), netns: b, settings, log, maxChainsPerRestore: Infinity }).sync({ cluster, changed: new Set(), full: true });
   const norm = async (ns: string) => (await iptablesSave({ backend: 'nft', netns: ns })).split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.replace(/ \[\d+:\d+\]$/, '')).sort().join('\n');
   const [ka, kb] = [await norm(a), await norm(b)];
   t.true(ka.split('\n').filter((l) => l.startsWith('-A KUBE-SEP-')).length >= 360);
@@ -152,7 +152,7 @@ for (const [what, before, after] of [
 ] as const) {
   rootTest(`nft, restores of 1000 chains: ${what}, as a partial sync and as a restarted proxy's first sync`, async (t) => {
     const [a, b, c] = [await testNetns(t, 'knt-f'), await testNetns(t, 'knt-f'), await testNetns(t, 'knt-f')];
-    const on = (ns: string) => new IptablesApplier({ target: { backend: 'nft', netns: ns }, settings, log, conntrack: false });
+    const on = (ns: string) => new IptablesApplier({ iptables: kernelIptables({ backend: 'nft', netns: ns }), netns: ns, settings, log, conntrack: false });
     const deleted = new Set(before.services.map((s) => `${s.metadata.namespace}/${s.metadata.name}`).filter((k) => k.startsWith('doomed/')));
     // The running proxy: the delete arrives as a partial sync.
     const running = on(a);

@@ -20,12 +20,12 @@ const state = (k: FakeIptables) => k.dump();
 /** What a fresh proxy on a fresh kernel leaves for this cluster. */
 async function expected(c: ClusterState): Promise<string> {
   const k = new FakeIptables();
-  await new IptablesApplier({ target: { backend: 'nft' }, iptables: k, settings, log, conntrack: false }).sync({ cluster: c, changed: new Set(), full: true });
+  await new IptablesApplier({ iptables: k, settings, log, conntrack: false }).sync({ cluster: c, changed: new Set(), full: true });
   return state(k);
 }
 
 function daemonOn(k: FakeIptables, c: ClusterState, maxChainsPerRestore?: number) {
-  const applier = new IptablesApplier({ target: { backend: 'nft' }, iptables: k, settings, log, conntrack: false, ...(maxChainsPerRestore ? { maxChainsPerRestore } : {}) });
+  const applier = new IptablesApplier({ iptables: k, settings, log, conntrack: false, ...(maxChainsPerRestore ? { maxChainsPerRestore } : {}) });
   const source = new ManualSource(c);
   const daemon = new ProxyDaemon({ source, dataplane: applier, log, minSyncPeriodMs: 0, syncPeriodMs: 60_000, retryMs: 10 });
   return { applier, source, daemon };

@@ -8,7 +8,8 @@ import { ConfigError, parseKubeProxyConfig, proxySettingsFromConfig } from '../.
 
 const log = pino({ level: 'silent' });
 const settings = proxySettingsFromConfig(undefined, { nodeName: 'n1', nodeIPs: ['192.168.77.2'] });
-const target = { backend: 'nft' as const };
+// A namespace that is never made: anything reaching the kernel by mistake fails instead of acting here.
+const target = { backend: 'nft' as const, netns: 'knt-never-made' };
 
 test('udpIdleTimeout and bindAddress come from the config; metrics land on the given registry', async (t) => {
   const registry = new Registry();

@@ -4,7 +4,7 @@
 // listeners open before rules point at them, and close only after the rules stopped pointing.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { kernelIptables, type Iptables, type IptablesTarget } from '../../kernel/iptables.ts';
+import type { Iptables } from '../../kernel/iptables.ts';
 import { ensureJumps, isJumpLine } from '../../kernel/jumps.ts';
 import { buildServiceModel, type ServicePortInfo } from '../../rules/model.ts';
 import { externallyAccessible, selectEndpoints } from '../../rules/endpoints.ts';
@@ -20,9 +20,8 @@ import { TcpPortProxy } from './tcp.ts';
 import { UdpPortProxy } from './udp.ts';
 
 export interface UserspaceOptions {
-  target: IptablesTarget;
-  /** How iptables is run (default: the real tools on `target`). */
-  iptables?: Iptables;
+  /** How the portal rules are written: the real tools in a namespace (kernelIptables), or a fake. */
+  iptables: Iptables;
   settings: ProxySettings;
   log: Logger;
   registry: Registry;
@@ -127,7 +126,7 @@ export class UserspaceDataPlane implements DataPlane {
     this.settings = o.settings;
     this.metrics = new UserspaceMetrics(o.registry);
     this.ruleMetrics = new IptablesMetrics(o.registry);
-    this.ipt = o.iptables ?? kernelIptables(o.target);
+    this.ipt = o.iptables;
     const pool = o.workers ? new ForwarderPool({ count: o.workers, log: o.log, ...(o.forwarderPath ? { executable: o.forwarderPath } : {}) }) : null;
     this.forwarders = pool;
     if (pool) this.metrics.gather = () => pool.poll();

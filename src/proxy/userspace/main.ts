@@ -9,6 +9,7 @@ import { ProxyDaemon } from '../daemon.ts';
 import { parseBindAddress } from '../health.ts';
 import { ProxyMetrics } from '../metrics.ts';
 import { UserspaceDataPlane } from './dataplane.ts';
+import { kernelIptables } from '../../kernel/iptables.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -37,7 +38,7 @@ const log = makeLogger('knet-proxy-userspace');
 const settings = proxySettingsFromConfig(undefined, { nodeName: a['node-name']!, nodeIPs: a['node-ip'] ? [a['node-ip']] : [] });
 const metrics = new ProxyMetrics();
 const dataplane = new UserspaceDataPlane({
-  target: { backend: a.backend, waitSeconds: 5 }, settings, log, registry: metrics.registry,
+  iptables: kernelIptables({ backend: a.backend, waitSeconds: 5 }), settings, log, registry: metrics.registry,
   udpIdleMs: num(a['udp-idle-ms']!, '--udp-idle-ms'), tcpIdleMs: num(a['tcp-idle-ms']!, '--tcp-idle-ms'),
   maxUdpFlows: num(a['max-udp-flows']!, '--max-udp-flows'), workers: num(a.workers!, '--workers'),
 });
