@@ -105,7 +105,11 @@ export class NftablesApplier implements DataPlane {
 
   async sync(req: SyncRequest): Promise<SyncOutcome> {
     const full = req.full || this.foreign || this.families.some((f) => f.applied === null);
-    for (const fam of this.dropped.splice(0)) await this.o.nft.deleteTable(fam, NFT_TABLE);
+    // A family leaves the queue only once its table is gone: a failed delete is retried next sync.
+    while (this.dropped.length > 0) {
+      await this.o.nft.deleteTable(this.dropped[0]!, NFT_TABLE);
+      this.dropped.shift();
+    }
     if (full) {
       this.startWatching();
       // Changes from here on are seen by the watcher; what happened before is read below.

@@ -92,7 +92,9 @@ export function goDurationMs(text: string): number | null {
     if (whole === '' && fraction === '') return null;
     let k = j;
     while (k < text.length && text[k] !== '.' && !isDigit(text[k])) k++;
-    const unit = NS_PER[text.slice(j, k)];
+    const unitName = text.slice(j, k);
+    // Own keys only: "1constructor" must be an unknown unit, not Object's constructor.
+    const unit = Object.hasOwn(NS_PER, unitName) ? NS_PER[unitName] : undefined;
     if (unit === undefined) return null;
     total += BigInt(whole || '0') * unit + (fraction ? (BigInt(fraction) * unit) / 10n ** BigInt(fraction.length) : 0n);
     if (total > MAX_NS) return null;

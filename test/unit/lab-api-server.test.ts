@@ -67,6 +67,8 @@ test('create, get, replace, patch, delete: codes and Status errors as kube-apise
   t.is(json.body.spec.ports[0].nodePort, 30000);
   t.is((await call(port, 'PATCH', `${SVC}/web`, { spec: { type: 'Nope' } }, { contentType: 'application/merge-patch+json' })).status, 422);
   t.is((await call(port, 'PATCH', `${SVC}/web`, {}, { contentType: 'application/apply-patch+yaml' })).status, 415);
+  // A media type named like an Object.prototype member is no patch type.
+  t.is((await call(port, 'PATCH', `${SVC}/web`, {}, { contentType: 'constructor' })).status, 415);
   const proto = await call(port, 'POST', SVC, 'k8s\0', { contentType: 'application/vnd.kubernetes.protobuf' });
   t.is(proto.status, 415);
   t.regex(proto.body.message, /protobuf only for Namespaces and Services/);

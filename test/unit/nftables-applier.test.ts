@@ -151,3 +151,17 @@ test('dual stack: one table per family in the same sync; a family that goes has 
   t.is(k.dump('ip6'), '');
   t.is(held(k, 'ip'), rendered(c, settings));
 });
+
+test('a family that goes: a failed delete of its table is retried by the next sync, not forgotten', async (t) => {
+  const k = new FakeNft();
+  const c: ClusterState = { services: [], endpointSlices: [] };
+  const a = new NftablesApplier({ nft: k, settings: [settings, settingsFor('IPv6')], log, conntrack: false });
+  await a.sync({ cluster: c, changed: new Set(), full: true });
+  t.not(k.dump('ip6'), '');
+  a.setSettings([settings]);
+  k.failNext('Error: Could not process rule: Device or resource busy', (lines) => lines[0] === 'delete table ip6 kube-proxy');
+  await t.throwsAsync(a.sync({ cluster: c, changed: new Set(), full: true }), { message: /Device or resource busy/ });
+  t.not(k.dump('ip6'), '');
+  await a.sync({ cluster: c, changed: new Set(), full: true });
+  t.is(k.dump('ip6'), '');
+});

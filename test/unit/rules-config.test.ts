@@ -49,6 +49,8 @@ const refused: Array<[string, RegExp]> = [
   ['iptables: {syncPeriod: -5s}', /iptables\.syncPeriod: must be greater than 0/],
   ['iptables: {syncPeriod: 30}', /iptables\.syncPeriod: expected a duration like "30s", got 30/],
   ['iptables: {syncPeriod: 3000000h}', /iptables\.syncPeriod: invalid duration "3000000h"/],
+  ['iptables: {syncPeriod: 1constructor}', /iptables\.syncPeriod: invalid duration "1constructor"/],
+  ['iptables: {syncPeriod: 1__proto__}', /iptables\.syncPeriod: invalid duration "1__proto__"/],
   ['iptables: {syncPeriod: 500ms}', /iptables\.syncPeriod: must be greater than or equal to iptables\.minSyncPeriod/],
   ['iptables: {minSyncPeriod: -1s}', /iptables\.minSyncPeriod: must be greater than or equal to 0/],
   ['iptables: {masqueradeBit: 32}', /iptables\.masqueradeBit: must be within the range \[0, 31\], got 32/],

@@ -172,7 +172,7 @@ export function decodeProtobuf(body: Buffer): Record<string, unknown> {
       else r.skip(tag & 7);
     }
     const kind = String(typeMeta.kind ?? '');
-    const spec = KINDS[kind];
+    const spec = Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined;
     if (!spec || typeMeta.apiVersion !== 'v1' || !raw) {
       throw new ApiError(415, 'UnsupportedMediaType', `the lab API reads protobuf only for Namespaces and Services (kubectl create namespace|service), not ${kind || 'this body'}: send JSON (kubectl create -f or apply -f)`);
     }

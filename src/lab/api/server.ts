@@ -294,7 +294,7 @@ export class LabApi {
   private checkContentType(req: IncomingMessage, patch: boolean): PatchType | 'json' | 'protobuf' {
     const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (patch) {
-      const t = PATCH_CONTENT_TYPES[type];
+      const t = Object.hasOwn(PATCH_CONTENT_TYPES, type) ? PATCH_CONTENT_TYPES[type] : undefined;
       if (t) return t;
       if (type === 'application/apply-patch+yaml') throw new ApiError(415, 'UnsupportedMediaType', 'server-side apply is not served by the lab API (a kube-apiserver stand-in); use client-side kubectl apply');
       throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: ${Object.keys(PATCH_CONTENT_TYPES).join(', ')}`);
