@@ -7,7 +7,7 @@ import { IpamStore, PoolExhaustedError } from '../ipam/store.ts';
 import { sweepStaleLocks } from '../ipam/lockfile.ts';
 import { canonicalCidr, formatCidr4, formatIPv4, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
 import {
-  SUPPORTED_VERSIONS, checkVersion, decodeStdin, parseEnv, parseNetConf, parseSubnetEnv, planNetwork,
+  SUPPORTED_VERSIONS, checkVersion, decodeStdin, isObject, parseEnv, parseNetConf, parseSubnetEnv, planNetwork,
   type CniEnv, type NetConf, type NetworkPlan, type SubnetEnv,
 } from './config.ts';
 import { CniError, ErrCode, invalidConfig, invalidEnv } from './errors.ts';
@@ -218,13 +218,21 @@ function checkFailed(details: string): CniError {
   return new CniError(ErrCode.CheckFailed, 'attachment does not match the ADD result', details);
 }
 
+/** A list of prevResult (absent: empty) whose entries must be objects; fields are checked where read. */
+function prevEntries(list: unknown, what: string): Array<Record<string, unknown>> {
+  if (list === undefined) return [];
+  if (!Array.isArray(list)) throw checkFailed(`prevResult ${what} is not a list`);
+  list.forEach((e, i) => { if (!isObject(e)) throw checkFailed(`prevResult ${what}[${i}] is not an object`); });
+  return list as Array<Record<string, unknown>>;
+}
+
 async function cmdCheck(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<void> {
   const prev = conf.prevResult;
   if (!prev) throw invalidConfig('CHECK needs prevResult');
-  const ifaces = Array.isArray(prev.interfaces) ? (prev.interfaces as { name?: string; sandbox?: string; mtu?: number }[]) : [];
+  const ifaces = prevEntries(prev.interfaces, 'interfaces');
   const podIndex = ifaces.findIndex((i) => i.name === env.ifname && i.sandbox);
   if (podIndex < 0) throw checkFailed(`prevResult has no interface ${env.ifname} in a sandbox`);
-  const ips = (Array.isArray(prev.ips) ? prev.ips : []) as { address?: string; interface?: number }[];
+  const ips = prevEntries(prev.ips, 'ips');
   const mine = ips.filter((i) => i.interface === podIndex).map((i) => String(i.address));
   if (mine.length === 0) throw checkFailed(`prevResult has no address on ${env.ifname}`);
 
@@ -240,9 +248,10 @@ async function cmdCheck(conf: NetConf, env: CniEnv, kernel: CniKernel): Promise<
     const have = (await pod.listAddresses4()).filter((a) => a.index === link.index).map((a) => `${a.local}/${a.prefixLen}`);
     for (const a of mine) if (!have.includes(a)) throw checkFailed(`${env.ifname} lacks ${a} (has ${have.join(', ') || 'none'})`);
     const wantMtu = ifaces[podIndex]!.mtu;
+    if (wantMtu !== undefined && typeof wantMtu !== 'number') throw checkFailed(`prevResult interfaces[${podIndex}].mtu is not a number`);
     if (wantMtu && link.mtu !== wantMtu) throw checkFailed(`${env.ifname} has MTU ${link.mtu}, expected ${wantMtu}`);
     const routes = (await pod.listRoutes4()).filter((k) => k.oif === link.index && k.table === RT_TABLE_MAIN);
-    for (const r of (Array.isArray(prev.routes) ? prev.routes : []) as { dst?: unknown; gw?: unknown }[]) {
+    for (const r of prevEntries(prev.routes, 'routes')) {
       let dst: Cidr4;
       try { dst = parseCidr4(r.dst); } catch { throw checkFailed(`prevResult route ${JSON.stringify(r.dst)} is not an IPv4 CIDR`); }
       const found = routes.some((k) => k.dstLen === dst.prefix && k.dst === formatIPv4(dst.ip) && (!r.gw || k.gateway === r.gw));

@@ -173,6 +173,12 @@ test('CHECK passes on what ADD made and names each difference', async (t) => {
   await failsWith(/route to 10\.99\.0\.0\/16 is missing/, { ...r.json, routes: [...r.json.routes, { dst: '10.99.0.0/16' }] });
   await failsWith(/not an IPv4 CIDR/, { ...r.json, routes: [{ dst: 'fd00::/8' }] });
   await failsWith(/no interface eth0/, { ...r.json, interfaces: r.json.interfaces.slice(0, 2) });
+  // Entries of the wrong type are named, never an internal error (999).
+  await failsWith(/prevResult interfaces\[0\] is not an object/, { ...r.json, interfaces: [null, ...r.json.interfaces] });
+  await failsWith(/prevResult ips\[0\] is not an object/, { ...r.json, ips: [null] });
+  await failsWith(/prevResult routes\[0\] is not an object/, { ...r.json, routes: [null] });
+  await failsWith(/prevResult ips is not a list/, { ...r.json, ips: 'x' });
+  await failsWith(/interfaces\[2\]\.mtu is not a number/, { ...r.json, interfaces: r.json.interfaces.map((i: Record<string, unknown>, n: number) => (n === 2 ? { ...i, mtu: '1400' } : i)) });
   eth0.mtu = 1300;
   await failsWith(/MTU 1300, expected 1400/);
   eth0.mtu = 1400;
