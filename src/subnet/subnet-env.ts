@@ -87,10 +87,10 @@ export interface SubnetEnvValues {
 }
 
 /**
- * Parses subnet.env (KEY=VALUE lines, as flanneld and knet's agent write it; blank lines and
- * # comments ignored). Errors name the file, the line and the key, never the text.
+ * The KEY=VALUE lines of subnet.env, as flanneld and knet's agent write them (blank lines and
+ * # comments ignored, one pair of double quotes taken off), with their line numbers.
  */
-export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEnvValues {
+export function subnetEnvEntries(text: string, file = 'the subnet file'): Map<string, { value: string; line: number }> {
   const kv = new Map<string, { value: string; line: number }>();
   for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.trim();
@@ -99,6 +99,12 @@ export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEn
     if (eq < 1) throw new SubnetFileError(`${file}: line ${i + 1} is not KEY=VALUE (is it a subnet file?)`, 'invalid');
     kv.set(line.slice(0, eq), { value: line.slice(eq + 1).replace(/^"(.*)"$/, '$1'), line: i + 1 });
   }
+  return kv;
+}
+
+/** Parses and checks subnet.env. Errors name the file, the line and the key, never the text. */
+export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEnvValues {
+  const kv = subnetEnvEntries(text, file);
   const bad = (key: string, what: string) => new SubnetFileError(`${file}: ${key} (line ${kv.get(key)!.line}) is not ${what}`, 'invalid');
   const subnet = kv.get('FLANNEL_SUBNET')?.value;
   if (!subnet) throw new SubnetFileError(`${file} has no FLANNEL_SUBNET (is it a subnet file?)`, 'invalid');

@@ -12,6 +12,7 @@ import { testNetns } from './netns.ts';
 import { ipBatch, ipJson } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { waitFor as waitUntil } from '../../src/util/wait.ts';
+import { subnetEnvValues } from './agent-harness.ts';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const agentMain = join(repo, 'src', 'cli', 'agent-main.ts');
@@ -69,7 +70,7 @@ export function startAgent(t: ExecutionContext, n: Node, flags: string[]): Agent
 }
 
 export function subnetEnv(n: Node): Map<string, string> {
-  return new Map(readFileSync(n.subnetFile, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string]));
+  return subnetEnvValues(readFileSync(n.subnetFile, 'utf8'));
 }
 
 /** A pod: a namespace with a veth on the node's cni0 bridge, addressed from FLANNEL_SUBNET. */

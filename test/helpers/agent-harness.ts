@@ -11,6 +11,7 @@ import { defaultBackends } from '../../src/agent/backends.ts';
 import { EtcdLeaseSource } from '../../src/agent/etcd-source.ts';
 import type { LeaseSource } from '../../src/agent/lease-source.ts';
 import { SubnetRegistry } from '../../src/subnet/etcd-registry.ts';
+import { subnetEnvEntries } from '../../src/subnet/subnet-env.ts';
 import type { Underlay } from '../../src/kernel/vxlan.ts';
 import { FakeClock } from './fake-clock.ts';
 import { FakeOvsGreKernel, FakeVxlanKernel } from './fake-overlay-kernel.ts';
@@ -76,7 +77,7 @@ export function startTestAgent(t: ExecutionContext, s: AgentSetup): TestAgent {
   Object.assign(handle, {
     agent, ip: s.ip, vxlan, ovs, subnetFile, logs, running, masqApplied: 0,
     problems: () => logs.filter((l) => l.level >= 40).map((l) => `${l.msg}${l.err ? `: ${String(l.err)}` : ''}${l.reason ? `: ${String(l.reason)}` : ''}`),
-    subnetEnv: () => (existsSync(subnetFile) ? new Map(readFileSync(subnetFile, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string])) : null),
+    subnetEnv: () => (existsSync(subnetFile) ? subnetEnvValues(readFileSync(subnetFile, 'utf8')) : null),
   });
   return handle;
 }
@@ -84,4 +85,9 @@ export function startTestAgent(t: ExecutionContext, s: AgentSetup): TestAgent {
 /** A peer's lease value in flannel's format. */
 export function vxlanLease(ip: string, mac: string, vni = 1): string {
   return JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: vni, VtepMAC: mac } });
+}
+
+/** subnet.env as KEY -> VALUE text, read by the agent's and the plugin's own reader. */
+export function subnetEnvValues(text: string): Map<string, string> {
+  return new Map([...subnetEnvEntries(text)].map(([key, { value }]) => [key, value]));
 }
