@@ -1,9 +1,10 @@
 // `kubectl get svc,endpointslices -A -o yaml | knet rules -f -` at real input sizes (issue 19.3):
 // the whole `knet rules` process (the built CLI on plain node, YAML parse included) against
 // iptables-nft-restore applying its output into a fresh network namespace, in one run.
-// Goal: knet rules <= 0.30x the restore. Two files of the same cluster: the objects' own fields
-// only (10k services: the issue's 5.7 MB file), and with the server-set fields kubectl also
-// prints (clusterIPs, ipFamilies, policies, endpoint conditions, resourceVersion, timestamps).
+// Goal: knet rules <= 0.30x the restore. Two files of the same cluster, laid out as kubectl prints
+// YAML (sequence items at their key's indent): the objects' own fields only, and with the
+// server-set fields kubectl also prints (clusterIPs, ipFamilies, policies, endpoint conditions,
+// resourceVersion, timestamps).
 // Usage (root for the restore half): node --import tsx scripts/bench/rules-yaml.ts [services=10000]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -20,7 +21,8 @@ const root = process.getuid?.() === 0;
 /** The cluster as a v1 List, as kubectl -o yaml prints it (with the server-set fields, or without). */
 function kubectlYaml(n: number, serverFields: boolean): string {
   const c = syntheticCluster(n, 3);
-  if (!serverFields) return stringify({ apiVersion: 'v1', items: [...c.services, ...c.endpointSlices], kind: 'List', metadata: { resourceVersion: '' } });
+  const asKubectl = { indentSeq: false };
+  if (!serverFields) return stringify({ apiVersion: 'v1', items: [...c.services, ...c.endpointSlices], kind: 'List', metadata: { resourceVersion: '' } }, asKubectl);
   const stamp = '2026-11-02T10:00:00Z';
   const meta = (m: Record<string, unknown>, i: number) => ({ ...m, creationTimestamp: stamp, resourceVersion: String(100000 + i) });
   const items = [
@@ -34,7 +36,7 @@ function kubectlYaml(n: number, serverFields: boolean): string {
       endpoints: sl.endpoints!.map((e) => ({ ...e, conditions: { ready: true, serving: true, terminating: false } })),
     })),
   ];
-  return stringify({ apiVersion: 'v1', items, kind: 'List', metadata: { resourceVersion: '' } });
+  return stringify({ apiVersion: 'v1', items, kind: 'List', metadata: { resourceVersion: '' } }, asKubectl);
 }
 
 function timed(cmd: string, args: string[], input?: string): { ms: number; stdout: string } {

@@ -1,4 +1,4 @@
-// `knet proxy --proxy-mode nftables`: builds the nftables data path for runProxy (src/cli/proxy.ts),
+// `knet proxy --proxy-mode nftables`: builds the nftables data path for runProxy (src/cli/proxy-run.ts),
 // which keeps sources, daemon, health and metrics as in the other modes; and removing
 // kube-proxy's nftables tables when another mode starts or on --cleanup.
 import type { Logger } from 'pino';

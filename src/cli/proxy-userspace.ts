@@ -1,5 +1,5 @@
 // `knet proxy --proxy-mode userspace`: builds the userspace data path for runProxy
-// (src/cli/proxy.ts), which keeps sources, daemon, health and metrics as in iptables mode.
+// (src/cli/proxy-run.ts), which keeps sources, daemon, health and metrics as in iptables mode.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { IptablesTarget } from '../kernel/iptables.ts';

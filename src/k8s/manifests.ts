@@ -3,6 +3,7 @@
 // EndpointSlices the way Kubernetes' endpointslice mirroring controller does), and
 // networking.k8s.io ServiceCIDRs.
 import jsyaml from 'js-yaml';
+import { readBlockYaml } from './block-yaml.ts';
 import type { ClusterState, EndpointSlice, EndpointSliceEndpoint, EndpointSlicePort, Node, Service, ServiceCIDR } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { describe, InvalidField, isRecord, nameText, objectLabel, objectList, optObject, optString, printable, prop } from '../model/json.ts';
@@ -137,6 +138,10 @@ export function parseManifestText(text: string, source: string): unknown[] {
     }
     return Array.isArray(doc) ? doc : [doc];
   }
+  // Plain block YAML (what kubectl prints) has a reader of its own, many times faster; it
+  // declines anything else, which js-yaml reads below.
+  const plain = readBlockYaml(text);
+  if (plain) return plain;
   // Aliases need a "*": without one in the text there is nothing to watch (the common case).
   const aliasLines: number[] = [];
   const opened: number[] = [];

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { ConfigError, goDurationMs, parseKubeProxyConfig } from '../../src/rules/config.ts';
 import { runRules } from '../../src/cli/rules.ts';
-import { runProxy } from '../../src/cli/proxy.ts';
+import { runProxy } from '../../src/cli/proxy-run.ts';
 import { hasRawControl, hostileValue, paths, replaced } from '../helpers/hostile.ts';
 import { stringify as toYaml } from 'yaml';
 
