@@ -41,7 +41,12 @@ export interface NftApplied {
 export interface NftPlan {
   /** Transactions to run in order; each is the lines of one `nft -f`. */
   transactions: string[][];
-  /** Stale chains the first transaction deletes (when it fails the sync goes on without it). */
+  /**
+   * Stale chains the first transaction deletes, one line each at its start. When that
+   * transaction fails, it is run again without those lines (a chain still referenced only
+   * delays its deletion); one transaction instead of two is a whole `nft` run (0.3 s at 10k
+   * services) off every change that follows an endpoint change by more than a second.
+   */
   deletesStale: string[];
   /** The kernel state once every transaction committed. */
   next: NftApplied;
@@ -133,7 +138,7 @@ function allElements(r: NftRenderResult): { elements: Map<string, Map<string, st
   return { elements, owners };
 }
 
-/** Stale chains old enough to delete, and the transaction that deletes them. */
+/** Stale chains old enough to delete. */
 function dueStale(t: string, stale: Map<string, number>, active: (c: string) => boolean, o: PlanOptions): string[] {
   const after = o.staleAfterMs ?? 1000;
   const due: string[] = [];
@@ -160,7 +165,6 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   const deletesStale = dueStale(t, stale, (c) => active.has(c), o);
   for (const c of deletesStale) stale.delete(c);
   const transactions: string[][] = [];
-  if (deletesStale.length) transactions.push(deletesStale.map((c) => `delete chain ${t} ${c}`));
 
   const base = fixedLines(r, kernel);
   // Service chains in transactions of bounded size, whole services each (a service's chains
@@ -200,6 +204,7 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   for (const c of [...stale.keys()].sort()) last.push(`flush chain ${t} ${c}`);
   for (const s of [...(kernel?.sets ?? [])].sort()) if (isNftAffinitySet(s) && !activeSets.has(s)) last.push(`delete set ${t} ${s}`);
   transactions.push(last);
+  transactions[0] = [...deletesStale.map((c) => `delete chain ${t} ${c}`), ...transactions[0]!];
 
   const chains = new Map<string, readonly string[]>();
   const sets = new Map<string, string>();
@@ -224,9 +229,8 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
   for (const name of afterChains) applied.stale.delete(name);
   const deletesStale = dueStale(t, applied.stale, () => false, o);
   for (const c of deletesStale) applied.stale.delete(c);
-  if (deletesStale.length) transactions.push(deletesStale.map((c) => `delete chain ${t} ${c}`));
 
-  const tx: string[] = [];
+  const tx: string[] = deletesStale.map((c) => `delete chain ${t} ${c}`);
   // Affinity sets whose declaration changed are deleted and added again: every chain of their
   // service is rewritten first, so nothing references them at that moment.
   const respec = new Set<string>();

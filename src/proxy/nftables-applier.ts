@@ -159,20 +159,28 @@ export class NftablesApplier implements DataPlane {
     return { full: fullFamilies === this.families.length, warnings, noLocalEndpoints, written: { chains, elements, transactions } };
   }
 
-  /** Runs a plan's transactions; a failed stale-chain deletion only delays it (kube-proxy does the same). */
+  /**
+   * Runs a plan's transactions. When the first one, which deletes the due stale chains, fails,
+   * it runs again without the deletions: a chain that could not go only waits for a later sync
+   * (kube-proxy does the same), and a failure of the rest fails the sync.
+   */
   private async run(plan: NftPlan): Promise<void> {
-    let first = 0;
-    if (plan.deletesStale.length) {
-      first = 1;
+    for (let i = 0; i < plan.transactions.length; i++) {
+      const tx = plan.transactions[i]!;
+      if (i > 0 || plan.deletesStale.length === 0) {
+        await this.o.nft.apply(tx.join('\n') + '\n');
+        continue;
+      }
       try {
-        await this.o.nft.apply(plan.transactions[0]!.join('\n') + '\n');
+        await this.o.nft.apply(tx.join('\n') + '\n');
       } catch (err) {
         this.metrics.cleanupFailures.inc();
         this.o.log.warn({ chains: plan.deletesStale.length, err: String(err) }, 'could not delete stale chains; will retry');
         for (const c of plan.deletesStale) plan.next.stale.set(c, this.now());
+        const rest = tx.slice(plan.deletesStale.length);
+        if (rest.length) await this.o.nft.apply(rest.join('\n') + '\n');
       }
     }
-    for (let i = first; i < plan.transactions.length; i++) await this.o.nft.apply(plan.transactions[i]!.join('\n') + '\n');
   }
 
   private async cleanConntrack(before: ServicePortInfo[], after: ServicePortInfo[], settings: ProxySettings): Promise<void> {

@@ -53,13 +53,36 @@ test('a partial sync writes only the changed chains and elements; stale chains a
   await run(nft, p2);
   t.is(normalizeNft(nft.dump('ip')), expected(r2, p2.next));
   t.deepEqual([...p2.next.stale.keys()], staleChains(r1, r2));
-  // Too early: nothing deleted. A second later: deleted in a transaction of its own.
+  // Too early: nothing deleted. A second later: deleted (nothing else changed: alone).
   const r3 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3'])), settings });
   t.deepEqual(planPartial(r3, structuredClone(p2.next), { now: 600 }).transactions, []);
   const p4 = planPartial(r3, p2.next, { now: 1100 });
   t.deepEqual(p4.transactions, [[`delete chain ip kube-proxy ${staleChains(r1, r2)[0]}`]]);
   await run(nft, p4);
   t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r3)));
+});
+
+test('due stale chains are deleted at the start of the next change\'s transaction, not in one of their own', async (t) => {
+  const nft = new FakeNft();
+  const renderer = new NftablesRenderer();
+  const p1 = planFull(renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.2'])), settings }), null, null, { now: 0 });
+  await run(nft, p1);
+  const p2 = planPartial(renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3'])), settings }), p1.next, { now: 100 });
+  await run(nft, p2);
+  const gone = [...p2.next.stale.keys()];
+  const r3 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.4'])), settings });
+  const p3 = planPartial(r3, p2.next, { now: 1200 });
+  t.deepEqual(p3.deletesStale, gone);
+  t.is(p3.transactions.length, 1);
+  t.deepEqual(p3.transactions[0]!.slice(0, gone.length), gone.map((c) => `delete chain ip kube-proxy ${c}`));
+  t.true(p3.transactions[0]!.length > gone.length, 'the change is in the same transaction');
+  await run(nft, p3);
+  t.is(normalizeNft(nft.dump('ip')), expected(r3, p3.next));
+  // A full sync also starts with them.
+  const r4 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.4'])), settings });
+  const p4 = planFull(r4, await nft.listTable('ip', 'kube-proxy'), p3.next, { now: 2400 });
+  t.deepEqual(p4.transactions[0]!.slice(0, p4.deletesStale.length), p4.deletesStale.map((c) => `delete chain ip kube-proxy ${c}`));
+  t.true(p4.deletesStale.length > 0);
 });
 
 test('the endpoints go and come back: chains flushed, then refilled and no longer stale', async (t) => {

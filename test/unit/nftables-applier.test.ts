@@ -131,6 +131,47 @@ test('stale chains are deleted a second later; a failed deletion is counted and 
   t.is(held(k), rendered(fewer));
 });
 
+test('a change a second after stale chains appeared deletes them in its own transaction; if that fails, the change is written without them', async (t) => {
+  const k = new FakeNft();
+  let now = 1_000_000;
+  const a = new NftablesApplier({ nft: k, settings: [settings], log, conntrack: false, now: () => now });
+  await a.sync({ cluster: services(4, 2), changed: new Set(), full: true });
+  await a.sync({ cluster: services(3, 2), changed: new Set(['default/s3']), full: false });
+  const gone = staleChains(renderNftables({ cluster: services(4, 2), settings }), renderNftables({ cluster: services(3, 2), settings }));
+  now += 1500;
+  // One transaction: the deletions, then the change.
+  let before = k.log.length;
+  const grown = services(3, 2);
+  grown.endpointSlices[0] = services(3, 3).endpointSlices[0]!;
+  await a.sync({ cluster: grown, changed: new Set(['default/s0']), full: false });
+  t.is(k.log.length, before + 1);
+  t.deepEqual(k.log.at(-1)!.slice(0, gone.length), gone.map((c) => `delete chain ip kube-proxy ${c}`));
+  t.is(held(k), rendered(grown, settings, staleIn(k, renderNftables({ cluster: grown, settings }))));
+  t.deepEqual(staleIn(k, renderNftables({ cluster: grown, settings })).filter((c) => gone.includes(c)), []);
+  // s1 loses an endpoint (its chain goes stale); a second later a change to s2 meets a failing deletion.
+  const shrunk = structuredClone(grown);
+  shrunk.endpointSlices[1] = services(3, 1).endpointSlices[1]!;
+  await a.sync({ cluster: shrunk, changed: new Set(['default/s1']), full: false });
+  const stale = staleIn(k, renderNftables({ cluster: shrunk, settings }));
+  t.is(stale.length, 1);
+  now += 1500;
+  const last = structuredClone(shrunk);
+  last.endpointSlices[2] = services(3, 3).endpointSlices[2]!;
+  k.failNext('Error: Could not process rule: Device or resource busy', (lines) => lines.some((l) => l.startsWith('delete chain')));
+  before = k.log.length;
+  await a.sync({ cluster: last, changed: new Set(['default/s2']), full: false });
+  t.is(await counter(a.metrics.cleanupFailures), 1);
+  t.is(k.log.length, before + 1, 'the failed transaction left nothing; the retry without deletions committed');
+  t.false(k.log.at(-1)!.some((l) => l.startsWith('delete chain')));
+  const r = renderNftables({ cluster: last, settings });
+  t.deepEqual(staleIn(k, r), stale, 'the chain waits for a later sync');
+  t.is(held(k), rendered(last, settings, stale));
+  now += 1500;
+  await a.sync({ cluster: last, changed: new Set(), full: false });
+  t.deepEqual(staleIn(k, r), []);
+  t.is(held(k), rendered(last));
+});
+
 test('dual stack: one table per family in the same sync; a family that goes has its table deleted', async (t) => {
   const k = new FakeNft();
   const v6 = settingsFor('IPv6');
