@@ -4,10 +4,11 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { run } from '../kernel/exec.ts';
 import { listNetns } from '../kernel/netns.ts';
 import type { EndpointSlice, Service } from '../model/k8s.ts';
+import { parseManifestText } from '../k8s/manifests.ts';
+import { isRecord } from '../model/json.ts';
 import { formatCheckTable, judge, planChecks, type Probe, type Row } from './check.ts';
 import { LabApiClient } from './client.ts';
 import { createPod, deletePod, pool } from './pods.ts';
@@ -49,20 +50,20 @@ export function parseLabManifests(text: string, source: string): Manifest[] {
     if (o === null || o === undefined) return;
     if (typeof o !== 'object' || Array.isArray(o)) throw new Error(`${where}: not an object`);
     const r = o as Record<string, unknown>;
-    if (r.kind === 'List' || r.kind?.toString().endsWith('List')) {
+    if (typeof r.kind === 'string' && r.kind.endsWith('List')) {
+      if (r.items !== undefined && r.items !== null && !Array.isArray(r.items)) throw new Error(`${where}: items is not a list`);
       ((r.items ?? []) as unknown[]).forEach((x, i) => add(x, `${where} items[${i}]`));
       return;
     }
     if (r.kind !== 'Service' && r.kind !== 'EndpointSlice' && r.kind !== 'Pod' && r.kind !== 'Namespace') throw new Error(`${where}: kind ${JSON.stringify(r.kind)} is not applied by knet lab apply (Namespace, Service, EndpointSlice, Pod; kubectl against the lab API serves Nodes and Endpoints too)`);
+    if (r.metadata !== undefined && !isRecord(r.metadata)) throw new Error(`${where}: metadata is not an object`);
     const md = (r.metadata ?? {}) as Record<string, unknown>;
     assertName(`${where} metadata.name`, md.name);
     if (md.namespace !== undefined) assertName(`${where} metadata.namespace`, md.namespace);
     out.push({ kind: r.kind, obj: r });
   };
-  parseAllDocuments(text).forEach((d, i) => {
-    if (d.errors.length) throw new Error(`${source}: document ${i + 1}: ${d.errors[0]!.message}`);
-    add(d.toJS(), `${source} document ${i + 1}`);
-  });
+  // The reader of `knet rules`: the same syntax errors, with file:line:column.
+  parseManifestText(text, source).forEach((d, i) => add(d, `${source} document ${i + 1}`));
   return out;
 }
 

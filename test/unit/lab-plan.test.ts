@@ -201,7 +201,12 @@ test('parseLabManifests: multi-document YAML, Lists, only lab kinds', (t) => {
   t.throws(() => parseLabManifests('kind: Deployment\nmetadata: {name: x}\n', 'f'), { message: /not applied by knet lab apply/ });
   t.deepEqual(parseLabManifests('kind: Namespace\nmetadata: {name: demo}\n', 'f').map((x) => x.kind), ['Namespace']);
   t.throws(() => parseLabManifests('kind: Pod\nmetadata: {name: ../x}\n', 'f'), { message: /DNS label/ });
-  t.throws(() => parseLabManifests('kind: [\n', 'f'), { message: /f: document 1/ });
+  t.throws(() => parseLabManifests('kind: [\n', 'f'), { message: /^f:2:1: / });
+  // Mistyped structure: a clear error naming the place, not a TypeError.
+  t.throws(() => parseLabManifests('kind: List\nitems: {a: 1}\n', 'f'), { message: 'f document 1: items is not a list' });
+  t.throws(() => parseLabManifests('kind: List\nitems: nope\n', 'f'), { message: 'f document 1: items is not a list' });
+  t.throws(() => parseLabManifests('kind: {toString: 1}\n', 'f'), { message: /f document 1: kind \{"toString":1\} is not applied/ });
+  t.throws(() => parseLabManifests('kind: Pod\nmetadata: x\n', 'f'), { message: 'f document 1: metadata is not an object' });
   t.is(kindOf('svc'), 'services');
   t.throws(() => kindOf('node'));
 });
