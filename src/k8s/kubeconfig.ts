@@ -3,8 +3,10 @@
 // (`tokenFile`, the service account's projected token); the token is then read from that file
 // and re-read as the kubelet rotates it, as the in-cluster config does.
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
+import { isRecord } from '../model/json.ts';
 
 export interface KubeConfigOptions {
   /** Path of a kubeconfig file. */
@@ -39,12 +41,17 @@ export function loadKubeConfig(o: KubeConfigOptions | string = {}): KubeConfig {
   return kc;
 }
 
-/** Users with `tokenFile` (client-go's field) get client-node's refreshing token-file auth. */
-function useTokenFiles(kc: KubeConfig, path: string): void {
-  const doc = parseYaml(readFileSync(path, 'utf8')) as { users?: Array<{ name?: string; user?: { tokenFile?: unknown } }> } | null;
-  for (const u of doc?.users ?? []) {
-    const file = u?.user?.tokenFile;
+/**
+ * Users with `tokenFile` (client-go's field) get client-node's refreshing token-file auth. A
+ * relative path is relative to the kubeconfig's directory, as client-go resolves it.
+ */
+export function useTokenFiles(kc: KubeConfig, path: string): void {
+  const doc: unknown = parseYaml(readFileSync(path, 'utf8'));
+  const users = isRecord(doc) && Array.isArray(doc.users) ? doc.users : [];
+  for (const u of users) {
+    const file = isRecord(u) && isRecord(u.user) ? u.user.tokenFile : undefined;
     if (typeof file !== 'string' || file === '') continue;
-    kc.users = kc.users.map((x) => (x.name === u.name && !x.token ? { ...x, authProvider: { name: 'tokenFile', config: { tokenFile: file } } } : x));
+    const tokenFile = resolve(dirname(path), file);
+    kc.users = kc.users.map((x) => (x.name === u.name && !x.token ? { ...x, authProvider: { name: 'tokenFile', config: { tokenFile } } } : x));
   }
 }
