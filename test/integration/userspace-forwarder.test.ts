@@ -67,12 +67,19 @@ rootTest('the forwarder answers bad requests with the reason, refuses a port in 
   const seen = [];
   for (let i = 0; i < 4; i++) seen.push(await who());
   t.deepEqual(seen.sort(), ['ep9001', 'ep9001', 'ep9002', 'ep9002']);
+  // A bad update is refused whole (logged): the port keeps both endpoints.
+  fw.stdin.write(`${JSON.stringify({ t: 'update', key: 'web', endpoints: ['127.0.0.1:9002', 'web:80'], stickySeconds: 0 })}\n`);
+  fw.stdin.write(`${JSON.stringify({ t: 'update', key: 'web', endpoints: ['127.0.0.1:9002'], stickySeconds: -1 })}\n`);
+  const after = [await who(), await who()];
+  t.deepEqual(after.sort(), ['ep9001', 'ep9002']);
+  t.regex(stderr, /"field":"endpoints","msg":"bad update refused"/);
+  t.regex(stderr, /"field":"stickySeconds","msg":"bad update refused"/);
   // An endpoint update reaches new connections; the counts come back on request.
   fw.stdin.write(`${JSON.stringify({ t: 'update', key: 'web', endpoints: ['127.0.0.1:9002'], stickySeconds: 0 })}\n`);
   t.is(await who(), 'ep9002');
   const report = await ask({ t: 'report', id: 6 });
   if (report.t !== 'report') throw new Error(JSON.stringify(report));
-  t.like(report.ports.find((p) => p.key === 'web'), { active: 0, counts: { accepted: 5, down: 30, dialFailures: 0 } });
+  t.like(report.ports.find((p) => p.key === 'web'), { active: 0, counts: { accepted: 7, down: 42, dialFailures: 0 } });
 
   const exited = new Promise<number | null>((r) => fw.once('exit', r));
   fw.stdin.end();

@@ -6,25 +6,29 @@ import type { Loop, Watcher } from './loop.ts';
 
 export class Endpoints {
   readonly balancer: ServicePortBalancer;
-  private readonly addresses = new Map<string, Uint8Array>();
+  private addresses = new Map<string, Uint8Array>();
 
   constructor(endpoints: readonly string[], stickySeconds: number) {
     this.balancer = new ServicePortBalancer({ stickySeconds });
     this.update(endpoints, stickySeconds);
   }
 
-  /** New endpoints ("ip:port") and affinity timeout; expired affinity goes too. */
+  /**
+   * New endpoints ("ip:port") and affinity timeout; expired affinity goes too. The addresses are
+   * built first: an endpoint that is not one throws before anything changed.
+   */
   update(endpoints: readonly string[], stickySeconds: number): void {
-    this.balancer.setStickySeconds(stickySeconds);
-    this.balancer.update(endpoints);
-    this.balancer.sweep(Date.now());
-    this.addresses.clear();
-    for (const ep of this.balancer.list) {
+    const addresses = new Map<string, Uint8Array>();
+    for (const ep of endpoints) {
       const i = ep.lastIndexOf(':');
       const a = new Uint8Array(16);
       sockaddrIn(a, ep.slice(0, i), Number(ep.slice(i + 1)));
-      this.addresses.set(ep, a);
+      addresses.set(ep, a);
     }
+    this.balancer.setStickySeconds(stickySeconds);
+    this.balancer.update(endpoints);
+    this.balancer.sweep(Date.now());
+    this.addresses = addresses;
   }
 
   /** The sockaddr_in of an endpoint the balancer picked. */

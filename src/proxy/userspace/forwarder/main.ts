@@ -8,7 +8,7 @@
 // stdin closes (the proxy is gone, however it went) or on SIGTERM.
 import { EAGAIN, EPOLLIN, errno, libc, prepareProcess } from './libc.ts';
 import { Loop } from './loop.ts';
-import type { FromForwarder, PortSpec, ToForwarder } from './protocol.ts';
+import { invalidSpec, invalidUpdate, type FromForwarder, type ToForwarder } from './protocol.ts';
 import { TcpService } from './tcp.ts';
 import { UdpService } from './udp.ts';
 
@@ -39,21 +39,12 @@ const reply = (m: FromForwarder) => writeLine(1, JSON.stringify(m));
 const services = new Map<string, Service>();
 const loop = new Loop();
 
-function validSpec(s: PortSpec): string | null {
-  if (s.protocol !== 'tcp' && s.protocol !== 'udp') return 'protocol';
-  if (!Number.isInteger(s.port) || s.port < 0 || s.port > 65535) return 'port';
-  if (!Array.isArray(s.endpoints) || !s.endpoints.every((e) => typeof e === 'string' && /^\d+\.\d+\.\d+\.\d+:\d+$/.test(e))) return 'endpoints';
-  if (!Array.isArray(s.dialTimeoutsMs) || !s.dialTimeoutsMs.length || !s.dialTimeoutsMs.every((t) => t > 0)) return 'dialTimeoutsMs';
-  for (const k of ['idleMs', 'udpIdleMs', 'maxFlows'] as const) if (!(s[k] > 0)) return k;
-  return null;
-}
-
 function handle(m: ToForwarder): void {
   switch (m.t) {
     case 'listen': {
       services.get(m.key)?.close();
       services.delete(m.key);
-      const bad = validSpec(m.spec);
+      const bad = invalidSpec(m.spec);
       if (bad) { reply({ t: 'failed', id: m.id, key: m.key, error: `invalid ${bad}` }); return; }
       try {
         const svc = m.spec.protocol === 'tcp' ? new TcpService(loop, m.spec) : new UdpService(loop, m.spec);
@@ -64,9 +55,13 @@ function handle(m: ToForwarder): void {
       }
       return;
     }
-    case 'update':
+    case 'update': {
+      // No reply channel for updates: a bad one is logged and the port keeps its endpoints.
+      const bad = invalidUpdate(m);
+      if (bad) { log('error', 'bad update refused', { key: String(m.key), field: bad }); return; }
       services.get(m.key)?.update(m.endpoints, m.stickySeconds);
       return;
+    }
     case 'close':
       services.get(m.key)?.close();
       services.delete(m.key);

@@ -53,3 +53,38 @@ export type FromForwarder =
   | { t: 'listening'; id: number; key: string; port: number }
   | { t: 'failed'; id: number; key: string; error: string }
   | { t: 'report'; id: number; ports: Array<{ key: string; counts: PortCounts; active: number; flows: number }> };
+
+const ENDPOINT = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}:(\d{1,5})$/;
+
+/** Whether every entry is an IPv4 "ip:port" the forwarder can dial (port 1-65535). */
+function validEndpoints(list: unknown): boolean {
+  return Array.isArray(list) && list.every((e) => {
+    const m = typeof e === 'string' ? ENDPOINT.exec(e) : null;
+    return m !== null && Number(m[4]) >= 1 && Number(m[4]) <= 65535;
+  });
+}
+
+const validSticky = (s: unknown) => Number.isInteger(s) && (s as number) >= 0;
+
+/**
+ * What is wrong with a listen request's spec (the field's name), or null. The proxy validates
+ * what it sends; the forwarder checks again, so a bad message is refused whole and never
+ * half-applied in the data path.
+ */
+export function invalidSpec(s: PortSpec): string | null {
+  if (typeof s !== 'object' || s === null) return 'spec';
+  if (s.protocol !== 'tcp' && s.protocol !== 'udp') return 'protocol';
+  if (!Number.isInteger(s.port) || s.port < 0 || s.port > 65535) return 'port';
+  if (!validEndpoints(s.endpoints)) return 'endpoints';
+  if (!validSticky(s.stickySeconds)) return 'stickySeconds';
+  if (!Array.isArray(s.dialTimeoutsMs) || !s.dialTimeoutsMs.length || !s.dialTimeoutsMs.every((t) => typeof t === 'number' && t > 0)) return 'dialTimeoutsMs';
+  for (const k of ['idleMs', 'udpIdleMs', 'maxFlows'] as const) if (!(typeof s[k] === 'number' && s[k] > 0)) return k;
+  return null;
+}
+
+/** What is wrong with an update (the field's name), or null. */
+export function invalidUpdate(m: Extract<ToForwarder, { t: 'update' }>): string | null {
+  if (!validEndpoints(m.endpoints)) return 'endpoints';
+  if (!validSticky(m.stickySeconds)) return 'stickySeconds';
+  return null;
+}
