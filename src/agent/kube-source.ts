@@ -9,6 +9,8 @@
 import { readFile } from 'node:fs/promises';
 import { ApiException, CoreV1Api, type KubeConfig, ListWatch, PatchStrategy, Watch, setHeaderOptions, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../util/log.ts';
+import { getJson, listRaw } from '../k8s/informer.ts';
+import { isRecord, prop } from '../model/json.ts';
 import { type Clock, delay, realClock, whenAborted } from '../util/clock.ts';
 import { contains, formatCidr } from '../subnet/cidr.ts';
 import { type NetworkConfig, parseNetworkConfig, ConfigError } from '../subnet/config.ts';
@@ -70,14 +72,15 @@ export class KubeLeaseSource implements LeaseSource {
       const pod = env.POD_NAME;
       const namespace = env.POD_NAMESPACE;
       if (!pod || !namespace) throw new ConfigError('the node name is unknown: give --node-name, or set NODE_NAME, or POD_NAME and POD_NAMESPACE (the downward API)');
-      let got;
+      let got: unknown;
       try {
-        got = await this.core.readNamespacedPod({ name: pod, namespace });
+        got = await getJson(this.o.kubeConfig, `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}`);
       } catch (err) {
         throw new Error(`error retrieving pod spec for '${namespace}/${pod}': ${apiMessage(err)}`);
       }
-      name = got.spec?.nodeName;
-      if (!name) throw new Error(`node name not present in pod spec '${namespace}/${pod}'`);
+      const fromPod = prop(prop(got, 'spec'), 'nodeName');
+      if (typeof fromPod !== 'string' || !fromPod) throw new Error(`node name not present in pod spec '${namespace}/${pod}'`);
+      name = fromPod;
     }
     assertNodeName(name);
     this.nodeName = name;
@@ -101,7 +104,9 @@ export class KubeLeaseSource implements LeaseSource {
   private async readNode(): Promise<Node> {
     const name = await this.node();
     try {
-      return (await this.core.readNode({ name })) as unknown as Node;
+      const node = await getJson(this.o.kubeConfig, `/api/v1/nodes/${encodeURIComponent(name)}`);
+      if (!isRecord(node)) throw new Error('the answer is not an object');
+      return node as unknown as Node;
     } catch (err) {
       if (statusOf(err) === 404) throw new LeaseNotYetError(`node ${JSON.stringify(name)} is not in the Kubernetes API (yet)`);
       throw new Error(`reading node ${JSON.stringify(name)}: ${apiMessage(err)}`);
@@ -199,7 +204,7 @@ export class KubeLeaseSource implements LeaseSource {
       else if (leases.delete(name)) emit({ type: 'delete', key: name });
     };
     const lw = new ListWatch<KubernetesObject>('/api/v1/nodes', new Watch(this.o.kubeConfig),
-      () => this.core.listNode() as Promise<KubernetesListObject<KubernetesObject>>, false);
+      () => listRaw(this.o.kubeConfig, '/api/v1/nodes', (object, reason) => this.o.log.warn({ object }, reason)) as Promise<KubernetesListObject<KubernetesObject>>, false);
     let failure: ((reason: string) => void) | null = null;
     let failed: string | null = null;
     lw.on('add', (n) => onNode(n as unknown as Node));

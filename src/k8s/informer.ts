@@ -47,8 +47,12 @@ export async function listRaw(kc: KubeConfig, path: string, warn: (object: strin
   return { items: kept as Obj[], metadata: typeof resourceVersion === 'string' ? { resourceVersion } : {} } as KubernetesListObject<Obj>;
 }
 
-/** One GET of a JSON document from the API server, with the kubeconfig's credentials. */
-async function getJson(kc: KubeConfig, path: string, query: Record<string, string> = {}): Promise<unknown> {
+/**
+ * One GET of a JSON document from the API server, with the kubeconfig's credentials, exactly as
+ * sent (see listRaw for why not the typed client). A non-200 answer is an error with its
+ * `statusCode`.
+ */
+export async function getJson(kc: KubeConfig, path: string, query: Record<string, string> = {}): Promise<unknown> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig has no current cluster');
   const url = new URL(cluster.server + path);

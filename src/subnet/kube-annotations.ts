@@ -154,13 +154,10 @@ export function leaseFromNode(node: Node, names: AnnotationNames): NodeLease {
   }
 }
 
-/**
- * When the node was created, in ms (NaN when unknown): a string on the wire, a Date where
- * client-node deserialised the object.
- */
+/** When the node was created, in ms (NaN when unknown or not a timestamp). */
 export function creationMs(node: Node): number {
   const ts = node.metadata?.creationTimestamp as unknown;
-  return ts instanceof Date ? ts.getTime() : Date.parse(String(ts ?? ''));
+  return typeof ts === 'string' ? Date.parse(ts) : NaN;
 }
 
 /** flannel's message for a podCIDR outside the configured Network. */

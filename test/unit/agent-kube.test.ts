@@ -135,6 +135,22 @@ test('peers appear and vanish with Nodes; a node flannel annotated is a peer lik
   t.true(ready(a));
 });
 
+test('a Node with fields of the wrong type is one malformed peer: the list goes on, the others are peers', async (t) => {
+  const server = await api(t);
+  const s = { clock: new FakeClock(), server, conf: netConf(t) };
+  server.upsert('nodes', node('n1', '10.244.1.0/24'));
+  server.upsert('nodes', flannelNode('flannel-2', '10.244.2.0/24', '192.168.50.2', '0e:00:00:00:00:02'));
+  const odd = flannelNode('odd', '10.244.5.0/24', '192.168.50.5', '0e:00:00:00:00:05');
+  server.upsert('nodes', {
+    ...odd, metadata: { ...odd.metadata, creationTimestamp: { toString: 1 } }, spec: { podCIDRs: 'not a list' }, status: { addresses: 'nope', conditions: 7 },
+  } as unknown as typeof odd);
+  const a = startKubeAgent(t, s, 'n1', '192.168.50.1');
+  t.true(await until(s.clock, () => ready(a)));
+  t.deepEqual(a.vxlan.state.routes.map((r) => `${r.dst} via ${r.via}`), ['10.244.2.0/24 via 10.244.2.0']);
+  await s.clock.advance(5_000);
+  t.regex(String(a.logs.find((l) => l.msg === 'ignoring malformed lease' && l.key === 'odd')?.err), /spec\.podCIDRs is not a list/);
+});
+
 test('a restart keeps the VTEP MAC, the subnet and the annotations, and patches nothing but the condition', async (t) => {
   const server = await api(t);
   const s = { clock: new FakeClock(), server, conf: netConf(t) };
