@@ -122,8 +122,14 @@ export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEn
     if (!Number.isInteger(n) || n < 576 || n > 65535) throw bad('FLANNEL_MTU', 'an MTU from 576 to 65535');
     out.mtu = n;
   }
+  // flannel reads it as a Go boolean: 1/t/T/TRUE/true/True or 0/f/F/FALSE/false/False; anything
+  // else ("yes", a typo) is refused rather than taken as false (which would masquerade twice).
   const masq = kv.get('FLANNEL_IPMASQ')?.value;
-  if (masq !== undefined) out.ipMasq = masq === 'true';
+  if (masq !== undefined) {
+    if (/^(?:1|t|T|TRUE|true|True)$/.test(masq)) out.ipMasq = true;
+    else if (/^(?:0|f|F|FALSE|false|False)$/.test(masq)) out.ipMasq = false;
+    else throw bad('FLANNEL_IPMASQ', 'true or false');
+  }
   return out;
 }
 

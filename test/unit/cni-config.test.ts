@@ -54,6 +54,15 @@ test('subnet.env as flanneld writes it', (t) => {
   t.deepEqual(env, { network: '10.244.0.0/16', subnet: '10.244.3.1/24', mtu: 1450, ipMasq: true });
   t.is(code(() => parseSubnetEnv('FLANNEL_NETWORK=10.244.0.0/16\n')), 7);
   t.is(code(() => parseSubnetEnv('FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=abc\n')), 7);
+  // FLANNEL_IPMASQ as a Go boolean; anything else is refused, not read as false.
+  for (const [text, want] of [['1', true], ['T', true], ['True', true], ['0', false], ['F', false], ['FALSE', false]] as const) {
+    t.is(parseSubnetEnv(`FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPMASQ=${text}\n`).ipMasq, want, text);
+  }
+  for (const text of ['yes', 'treu', '', ' true']) {
+    t.is(code(() => parseSubnetEnv(`FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPMASQ=${text}\n`)), 7, text);
+  }
+  const err = t.throws(() => parseSubnetEnv('FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPMASQ=yes\n', '/run/flannel/subnet.env')) as { details?: string };
+  t.is(err.details, '/run/flannel/subnet.env: FLANNEL_IPMASQ (line 2) is not true or false');
 });
 
 test('plan from the subnet file: gateway is the first address, flanneld masquerading turns ours off', (t) => {
