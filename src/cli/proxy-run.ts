@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Logger } from '../util/log.ts';
-import { parseKubeProxyConfig, proxySettingsFromConfig } from '../rules/config.ts';
+import { parseKubeProxyConfig, settingsFromConfig } from '../rules/config.ts';
 import type { IpFamily, ProxySettings } from '../rules/types.ts';
 import type { DataPlane } from '../proxy/dataplane.ts';
 import { readNodeFacts } from '../k8s/node.ts';
@@ -80,8 +80,9 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
 
   const ifaces = await interfaceAddresses();
   let nodeFacts = { ips: o.nodeIp, podCIDRs: [] as string[] };
+  // The config parsed once above; node facts (IPs, pod CIDRs) change with the Node object.
   const makeSettings = (family?: IpFamily): ProxySettings =>
-    proxySettingsFromConfig(yamlText, { mode, nodeName, nodeIPs: nodeFacts.ips, podCIDRs: nodeFacts.podCIDRs, interfaceAddresses: ifaces, ...(family ? { family } : {}) });
+    settingsFromConfig(cfg, { nodeName, nodeIPs: nodeFacts.ips, podCIDRs: nodeFacts.podCIDRs, interfaceAddresses: ifaces, ...(family ? { family } : {}) });
   let settings = makeSettings();
 
   const { IptablesApplier } = await import('../proxy/iptables-applier.ts');
