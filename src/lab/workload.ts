@@ -5,8 +5,10 @@
 import type { EndpointSlice, Service } from '../model/k8s.ts';
 import { SERVICE_NAME_LABEL } from '../model/k8s.ts';
 import { OUTSIDE_IP } from './topology.ts';
+import { endpointsToSlices, MANAGED_BY_LABEL, MIRROR_MANAGED_BY } from '../k8s/endpoints-mirror.ts';
+import { InvalidField } from '../model/json.ts';
 
-export const MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
+export { MANAGED_BY_LABEL, MIRROR_MANAGED_BY };
 export const MANAGED_BY = 'lab.knet.dev';
 export const NETNS_ANNOTATION = 'lab.knet.dev/netns';
 export const OUTSIDE_NAME = 'outside';
@@ -160,8 +162,6 @@ export function isManagedSlice(s: EndpointSlice): boolean {
   return s.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY;
 }
 
-/** The label kube-controller-manager's mirroring controller puts on the slices it makes. */
-export const MIRROR_MANAGED_BY = 'endpointslicemirroring-controller.k8s.io';
 export const SKIP_MIRROR_LABEL = 'endpointslice.kubernetes.io/skip-mirror';
 export const ENDPOINTS_MANAGED_LABEL = 'endpoints.lab.knet.dev/managed';
 
@@ -214,21 +214,12 @@ export function mirrorEndpointSlices(services: readonly Service[], endpoints: re
     const ns = ep.metadata.namespace ?? 'default';
     const svc = services.find((s) => (s.metadata.namespace ?? 'default') === ns && s.metadata.name === ep.metadata.name);
     if (!svc || Object.keys(svc.spec?.selector ?? {}).length > 0 || ep.metadata.labels?.[SKIP_MIRROR_LABEL] === 'true') continue;
-    (ep.subsets ?? []).forEach((ss, i) => {
-      const v4 = (a: { ip: string }) => !a.ip.includes(':');
-      const endpointsOf = (list: Array<{ ip: string; nodeName?: string }> | undefined, ready: boolean) => (list ?? []).filter(v4).map((a) => ({
-        addresses: [a.ip], conditions: { ready }, ...(a.nodeName ? { nodeName: a.nodeName } : {}),
-      }));
-      const eps = [...endpointsOf(ss.addresses, true), ...endpointsOf(ss.notReadyAddresses, false)];
-      if (eps.length === 0) return;
-      out.push({
-        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-        metadata: { name: `${ep.metadata.name}-mirror-${i}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: ep.metadata.name!, [MANAGED_BY_LABEL]: MIRROR_MANAGED_BY } },
-        addressType: 'IPv4',
-        endpoints: eps,
-        ports: (ss.ports ?? []).map((p) => ({ name: p.name ?? '', protocol: p.protocol ?? 'TCP', port: p.port })),
-      });
-    });
+    try {
+      out.push(...endpointsToSlices(ep));
+    } catch (e) {
+      // An Endpoints of the wrong shape mirrors to nothing, as the controller skips it.
+      if (!(e instanceof InvalidField)) throw e;
+    }
   }
   return out;
 }

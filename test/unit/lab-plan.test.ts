@@ -190,6 +190,15 @@ test('mirrorEndpointSlices: hand-kept Endpoints of a selector-less Service becom
   t.is(slices[0]!.metadata.labels!['endpointslice.kubernetes.io/managed-by'], 'endpointslicemirroring-controller.k8s.io');
   t.deepEqual(slices[0]!.endpoints!.map((e) => [e.addresses[0], e.conditions!.ready]), [['192.168.50.200', true], ['192.168.50.201', false]]);
   t.deepEqual(slices[0]!.ports, [{ name: '', protocol: 'TCP', port: 3306 }]);
+  // The same conversion as `knet rules`: an IPv6 address gets a slice of its own family, and an
+  // Endpoints of the wrong shape mirrors to nothing.
+  const dual = mirrorEndpointSlices(services, [
+    { metadata: { name: 'mysql', namespace: 'default' }, subsets: [{ addresses: [{ ip: '192.168.50.200' }, { ip: 'fd00::200' }], ports: [{ port: 3306 }] }] },
+    { metadata: { name: 'mysql', namespace: 'default' }, subsets: 'oops' } as unknown as (typeof endpoints)[number],
+  ]);
+  t.deepEqual(dual.map((sl) => [sl.metadata.name, sl.addressType, sl.endpoints!.map((e) => e.addresses[0])]), [
+    ['mysql-mirror-0', 'IPv4', ['192.168.50.200']], ['mysql-mirror-0-v6', 'IPv6', ['fd00::200']],
+  ]);
 });
 
 test('parseLabManifests: multi-document YAML, Lists, only lab kinds', (t) => {
