@@ -240,6 +240,13 @@ function verbsUsed(): Map<string, Set<string>> {
     if (!k) throw new Error(`kube-source.ts calls ${call}: add it to this test and to deploy/00-rbac.yaml`);
     if (k[0]) add(k[0], k[1]);
   }
+  // Raw GETs (src/k8s/informer.ts getJson, listRaw) of core resources.
+  for (const m of kube.matchAll(/(getJson|listRaw)\(this\.o\.kubeConfig, [`']\/api\/v1\/(\w+)/g)) {
+    const [fn, resource] = [m[1]!, m[2]!];
+    if (resource === 'nodes') add('/nodes', fn === 'getJson' ? 'get' : 'list');
+    // namespaces/NS/pods/NAME: only when the node name comes from POD_NAME (see above).
+    else if (resource !== 'namespaces') throw new Error(`kube-source.ts reads /api/v1/${resource}: add it to this test and to deploy/00-rbac.yaml`);
+  }
   if (/new ListWatch/.test(kube)) add('/nodes', 'list', 'watch');
   return used;
 }
