@@ -57,7 +57,7 @@ export async function nftablesAnchor(cluster: ClusterState, settings: ProxySetti
       const next = changed(c);
       const plan = planPartial(renderer.render({ cluster: next.cluster, settings, recompute: next.services }), applied, { now: Date.now() });
       applied = plan.next;
-      const times = plan.transactions.map((tx) => nft(tx.join('\n') + '\n'));
+      const times = plan.transactions.map((tx) => nft(tx().join('\n') + '\n'));
       const sum = (k: keyof NftTime) => times.reduce((a, t) => a + t[k], 0);
       changeTimes.push({ wall: sum('wall'), user: sum('user'), sys: sum('sys') });
       changeMs.push(Math.round(sum('wall') * 1000));

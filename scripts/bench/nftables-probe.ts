@@ -46,7 +46,7 @@ try {
     const rows: string[] = [];
     /** Loads the table as the applier's full sync does, one timing per transaction. */
     const loadAsApplier = (chainsPerTransaction: number) => planFull(r, null, null, { now: 0, maxChainsPerTransaction: chainsPerTransaction })
-      .transactions.map((tx) => measure(tx.join('\n') + '\n'));
+      .transactions.map((tx) => measure(tx().join('\n') + '\n'));
     if (which.has('whole')) {
       reset();
       rows.push(`whole table, one transaction: ${fmt(measure(text))}`);

@@ -39,8 +39,12 @@ export interface NftApplied {
 }
 
 export interface NftPlan {
-  /** Transactions to run in order; each is the lines of one `nft -f`. */
-  transactions: string[][];
+  /**
+   * Transactions to run in order; each gives the lines of one `nft -f` when called. A full
+   * sync's lines are built only then, so only the transaction being written is in memory (at
+   * 10k services every line of a full sync at once is ~35 MB).
+   */
+  transactions: Array<() => readonly string[]>;
   /**
    * Stale chains the first transaction deletes, one line each at its start. When that
    * transaction fails, it is run again without those lines (a chain still referenced only
@@ -164,47 +168,45 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   }
   const deletesStale = dueStale(t, stale, (c) => active.has(c), o);
   for (const c of deletesStale) stale.delete(c);
-  const transactions: string[][] = [];
-
   const base = fixedLines(r, kernel);
   // Service chains in transactions of bounded size, whole services each (a service's chains
-  // jump to each other, so they must arrive together).
+  // jump to each other, so they must arrive together). The first transaction also carries the
+  // fixed part, the last one the elements (one commit fewer).
   const max = o.maxChainsPerTransaction ?? Number.POSITIVE_INFINITY;
-  let batch: NftServiceOutput[] = [];
+  const batches: NftServiceOutput[][] = [[]];
   let batchChains = 0;
   let chainsWritten = 0;
-  const flushBatch = (into: string[]) => {
-    const l = serviceLines(t, batch);
-    chainsWritten += l.chains;
-    append(into, l.sets, l.declare, l.rules);
-    batch = [];
-    batchChains = 0;
-  };
-  let first = base;
   for (const out of r.services.values()) {
     if (batchChains > 0 && batchChains + out.chains.size > max) {
-      flushBatch(first);
-      transactions.push(first);
-      first = [];
+      batches.push([]);
+      batchChains = 0;
     }
-    batch.push(out);
+    batches[batches.length - 1]!.push(out);
     batchChains += out.chains.size;
+    chainsWritten += out.chains.size;
   }
-  // The last batch shares the elements' transaction (one commit fewer).
-  const last: string[] = first;
-  flushBatch(last);
 
-  // Elements: every container flushed and refilled at once.
   const { elements, owners } = allElements(r);
-  const containers = [...SERVICE_CONTAINERS, ...(r.fixed.sets.has(NODEPORT_IPS) ? [NODEPORT_IPS] : [])];
-  for (const c of containers) last.push(`flush ${r.fixed.maps.has(c) ? 'map' : 'set'} ${t} ${c}`);
   let elementsWritten = 0;
-  for (const [c, m] of elements) for (const text of m.values()) { last.push(`add element ${t} ${c} { ${text} }`); elementsWritten++; }
-  // Then what went unused: chains flushed (kept a while), affinity sets deleted at once.
-  for (const c of [...stale.keys()].sort()) last.push(`flush chain ${t} ${c}`);
-  for (const s of [...(kernel?.sets ?? [])].sort()) if (isNftAffinitySet(s) && !activeSets.has(s)) last.push(`delete set ${t} ${s}`);
-  transactions.push(last);
-  transactions[0] = [...deletesStale.map((c) => `delete chain ${t} ${c}`), ...transactions[0]!];
+  for (const m of elements.values()) elementsWritten += m.size;
+  const containers = [...SERVICE_CONTAINERS, ...(r.fixed.sets.has(NODEPORT_IPS) ? [NODEPORT_IPS] : [])];
+  const staleNow = [...stale.keys()].sort();
+  const goneSets = [...(kernel?.sets ?? [])].sort().filter((s) => isNftAffinitySet(s) && !activeSets.has(s));
+  const lastLines = (into: string[]) => {
+    // Elements: every container flushed and refilled at once.
+    for (const c of containers) into.push(`flush ${r.fixed.maps.has(c) ? 'map' : 'set'} ${t} ${c}`);
+    for (const [c, m] of elements) for (const text of m.values()) into.push(`add element ${t} ${c} { ${text} }`);
+    // Then what went unused: chains flushed (kept a while), affinity sets deleted at once.
+    for (const c of staleNow) into.push(`flush chain ${t} ${c}`);
+    for (const s of goneSets) into.push(`delete set ${t} ${s}`);
+  };
+  const transactions = batches.map((batch, i) => () => {
+    const lines: string[] = i === 0 ? [...deletesStale.map((c) => `delete chain ${t} ${c}`), ...base] : [];
+    const l = serviceLines(t, batch);
+    append(lines, l.sets, l.declare, l.rules);
+    if (i === batches.length - 1) lastLines(lines);
+    return lines;
+  });
 
   const chains = new Map<string, readonly string[]>();
   const sets = new Map<string, string>();
@@ -223,7 +225,6 @@ const sameRules = (a: readonly string[] | undefined, b: readonly string[]) => a 
  */
 export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOptions): NftPlan {
   const t = tablePrefix(r);
-  const transactions: string[][] = [];
   const afterChains = new Set<string>();
   for (const c of r.changed.values()) for (const name of c.after?.chains.keys() ?? []) afterChains.add(name);
   for (const name of afterChains) applied.stale.delete(name);
@@ -321,6 +322,5 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
     applied.stale.set(name, o.now);
   }
   for (const s of goneSets.sort()) if (applied.sets.has(s) && !outs.some((out) => out.sets.has(s))) { tx.push(`delete set ${t} ${s}`); applied.sets.delete(s); }
-  if (tx.length) transactions.push(tx);
-  return { transactions, deletesStale, next: applied, chainsWritten: written.size, elementsWritten };
+  return { transactions: tx.length ? [() => tx] : [], deletesStale, next: applied, chainsWritten: written.size, elementsWritten };
 }

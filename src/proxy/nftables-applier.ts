@@ -39,6 +39,11 @@ interface FamilyState {
   applied: NftApplied | null;
 }
 
+/** A transaction's text for nft's stdin in pieces of 2000 lines: never one string of all of it. */
+function* pieces(lines: readonly string[]): Generator<string> {
+  for (let i = 0; i < lines.length; i += 2000) yield lines.slice(i, i + 2000).join('\n') + '\n';
+}
+
 const familyOf = (s: ProxySettings) => (s.family === 'IPv6' ? 'ip6' : 'ip') as 'ip' | 'ip6';
 
 export class NftablesApplier implements DataPlane {
@@ -166,19 +171,19 @@ export class NftablesApplier implements DataPlane {
    */
   private async run(plan: NftPlan): Promise<void> {
     for (let i = 0; i < plan.transactions.length; i++) {
-      const tx = plan.transactions[i]!;
+      const lines = plan.transactions[i]!();
       if (i > 0 || plan.deletesStale.length === 0) {
-        await this.o.nft.apply(tx.join('\n') + '\n');
+        await this.o.nft.apply(pieces(lines));
         continue;
       }
       try {
-        await this.o.nft.apply(tx.join('\n') + '\n');
+        await this.o.nft.apply(pieces(lines));
       } catch (err) {
         this.metrics.cleanupFailures.inc();
         this.o.log.warn({ chains: plan.deletesStale.length, err: String(err) }, 'could not delete stale chains; will retry');
         for (const c of plan.deletesStale) plan.next.stale.set(c, this.now());
-        const rest = tx.slice(plan.deletesStale.length);
-        if (rest.length) await this.o.nft.apply(rest.join('\n') + '\n');
+        const rest = lines.slice(plan.deletesStale.length);
+        if (rest.length) await this.o.nft.apply(pieces(rest));
       }
     }
   }

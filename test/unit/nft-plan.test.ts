@@ -15,8 +15,8 @@ import { syntheticCluster } from '../../scripts/bench/synthetic-cluster.ts';
 const settings = nftSettings();
 const cluster = (yaml: string) => loadManifestText(yaml, 'test.yaml').cluster;
 
-async function run(nft: FakeNft, plan: { transactions: string[][] }): Promise<void> {
-  for (const tx of plan.transactions) await nft.apply(tx.join('\n') + '\n');
+async function run(nft: FakeNft, plan: NftPlan): Promise<void> {
+  for (const tx of plan.transactions) await nft.apply(tx().join('\n') + '\n');
 }
 
 /** What the kernel should hold: the render plus the chains kept flushed. */
@@ -46,7 +46,7 @@ test('a partial sync writes only the changed chains and elements; stale chains a
   const r2 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3'])), settings });
   const p2 = planPartial(r2, p1.next, { now: 100 });
   t.is(p2.transactions.length, 1);
-  const tx = p2.transactions[0]!;
+  const tx = p2.transactions[0]!();
   t.is(tx.filter((l) => l.startsWith('add chain')).length, 2);
   t.true(tx.some((l) => /^flush chain ip kube-proxy endpoint-\w+-ns1\/web\/tcp\/p__10\.1\.0\.2\/80$/.test(l)));
   t.false(tx.some((l) => l.includes('element')), 'no element changed');
@@ -57,7 +57,7 @@ test('a partial sync writes only the changed chains and elements; stale chains a
   const r3 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3'])), settings });
   t.deepEqual(planPartial(r3, structuredClone(p2.next), { now: 600 }).transactions, []);
   const p4 = planPartial(r3, p2.next, { now: 1100 });
-  t.deepEqual(p4.transactions, [[`delete chain ip kube-proxy ${staleChains(r1, r2)[0]}`]]);
+  t.deepEqual(p4.transactions.map((tx) => tx()), [[`delete chain ip kube-proxy ${staleChains(r1, r2)[0]}`]]);
   await run(nft, p4);
   t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r3)));
 });
@@ -74,14 +74,14 @@ test('due stale chains are deleted at the start of the next change\'s transactio
   const p3 = planPartial(r3, p2.next, { now: 1200 });
   t.deepEqual(p3.deletesStale, gone);
   t.is(p3.transactions.length, 1);
-  t.deepEqual(p3.transactions[0]!.slice(0, gone.length), gone.map((c) => `delete chain ip kube-proxy ${c}`));
-  t.true(p3.transactions[0]!.length > gone.length, 'the change is in the same transaction');
+  t.deepEqual(p3.transactions[0]!().slice(0, gone.length), gone.map((c) => `delete chain ip kube-proxy ${c}`));
+  t.true(p3.transactions[0]!().length > gone.length, 'the change is in the same transaction');
   await run(nft, p3);
   t.is(normalizeNft(nft.dump('ip')), expected(r3, p3.next));
   // A full sync also starts with them.
   const r4 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.4'])), settings });
   const p4 = planFull(r4, await nft.listTable('ip', 'kube-proxy'), p3.next, { now: 2400 });
-  t.deepEqual(p4.transactions[0]!.slice(0, p4.deletesStale.length), p4.deletesStale.map((c) => `delete chain ip kube-proxy ${c}`));
+  t.deepEqual(p4.transactions[0]!().slice(0, p4.deletesStale.length), p4.deletesStale.map((c) => `delete chain ip kube-proxy ${c}`));
   t.true(p4.deletesStale.length > 0);
 });
 
@@ -165,7 +165,7 @@ test('bounded transactions: whole services per transaction, each valid on its ow
   const r = renderNftables({ cluster: cluster(yaml), settings });
   const plan = planFull(r, null, null, { now: 0, maxChainsPerTransaction: 10 });
   t.true(plan.transactions.length >= 6, `${plan.transactions.length} transactions`);
-  for (const tx of plan.transactions) t.true(tx.filter((l) => /^add chain .*\//.test(l)).length <= 10);
+  for (const tx of plan.transactions) t.true(tx().filter((l) => /^add chain .*\//.test(l)).length <= 10);
   await run(nft, plan);
   t.is(normalizeNft(nft.dump('ip')), expected(r, plan.next));
 });
