@@ -2,7 +2,7 @@
 // and system time of the nft process for the same table written different ways, in a throwaway
 // knt-n namespace. Each row starts from an empty namespace (the table deleted).
 // Usage: node --import tsx scripts/bench/nftables-probe.ts [sizes=1000,2000,4000] [experiments=all]
-//   experiments: whole, split, order, tiny, batched:B, session:B, interactive, applier:C (the
+//   experiments: whole, split, order, tiny, anon, batched:B, session:B, interactive, applier:C (the
 //   applier's own full-sync plan, C service chains per transaction; `tiny` loads the table that
 //   way too, which at 10k is minutes faster than one transaction)
 import { spawnSync } from 'node:child_process';
@@ -110,6 +110,25 @@ try {
       for (let i = 0; i < groups.length; i += per) times.push(measure(groups.slice(i, i + per).flat().join('\n') + '\n'));
       const sum = (k: 'wall' | 'user' | 'sys') => times.reduce((a, t) => a + t[k], 0);
       rows.push(`declarations+elements ${fmt(first)}, then rules ${per} services per transaction: ${times.length} transactions ${sum('wall').toFixed(2)} s (user ${sum('user').toFixed(2)}, sys ${sum('sys').toFixed(2)}); first ${fmt(times[0]!)}, last ${fmt(times[times.length - 1]!)}`);
+    }
+    if (which.has('anon')) {
+      // The kernel's price of anonymous sets: n chains, each with one `numgen ... vmap` rule (one
+      // anonymous set __map%d each, as kube-proxy's service chains have), against the same
+      // chains with a plain goto; 2000 chains per transaction, in a table of their own.
+      for (const kind of ['vmap', 'goto'] as const) {
+        measure('add table ip probe\ndelete table ip probe\n');
+        const times: Array<{ wall: number; user: number; sys: number }> = [];
+        for (let at = 0; at < n; at += 2000) {
+          const lines = at === 0 ? ['add table ip probe', 'add chain ip probe target'] : [];
+          for (let i = at; i < Math.min(n, at + 2000); i++) {
+            lines.push(`add chain ip probe c${i}`, `add rule ip probe c${i} ${kind === 'vmap' ? 'numgen random mod 1 vmap { 0 : goto target }' : 'goto target'}`);
+          }
+          times.push(measure(lines.join('\n') + '\n'));
+        }
+        measure('delete table ip probe\n');
+        const sys = times.reduce((a, t) => a + t.sys, 0);
+        rows.push(`${n} chains with ${kind === 'vmap' ? 'a numgen vmap (an anonymous set) each' : 'a plain goto each'}, 2000 per transaction: ${times.map((t) => t.wall.toFixed(2)).join(' + ')} s (sys ${sys.toFixed(2)} s)`);
+      }
     }
     if (which.has('interactive')) {
       // One long-lived `nft -i`: is its cache reused from one command (transaction) to the next?
