@@ -4,6 +4,7 @@
 // service had no endpoints (the REJECT/blackhole entry), until the entry is deleted.
 import type { ConntrackFilter } from '../kernel/conntrack.ts';
 import type { ServicePortInfo } from '../rules/model.ts';
+import type { IpFamily } from '../rules/types.ts';
 
 const key = (p: ServicePortInfo) => `${p.portName}/${p.protocol}`;
 const usable = (p: ServicePortInfo) => p.endpoints.filter((e) => e.ready || (e.serving && e.terminating));
@@ -41,4 +42,24 @@ export function conntrackCleanup(before: readonly ServicePortInfo[], after: read
     if (now.nodePort) add({ protocol: now.protocol, dport: now.nodePort });
   }
   return out;
+}
+
+/**
+ * Deletes what conntrackCleanup plans, entry by entry (`remove`: conntrack -D in a namespace),
+ * for every data plane. A failed deletion is logged and the rest go on: stale entries only
+ * delay a UDP flow's move, they never justify failing the sync.
+ */
+export async function cleanStaleConntrack(
+  before: readonly ServicePortInfo[], after: readonly ServicePortInfo[], family: IpFamily,
+  remove: (filter: ConntrackFilter) => Promise<number>,
+  log: { info(o: object, msg: string): void; warn(o: object, msg: string): void },
+): Promise<void> {
+  for (const f of conntrackCleanup(before, after)) {
+    try {
+      const n = await remove(family === 'IPv6' ? { ...f, family: 'IPv6' } : f);
+      if (n) log.info({ filter: f, deleted: n }, 'deleted stale conntrack entries');
+    } catch (err) {
+      log.warn({ filter: f, err: String(err) }, 'conntrack clean-up failed');
+    }
+  }
 }

@@ -7,14 +7,13 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Iptables } from '../kernel/iptables.ts';
 import { ensureJumps } from '../kernel/jumps.ts';
-import { conntrackDelete, type ConntrackFilter } from '../kernel/conntrack.ts';
+import { conntrackDelete } from '../kernel/conntrack.ts';
 import { IptablesRenderer } from '../rules/iptables.ts';
-import type { ServicePortInfo } from '../rules/model.ts';
 import type { ProxySettings } from '../rules/types.ts';
 import { appliedFromSave, jumpsFromSave, planRestores, rulesInTable, type AppliedState, type KernelJumps } from './restore-plan.ts';
 import { CANARY, FIREWALL_JUMPS, JUMPS, isServiceChain } from './jumps.ts';
 import { IptablesMetrics } from './iptables-metrics.ts';
-import { conntrackCleanup } from './conntrack-plan.ts';
+import { cleanStaleConntrack } from './conntrack-plan.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
 
 export interface ApplierOptions {
@@ -139,7 +138,7 @@ export class IptablesApplier implements DataPlane {
     if (this.o.conntrack !== false && this.synced) {
       // The services whose objects this render saw change, before and after.
       const { before, after } = this.renderer.changedPorts();
-      await this.cleanConntrack(before, after);
+      await cleanStaleConntrack(before, after, this.settings.family, (f) => conntrackDelete(this.o.netns, f), this.o.log);
     }
     this.synced = true;
 
@@ -151,18 +150,6 @@ export class IptablesApplier implements DataPlane {
       warnings: r.warnings,
       noLocalEndpoints: r.noLocalEndpoints,
     };
-  }
-
-  private async cleanConntrack(before: ServicePortInfo[], after: ServicePortInfo[]): Promise<void> {
-    for (const f of conntrackCleanup(before, after)) {
-      const withFamily: ConntrackFilter = this.settings.family === 'IPv6' ? { ...f, family: 'IPv6' } : f;
-      try {
-        const n = await conntrackDelete(this.o.netns, withFamily);
-        if (n) this.o.log.info({ filter: f, deleted: n }, 'deleted stale conntrack entries');
-      } catch (err) {
-        this.o.log.warn({ filter: f, err: String(err) }, 'conntrack clean-up failed');
-      }
-    }
   }
 }
 

@@ -7,13 +7,13 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Nft, NftWatch } from '../kernel/nft.ts';
-import { conntrackDelete, type ConntrackFilter } from '../kernel/conntrack.ts';
+import { conntrackDelete } from '../kernel/conntrack.ts';
 import { NftablesRenderer, NFT_TABLE } from '../rules/nftables.ts';
 import type { ServicePortInfo } from '../rules/model.ts';
 import type { ProxySettings } from '../rules/types.ts';
 import { planFull, planPartial, type NftApplied, type NftPlan } from './nft-plan.ts';
 import { NftablesMetrics } from './nftables-metrics.ts';
-import { conntrackCleanup } from './conntrack-plan.ts';
+import { cleanStaleConntrack } from './conntrack-plan.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
 
 export interface NftablesApplierOptions {
@@ -158,7 +158,9 @@ export class NftablesApplier implements DataPlane {
       if (this.synced) changedPorts.push({ ...f.renderer.changedPorts(), settings: f.settings });
       if (familyFull) fullFamilies++;
     }
-    if (this.o.conntrack !== false) for (const c of changedPorts) await this.cleanConntrack(c.before, c.after, c.settings);
+    if (this.o.conntrack !== false) {
+      for (const c of changedPorts) await cleanStaleConntrack(c.before, c.after, c.settings.family, (f) => conntrackDelete(this.o.netns ?? null, f), this.o.log);
+    }
     this.synced = true;
     this.o.log.debug({ full, chains, elements, transactions }, 'nftables applied');
     return { full: fullFamilies === this.families.length, warnings, noLocalEndpoints, written: { chains, elements, transactions } };
@@ -187,17 +189,4 @@ export class NftablesApplier implements DataPlane {
       }
     }
   }
-
-  private async cleanConntrack(before: ServicePortInfo[], after: ServicePortInfo[], settings: ProxySettings): Promise<void> {
-    for (const f of conntrackCleanup(before, after)) {
-      const withFamily: ConntrackFilter = settings.family === 'IPv6' ? { ...f, family: 'IPv6' } : f;
-      try {
-        const n = await conntrackDelete(this.o.netns ?? null, withFamily);
-        if (n) this.o.log.info({ filter: f, deleted: n }, 'deleted stale conntrack entries');
-      } catch (err) {
-        this.o.log.warn({ filter: f, err: String(err) }, 'conntrack clean-up failed');
-      }
-    }
-  }
 }
-

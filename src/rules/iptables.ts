@@ -3,7 +3,7 @@
 // people read is exactly what the kernel gets. The structure follows what kube-proxy writes for
 // one sync: the filter table in full, then the nat table with the always-written chains and the
 // chains of every service (full sync) or of changed services only (partial sync).
-import { duplicateWarnings, modelService, type EndpointInfo, type ServicePortInfo } from './model.ts';
+import { duplicateWarnings, modelService, portsOfChanges, type EndpointInfo, type ServiceChange, type ServicePortInfo } from './model.ts';
 import { indexCluster } from './cluster-index.ts';
 import { externallyAccessible, selectEndpoints, usesClusterEndpoints, usesLocalEndpoints } from './endpoints.ts';
 import type { ServiceObjects } from '../model/k8s.ts';
@@ -325,10 +325,6 @@ interface RenderedService {
 }
 
 /** A service whose objects changed in a render: before (with the settings then) and after. */
-interface ServiceChange {
-  before?: { objs: ServiceObjects; settings: ProxySettings };
-  after?: ServiceObjects;
-}
 
 function sameObjects(a: ServiceObjects, b: ServiceObjects): boolean {
   if (a === b) return true;
@@ -373,18 +369,9 @@ export class IptablesRenderer {
   private settings: ProxySettings | null = null;
   private changes: ServiceChange[] = [];
 
-  /**
-   * The ports, before and after the last render, of the services whose objects it saw change
-   * (conntrack clean-up); modelled now, since the renderer does not keep models.
-   */
+  /** The ports, before and after the last render, of the services whose objects it saw change (conntrack clean-up). */
   changedPorts(): { before: ServicePortInfo[]; after: ServicePortInfo[] } {
-    const before: ServicePortInfo[] = [];
-    const after: ServicePortInfo[] = [];
-    for (const c of this.changes) {
-      if (c.before) before.push(...modelService(c.before.objs, c.before.settings).ports);
-      if (c.after) after.push(...modelService(c.after, this.settings!).ports);
-    }
-    return { before, after };
+    return portsOfChanges(this.changes, this.settings);
   }
 
   render(req: RenderRequest): RenderResult {

@@ -402,3 +402,23 @@ export function buildServiceModel(cluster: ClusterState, settings: ProxySettings
   }
   return { ports, fingerprints, warnings };
 }
+
+/** A service whose objects a stateful renderer saw change: before (with the settings then) and after. */
+export interface ServiceChange {
+  before?: { objs: ServiceObjects; settings: ProxySettings };
+  after?: ServiceObjects;
+}
+
+/**
+ * The ports, before and after, of changed services (conntrack clean-up), modelled when asked
+ * for: the renderers keep objects, not models. Both renderers report their changes this way.
+ */
+export function portsOfChanges(changes: readonly ServiceChange[], settings: ProxySettings | null): { before: ServicePortInfo[]; after: ServicePortInfo[] } {
+  const before: ServicePortInfo[] = [];
+  const after: ServicePortInfo[] = [];
+  for (const c of changes) {
+    if (c.before) before.push(...modelService(c.before.objs, c.before.settings).ports);
+    if (c.after && settings) after.push(...modelService(c.after, settings).ports);
+  }
+  return { before, after };
+}

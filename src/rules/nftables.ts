@@ -7,7 +7,7 @@
 // service/local/external/firewall chains, one chain per endpoint, ClientIP affinity sets and its
 // elements in the dispatch maps. A service whose objects did not change keeps its rendered part
 // between renders (NftablesRenderer), which is what lets the proxy write only what changed.
-import { duplicateWarnings, modelService, type EndpointInfo, type ServicePortInfo } from './model.ts';
+import { duplicateWarnings, modelService, portsOfChanges, type EndpointInfo, type ServiceChange, type ServicePortInfo } from './model.ts';
 import { indexCluster } from './cluster-index.ts';
 import { externallyAccessible, selectEndpoints, usesClusterEndpoints, usesLocalEndpoints } from './endpoints.ts';
 import { masqueradeMark } from './iptables.ts';
@@ -435,20 +435,11 @@ export class NftablesRenderer {
   private readonly services = new Map<string, KeptService>();
   private settings: ProxySettings | null = null;
   /** Services whose objects the last render saw change: before (with the settings then) and after. */
-  private objectChanges: Array<{ before?: { objs: ServiceObjects; settings: ProxySettings }; after?: ServiceObjects }> = [];
+  private objectChanges: ServiceChange[] = [];
 
-  /**
-   * The ports, before and after the last render, of the services whose objects it saw change
-   * (conntrack clean-up); modelled now, since the renderer does not keep models.
-   */
+  /** The ports, before and after the last render, of the services whose objects it saw change (conntrack clean-up). */
   changedPorts(): { before: ServicePortInfo[]; after: ServicePortInfo[] } {
-    const before: ServicePortInfo[] = [];
-    const after: ServicePortInfo[] = [];
-    for (const c of this.objectChanges) {
-      if (c.before) before.push(...modelService(c.before.objs, c.before.settings).ports);
-      if (c.after) after.push(...modelService(c.after, this.settings!).ports);
-    }
-    return { before, after };
+    return portsOfChanges(this.objectChanges, this.settings);
   }
 
   render(req: NftRenderRequest): NftRenderResult {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { conntrackCleanup } from '../../src/proxy/conntrack-plan.ts';
+import { cleanStaleConntrack, conntrackCleanup } from '../../src/proxy/conntrack-plan.ts';
 import { buildServiceModel } from '../../src/rules/model.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 import { ProxyHealth, SERVER_LIMITS, healthResponse, parseBindAddress, serveHealth } from '../../src/proxy/health.ts';
@@ -25,6 +25,21 @@ test('conntrack: a removed UDP endpoint loses its flows to every service address
     { protocol: 'udp', origDst: '192.168.50.100', dstNat: '10.1.0.2' },
     { protocol: 'udp', dport: 30053, dstNat: '10.1.0.2' },
   ]);
+});
+
+test('conntrack clean-up (every data plane\'s): each planned entry deleted, with the family; a failed deletion is logged and the rest go on', async (t) => {
+  const asked: unknown[] = [];
+  const logged: Array<[string, string]> = [];
+  const log = { info: (_o: object, msg: string) => logged.push(['info', msg]), warn: (_o: object, msg: string) => logged.push(['warn', msg]) };
+  const before = ports(cluster('UDP', ['10.1.0.1', '10.1.0.2']));
+  const after = ports(cluster('UDP', ['10.1.0.1']));
+  await cleanStaleConntrack(before, after, 'IPv6', async (f) => {
+    asked.push(f);
+    if (asked.length === 1) throw new Error('conntrack: Operation not permitted');
+    return 2;
+  }, log);
+  t.deepEqual(asked, conntrackCleanup(before, after).map((f) => ({ ...f, family: 'IPv6' })));
+  t.deepEqual(logged, [['warn', 'conntrack clean-up failed'], ['info', 'deleted stale conntrack entries'], ['info', 'deleted stale conntrack entries']]);
 });
 
 test('conntrack: 0 -> N endpoints clears flows to the service IPs and node port', (t) => {
