@@ -1,12 +1,17 @@
 // nft adapter: transactions through `nft -f -` with the commands on stdin (never on a command
-// line), listing a table's chains and sets, deleting a table, and watching commits, for the
-// machine's namespace or a named one. The data path codes against the Nft interface, so its
+// line) or, for a partial sync's in the caller's own namespace, as netlink batches from this
+// process (nft-netlink.ts); listing a table's chains and sets, deleting a table, and watching
+// commits, for the machine's namespace or a named one. The data path codes against the Nft interface, so its
 // failure paths have fast tests against an in-memory kernel (test/helpers/fake-nft.ts).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { run, ExecError } from './exec.ts';
 import { assertNetnsName } from './netns.ts';
+import { AddonTransport } from './netlink/node-addon.ts';
+import { NftNetlink } from './nft-netlink.ts';
+
+const NETLINK_NETFILTER = 12;
 
 /**
  * The system's nft by absolute path: a bare "nft" can resolve to another program of that name
@@ -19,6 +24,12 @@ export type NftFamily = 'ip' | 'ip6';
 export interface NftTarget {
   /** Named network namespace to work in; null or absent: the caller's own namespace. */
   netns?: string | null;
+  /**
+   * In the caller's own namespace, send the transactions nft-batch.ts knows (a partial sync's)
+   * as netlink batches from this process instead of running `nft` (default true; see
+   * nft-netlink.ts). A named namespace always goes through `nft`.
+   */
+  netlink?: boolean;
 }
 
 /** A table's chains (with their hooks, for base chains) and sets and maps, by name. */
@@ -104,18 +115,49 @@ export class MonitorParser {
   }
 }
 
-/** The real nft on a namespace. */
-export function kernelNft(t: NftTarget = {}): Nft {
+/** The real nft on a namespace; `sent` counts the transactions that went as netlink batches and through `nft`. */
+export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; nft: number } } {
   // Our own nft processes: commits they make are not foreign. Bounded: pids are reused.
   const ours = new Set<number>();
   const mine = (pid: number) => {
     if (ours.size > 1000) ours.delete(ours.values().next().value!);
     ours.add(pid);
   };
+  const sent = { netlink: 0, nft: 0 };
+  // undefined: not tried yet; null: not here (a named namespace, turned off, or no netlink addon).
+  let batches: NftNetlink | null | undefined = t.netns || t.netlink === false ? null : undefined;
+  const netlink = (): NftNetlink | null => {
+    if (batches !== undefined) return batches;
+    try {
+      // Opened now to learn whether the addon loads; the batches use it first.
+      let opened: AddonTransport | null = new AddonTransport(NETLINK_NETFILTER);
+      batches = new NftNetlink(() => {
+        const socket = opened ?? new AddonTransport(NETLINK_NETFILTER);
+        opened = null;
+        return socket;
+      });
+    } catch {
+      batches = null;
+    }
+    return batches;
+  };
   return {
+    sent,
     async apply(commands) {
+      const nl = netlink();
+      let input = commands;
+      // A full sync's transactions start with the table (nothing the compiler knows): straight to nft.
+      if (nl) {
+        const pieces = typeof commands === 'string' ? [commands] : [...commands];
+        input = pieces;
+        if (!(pieces[0] ?? '').startsWith('add table ') && await nl.apply(pieces.join('').split('\n'))) {
+          sent.netlink++;
+          return;
+        }
+      }
       const [file, args] = wrap(t, ['-f', '-']);
-      await run(file, args, { input: commands, timeoutMs: 15 * 60_000, onSpawn: mine });
+      await run(file, args, { input, timeoutMs: 15 * 60_000, onSpawn: mine });
+      sent.nft++;
     },
     async check(commands) {
       const [file, args] = wrap(t, ['-c', '-f', '-']);
@@ -139,7 +181,8 @@ export function kernelNft(t: NftTarget = {}): Nft {
     watchForeign(family, table, onForeign, onEnd) {
       const [file, args] = wrap(t, ['monitor']);
       const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      const parser = new MonitorParser((c) => { if (c.tables.has(`${family} ${table}`) && !ours.has(c.pid)) onForeign(c); });
+      // Our netlink batches are committed by this process itself.
+      const parser = new MonitorParser((c) => { if (c.tables.has(`${family} ${table}`) && !ours.has(c.pid) && c.pid !== process.pid) onForeign(c); });
       createInterface({ input: child.stdout }).on('line', (l) => parser.line(l));
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });

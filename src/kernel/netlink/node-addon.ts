@@ -1,4 +1,5 @@
-// NETLINK_ROUTE under Node: node-netlink's native socket addon, loaded by knet itself because
+// Netlink under Node (NETLINK_ROUTE, and NETLINK_NETFILTER for the proxy's nftables batches):
+// node-netlink's native socket addon, loaded by knet itself because
 // node-netlink's own loader looks for the addon next to the package, which a bundled program
 // far from node_modules is not. The addon does not load under Bun (the CNI plugin uses ffi.ts).
 import { existsSync, realpathSync } from 'node:fs';
@@ -51,16 +52,16 @@ function loadAddon(): NativeAddon {
   throw new Error('netlink native addon not found (set KNET_NETLINK_ADDON or install knet-netlink.node beside the program)');
 }
 
-/** A NETLINK_ROUTE socket in this process's namespace through the addon. */
+/** A netlink socket (NETLINK_ROUTE unless told) in this process's namespace through the addon. */
 export class AddonTransport implements NetlinkTransport {
   private readonly sock: NativeSocket;
   private readonly queue: Uint8Array[] = [];
   private waiter: { resolve: (d: Uint8Array) => void; reject: (e: Error) => void } | undefined;
   private error: Error | undefined;
 
-  constructor() {
+  constructor(protocol = 0 /* NETLINK_ROUTE */) {
     const native = loadAddon();
-    this.sock = new native.NativeNetlink(0 /* NETLINK_ROUTE */, 0, (buf) => this.arrived(buf), (err) => this.failed(err));
+    this.sock = new native.NativeNetlink(protocol, 0, (buf) => this.arrived(buf), (err) => this.failed(err));
     // Port 0 lets the kernel pick a unique port id.
     this.sock.bind(0, 0);
     // Keeps the event loop alive only while a receive waits.

@@ -1,0 +1,310 @@
+// `nft -f` lines of a partial sync as one nf_tables netlink batch, the same messages nft itself
+// sends for them, so the kernel ends up holding the same table. Why: every `nft` run first reads
+// its cache of the whole table (one anonymous set per service chain's numgen vmap), ~0.3 s at
+// 10k services whatever the transaction holds; a batch sent from the proxy's own socket skips
+// that (docs/architecture.md has the figures).
+//
+// Pure: lines in, datagram out. Only the shapes a partial sync writes are known (chains added,
+// flushed or deleted; the rules of service, external and endpoint chains that need no set or
+// comment; elements of the verdict maps and address sets); for any other line the compiler
+// returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own, checked
+// in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
+import { mustParseIP, parseCIDR } from '../util/ip.ts';
+
+const NFNL_SUBSYS_NFTABLES = 10;
+const MSG = { BATCH_BEGIN: 0x10, BATCH_END: 0x11, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, NEWSET: 9, NEWSETELEM: 12, DELSETELEM: 14 } as const;
+const F = { REQUEST: 1, ACK: 4, CREATE: 0x400, APPEND: 0x800 } as const;
+const NESTED = 0x8000;
+const FAMILY = { ip: 2, ip6: 10 } as const;
+const VERDICT = { drop: 0, accept: 1, jump: -3, goto: -4 } as const;
+const PROTO = { tcp: 6, udp: 17, sctp: 132 } as const;
+// An anonymous verdict map keyed by a 32-bit host-order integer (numgen's result): flags
+// anonymous | constant | map, nft's "integer" key type, and nft's user data for it.
+const ANON_MAP_FLAGS = 0x0b;
+const INTEGER_TYPE = 4;
+const VERDICT_TYPE = 0xffffff00;
+const ANON_MAP_USERDATA = Buffer.from('00040100000001040000000004080004010000000100060400000000', 'hex');
+
+type FamilyName = keyof typeof FAMILY;
+/** A netlink attribute: a leaf value, or nested attributes (sent with NLA_F_NESTED). */
+type Attr = [type: number, value: Buffer | Attr[]];
+
+function encodeAttrs(list: readonly Attr[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const [type, value] of list) {
+    const body = Array.isArray(value) ? encodeAttrs(value) : value;
+    const head = Buffer.alloc(4);
+    head.writeUInt16LE(4 + body.length, 0);
+    head.writeUInt16LE(Array.isArray(value) ? type | NESTED : type, 2);
+    parts.push(head, body, Buffer.alloc((4 - (body.length % 4)) % 4));
+  }
+  return Buffer.concat(parts);
+}
+
+const be32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n | 0, 0); return b; };
+const str = (s: string) => Buffer.from(`${s}\0`, 'latin1');
+
+function message(type: number, flags: number, seq: number, family: number, resId: number, attrs: readonly Attr[]): Buffer {
+  const body = encodeAttrs(attrs);
+  const out = Buffer.alloc(20 + body.length);
+  out.writeUInt32LE(out.length, 0);
+  out.writeUInt16LE(type, 4);
+  out.writeUInt16LE(flags, 6);
+  out.writeUInt32LE(seq, 8);
+  out.writeUInt8(family, 16);
+  out.writeUInt16BE(resId, 18);
+  body.copy(out, 20);
+  return out;
+}
+
+const expr = (name: string, data: Attr[]): Attr => [1, [[1, str(name)], [2, data]]];
+const payload = (offset: number, len: number): Attr => expr('payload', [[1, be32(1)], [2, be32(1)], [3, be32(offset)], [4, be32(len)]]);
+const cmp = (op: 'eq' | 'neq', value: Buffer): Attr => expr('cmp', [[1, be32(1)], [2, be32(op === 'eq' ? 0 : 1)], [3, [[1, value]]]]);
+const verdictData = (v: Verdict): Attr[] => [[1, be32(VERDICT[v.kind])], ...(v.chain !== undefined ? [[2, str(v.chain)] as Attr] : [])];
+const verdictExpr = (v: Verdict): Attr => expr('immediate', [[1, be32(0)], [2, [[2, verdictData(v)]]]]);
+
+interface Verdict { kind: keyof typeof VERDICT; chain?: string }
+
+// Names the renderer makes: chain, set and map names (kube-proxy's hashes, service and port
+// names, addresses with ':' written as '.').
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_./:-]{0,255}$/;
+
+function verdictOf(text: string): Verdict | null {
+  if (text === 'drop' || text === 'accept') return { kind: text };
+  const m = /^(jump|goto) (\S+)$/.exec(text);
+  return m && NAME.test(m[2]!) ? { kind: m[1] as 'jump' | 'goto', chain: m[2]! } : null;
+}
+
+/** An address of the table's family as bytes, or null. */
+function addressBytes(family: FamilyName, text: string): Buffer | null {
+  const ip = (() => { try { return mustParseIP(text, { syntax: 'strict', family: family === 'ip' ? 4 : 6 }); } catch { return null; } })();
+  if (!ip) return null;
+  return Buffer.from(family === 'ip' ? formatIPv4Bytes(Number(ip.value)) : ipv6Bytes(ip.value));
+}
+
+function formatIPv4Bytes(n: number): number[] {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+}
+
+function ipv6Bytes(v: bigint): number[] {
+  const out: number[] = [];
+  for (let i = 15; i >= 0; i--) out.push(Number((v >> BigInt(i * 8)) & 0xffn));
+  return out;
+}
+
+/** `ipX saddr|daddr` compared with an address (`eq`) or outside a prefix (`neq` CIDR), as nft encodes it. */
+function addressMatch(family: FamilyName, field: 'saddr' | 'daddr', op: 'eq' | 'neq', text: string): Attr[] | null {
+  const width = family === 'ip' ? 4 : 16;
+  const offset = family === 'ip' ? (field === 'saddr' ? 12 : 16) : (field === 'saddr' ? 8 : 24);
+  if (!text.includes('/')) {
+    const bytes = addressBytes(family, text);
+    return bytes ? [payload(offset, width), cmp(op, bytes)] : null;
+  }
+  const cidr = parseCIDR(text);
+  if (!cidr || cidr.family !== (family === 'ip' ? 4 : 6)) return null;
+  const [addrText, lenText] = text.split('/') as [string, string];
+  const prefix = Number(lenText);
+  const bytes = addressBytes(family, addrText);
+  if (!bytes || !Number.isInteger(prefix) || prefix < 1) return null;
+  const mask = Buffer.alloc(width);
+  for (let i = 0; i < width; i++) mask[i] = prefix >= (i + 1) * 8 ? 255 : prefix <= i * 8 ? 0 : (0xff << (8 - (prefix - i * 8))) & 255;
+  const network = Buffer.from(bytes.map((b, i) => b & mask[i]!));
+  if (!network.equals(bytes)) return null; // host bits set: the renderer never writes that
+  // nft compares the leading bytes of a byte-aligned prefix, and masks the whole address otherwise.
+  if (prefix === width * 8) return [payload(offset, width), cmp(op, network)];
+  if (prefix % 8 === 0) return [payload(offset, prefix / 8), cmp(op, network.subarray(0, prefix / 8))];
+  return [payload(offset, width), expr('bitwise', [[1, be32(1)], [2, be32(1)], [3, be32(width)], [4, [[1, mask]]], [5, [[1, Buffer.alloc(width)]]]]), cmp(op, network)];
+}
+
+/** The expressions of one rule, or null when its shape is not one this compiler knows. */
+function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Verdict[]) => { name: string; id: number }): Attr[] | null {
+  const ipX = family === 'ip' ? 'ip' : 'ip6';
+  const verdictAt = (text: string) => verdictOf(text);
+  let m: RegExpExecArray | null;
+  // (jump|goto) CHAIN
+  let v = verdictAt(rule);
+  if (v && v.chain) return [verdictExpr(v)];
+  // ipX saddr ADDR (jump|goto) CHAIN
+  if ((m = new RegExp(`^${ipX} saddr (\\S+) ((?:jump|goto) \\S+)$`).exec(rule))) {
+    const match = addressMatch(family, 'saddr', 'eq', m[1]!);
+    v = verdictAt(m[2]!);
+    return match && !m[1]!.includes('/') && v ? [...match, verdictExpr(v)] : null;
+  }
+  // ipX daddr ADDR ipX saddr != CIDR (jump|goto) CHAIN
+  if ((m = new RegExp(`^${ipX} daddr (\\S+) ${ipX} saddr != (\\S+/\\d+) ((?:jump|goto) \\S+)$`).exec(rule))) {
+    const dst = m[1]!.includes('/') ? null : addressMatch(family, 'daddr', 'eq', m[1]!);
+    const src = addressMatch(family, 'saddr', 'neq', m[2]!);
+    v = verdictAt(m[3]!);
+    return dst && src && v ? [...dst, ...src, verdictExpr(v)] : null;
+  }
+  // meta l4proto P dnat to ADDR:PORT ([ADDR]:PORT for IPv6)
+  if ((m = (family === 'ip' ? /^meta l4proto (tcp|udp|sctp) dnat to ([0-9.]+):(\d+)$/ : /^meta l4proto (tcp|udp|sctp) dnat to \[([0-9a-fA-F:.]+)\]:(\d+)$/).exec(rule))) {
+    const addr = addressBytes(family, m[2]!);
+    const port = Number(m[3]);
+    if (!addr || !Number.isInteger(port) || port < 1 || port > 65535) return null;
+    const portBytes = Buffer.alloc(2);
+    portBytes.writeUInt16BE(port, 0);
+    return [
+      expr('meta', [[2, be32(0x10)], [1, be32(1)]]),
+      cmp('eq', Buffer.from([PROTO[m[1] as keyof typeof PROTO]])),
+      expr('immediate', [[1, be32(1)], [2, [[1, addr]]]]),
+      expr('immediate', [[1, be32(2)], [2, [[1, portBytes]]]]),
+      expr('nat', [[1, be32(1)], [2, be32(FAMILY[family])], [3, be32(1)], [5, be32(2)], [7, be32(2)]]),
+    ];
+  }
+  // numgen random mod N vmap { 0 : goto A , 1 : goto B ... }
+  if ((m = /^numgen random mod (\d+) vmap \{ (.+) \}$/.exec(rule))) {
+    const n = Number(m[1]);
+    const entries = m[2]!.split(' , ');
+    if (!Number.isInteger(n) || n < 1 || entries.length !== n) return null;
+    const verdicts: Verdict[] = [];
+    for (const [i, e] of entries.entries()) {
+      const em = /^(\d+) : ((?:jump|goto) \S+)$/.exec(e);
+      const ev = em && Number(em[1]) === i ? verdictAt(em[2]!) : null;
+      if (!ev) return null;
+      verdicts.push(ev);
+    }
+    const set = anonSet(verdicts);
+    return [
+      expr('numgen', [[1, be32(1)], [2, be32(n)], [3, be32(1)], [4, be32(0)]]),
+      expr('lookup', [[2, be32(1)], [3, be32(0)], [1, str(set.name)], [4, be32(set.id)]]),
+    ];
+  }
+  return null;
+}
+
+// The maps and sets of kube-proxy's table a partial sync writes elements to, by key shape.
+const ELEMENT_KEYS: Record<string, 'addr' | 'addr-proto-port' | 'proto-port'> = {
+  'cluster-ips': 'addr', 'nodeport-ips': 'addr',
+  'service-ips': 'addr-proto-port', 'firewall-ips': 'addr-proto-port', 'no-endpoint-services': 'addr-proto-port',
+  'service-nodeports': 'proto-port', 'no-endpoint-nodeports': 'proto-port',
+};
+
+/** An element key as the kernel holds it: each part padded to 4 bytes, as in a concatenation. */
+function elementKey(family: FamilyName, shape: 'addr' | 'addr-proto-port' | 'proto-port', text: string): Buffer | null {
+  const parts = text.split(' . ');
+  const out: Buffer[] = [];
+  const want = shape === 'addr' ? ['addr'] : shape === 'proto-port' ? ['proto', 'port'] : ['addr', 'proto', 'port'];
+  if (parts.length !== want.length) return null;
+  for (const [i, kind] of want.entries()) {
+    const p = parts[i]!;
+    if (kind === 'addr') {
+      const b = addressBytes(family, p);
+      if (!b) return null;
+      out.push(b);
+    } else if (kind === 'proto') {
+      const proto = PROTO[p as keyof typeof PROTO];
+      if (proto === undefined || !Object.hasOwn(PROTO, p)) return null;
+      out.push(Buffer.from([proto, 0, 0, 0]));
+    } else {
+      const port = /^\d{1,5}$/.test(p) ? Number(p) : NaN;
+      if (!(port >= 1 && port <= 65535)) return null;
+      const b = Buffer.alloc(4);
+      b.writeUInt16BE(port, 0);
+      out.push(b);
+    }
+  }
+  return Buffer.concat(out);
+}
+
+/**
+ * One transaction's lines as a netlink batch (sequence numbers from `firstSeq`), or null when a
+ * line is not one this compiler knows.
+ */
+export function compileNftBatch(lines: readonly string[], firstSeq: number): NftBatch | null {
+  const out: Buffer[] = [];
+  const lineOf: string[] = [];
+  let seq = firstSeq;
+  let setId = 0;
+  let family: FamilyName | null = null;
+  const table = 'kube-proxy';
+  let current = '';
+  const push = (type: number, flags: number, attrs: Attr[]) => {
+    out.push(message((NFNL_SUBSYS_NFTABLES << 8) | type, flags | F.REQUEST, seq++, FAMILY[family!], 0, attrs));
+    lineOf.push(current);
+  };
+  const begin = seq++;
+  for (const line of lines) {
+    if (line === '') continue;
+    current = line;
+    const m = /^(add|flush|delete) (chain|rule|element) (ip6?) kube-proxy (\S+)(?: (.*))?$/.exec(line);
+    if (!m) return null;
+    const [, verb, what, fam, name, rest] = m as unknown as [string, string, string, FamilyName, string, string | undefined];
+    if (family !== null && fam !== family) return null;
+    family = fam;
+    if (!NAME.test(name)) return null;
+    const tableAttr: Attr = [1, str(table)];
+    if (what === 'chain') {
+      if (rest !== undefined) return null; // base chains and comments: nft's
+      if (verb === 'add') push(MSG.NEWCHAIN, F.CREATE, [tableAttr, [3, str(name)]]);
+      else if (verb === 'flush') push(MSG.DELRULE, 0, [tableAttr, [2, str(name)]]);
+      else push(MSG.DELCHAIN, 0, [tableAttr, [3, str(name)]]);
+    } else if (what === 'rule') {
+      if (verb !== 'add' || rest === undefined) return null;
+      const sets: Buffer[] = [];
+      const exprs = ruleExpressions(fam, rest, (verdicts) => {
+        const id = ++setId;
+        const anon = '__map%d';
+        sets.push(message((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWSET, F.REQUEST | F.CREATE, 0, FAMILY[fam], 0, [
+          tableAttr, [2, str(anon)], [3, be32(ANON_MAP_FLAGS)], [4, be32(INTEGER_TYPE)], [5, be32(4)], [6, be32(VERDICT_TYPE)], [7, be32(0)],
+          [10, be32(id)], [9, [[1, be32(verdicts.length)]]], [13, ANON_MAP_USERDATA],
+        ]));
+        const elements: Attr[] = verdicts.map((v, i) => {
+          const key = Buffer.alloc(4);
+          key.writeUInt32LE(i, 0); // numgen's result in host order (little-endian here)
+          // nft numbers the list's entries 1, 2, ... (the kernel reads any type here).
+          return [i + 1, [[1, [[1, key]]], [2, [[2, verdictData(v)]]]]];
+        });
+        sets.push(message((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWSETELEM, F.REQUEST | F.CREATE, 0, FAMILY[fam], 0, [
+          tableAttr, [2, str(anon)], [4, be32(id)], [3, elements],
+        ]));
+        return { name: anon, id };
+      });
+      if (!exprs) return null;
+      for (const s of sets) { s.writeUInt32LE(seq++, 8); out.push(s); lineOf.push(line); }
+      push(MSG.NEWRULE, F.CREATE | F.APPEND, [tableAttr, [2, str(name)], [4, exprs]]);
+    } else {
+      if (verb === 'flush') return null;
+      const shape = Object.hasOwn(ELEMENT_KEYS, name) ? ELEMENT_KEYS[name]! : null;
+      const em = rest === undefined ? null : /^\{ (.+?)(?: comment "([^"\\]*)")?(?: : (.+))? \}$/.exec(rest);
+      if (!shape || !em) return null;
+      const key = elementKey(fam, shape, em[1]!);
+      const comment = em[2];
+      if (!key || (comment !== undefined && (verb !== 'add' || comment.length > 250))) return null;
+      const isMap = shape !== 'addr';
+      const data: Attr[] = [];
+      if (verb === 'add') {
+        if (isMap !== (em[3] !== undefined)) return null;
+        if (isMap) {
+          const v = verdictOf(em[3]!);
+          if (!v) return null;
+          data.push([2, [[2, verdictData(v)]]]);
+        }
+        // A comment is the element's user data: nft's TLV (type 0, length, text with its NUL).
+        if (comment !== undefined) data.push([6, Buffer.concat([Buffer.from([0, comment.length + 1]), str(comment)])]);
+      } else if (em[3] !== undefined) return null;
+      const element: Attr = [1, [[1, [[1, key]]], ...data]];
+      push(verb === 'add' ? MSG.NEWSETELEM : MSG.DELSETELEM, verb === 'add' ? F.CREATE : 0, [tableAttr, [2, str(name)], [3, [element]]]);
+    }
+  }
+  if (family === null) return null;
+  // Only the last command asks for an acknowledgement: the kernel reports every failure anyway,
+  // and one acknowledgement per command would overflow the socket's buffer on a large batch.
+  const last = out[out.length - 1]!;
+  last.writeUInt16LE(last.readUInt16LE(6) | F.ACK, 6);
+  const datagram = Buffer.concat([
+    message(MSG.BATCH_BEGIN, F.REQUEST, begin, 0, NFNL_SUBSYS_NFTABLES, []),
+    ...out,
+    message(MSG.BATCH_END, F.REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, []),
+  ]);
+  return { datagram, first: begin + 1, last: seq - 1, lineOf: (s) => lineOf[s - begin - 1] ?? '' };
+}
+
+/** A compiled transaction: the datagram, the sequence numbers of its commands, and the line each came from. */
+export interface NftBatch {
+  datagram: Buffer;
+  first: number;
+  last: number;
+  lineOf(seq: number): string;
+}
+

@@ -1,0 +1,70 @@
+// nftables transactions sent as netlink batches (nft-batch.ts) from this process's own
+// NETLINK_NETFILTER socket, in this process's network namespace: no `nft` process and no read of
+// nft's cache of the whole table. A transaction the compiler does not know is not sent (the
+// caller runs `nft -f`). The kernel commits a batch whole or not at all, as with `nft -f`.
+import { compileNftBatch } from './nft-batch.ts';
+import { decodeMessages, errnoName, errorCode, NLMSG } from './netlink/codec.ts';
+import type { NetlinkTransport } from './netlink/transport.ts';
+
+const MAX_BATCH_BYTES = 128 * 1024;
+/** More lines than fit in MAX_BATCH_BYTES anyway (a rule is at least ~100 bytes): not compiled at all. */
+const MAX_LINES = 2000;
+
+export class NftBatchError extends Error {
+  constructor(readonly line: string, readonly code: string) {
+    super(`nftables batch refused at ${JSON.stringify(line)}: ${code}`);
+  }
+}
+
+export class NftNetlink {
+  private transport: NetlinkTransport | null = null;
+  // Sequence numbers only need to differ from recent batches' (late answers are ignored by them).
+  private seq = (Date.now() / 1000) >>> 0;
+
+  constructor(private readonly open: () => NetlinkTransport, private readonly timeoutMs = 10_000) {}
+
+  /**
+   * Commits the lines as one batch; false (nothing sent) when a line is not one the compiler
+   * knows, or the batch is larger than the socket takes in one datagram (its send buffer,
+   * ~208 KiB by default: a partial sync of a few hundred services; `nft` sizes its own socket
+   * for larger ones).
+   */
+  async apply(lines: readonly string[]): Promise<boolean> {
+    if (lines.length > MAX_LINES) return false;
+    const batch = compileNftBatch(lines, this.seq);
+    if (!batch || batch.datagram.length > MAX_BATCH_BYTES) return false;
+    this.seq = (batch.last + 2) >>> 0;
+    const t = (this.transport ??= this.open());
+    await t.send(batch.datagram);
+    // Every failure is reported; success is the last command's acknowledgement.
+    for (;;) {
+      for (const msg of decodeMessages(await this.receive(t))) {
+        if (msg.type !== NLMSG.ERROR || msg.seq < batch.first || msg.seq > batch.last) continue;
+        const code = errorCode(msg);
+        if (code !== 0) throw new NftBatchError(batch.lineOf(msg.seq), errnoName(code));
+        if (msg.seq === batch.last) return true;
+      }
+    }
+  }
+
+  private async receive(t: NetlinkTransport): Promise<Uint8Array> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        t.receive(),
+        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer from the kernel to an nftables batch in ${this.timeoutMs} ms`)), this.timeoutMs); }),
+      ]);
+    } catch (err) {
+      // A socket in an unknown state is not used again.
+      this.close();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  close(): void {
+    this.transport?.close();
+    this.transport = null;
+  }
+}

@@ -1,0 +1,114 @@
+// The netlink batch compiler knows exactly the shapes a partial sync writes and declines the
+// rest (so `nft -f` runs them); the sender waits for the last command's acknowledgement, names
+// the line the kernel refused, ignores late answers of earlier batches, and sends nothing larger
+// than the socket takes. The bytes themselves are checked against the kernel in
+// test/integration/nft-batch.test.ts.
+import test from 'ava';
+import { compileNftBatch } from '../../src/kernel/nft-batch.ts';
+import { NftBatchError, NftNetlink } from '../../src/kernel/nft-netlink.ts';
+import { decodeMessages, encodeError } from '../../src/kernel/netlink/codec.ts';
+import type { NetlinkTransport } from '../../src/kernel/netlink/transport.ts';
+
+const T = 'ip kube-proxy';
+const known = [
+  `add chain ${T} service-ABC-ns/web/tcp/http`,
+  `flush chain ${T} service-ABC-ns/web/tcp/http`,
+  `delete chain ${T} endpoint-OLD-ns/web/tcp/http__10.1.0.9/80`,
+  `add rule ${T} service-ABC-ns/web/tcp/http ip daddr 172.30.0.1 ip saddr != 10.0.0.0/8 jump mark-for-masquerade`,
+  `add rule ${T} service-ABC-ns/web/tcp/http ip daddr 172.30.0.1 ip saddr != 10.16.0.0/12 jump mark-for-masquerade`,
+  `add rule ${T} service-ABC-ns/web/tcp/http numgen random mod 2 vmap { 0 : goto endpoint-A , 1 : goto endpoint-B }`,
+  `add rule ${T} endpoint-A ip saddr 10.1.0.1 jump mark-for-masquerade`,
+  `add rule ${T} endpoint-A meta l4proto sctp dnat to 10.1.0.1:80`,
+  `add rule ${T} external-ABC goto service-ABC-ns/web/tcp/http`,
+  `add element ${T} service-ips { 172.30.0.1 . tcp . 80 : goto service-ABC-ns/web/tcp/http }`,
+  `add element ${T} no-endpoint-services { 172.30.0.2 . udp . 53 comment "ns/dns:dns" : goto reject-chain }`,
+  `add element ${T} service-nodeports { tcp . 30080 : goto external-ABC }`,
+  `add element ${T} cluster-ips { 172.30.0.1 }`,
+  `delete element ${T} service-ips { 172.30.0.1 . tcp . 80 }`,
+];
+
+test('the shapes a partial sync writes compile; each is one command, a numgen vmap three (its set, elements, rule)', (t) => {
+  for (const line of known) t.truthy(compileNftBatch([line], 1), line);
+  const b = compileNftBatch(known, 100)!;
+  t.is(b.first, 101);
+  t.is(b.last, 101 + known.length + 2 - 1);
+  const messages = decodeMessages(b.datagram);
+  t.is(messages.length, known.length + 2 + 2);
+  // Begin and end of the batch around the commands; only the last command asks for an acknowledgement.
+  t.deepEqual([messages[0]!.type, messages.at(-1)!.type], [0x10, 0x11]);
+  t.deepEqual(messages.slice(1, -1).map((m) => (m.flags & 4) !== 0), [...Array(known.length + 1).fill(false), true]);
+  t.is(b.lineOf(b.last), known.at(-1)!);
+  t.is(b.lineOf(106), known[5]!, 'the anonymous set belongs to its rule');
+});
+
+test('anything else is declined whole, so nft runs it', (t) => {
+  for (const line of [
+    `add table ${T} { comment "rules for kube-proxy" ; }`,
+    `add chain ${T} nat-prerouting { type nat hook prerouting priority -100 ; }`,
+    `add rule ${T} external-ABC fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"`,
+    `add rule ${T} firewall-ABC ip saddr != { 203.0.113.0/24 } drop`,
+    `add rule ${T} service-ABC ip saddr @affinity-X goto endpoint-A`,
+    `add rule ${T} endpoint-A update @affinity-X { ip saddr }`,
+    `add rule ${T} endpoint-A counter`,
+    `add rule ${T} service-ABC numgen random mod 2 vmap { 0 : goto A }`,
+    `add rule ${T} service-ABC ip daddr 172.30.0.1 ip saddr != 10.0.0.1/8 jump mark-for-masquerade`,
+    `add rule ${T} endpoint-A meta l4proto tcp dnat to [fd00::1]:80`,
+    `add rule ip6 kube-proxy endpoint-A meta l4proto tcp dnat to 10.1.0.1:80`,
+    `add set ${T} affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }`,
+    `flush map ${T} service-ips`,
+    `add element ${T} service-ips { 172.30.0.1 . tcp . 80 }`,
+    `add element ${T} cluster-ips { 172.30.0.1 : drop }`,
+    `add element ${T} some-other-map { 172.30.0.1 }`,
+    `add element ${T} service-nodeports { icmp . 30080 : drop }`,
+    `add chain ip other-table x`,
+    `add chain ${T} bad"name`,
+  ]) t.is(compileNftBatch([`add chain ${T} ok`, line], 1), null, line);
+  t.is(compileNftBatch([`add chain ${T} a`, 'add chain ip6 kube-proxy b'], 1), null, 'one family per batch');
+  t.is(compileNftBatch([], 1), null);
+});
+
+/** A kernel that acknowledges (or refuses `refuse`) a batch, answering once per send. */
+class FakeKernel implements NetlinkTransport {
+  sent: Buffer[] = [];
+  private answers: Uint8Array[] = [];
+  private waiting: ((d: Uint8Array) => void) | null = null;
+  constructor(private readonly refuse?: (line: number) => boolean, private readonly stale: Uint8Array[] = []) {}
+  send(datagram: Uint8Array): void {
+    const messages = decodeMessages(datagram).slice(1, -1);
+    this.sent.push(Buffer.from(datagram));
+    const bad = messages.findIndex((_, i) => this.refuse?.(i));
+    const answer = bad >= 0 ? encodeError(messages[bad]!.seq, 16 /* EBUSY */) : encodeError(messages.at(-1)!.seq, 0);
+    for (const a of [...this.stale.splice(0), answer]) this.deliver(a);
+  }
+  private deliver(d: Uint8Array) {
+    if (this.waiting) { const w = this.waiting; this.waiting = null; w(d); } else this.answers.push(d);
+  }
+  receive(): Promise<Uint8Array> {
+    const next = this.answers.shift();
+    return next ? Promise.resolve(next) : new Promise((r) => { this.waiting = r; });
+  }
+  close(): void {}
+}
+
+test('the sender: the last acknowledgement commits; a refusal names its line; late answers of other batches are ignored', async (t) => {
+  const kernel = new FakeKernel();
+  const nl = new NftNetlink(() => kernel, 1000);
+  t.true(await nl.apply(known.slice(0, 3)));
+  // An error answer with another batch's sequence number arrives first: not this batch's.
+  const refusing = new FakeKernel((i) => i === 1, [encodeError(7, 2)]);
+  const nl2 = new NftNetlink(() => refusing, 1000);
+  const err = await t.throwsAsync(nl2.apply(known.slice(0, 3)));
+  t.true(err instanceof NftBatchError);
+  t.is((err as NftBatchError).line, known[1]);
+  t.is((err as NftBatchError).code, 'EBUSY');
+});
+
+test('the sender sends nothing it cannot compile or that is larger than the socket takes', async (t) => {
+  const kernel = new FakeKernel();
+  const nl = new NftNetlink(() => kernel, 1000);
+  t.false(await nl.apply([`add rule ${T} endpoint-A counter`]));
+  const many = Array.from({ length: 1500 }, (_, i) => `add rule ${T} endpoint-A ip saddr 10.1.${i >> 8}.${i & 255} jump mark-for-masquerade`);
+  t.false(await nl.apply(many));
+  t.false(await nl.apply(Array.from({ length: 2001 }, () => `add chain ${T} x`)));
+  t.is(kernel.sent.length, 0);
+});
