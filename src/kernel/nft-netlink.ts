@@ -18,8 +18,9 @@ export class NftBatchError extends Error {
 
 export class NftNetlink {
   private transport: NetlinkTransport | null = null;
-  // Sequence numbers only need to differ from recent batches' (late answers are ignored by them).
-  private seq = (Date.now() / 1000) >>> 0;
+  // Sequence numbers only need to grow from batch to batch on this socket (late answers to an
+  // earlier batch are told apart by them); from 1, they would take billions of commands to wrap.
+  private seq = 1;
 
   constructor(private readonly open: () => NetlinkTransport, private readonly timeoutMs = 10_000) {}
 
