@@ -270,7 +270,7 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
       if (!shape || !em) return null;
       const key = elementKey(fam, shape, em[1]!);
       const comment = em[2];
-      if (!key || (comment !== undefined && (verb !== 'add' || comment.length > 250))) return null;
+      if (!key || (comment !== undefined && (verb !== 'add' || comment.length > 128))) return null; // nft's own limit: longer is its error to report
       const isMap = shape !== 'addr';
       const data: Attr[] = [];
       if (verb === 'add') {
