@@ -5,10 +5,11 @@
 // that (docs/architecture.md has the figures).
 //
 // Pure: lines in, datagram out. Only the shapes a partial sync writes are known (chains added,
-// flushed or deleted; the rules of service, external and endpoint chains that need no set or
-// comment; elements of the verdict maps and address sets); for any other line the compiler
-// returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own, checked
+// flushed or deleted; the rules of service and endpoint chains that need no named set or
+// comment; elements of the verdict maps and address sets, with their comments); for any other
+// line the compiler returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own, checked
 // in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
+import { endianness } from 'node:os';
 import { mustParseIP, parseCIDR } from '../util/ip.ts';
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -152,8 +153,9 @@ function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Ve
       expr('nat', [[1, be32(1)], [2, be32(FAMILY[family])], [3, be32(1)], [5, be32(2)], [7, be32(2)]]),
     ];
   }
-  // numgen random mod N vmap { 0 : goto A , 1 : goto B ... }
-  if ((m = /^numgen random mod (\d+) vmap \{ (.+) \}$/.exec(rule))) {
+  // numgen random mod N vmap { 0 : goto A , 1 : goto B ... } (its keys are in host order,
+  // written little-endian below: a big-endian host leaves this to nft)
+  if ((m = /^numgen random mod (\d+) vmap \{ (.+) \}$/.exec(rule)) && endianness() === 'LE') {
     const n = Number(m[1]);
     const entries = m[2]!.split(' , ');
     if (!Number.isInteger(n) || n < 1 || entries.length !== n) return null;

@@ -7,7 +7,7 @@ import { decodeMessages, errnoName, errorCode, NLMSG } from './netlink/codec.ts'
 import type { NetlinkTransport } from './netlink/transport.ts';
 
 const MAX_BATCH_BYTES = 128 * 1024;
-/** More lines than fit in MAX_BATCH_BYTES anyway (a rule is at least ~100 bytes): not compiled at all. */
+/** Transactions of more lines (a full sync's) are not even compiled: they would hardly fit. */
 const MAX_LINES = 2000;
 
 export class NftBatchError extends Error {
