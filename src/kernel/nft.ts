@@ -194,12 +194,6 @@ export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; n
   };
 }
 
-/** Runs `nft -f -` (with `check`: `nft -c -f -`, which changes nothing) on the given commands. */
-export async function nftApply(t: NftTarget, commands: string | Iterable<string>, o: { check?: boolean } = {}): Promise<void> {
-  const [file, args] = wrap(t, [...(o.check ? ['-c'] : []), '-f', '-']);
-  await run(file, args, { input: commands, timeoutMs: 15 * 60_000 });
-}
-
 /** `nft list table FAMILY NAME` (null when the table does not exist). */
 export async function nftListTable(t: NftTarget, family: NftFamily, table: string): Promise<string | null> {
   const [file, args] = wrap(t, ['list', 'table', family, table]);

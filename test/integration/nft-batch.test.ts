@@ -13,7 +13,7 @@ import { tempDir } from '../helpers/cni.ts';
 import { services } from '../helpers/proxy-clusters.ts';
 import { nftSettings } from '../helpers/nft.ts';
 import { run } from '../../src/kernel/exec.ts';
-import { NFT, nftApply } from '../../src/kernel/nft.ts';
+import { NFT, kernelNft } from '../../src/kernel/nft.ts';
 import { loadManifestText } from '../../src/k8s/manifests.ts';
 import { planFull, planPartial, type NftApplied, type NftPlan } from '../../src/proxy/nft-plan.ts';
 import { NftablesRenderer } from '../../src/rules/nftables.ts';
@@ -55,7 +55,7 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
     const child = JSON.parse((await run('ip', ['netns', 'exec', viaNetlink, process.execPath, '--import', 'tsx', CHILD, file, family], { env })).stdout) as { sent: typeof sent; foreign: number; failures: string[] };
     const failures: string[] = [];
     for (const tx of transactions) {
-      try { await nftApply({ netns: viaNft }, tx.join('\n') + '\n'); } catch (e) { failures.push(String(e)); }
+      try { await kernelNft({ netns: viaNft }).apply(tx.join('\n') + '\n'); } catch (e) { failures.push(String(e)); }
     }
     t.is(child.failures.length, failures.length, `step ${i}: ${child.failures.join('; ')} / ${failures.join('; ')}`);
     t.is(child.foreign, 0, `step ${i}: our own batches were taken for someone else's`);

@@ -5,7 +5,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { readFileSync, readdirSync } from 'node:fs';
 import { isRoot, testNetns } from '../helpers/netns.ts';
-import { nftApply, nftListTable } from '../../src/kernel/nft.ts';
+import { kernelNft, nftListTable } from '../../src/kernel/nft.ts';
 import { loadManifestText } from '../../src/k8s/manifests.ts';
 import { nftablesText, renderNftables } from '../../src/rules/nftables.ts';
 import { syntheticCluster } from '../../scripts/bench/synthetic-cluster.ts';
@@ -30,8 +30,8 @@ test('conformance scenarios pass nft -c and load into a namespace, each over the
     const text = scenarioText(s);
     // kube-proxy's own sync starts by flushing what it rewrites: the table is replaced here instead.
     const replace = `add table ip kube-proxy\ndelete table ip kube-proxy\n${text}`;
-    await nftApply({ netns: ns }, replace, { check: true });
-    await nftApply({ netns: ns }, replace);
+    await kernelNft({ netns: ns }).check(replace);
+    await kernelNft({ netns: ns }).apply(replace);
     const listed = await nftListTable({ netns: ns }, 'ip', 'kube-proxy');
     t.truthy(listed, s);
     for (const chain of text.split('\n').filter((l) => l.startsWith('add chain ')).map((l) => l.split(' ')[4]!)) {
@@ -49,16 +49,16 @@ test('IPv6 and every local-traffic detector pass nft -c; a 1000-service cluster 
     .replace('172.30.0.0/16', 'fd00:172:30::/112');
   const v6text = nftRender(v6, nftSettings({ family: 'IPv6' }));
   t.regex(v6text, /dnat to \[fd00:10:180::1\]:80/);
-  await nftApply({ netns: ns }, v6text, { check: true });
+  await kernelNft({ netns: ns }).check(v6text);
   for (const localDetector of [
     { mode: 'None' as const }, { mode: 'NodeCIDR' as const, cidrs: ['10.180.0.0/24'] },
     { mode: 'BridgeInterface' as const, interface: 'cni0' }, { mode: 'InterfaceNamePrefix' as const, prefix: 'veth' },
   ]) {
-    await nftApply({ netns: ns }, nftRender(input, nftSettings({ localDetector, masqueradeAll: true, nodePortAddresses: ['0.0.0.0/0'] })), { check: true });
+    await kernelNft({ netns: ns }).check(nftRender(input, nftSettings({ localDetector, masqueradeAll: true, nodePortAddresses: ['0.0.0.0/0'] })));
   }
   const big = nftablesText(renderNftables({ cluster: syntheticCluster(1000), settings: nftSettings() }));
-  await nftApply({ netns: ns }, big, { check: true });
-  await nftApply({ netns: ns }, big);
+  await kernelNft({ netns: ns }).check(big);
+  await kernelNft({ netns: ns }).apply(big);
   const listed = (await nftListTable({ netns: ns }, 'ip', 'kube-proxy'))!;
   const endpointChains = listed.split('\n').filter((l) => /^\tchain endpoint-/.test(l)).length;
   t.is(endpointChains, 3000);
@@ -72,7 +72,7 @@ test('the kernel accepts random tables: every service type, policy, affinity and
   const samples = fc.sample(fc.array(arbService, { minLength: 1, maxLength: 8 }), { numRuns: 25, seed: 16 });
   for (const specs of samples) {
     const text = nftablesText(renderNftables({ cluster: cluster(specs), settings: nftSettings() }));
-    await nftApply({ netns: ns }, text, { check: true });
+    await kernelNft({ netns: ns }).check(text);
   }
   t.pass();
 });
