@@ -5,6 +5,7 @@ import { ErrCode, CniError, invalidConfig, invalidEnv } from './errors.ts';
 import { canonicalCidr, contains, formatIPv4, networkOf, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
 import { hostRange } from '../ipam/allocator.ts';
 import { SubnetFileError, parseSubnetEnv as parseSubnetEnvText, type SubnetEnvValues } from '../subnet/subnet-env.ts';
+import { isRecord } from '../model/json.ts';
 
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 export type CniVersion = (typeof SUPPORTED_VERSIONS)[number];
@@ -43,9 +44,6 @@ export interface NetConf {
 
 type Json = Record<string, unknown>;
 
-export function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 export function assertSafePath(what: string, p: unknown): string {
   if (typeof p !== 'string' || !SAFE_PATH.test(p) || p.split('/').some((s) => s === '..') || p.length > 4096) {
@@ -62,7 +60,7 @@ export function decodeStdin(text: string): Json {
   } catch (e) {
     throw new CniError(ErrCode.DecodingFailure, 'failed to decode network configuration', (e as Error).message);
   }
-  if (!isObject(v)) throw new CniError(ErrCode.DecodingFailure, 'failed to decode network configuration', 'stdin is not a JSON object');
+  if (!isRecord(v)) throw new CniError(ErrCode.DecodingFailure, 'failed to decode network configuration', 'stdin is not a JSON object');
   return v;
 }
 
@@ -84,7 +82,7 @@ function optBool(j: Json, key: string): boolean | undefined {
 function parseRoutes(v: unknown): RouteConf[] {
   if (!Array.isArray(v)) throw invalidConfig('routes must be a list of {dst, gw}');
   return v.map((r, i) => {
-    if (!isObject(r)) throw invalidConfig(`routes[${i}] must be an object`);
+    if (!isRecord(r)) throw invalidConfig(`routes[${i}] must be an object`);
     try {
       const dst = parseCidr4(r.dst);
       if (dst.ip !== networkOf(dst)) throw new Error(`routes[${i}].dst ${String(r.dst)} has host bits set`);
@@ -103,7 +101,7 @@ function parseAttachments(j: Json): Attachment[] | undefined {
   if (v === undefined) return undefined;
   if (!Array.isArray(v)) throw invalidConfig('cni.dev/valid-attachments must be a list');
   return v.map((a, i) => {
-    if (!isObject(a) || typeof a.containerID !== 'string' || typeof a.ifname !== 'string') {
+    if (!isRecord(a) || typeof a.containerID !== 'string' || typeof a.ifname !== 'string') {
       throw invalidConfig(`cni.dev/valid-attachments[${i}] must be {containerID, ifname}`);
     }
     return { containerID: a.containerID, ifname: a.ifname };
@@ -162,11 +160,11 @@ export function parseNetConf(j: Json): NetConf {
     }
   }
   if (j.dns !== undefined) {
-    if (!isObject(j.dns)) throw invalidConfig('dns must be an object');
+    if (!isRecord(j.dns)) throw invalidConfig('dns must be an object');
     conf.dns = j.dns;
   }
   if (j.prevResult !== undefined) {
-    if (!isObject(j.prevResult)) throw invalidConfig('prevResult must be an object');
+    if (!isRecord(j.prevResult)) throw invalidConfig('prevResult must be an object');
     conf.prevResult = j.prevResult;
   }
   const att = parseAttachments(j);

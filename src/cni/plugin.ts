@@ -7,13 +7,14 @@ import { IpamStore, PoolExhaustedError } from '../ipam/store.ts';
 import { sweepStaleLocks } from '../ipam/lockfile.ts';
 import { canonicalCidr, formatCidr4, formatIPv4, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
 import {
-  SUPPORTED_VERSIONS, checkVersion, decodeStdin, isObject, parseEnv, parseNetConf, parseSubnetEnv, planNetwork,
+  SUPPORTED_VERSIONS, checkVersion, decodeStdin, parseEnv, parseNetConf, parseSubnetEnv, planNetwork,
   type CniEnv, type NetConf, type NetworkPlan, type SubnetEnv,
 } from './config.ts';
 import { CniError, ErrCode, invalidConfig, invalidEnv } from './errors.ts';
 import { buildResult, hostVethName, podMac, randomMac, type CniResult } from './result.ts';
 import type { CniKernel, PodNetns } from './kernel.ts';
 import { checkDataDir, dataDirError, ensureDataDir, readSubnetFile } from './paths.ts';
+import { isRecord } from '../model/json.ts';
 
 export interface CniOutcome { stdout: string; exitCode: number }
 
@@ -222,7 +223,7 @@ function checkFailed(details: string): CniError {
 function prevEntries(list: unknown, what: string): Array<Record<string, unknown>> {
   if (list === undefined) return [];
   if (!Array.isArray(list)) throw checkFailed(`prevResult ${what} is not a list`);
-  list.forEach((e, i) => { if (!isObject(e)) throw checkFailed(`prevResult ${what}[${i}] is not an object`); });
+  list.forEach((e, i) => { if (!isRecord(e)) throw checkFailed(`prevResult ${what}[${i}] is not an object`); });
   return list as Array<Record<string, unknown>>;
 }
 

@@ -5,7 +5,7 @@
 import jsyaml from 'js-yaml';
 import { readBlockYaml } from './block-yaml.ts';
 import type { ClusterState, EndpointSlice, Node, Service, ServiceCIDR } from '../model/k8s.ts';
-import { describe, InvalidField, isRecord, nameText, objectLabel, objectList, optObject, optString, printable, prop } from '../model/json.ts';
+import { InvalidField, isRecord, nameText, objectLabel, printable, prop } from '../model/json.ts';
 import { endpointsToSlices } from './endpoints-mirror.ts';
 
 export class ManifestSyntaxError extends Error {

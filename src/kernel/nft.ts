@@ -1,8 +1,9 @@
 // nft adapter: transactions through `nft -f -` with the commands on stdin (never on a command
 // line) or, for a partial sync's in the caller's own namespace, as netlink batches from this
 // process (nft-netlink.ts); listing a table's chains and sets, deleting a table, and watching
-// commits, for the machine's namespace or a named one. The data path codes against the Nft interface, so its
-// failure paths have fast tests against an in-memory kernel (test/helpers/fake-nft.ts).
+// commits, for the machine's namespace or a named one. The data path codes against the Nft
+// interface, so its failure paths have fast tests against an in-memory kernel
+// (test/helpers/fake-nft.ts).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';

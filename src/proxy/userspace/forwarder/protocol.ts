@@ -1,6 +1,7 @@
 // What the proxy (the control plane, Node) and its forwarder processes (the data path, Bun)
 // say to each other: one JSON object per line, proxy -> forwarder on the forwarder's stdin,
 // replies on its stdout. The forwarder exits when its stdin closes (the proxy is gone).
+import { mustParseIP } from '../../../util/ip.ts';
 
 /** A service port's listener, as the proxy wants it served. */
 export interface PortSpec {
@@ -54,13 +55,14 @@ export type FromForwarder =
   | { t: 'failed'; id: number; key: string; error: string }
   | { t: 'report'; id: number; ports: Array<{ key: string; counts: PortCounts; active: number; flows: number }> };
 
-const ENDPOINT = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}:(\d{1,5})$/;
-
-/** Whether every entry is an IPv4 "ip:port" the forwarder can dial (port 1-65535). */
+/** Whether every entry is an IPv4 "ip:port" the forwarder can dial (port 1-65535), by the parser its sockaddrs use. */
 function validEndpoints(list: unknown): boolean {
   return Array.isArray(list) && list.every((e) => {
-    const m = typeof e === 'string' ? ENDPOINT.exec(e) : null;
-    return m !== null && Number(m[4]) >= 1 && Number(m[4]) <= 65535;
+    if (typeof e !== 'string') return false;
+    const colon = e.lastIndexOf(':');
+    const port = e.slice(colon + 1);
+    try { mustParseIP(e.slice(0, colon), { syntax: 'strict', family: 4 }); } catch { return false; }
+    return /^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535;
   });
 }
 
