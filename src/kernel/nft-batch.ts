@@ -120,22 +120,21 @@ function addressMatch(family: FamilyName, field: 'saddr' | 'daddr', op: 'eq' | '
 /** The expressions of one rule, or null when its shape is not one this compiler knows. */
 function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Verdict[]) => { name: string; id: number }): Attr[] | null {
   const ipX = family === 'ip' ? 'ip' : 'ip6';
-  const verdictAt = (text: string) => verdictOf(text);
   let m: RegExpExecArray | null;
   // (jump|goto) CHAIN
-  let v = verdictAt(rule);
+  let v = verdictOf(rule);
   if (v && v.chain) return [verdictExpr(v)];
   // ipX saddr ADDR (jump|goto) CHAIN
   if ((m = new RegExp(`^${ipX} saddr (\\S+) ((?:jump|goto) \\S+)$`).exec(rule))) {
     const match = addressMatch(family, 'saddr', 'eq', m[1]!);
-    v = verdictAt(m[2]!);
+    v = verdictOf(m[2]!);
     return match && !m[1]!.includes('/') && v ? [...match, verdictExpr(v)] : null;
   }
   // ipX daddr ADDR ipX saddr != CIDR (jump|goto) CHAIN
   if ((m = new RegExp(`^${ipX} daddr (\\S+) ${ipX} saddr != (\\S+/\\d+) ((?:jump|goto) \\S+)$`).exec(rule))) {
     const dst = m[1]!.includes('/') ? null : addressMatch(family, 'daddr', 'eq', m[1]!);
     const src = addressMatch(family, 'saddr', 'neq', m[2]!);
-    v = verdictAt(m[3]!);
+    v = verdictOf(m[3]!);
     return dst && src && v ? [...dst, ...src, verdictExpr(v)] : null;
   }
   // meta l4proto P dnat to ADDR:PORT ([ADDR]:PORT for IPv6)
@@ -162,7 +161,7 @@ function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Ve
     const verdicts: Verdict[] = [];
     for (const [i, e] of entries.entries()) {
       const em = /^(\d+) : ((?:jump|goto) \S+)$/.exec(e);
-      const ev = em && Number(em[1]) === i ? verdictAt(em[2]!) : null;
+      const ev = em && Number(em[1]) === i ? verdictOf(em[2]!) : null;
       if (!ev) return null;
       verdicts.push(ev);
     }

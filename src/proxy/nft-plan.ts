@@ -143,7 +143,7 @@ function allElements(r: NftRenderResult): { elements: Map<string, Map<string, st
 }
 
 /** Stale chains old enough to delete. */
-function dueStale(t: string, stale: Map<string, number>, active: (c: string) => boolean, o: PlanOptions): string[] {
+function dueStale(stale: Map<string, number>, active: (c: string) => boolean, o: PlanOptions): string[] {
   const after = o.staleAfterMs ?? 1000;
   const due: string[] = [];
   for (const [c, since] of stale) if (!active(c) && o.now - since >= after) due.push(c);
@@ -166,7 +166,7 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   for (const name of kernel?.chains.keys() ?? []) {
     if (isNftServiceChain(name) && !active.has(name)) stale.set(name, known?.stale.get(name) ?? o.now);
   }
-  const deletesStale = dueStale(t, stale, (c) => active.has(c), o);
+  const deletesStale = dueStale(stale, (c) => active.has(c), o);
   for (const c of deletesStale) stale.delete(c);
   const base = fixedLines(r, kernel);
   // Service chains in transactions of bounded size, whole services each (a service's chains
@@ -228,7 +228,7 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
   const afterChains = new Set<string>();
   for (const c of r.changed.values()) for (const name of c.after?.chains.keys() ?? []) afterChains.add(name);
   for (const name of afterChains) applied.stale.delete(name);
-  const deletesStale = dueStale(t, applied.stale, () => false, o);
+  const deletesStale = dueStale(applied.stale, () => false, o);
   for (const c of deletesStale) applied.stale.delete(c);
 
   const tx: string[] = deletesStale.map((c) => `delete chain ${t} ${c}`);
