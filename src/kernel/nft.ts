@@ -147,11 +147,11 @@ export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; n
     async apply(commands) {
       const nl = netlink();
       let input = commands;
-      // A full sync's transactions start with the table (nothing the compiler knows): straight to nft.
       if (nl) {
+        // The pieces are kept: what the batch compiler declines goes to nft as it came.
         const pieces = typeof commands === 'string' ? [commands] : [...commands];
         input = pieces;
-        if (!(pieces[0] ?? '').startsWith('add table ') && await nl.apply(pieces.join('').split('\n'))) {
+        if (await nl.apply(pieces.join('').split('\n'))) {
           sent.netlink++;
           return;
         }
