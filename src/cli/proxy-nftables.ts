@@ -20,13 +20,15 @@ export interface NftablesCliInput {
   log: Logger;
   registry: Registry;
   onForeignChange: () => void;
+  /** Partial syncs as netlink batches from the proxy itself (--nftables-netlink). */
+  netlink?: boolean;
 }
 
 export async function createNftablesDataPlane(i: NftablesCliInput): Promise<NftablesApplier & { setSettings(s: ProxySettings): void }> {
   const { NftablesApplier } = await import('../proxy/nftables-applier.ts');
   const { kernelNft } = await import('../kernel/nft.ts');
   const list = () => familiesOf(i.nodeIPs()).map(i.settingsFor);
-  const applier = new NftablesApplier({ nft: kernelNft(), settings: list(), log: i.log, registry: i.registry, onForeignChange: i.onForeignChange });
+  const applier = new NftablesApplier({ nft: kernelNft({ netlink: i.netlink === true }), settings: list(), log: i.log, registry: i.registry, onForeignChange: i.onForeignChange });
   // The daemon hands over one family's settings when node facts change; every family is rebuilt.
   const setFamilies = applier.setSettings.bind(applier);
   return Object.assign(applier, { setSettings: (_s: ProxySettings | ProxySettings[]) => setFamilies(list()) });

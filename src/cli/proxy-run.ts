@@ -101,7 +101,7 @@ export async function runProxy(o: ProxyCliOptions, log: Logger): Promise<void> {
   const dataplane: DataPlane & { setSettings(s: ProxySettings): void } = mode === 'userspace'
     ? await (await import('./proxy-userspace.ts')).createUserspaceDataPlane({ target, settings, log, registry: metrics.registry, workers, config: cfg })
     : mode === 'nftables'
-      ? await (await import('./proxy-nftables.ts')).createNftablesDataPlane({ settingsFor: makeSettings, nodeIPs: () => nodeFacts.ips, log, registry: metrics.registry, onForeignChange: () => resync() })
+      ? await (await import('./proxy-nftables.ts')).createNftablesDataPlane({ settingsFor: makeSettings, nodeIPs: () => nodeFacts.ips, log, registry: metrics.registry, onForeignChange: () => resync(), netlink: o.nftablesNetlink === true })
       : new IptablesApplier({ iptables: kernelIptables(target), settings, log, registry: metrics.registry });
   let source;
   if (o.manifests) {

@@ -27,8 +27,8 @@ export interface NftTarget {
   netns?: string | null;
   /**
    * In the caller's own namespace, send the transactions nft-batch.ts knows (a partial sync's)
-   * as netlink batches from this process instead of running `nft` (default true; see
-   * nft-netlink.ts). A named namespace always goes through `nft`.
+   * as netlink batches from this process instead of running `nft` (default false: opt-in, see
+   * `knet proxy --nftables-netlink`). A named namespace always goes through `nft`.
    */
   netlink?: boolean;
 }
@@ -126,7 +126,7 @@ export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; n
   };
   const sent = { netlink: 0, nft: 0 };
   // undefined: not tried yet; null: not here (a named namespace, turned off, or no netlink addon).
-  let batches: NftNetlink | null | undefined = t.netns || t.netlink === false ? null : undefined;
+  let batches: NftNetlink | null | undefined = t.netns || !t.netlink ? null : undefined;
   const netlink = (): NftNetlink | null => {
     if (batches !== undefined) return batches;
     try {

@@ -7,7 +7,7 @@ import { kernelNft } from '../../src/kernel/nft.ts';
 
 const [file, family] = process.argv.slice(2) as [string, 'ip' | 'ip6'];
 const transactions = JSON.parse(readFileSync(file, 'utf8')) as string[][];
-const nft = kernelNft({});
+const nft = kernelNft({ netlink: true });
 let foreign = 0;
 const watch = nft.watchForeign(family, 'kube-proxy', () => { foreign++; }, () => {});
 // The monitor needs a moment before it reports anything.
