@@ -4,7 +4,7 @@
 import { ErrCode, CniError, invalidConfig, invalidEnv } from './errors.ts';
 import { canonicalCidr, contains, formatIPv4, networkOf, parseCidr4, parseIPv4, type Cidr4 } from '../ipam/ipv4.ts';
 import { hostRange } from '../ipam/allocator.ts';
-import { SubnetFileError, parseSubnetEnv as parseSubnetEnvText, type SubnetEnvValues } from '../subnet/subnet-env.ts';
+import { SubnetFileError, parseSubnetEnv as parseSubnetEnvText, type SubnetEnvValues } from '../subnet/subnet-env-text.ts';
 import { isRecord } from '../model/json.ts';
 
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
@@ -176,7 +176,7 @@ export function parseNetConf(j: Json): NetConf {
 
 export type SubnetEnv = SubnetEnvValues;
 
-/** subnet.env parsed by src/subnet/subnet-env.ts; a bad one is the spec's error 7. */
+/** subnet.env parsed by src/subnet/subnet-env-text.ts; a bad one is the spec's error 7. */
 export function parseSubnetEnv(text: string, file = 'the subnet file'): SubnetEnv {
   try {
     return parseSubnetEnvText(text, file);

@@ -4,7 +4,8 @@
 // reason, never a hang, a spin or a misleading errno, and never the content of a file it read.
 import { accessSync, constants as fsConstants, mkdirSync } from 'node:fs';
 import { CniError, ErrCode, invalidConfig } from './errors.ts';
-import { SubnetFileError, readSubnetFile as readSubnetFileText } from '../subnet/subnet-env.ts';
+import { readSubnetFile as readSubnetFileText } from '../subnet/subnet-env.ts';
+import { SubnetFileError } from '../subnet/subnet-env-text.ts';
 import { ERRNO_WORDS, errnoOf, existingAncestor, kernelFsReason } from '../util/kernel-fs.ts';
 
 /** An I/O error on dataDir as the spec's error 5, saying what is wrong with the directory. */

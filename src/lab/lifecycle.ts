@@ -18,7 +18,8 @@ import { childEnv, FatalWaitError, knetBinaries, packageRoot, selfCommand, start
 import { agentArgs, cniConflist, ETCD_PORT, kubeconfigText, kubeProxyConfig, labNodeObject, OVS_UNDERLAY_BRIDGE, ovsNodeRoute, planLab, REGISTRY_ETCD_PORT, subnetManagerOf, underlayLinks, type LabPlan } from './topology.ts';
 import { MASTERS, NODES, tokenLine } from './api/auth.ts';
 import { defaultWorkload } from './workload.ts';
-import { readSubnetFile, subnetFromEnv } from '../subnet/subnet-env.ts';
+import { readSubnetFile } from '../subnet/subnet-env.ts';
+import { subnetFromEnv } from '../subnet/subnet-env-text.ts';
 import { pidAlive } from '../util/process.ts';
 import { formatCidr } from '../subnet/cidr.ts';
 

@@ -11,7 +11,7 @@ import { defaultBackends } from '../../src/agent/backends.ts';
 import { EtcdLeaseSource } from '../../src/agent/etcd-source.ts';
 import type { LeaseSource } from '../../src/agent/lease-source.ts';
 import { SubnetRegistry } from '../../src/subnet/etcd-registry.ts';
-import { subnetEnvEntries } from '../../src/subnet/subnet-env.ts';
+import { subnetEnvEntries } from '../../src/subnet/subnet-env-text.ts';
 import type { Underlay } from '../../src/kernel/vxlan.ts';
 import { FakeClock } from './fake-clock.ts';
 import { FakeOvsGreKernel, FakeVxlanKernel } from './fake-overlay-kernel.ts';

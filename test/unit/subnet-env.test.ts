@@ -3,7 +3,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SUBNET_FILE_MAX, SubnetFileError, formatSubnetEnv, parseSubnetEnv, subnetFromEnv, readPreviousSubnet, writeSubnetEnv, assertSubnetFilePath } from '../../src/subnet/subnet-env.ts';
+import { SUBNET_FILE_MAX, readPreviousSubnet, writeSubnetEnv, assertSubnetFilePath } from '../../src/subnet/subnet-env.ts';
+import { SubnetFileError, formatSubnetEnv, parseSubnetEnv, subnetFromEnv } from '../../src/subnet/subnet-env-text.ts';
 import { formatCidr, parseCidr } from '../../src/subnet/cidr.ts';
 
 test('subnet.env matches flannel\'s documented example', (t) => {
