@@ -4,8 +4,7 @@
 // tests use (ICMP, TCP echo, /healthz), all inside knt-a* namespaces removed on teardown.
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { testNetns } from './netns.ts';
@@ -13,6 +12,7 @@ import { ipBatch, ipJson } from '../../src/kernel/iproute.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { waitFor as waitUntil } from '../../src/util/wait.ts';
 import { subnetEnvValues } from './agent-harness.ts';
+import { probe, tempDir } from './cni.ts';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const agentMain = join(repo, 'src', 'cli', 'agent-main.ts');
@@ -31,8 +31,7 @@ export const inNs = (ns: string, file: string, args: string[], input?: string) =
 export async function makeNodes(t: ExecutionContext, count: number): Promise<Nodes> {
   const underlay = await testNetns(t, 'knt-a');
   await ipBatch(underlay, ['link add br0 type bridge', 'addr add 192.168.50.254/24 dev br0', 'link set br0 up']);
-  const dir = mkdtempSync(join(tmpdir(), 'knet-agent-e2e-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'knet-agent-e2e-');
   const nodes: Node[] = [];
   for (let i = 1; i <= count; i++) {
     const ns = await testNetns(t, 'knt-a');
@@ -90,39 +89,13 @@ export async function addPod(t: ExecutionContext, n: Node): Promise<void> {
   n.podIP = podIP;
 }
 
-// These machines have no ping binary; one ICMP echo over a raw socket does the same job.
-const ICMP_ECHO = `
-import os, socket, struct, sys, time
-def csum(b):
-    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-    s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-ident = os.getpid() & 0xffff
-payload = b'knet-agent-test!' * 4
-pkt = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + payload
-pkt = pkt[:2] + struct.pack('!H', csum(pkt)) + pkt[4:]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.sendto(pkt, (sys.argv[1], 0))
-end = time.time() + 1
-while time.time() < end:
-    s.settimeout(max(0.01, end - time.time()))
-    try:
-        data, addr = s.recvfrom(2048)
-    except socket.timeout:
-        break
-    ihl = (data[0] & 15) * 4
-    t, _, _, i, _ = struct.unpack('!BBHHH', data[ihl:ihl + 8])
-    if t == 0 and i == ident and addr[0] == sys.argv[1]:
-        sys.exit(0)
-sys.exit(1)
-`;
-
+/** One ICMP echo from a namespace, answered within a second (the CNI harness's probe). */
 export async function ping(fromNs: string, ip: string): Promise<boolean> {
   try {
-    await inNs(fromNs, 'python3', ['-c', ICMP_ECHO, ip]);
-    return true;
+    const { results } = await probe({ port: 0, attempts: 1, timeout: 1, servers: [], probes: [{ ns: fromNs, dst: ip, tcp: false }] });
+    return results[0]?.icmp === true;
   } catch {
-    return false;
+    return false; // the namespace is gone: nothing answers
   }
 }
 

@@ -5,7 +5,8 @@
 // streams one JSON event per line (ADDED, MODIFIED, DELETED, BOOKMARK when asked for, and
 // ERROR with a Status of code 410 "Expired" when the requested resourceVersion was compacted);
 // tests can drop every open watch connection, compact history, or expire open watches.
-// Nodes can also be read one by one and patched (JSON merge or strategic merge patch), on the
+// Nodes can also be read one by one and patched (JSON merge or strategic merge patch, applied by
+// the lab API's own src/lab/api/patch.ts), on the
 // object or on its status subresource with the apiserver's split: a status patch keeps the old
 // spec, an object patch keeps the old status, metadata changes either way; every patch is
 // recorded. Pods can be read one by one (an agent finding its node through its pod). The
@@ -16,6 +17,8 @@ import type { Socket } from 'node:net';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { mergePatch, strategicMergePatch } from '../../src/lab/api/patch.ts';
+import { loadSchemas } from '../../src/lab/api/schema.ts';
 
 export type Resource = 'services' | 'endpointslices' | 'nodes' | 'servicecidrs';
 
@@ -67,6 +70,7 @@ export class FakeApiServer {
 
   /** Starts serving (again on the same port or socket after `stop`). */
   async start(o: { socket?: string } = {}): Promise<void> {
+    await loadSchemas(); // the strategic merge patch of Nodes follows their schema's merge keys
     if (o.socket) this.socketPath = o.socket;
     this.server = createServer((req, res) => this.handle(req, res));
     this.server.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
@@ -225,7 +229,7 @@ export class FakeApiServer {
     if (!old) return [404, notFound('nodes', name)];
     let next: Obj;
     if (contentType === 'application/merge-patch+json') next = mergePatch(old, body) as Obj;
-    else if (contentType === 'application/strategic-merge-patch+json') next = strategicMergePatch(old, body) as Obj;
+    else if (contentType === 'application/strategic-merge-patch+json') next = strategicMergePatch(old, body, 'V1Node') as Obj;
     else return [415, status(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json`)];
     // The status subresource keeps the old spec; the object keeps the old status.
     if (toStatus) next.spec = old.spec; else next.status = old.status;
@@ -306,43 +310,6 @@ export class FakeApiServer {
 const notFound = (resource: string, name: string) => status(404, 'NotFound', `${resource} "${name}" not found`);
 const status405 = (method: string) => status(405, 'MethodNotAllowed', `method ${method} is not supported here`);
 const status500 = (message: string) => status(500, 'InternalError', message);
-
-/** RFC 7386 JSON merge patch: objects merge, null deletes, everything else replaces. */
-export function mergePatch(target: unknown, patch: unknown): unknown {
-  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return patch;
-  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else out[k] = mergePatch(out[k], v);
-  }
-  return out;
-}
-
-/** List fields of a Node that a strategic merge patch merges by a key (the rest replace). */
-const MERGE_KEYS: Record<string, string> = { 'status.conditions': 'type', 'status.addresses': 'type', 'spec.taints': 'key' };
-
-/** A strategic merge patch as kube-apiserver applies one to a Node (directives ignored). */
-export function strategicMergePatch(target: unknown, patch: unknown, path = ''): unknown {
-  if (typeof patch !== 'object' || patch === null) return patch;
-  if (Array.isArray(patch)) {
-    const key = MERGE_KEYS[path];
-    if (!key || !Array.isArray(target)) return patch;
-    const out = [...target] as Record<string, unknown>[];
-    for (const item of patch as Record<string, unknown>[]) {
-      const i = out.findIndex((x) => x?.[key] === item?.[key]);
-      if (i >= 0) out[i] = strategicMergePatch(out[i], item, path) as Record<string, unknown>;
-      else out.push(item);
-    }
-    return out;
-  }
-  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
-  for (const [k, v] of Object.entries(patch)) {
-    if (k.startsWith('$')) continue;
-    if (v === null) delete out[k];
-    else out[k] = strategicMergePatch(out[k], v, path ? `${path}.${k}` : k);
-  }
-  return out;
-}
 
 function status(code: number, reason: string, message: string) {
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };

@@ -10,6 +10,7 @@ import pino from 'pino';
 import { LabApi, type LabApiOptions } from '../../src/lab/api/server.ts';
 import { MemoryKv, type KvBackend } from '../../src/lab/api/kv.ts';
 import { tokenLine } from '../../src/lab/api/auth.ts';
+import { waitFor } from '../../src/util/wait.ts';
 
 export const ADMIN_TOKEN = 'admin-token';
 export const NODE_TOKENS: Record<string, string> = { 'node-1': 'node-1-token', 'node-2': 'node-2-token' };
@@ -131,12 +132,6 @@ export function openWatch(port: number, path: string, token: string | null = ADM
   };
 }
 
-export async function eventually<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** The project's waitFor, polling every 50 ms, for conditions that may be plain values. */
+export const eventually = <T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 10_000): Promise<T> =>
+  waitFor(what, async () => fn(), timeoutMs, 50);
