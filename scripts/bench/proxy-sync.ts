@@ -6,7 +6,8 @@
 // or chains in the kernel, and the proxy's peak RSS; the nftables column prints issue 16's goals
 // beside its figures. The anchor column is the nftables mode's anchor (nftables-anchor.ts: the
 // same table as one `nft -f` transaction, and one change as one small transaction).
-// Usage: node --import tsx scripts/bench/proxy-sync.ts [services=10000] [columns=nft,legacy,nftables,anchor]
+// nftables-nft is the nftables mode with --no-nftables-netlink (every transaction through nft -f).
+// Usage: node --import tsx scripts/bench/proxy-sync.ts [services=10000] [columns=nft,legacy,nftables,nftables-nft,anchor]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +20,7 @@ import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 import { fmtTime, nftablesAnchor } from './nftables-anchor.ts';
 
 const n = Number(process.argv[2] ?? 10_000);
-const COLUMNS = ['nft', 'legacy', 'nftables', 'anchor'] as const;
+const COLUMNS = ['nft', 'legacy', 'nftables', 'nftables-nft', 'anchor'] as const;
 type Column = (typeof COLUMNS)[number];
 const columns = (process.argv[3] ?? COLUMNS.join(',')).split(',') as Column[];
 for (const c of columns) if (!COLUMNS.includes(c)) throw new Error(`columns: expected some of ${COLUMNS.join(',')}, got ${JSON.stringify(c)}`);
@@ -83,8 +84,8 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 try {
   for (const column of columns) {
     if (column === 'anchor') { await printAnchor(); continue; }
-    const nftables = column === 'nftables';
-    const backend: IptablesBackend = nftables ? 'nft' : column;
+    const nftables = column === 'nftables' || column === 'nftables-nft';
+    const backend: IptablesBackend = nftables ? 'nft' : column as IptablesBackend;
     const ns = randomNetnsName('knt-b');
     await addNetns(ns);
     try {
@@ -93,7 +94,7 @@ try {
       // The built CLI, run as users run it: by its #! line, which carries its node flags (a tsx
       // loader would add its own memory and start-up).
       const p = spawn('ip', ['netns', 'exec', ns, resolve('dist/knet.js'), 'proxy', '--manifests', manifests,
-        '--config', join(dir, 'kube-proxy.yaml'), ...(nftables ? ['--proxy-mode', 'nftables'] : ['--iptables-backend', backend]), '--node-ip', '192.168.1.2', '--hostname-override', 'bench',
+        '--config', join(dir, 'kube-proxy.yaml'), ...(nftables ? ['--proxy-mode', 'nftables', ...(column === 'nftables-nft' ? ['--no-nftables-netlink'] : [])] : ['--iptables-backend', backend]), '--node-ip', '192.168.1.2', '--hostname-override', 'bench',
         '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', ''], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       const lines: Line[] = [];
       let buf = '';
@@ -147,7 +148,7 @@ try {
       const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
       p.kill('SIGTERM');
       await new Promise((r) => p.once('exit', r));
-      const label = nftables ? 'nftables' : `iptables ${backend}`;
+      const label = nftables ? column : `iptables ${backend}`;
       console.log(`${label}: ${n} services x 3 endpoints: first full sync ${first.seconds?.toFixed(2)} s (process start to synced ${wall.toFixed(2)} s), ` +
         `one EndpointSlice change to kernel p50 ${pct(lat, 0.5)} ms p95 ${pct(lat, 0.95)} ms max ${Math.max(...lat)} ms ` +
         `(file rewritten to synced; the sync alone p50 ${pct(syncMs, 0.5)} ms p95 ${pct(syncMs, 0.95)} ms), ` +

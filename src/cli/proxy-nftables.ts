@@ -20,7 +20,7 @@ export interface NftablesCliInput {
   log: Logger;
   registry: Registry;
   onForeignChange: () => void;
-  /** Partial syncs as netlink batches from the proxy itself (--nftables-netlink). */
+  /** Partial syncs as netlink batches from the proxy itself (default; --no-nftables-netlink turns them off). */
   netlink?: boolean;
 }
 
@@ -28,7 +28,7 @@ export async function createNftablesDataPlane(i: NftablesCliInput): Promise<Nfta
   const { NftablesApplier } = await import('../proxy/nftables-applier.ts');
   const { kernelNft } = await import('../kernel/nft.ts');
   const list = () => familiesOf(i.nodeIPs()).map(i.settingsFor);
-  const applier = new NftablesApplier({ nft: kernelNft({ netlink: i.netlink === true }), settings: list(), log: i.log, registry: i.registry, onForeignChange: i.onForeignChange });
+  const applier = new NftablesApplier({ nft: kernelNft({ netlink: i.netlink !== false }), settings: list(), log: i.log, registry: i.registry, onForeignChange: i.onForeignChange });
   // The daemon hands over one family's settings when node facts change; every family is rebuilt.
   const setFamilies = applier.setSettings.bind(applier);
   return Object.assign(applier, { setSettings: (_s: ProxySettings | ProxySettings[]) => setFamilies(list()) });

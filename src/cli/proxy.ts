@@ -8,6 +8,7 @@ export interface ProxyCliOptions {
   kubeconfig?: string;
   hostnameOverride?: string;
   manifests?: string;
+  manifestsSettle?: string;
   cleanup?: boolean;
   iptablesBackend: string;
   proxyMode?: string;
@@ -30,6 +31,7 @@ export function registerProxy(program: Command): void {
     .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster config, then ~/.kube/config)')
     .option('--hostname-override <name>', 'this node\'s name (default: config hostnameOverride, then the host name)')
     .option('--manifests <dir>', 'read Services/EndpointSlices/Endpoints from a directory of manifests (watched; waited for if missing) instead of the API; write each file elsewhere and rename it into place')
+    .option('--manifests-settle <duration>', 'with --manifests: how long a changed file must stay unchanged before it is read (default 500ms, so a file written in place is read whole; 0s when every file is renamed into place)')
     .option('--cleanup', 'remove every rule the proxy (or kube-proxy) wrote in any mode (iptables in both backends, nftables, userspace portals), and exit')
     .option('--proxy-mode <mode>', 'iptables (kube-proxy\'s rules), nftables (kube-proxy\'s nftables table) or userspace (a TCP/UDP balancer behind portal rules); default: the config\'s mode, else iptables. Starting one mode removes the others\' rules')
     .option('--iptables-backend <mode>', 'auto (detect like iptables-wrappers), nft or legacy', 'auto')
@@ -38,7 +40,7 @@ export function registerProxy(program: Command): void {
     .option('--node-ip <ip>', 'node IP (repeatable or comma-separated; default: from the Node object)', collect, [])
     .option('--lock-timeout <seconds>', 'seconds to wait for the xtables lock', '5')
     .option('--full-sync-period <duration>', 'full re-render and reconcile period (e.g. 1h)')
-    .option('--nftables-netlink', 'nftables mode: write partial syncs as netlink batches from the proxy itself, the messages nft would send, without nft reading its cache of the whole table (10k services: one change 355 -> 88 ms); opt-in while an unexplained refused connection seen once in seven continuity-test runs is open')
+    .option('--no-nftables-netlink', 'nftables mode: write every transaction through nft -f, also partial syncs, which by default go as netlink batches from the proxy itself (the messages nft would send, without nft first reading its cache of the whole table; 10k services: one change 88 ms instead of 355 ms)')
     .option('--userspace-workers <n>', 'userspace mode: forwarder processes that carry the traffic (1-8; Bun executables built beside the CLI, several share TCP ports without affinity); 0: in the proxy process itself, on Node', '1')
     .action(async (o: ProxyCliOptions) => {
       const [{ runProxy }, { makeLogger }] = await Promise.all([import('./proxy-run.ts'), import('../util/log.ts')]);

@@ -27,8 +27,8 @@ export interface NftTarget {
   netns?: string | null;
   /**
    * In the caller's own namespace, send the transactions nft-batch.ts knows (a partial sync's)
-   * as netlink batches from this process instead of running `nft` (default false: opt-in, see
-   * `knet proxy --nftables-netlink`). A named namespace always goes through `nft`.
+   * as netlink batches from this process instead of running `nft` (default false here;
+   * `knet proxy` turns it on unless given `--no-nftables-netlink`). A named namespace always goes through `nft`.
    */
   netlink?: boolean;
 }

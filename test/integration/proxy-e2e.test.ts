@@ -21,7 +21,7 @@ import { iptablesSave, kernelIptables } from '../../src/kernel/iptables.ts';
 import type { ChildProcess } from 'node:child_process';
 import { IptablesApplier } from '../../src/proxy/iptables-applier.ts';
 import { NftablesApplier } from '../../src/proxy/nftables-applier.ts';
-import { kernelNft, nftListTable } from '../../src/kernel/nft.ts';
+import { NFT, kernelNft, nftListTable } from '../../src/kernel/nft.ts';
 import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 
 /** iptables mode on one backend, or nftables mode. */
@@ -260,23 +260,26 @@ for (const mode of MODES) {
 }
 
 /** `knet proxy` as its own process inside the node namespace. */
-function spawnProxy(t: ExecutionContext, topo: Topo, mode: Mode, extra: string[] = []): { p: ChildProcess; synced: Promise<void>; exited: Promise<number | null> } {
+function spawnProxy(t: ExecutionContext, topo: Topo, mode: Mode, extra: string[] = []): { p: ChildProcess; synced: Promise<void>; exited: Promise<number | null>; syncs: () => number } {
   const args = ['netns', 'exec', topo.node, process.execPath, '--import', 'tsx', join(process.cwd(), 'src/cli/proxy-main.ts'), 'proxy',
     '--manifests', topo.manifests, '--config', join(topo.dir, 'kube-proxy.yaml'),
     ...(mode === 'nftables' ? ['--proxy-mode', 'nftables'] : ['--proxy-mode', 'iptables', '--iptables-backend', mode]), '--node-ip', '192.168.77.2',
     '--hostname-override', NODE, '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249', ...extra];
   const p = spawn('ip', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
   t.teardown(() => { p.kill('SIGKILL'); });
-  let buf = '';
+  let partial = '';
+  let tail = '';
+  let syncs = 0;
   const synced = new Promise<void>((resolve) => {
     p.stderr!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      if (buf.includes('"msg":"synced"')) resolve();
-      if (buf.length > 100_000) buf = buf.slice(-1000);
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) if (line.includes('"msg":"synced"')) { syncs++; resolve(); }
+      tail = (tail + d.toString()).slice(-2000);
     });
   });
-  const exited = new Promise<number | null>((r) => p.once('exit', (c, sig) => { if (c !== 0 && process.env.KNT_DEBUG) console.log('proxy exit', c, sig, buf.slice(-2000)); r(c); }));
-  return { p, synced, exited };
+  const exited = new Promise<number | null>((r) => p.once('exit', (c, sig) => { if (c !== 0 && process.env.KNT_DEBUG) console.log('proxy exit', c, sig, tail); r(c); }));
+  return { p, synced, exited, syncs: () => syncs };
 }
 
 for (const mode of MODES) {
@@ -295,7 +298,19 @@ for (const mode of MODES) {
       renameSync(tmp, join(topo.manifests, 'cluster.json'));
     };
     write(2);
-    let proxy = spawnProxy(t, topo, mode);
+    // Every file is renamed into place whole, so the proxy reads it at once: each churn reaches
+    // the kernel (with the default 500 ms settle, writes 80 ms apart would arrive as one).
+    const spawnChurned = () => spawnProxy(t, topo, mode, ['--manifests-settle', '0s']);
+    // Who commits to the table: by default the proxy sends partial syncs as netlink batches
+    // itself (the kernel names the committing process: node), full syncs through nft.
+    let committers = '';
+    if (mode === 'nftables') {
+      const monitor = spawn('ip', ['netns', 'exec', topo.node, NFT, 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      t.teardown(() => { monitor.kill('SIGKILL'); });
+      monitor.stdout.on('data', (d: Buffer) => { committers += d.toString().split('\n').filter((l) => l.startsWith('# new generation')).join('\n') + '\n'; });
+    }
+    let proxy = spawnChurned();
+    let syncsBefore = 0;
     await proxy.synced;
     const loop = spawn('ip', ['netns', 'exec', topo.client, process.execPath, join(topo.dir, 'client.mjs'), 'loop', '172.30.0.10', '80', '0'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     t.teardown(() => { loop.kill('SIGKILL'); });
@@ -310,7 +325,8 @@ for (const mode of MODES) {
         await proxy.synced;
         proxy.p.kill('SIGTERM');
         t.is(await proxy.exited, 0);
-        proxy = spawnProxy(t, topo, mode);
+        syncsBefore += proxy.syncs();
+        proxy = spawnChurned();
       }
       await new Promise((r) => setTimeout(r, 80));
     }
@@ -337,6 +353,14 @@ for (const mode of MODES) {
     if (mode === 'nftables') t.regex(metrics!, /^kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0$/m);
     else t.regex(metrics!, /^kubeproxy_sync_proxy_rules_iptables_total\{table="nat"\} [1-9]/m);
     t.regex(metrics!, /^kubeproxy_sync_full_proxy_rules_duration_seconds_count 1$/m);
+    // The churn reached the kernel as syncs of its own (with the default settle time the six
+    // proxies would have synced about once each).
+    t.log(`syncs: ${syncsBefore + proxy.syncs()}`);
+    t.true(syncsBefore + proxy.syncs() >= 20, `${syncsBefore + proxy.syncs()} syncs`);
+    if (mode === 'nftables') {
+      t.regex(committers, /by process \d+ \(node\)/, 'no partial sync went as a netlink batch');
+      t.regex(committers, /by process \d+ \(nft\)/, 'no full sync went through nft');
+    }
 
     // `knet proxy --cleanup` removes everything, in every mode and backend.
     proxy.p.kill('SIGTERM');

@@ -148,6 +148,17 @@ test('knet proxy refuses a config kube-proxy refuses, before touching anything, 
     { instanceOf: ConfigError, message: /kube-proxy\.yaml:2:\d+: nodePortAddresses\[0\]: must be a valid CIDR/ });
 });
 
+test('knet proxy --manifests-settle: a duration from 0s to 1m, only with --manifests, refused before touching anything', async (t) => {
+  const base = { iptablesBackend: 'nft', nodeIp: [], lockTimeout: '5', userspaceWorkers: '0' };
+  const silent = pino({ level: 'silent' });
+  for (const [opts, message] of [
+    [{ manifests: '/nonexistent', manifestsSettle: 'soon' }, /--manifests-settle: invalid duration "soon"/],
+    [{ manifests: '/nonexistent', manifestsSettle: '-1s' }, /--manifests-settle: from 0s to 1m/],
+    [{ manifests: '/nonexistent', manifestsSettle: '2m' }, /--manifests-settle: from 0s to 1m/],
+    [{ manifestsSettle: '10ms' }, /--manifests-settle: only with --manifests/],
+  ] as const) await t.throwsAsync(runProxy({ ...base, ...opts }, silent), { message }, JSON.stringify(opts));
+});
+
 test('knet rules: alias bombs and recursive aliases exit 2 with file and line; ordinary aliases work', (t) => {
   const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
   for (let i = 1; i < 9; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
