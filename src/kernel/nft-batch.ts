@@ -6,14 +6,15 @@
 //
 // Pure: lines in, datagram out. Only the shapes a partial sync writes are known (chains added,
 // flushed or deleted; the rules of service and endpoint chains that need no named set or
-// comment; elements of the verdict maps and address sets, with their comments); for any other
+// comment, added, inserted first, or deleted by handle; elements of the verdict maps and address
+// sets, with their comments); for any other
 // line the compiler returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own, checked
 // in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
 import { endianness } from 'node:os';
 import { mustParseIP, parseCIDR } from '../util/ip.ts';
 
 const NFNL_SUBSYS_NFTABLES = 10;
-const MSG = { BATCH_BEGIN: 0x10, BATCH_END: 0x11, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, NEWSET: 9, NEWSETELEM: 12, DELSETELEM: 14 } as const;
+const MSG = { BATCH_BEGIN: 0x10, BATCH_END: 0x11, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, GETRULE: 7, DELRULE: 8, NEWSET: 9, NEWSETELEM: 12, DELSETELEM: 14 } as const;
 const F = { REQUEST: 1, ACK: 4, CREATE: 0x400, APPEND: 0x800 } as const;
 const NESTED = 0x8000;
 const FAMILY = { ip: 2, ip6: 10 } as const;
@@ -228,20 +229,28 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
   for (const line of lines) {
     if (line === '') continue;
     current = line;
-    const m = /^(add|flush|delete) (chain|rule|element) (ip6?) kube-proxy (\S+)(?: (.*))?$/.exec(line);
+    const m = /^(add|insert|flush|delete) (chain|rule|element) (ip6?) kube-proxy (\S+)(?: (.*))?$/.exec(line);
     if (!m) return null;
     const [, verb, what, fam, name, rest] = m as unknown as [string, string, string, FamilyName, string, string | undefined];
     if (family !== null && fam !== family) return null;
     family = fam;
     if (!NAME.test(name)) return null;
     const tableAttr: Attr = [1, str(table)];
+    if (verb === 'insert' && what !== 'rule') return null;
     if (what === 'chain') {
       if (rest !== undefined) return null; // base chains and comments: nft's
       if (verb === 'add') push(MSG.NEWCHAIN, F.CREATE, [tableAttr, [3, str(name)]]);
       else if (verb === 'flush') push(MSG.DELRULE, 0, [tableAttr, [2, str(name)]]);
       else push(MSG.DELCHAIN, 0, [tableAttr, [3, str(name)]]);
+    } else if (what === 'rule' && verb === 'delete') {
+      // delete rule ... CHAIN handle N
+      const hm = rest === undefined ? null : /^handle ([1-9]\d{0,18})$/.exec(rest);
+      if (!hm || BigInt(hm[1]!) >= 2n ** 63n) return null;
+      const handle = Buffer.alloc(8);
+      handle.writeBigUInt64BE(BigInt(hm[1]!), 0);
+      push(MSG.DELRULE, 0, [tableAttr, [2, str(name)], [3, handle]]);
     } else if (what === 'rule') {
-      if (verb !== 'add' || rest === undefined) return null;
+      if ((verb !== 'add' && verb !== 'insert') || rest === undefined) return null;
       const sets: Buffer[] = [];
       const exprs = ruleExpressions(fam, rest, (verdicts) => {
         const id = ++setId;
@@ -263,7 +272,8 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
       });
       if (!exprs) return null;
       for (const s of sets) { s.writeUInt32LE(seq++, 8); out.push(s); lineOf.push(line); }
-      push(MSG.NEWRULE, F.CREATE | F.APPEND, [tableAttr, [2, str(name)], [4, exprs]]);
+      // `insert` puts the rule first in its chain: the same message without APPEND.
+      push(MSG.NEWRULE, verb === 'add' ? F.CREATE | F.APPEND : F.CREATE, [tableAttr, [2, str(name)], [4, exprs]]);
     } else {
       if (verb === 'flush') return null;
       const shape = Object.hasOwn(ELEMENT_KEYS, name) ? ELEMENT_KEYS[name]! : null;
@@ -309,3 +319,21 @@ export interface NftBatch {
   lineOf(seq: number): string;
 }
 
+
+/** A dump request for one chain's rules (their handles, in order: parseRuleHandles). */
+export function ruleDumpRequest(family: 'ip' | 'ip6', chain: string, seq: number): Buffer | null {
+  if (!NAME.test(chain)) return null;
+  return message((NFNL_SUBSYS_NFTABLES << 8) | MSG.GETRULE, F.REQUEST | 0x300, seq, FAMILY[family], 0, [[1, str('kube-proxy')], [2, str(chain)]]);
+}
+
+/** The handle of a rule in a dump's NEWRULE message body (after its 4-byte nfgenmsg), or null. */
+export function ruleHandleOf(type: number, body: Buffer): string | null {
+  if (type !== ((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWRULE) || body.length < 4) return null;
+  for (let off = 4; off + 4 <= body.length;) {
+    const len = body.readUInt16LE(off);
+    if (len < 4 || off + len > body.length) return null;
+    if ((body.readUInt16LE(off + 2) & 0x3fff) === 3 && len === 12) return body.readBigUInt64BE(off + 4).toString();
+    off += (len + 3) & ~3;
+  }
+  return null;
+}

@@ -2,7 +2,7 @@
 // NETLINK_NETFILTER socket, in this process's network namespace: no `nft` process and no read of
 // nft's cache of the whole table. A transaction the compiler does not know is not sent (the
 // caller runs `nft -f`). The kernel commits a batch whole or not at all, as with `nft -f`.
-import { compileNftBatch } from './nft-batch.ts';
+import { compileNftBatch, ruleDumpRequest, ruleHandleOf } from './nft-batch.ts';
 import { decodeMessages, errnoName, errorCode, NLMSG } from './netlink/codec.ts';
 import type { NetlinkTransport } from './netlink/transport.ts';
 
@@ -44,6 +44,30 @@ export class NftNetlink {
         const code = errorCode(msg);
         if (code !== 0) throw new NftBatchError(batch.lineOf(msg.seq), errnoName(code));
         if (msg.seq === batch.last) return true;
+      }
+    }
+  }
+
+  /** The handles of one kube-proxy table chain's rules, in order (a dump of that chain). */
+  async ruleHandles(family: 'ip' | 'ip6', chain: string): Promise<string[]> {
+    const seq = this.seq;
+    const request = ruleDumpRequest(family, chain, seq);
+    if (!request) throw new Error(`not a chain name: ${JSON.stringify(chain)}`);
+    this.seq = (seq + 1) >>> 0;
+    const t = (this.transport ??= this.open());
+    await t.send(request);
+    const handles: string[] = [];
+    for (;;) {
+      for (const msg of decodeMessages(await this.receive(t))) {
+        if (msg.seq !== seq) continue;
+        if (msg.type === NLMSG.DONE) return handles;
+        if (msg.type === NLMSG.ERROR) {
+          const code = errorCode(msg);
+          if (code !== 0) throw new Error(`listing the rules of ${chain}: ${errnoName(code)}`);
+          continue;
+        }
+        const handle = ruleHandleOf(msg.type, msg.data);
+        if (handle !== null) handles.push(handle);
       }
     }
   }

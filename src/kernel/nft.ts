@@ -62,6 +62,11 @@ export interface Nft {
   /** Deletes a table with everything in it; false when there was none. */
   deleteTable(family: NftFamily, table: string): Promise<boolean>;
   /**
+   * The handles of a chain's rules, in order. Present only where the data path may write a chain
+   * in two commits (new rules inserted first, then the old ones deleted by handle).
+   */
+  ruleHandles?(family: NftFamily, table: string, chain: string): Promise<string[]>;
+  /**
    * Reports every commit that touches the table and was not made through this object (someone
    * else changed or deleted it), until stopped; `onEnd` when watching stops working.
    */
@@ -170,6 +175,15 @@ export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; n
       const [chains, sets, maps] = await Promise.all([list('chains'), list('sets'), list('maps')]);
       return parseListing(chains, sets, maps, family, table);
     },
+    ...(t.netlink && !t.netns ? {
+      async ruleHandles(family: NftFamily, table: string, chain: string): Promise<string[]> {
+        const nl = netlink();
+        if (nl && table === 'kube-proxy') return nl.ruleHandles(family, chain);
+        const out = (await run(...wrap(t, ['-a', '-j', 'list', 'chain', family, table, chain]))).stdout;
+        const items = (JSON.parse(out) as { nftables?: Array<{ rule?: { handle?: number } }> }).nftables ?? [];
+        return items.flatMap((i) => (i.rule?.handle !== undefined ? [String(i.rule.handle)] : []));
+      },
+    } : {}),
     async deleteTable(family, table) {
       try {
         await run(...wrap(t, ['delete', 'table', family, table]), { onSpawn: mine });

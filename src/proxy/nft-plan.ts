@@ -52,7 +52,13 @@ export interface NftPlan {
    * services) off every change that follows an endpoint change by more than a second.
    */
   deletesStale: string[];
-  /** The kernel state once every transaction committed. */
+  /**
+   * Service chains the transaction filled with new rules in front of their old ones (partial
+   * syncs with `insertThenTrim`): once it committed, each chain's rules after the first `keep`
+   * are deleted by handle in a second transaction.
+   */
+  trims: Array<{ chain: string; keep: number }>;
+  /** The kernel state once every transaction committed (and the trims). */
   next: NftApplied;
   chainsWritten: number;
   elementsWritten: number;
@@ -65,6 +71,17 @@ export interface PlanOptions {
   maxChainsPerTransaction?: number;
   /** A stale chain is deleted once it has been stale this long (ms; kube-proxy: 1 s). */
   staleAfterMs?: number;
+  /**
+   * Partial syncs: a service chain whose rules end in a `numgen` vmap is rewritten by inserting
+   * its new rules in front of the old ones and trimming those later (NftPlan.trims), not by
+   * flushing it. Why: a packet that entered the chain just before the commit looks up the old
+   * rule's anonymous vmap after the commit, which has by then dropped that map's elements; the
+   * lookup misses, the packet falls through the service chain undnatted and is rejected as a
+   * packet to an unused ClusterIP port (scripts/nftables-vmap-race.ts: ~6% of commits under a
+   * UDP flood). In front, the new rules decide every packet of the new generation, and the old
+   * map lives until no rule can reach it.
+   */
+  insertThenTrim?: boolean;
 }
 
 /** Appends lines one by one: spreading a 10k-service sync's lines as arguments overflows the stack. */
@@ -214,8 +231,11 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
     for (const [c, rules] of out.chains) chains.set(c, rules);
     for (const [s, spec] of out.sets) sets.set(s, spec);
   }
-  return { transactions, deletesStale, next: { fixedKey: r.fixed.key, chains, stale, sets, elements, owners }, chainsWritten, elementsWritten };
+  return { transactions, deletesStale, trims: [], next: { fixedKey: r.fixed.key, chains, stale, sets, elements, owners }, chainsWritten, elementsWritten };
 }
+
+/** A service chain's rules end in the numgen vmap that picks an endpoint (and always ends the chain). */
+const endsInVmap = (rules: readonly string[]) => rules.length > 0 && rules[rules.length - 1]!.startsWith('numgen random mod ');
 
 const sameRules = (a: readonly string[] | undefined, b: readonly string[]) => a !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
 
@@ -250,12 +270,29 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
   const outs = [...r.changed.values()].map((c) => c.after).filter((x): x is NftServiceOutput => !!x);
   const declare: string[] = [];
   const rules: string[] = [];
+  const trims: NftPlan['trims'] = [];
   for (const out of outs) {
     const all = rewriteAll(out);
-    const l = serviceLines(t, [{ ...out, sets: new Map() }], (name, list) => all || !sameRules(applied.chains.get(name), list));
+    // Affinity sets being redeclared must lose every reference first: those chains are flushed.
+    // So are chains whose old rules use an affinity set that goes away in this transaction.
+    const inFront = (name: string, list: readonly string[]) => {
+      const old = applied.chains.get(name) ?? [];
+      return o.insertThenTrim === true && !all && endsInVmap(list) && endsInVmap(old) && old.every((rule) => [...rule.matchAll(/@(\S+)/g)].every((m) => out.sets.has(m[1]!)));
+    };
+    const rewrite = (name: string, list: readonly string[]) => (all || !sameRules(applied.chains.get(name), list));
+    const l = serviceLines(t, [{ ...out, sets: new Map() }], (name, list) => rewrite(name, list) && !inFront(name, list));
     append(declare, l.declare);
     append(rules, l.rules);
-    for (const [name, list] of out.chains) if (all || !sameRules(applied.chains.get(name), list)) { written.add(name); applied.chains.set(name, list); }
+    for (const [name, list] of out.chains) {
+      if (!rewrite(name, list)) continue;
+      if (inFront(name, list)) {
+        // Each insert goes first, so the last rule is inserted first.
+        for (let i = list.length - 1; i >= 0; i--) rules.push(`insert rule ${t} ${name} ${list[i]}`);
+        trims.push({ chain: name, keep: list.length });
+      }
+      written.add(name);
+      applied.chains.set(name, list);
+    }
   }
   append(tx, newSets, declare);
   for (const s of respec) {
@@ -322,5 +359,5 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
     applied.stale.set(name, o.now);
   }
   for (const s of goneSets.sort()) if (applied.sets.has(s) && !outs.some((out) => out.sets.has(s))) { tx.push(`delete set ${t} ${s}`); applied.sets.delete(s); }
-  return { transactions: tx.length ? [() => tx] : [], deletesStale, next: applied, chainsWritten: written.size, elementsWritten };
+  return { transactions: tx.length ? [() => tx] : [], deletesStale, trims, next: applied, chainsWritten: written.size, elementsWritten };
 }

@@ -6,7 +6,7 @@
 // tables are touched; one per IP family the node has.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { Nft, NftWatch } from '../kernel/nft.ts';
+import type { Nft, NftFamily, NftWatch } from '../kernel/nft.ts';
 import { conntrackDelete } from '../kernel/conntrack.ts';
 import { NftablesRenderer, NFT_TABLE } from '../rules/nftables.ts';
 import type { ServicePortInfo } from '../rules/model.ts';
@@ -145,8 +145,9 @@ export class NftablesApplier implements DataPlane {
       try {
         plan = familyFull
           ? planFull(r, await this.o.nft.listTable(fam, NFT_TABLE), known, { now: this.now(), maxChainsPerTransaction: this.o.maxChainsPerTransaction ?? 2000 })
-          : planPartial(r, known!, { now: this.now() });
+          : planPartial(r, known!, { now: this.now(), insertThenTrim: this.o.nft.ruleHandles !== undefined });
         await this.run(plan);
+        await this.trim(fam, plan.trims);
       } catch (err) {
         this.metrics.syncFailures.inc();
         throw err;
@@ -164,6 +165,16 @@ export class NftablesApplier implements DataPlane {
     this.synced = true;
     this.o.log.debug({ full, chains, elements, transactions }, 'nftables applied');
     return { full: fullFamilies === this.families.length, warnings, noLocalEndpoints, written: { chains, elements, transactions } };
+  }
+
+  /** Deletes the old rules left behind the new ones (NftPlan.trims), in one transaction. */
+  private async trim(family: NftFamily, trims: NftPlan['trims']): Promise<void> {
+    if (!trims.length || !this.o.nft.ruleHandles) return;
+    const lines: string[] = [];
+    for (const { chain, keep } of trims) {
+      for (const handle of (await this.o.nft.ruleHandles(family, NFT_TABLE, chain)).slice(keep)) lines.push(`delete rule ${family} ${NFT_TABLE} ${chain} handle ${handle}\n`);
+    }
+    if (lines.length) await this.o.nft.apply(lines);
   }
 
   /**

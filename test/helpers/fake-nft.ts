@@ -1,20 +1,21 @@
 // An in-memory nftables kernel behind the Nft interface, for fast tests of the nftables data
 // path's failure paths. It understands the commands the data path writes (add/flush/delete of
-// tables, chains, sets and maps; add rule; add/delete element) and refuses what the kernel
+// tables, chains, sets and maps; add and insert rule, delete rule by handle; add/delete element)
+// and, when made with { ruleHandles: true }, lists a chain's rule handles. It refuses what the kernel
 // refuses: a jump or goto to a missing chain, deleting a chain or set something still references,
 // changing a base chain's hook or a set's declaration, a missing object, an element that exists
 // with another value. A transaction is all or nothing. Failures can be injected, and foreign
 // changes made (they are reported to watchers as the kernel's monitor would).
 import type { Nft, NftCommit, NftFamily, NftTableListing, NftWatch } from '../../src/kernel/nft.ts';
 
-interface Chain { spec: string; rules: string[] }
+interface Chain { spec: string; rules: string[]; handles: number[] }
 interface Container { map: boolean; spec: string; elements: Map<string, string> }
 interface Table { chains: Map<string, Chain>; sets: Map<string, Container> }
 
 export class NftError extends Error {}
 
 const clone = (tables: Map<string, Table>) => new Map([...tables].map(([k, t]) => [k, {
-  chains: new Map([...t.chains].map(([n, c]) => [n, { spec: c.spec, rules: [...c.rules] }])),
+  chains: new Map([...t.chains].map(([n, c]) => [n, { spec: c.spec, rules: [...c.rules], handles: [...c.handles] }])),
   sets: new Map([...t.sets].map(([n, s]) => [n, { map: s.map, spec: s.spec, elements: new Map(s.elements) }])),
 }]));
 
@@ -29,7 +30,19 @@ export class FakeNft implements Nft {
   private failures: Array<{ when: (lines: string[]) => boolean; message: string }> = [];
   private watchers = new Set<{ key: string; cb: (c: NftCommit) => void }>();
   private generation = 0;
+  private lastHandle = 0;
   listCalls = 0;
+  ruleHandles?: (family: NftFamily, table: string, chain: string) => Promise<string[]>;
+
+  constructor(o: { ruleHandles?: boolean } = {}) {
+    if (o.ruleHandles) {
+      this.ruleHandles = async (family, table, chain) => {
+        const c = this.tables.get(`${family} ${table}`)?.chains.get(chain);
+        if (!c) throw new NftError(`Error: No such file or directory: chain ${chain}`);
+        return c.handles.map(String);
+      };
+    }
+  }
 
   /** The next transaction `when` matches (default: any) fails with `message` and commits nothing. */
   failNext(message = 'Error: Could not process rule: Device or resource busy', when: (lines: string[]) => boolean = () => true): void {
@@ -111,7 +124,7 @@ export class FakeNft implements Nft {
     const touched = new Set<string>();
     const fail = (line: string, why: string): never => { throw new NftError(`Error: Could not process rule: ${why}\n${line}`); };
     for (const line of lines) {
-      const m = /^(add|flush|delete) (table|chain|set|map|rule|element) (ip6?) (\S+)(?: (\S+))?(?: (.*))?$/.exec(line);
+      const m = /^(add|insert|flush|delete) (table|chain|set|map|rule|element) (ip6?) (\S+)(?: (\S+))?(?: (.*))?$/.exec(line);
       if (!m) fail(line, 'syntax error');
       const [, verb, kind, fam, tname, name, rest] = m!;
       const key = `${fam} ${tname}`;
@@ -121,7 +134,7 @@ export class FakeNft implements Nft {
         if (verb === 'add') { if (!t) tables.set(key, { chains: new Map(), sets: new Map() }); continue; }
         if (!t) fail(line, 'No such file or directory');
         if (verb === 'delete') tables.delete(key);
-        else for (const c of t!.chains.values()) c.rules = [];
+        else for (const c of t!.chains.values()) { c.rules = []; c.handles = []; }
         continue;
       }
       if (!t) fail(line, 'No such file or directory');
@@ -131,17 +144,17 @@ export class FakeNft implements Nft {
         for (const s of t!.sets.values()) if ([...s.elements.values()].some((e) => what(e).includes(n))) return true;
         return false;
       };
+      if (verb === 'insert' && kind !== 'rule') fail(line, 'syntax error');
       if (kind === 'chain') {
         const c = t.chains.get(name!);
         const spec = rest ? ` ${rest}` : '';
         if (verb === 'add') {
-          if (!c) t.chains.set(name!, { spec, rules: [] });
+          if (!c) t.chains.set(name!, { spec, rules: [], handles: [] });
           else if (spec && c.spec && spec !== c.spec) fail(line, 'Operation not supported');
           continue;
         }
         if (!c) fail(line, 'No such file or directory');
-        if (verb === 'flush') c!.rules = [];
-        else {
+        if (verb === 'flush') { c!.rules = []; c!.handles = []; } else {
           if (refs(targets, name!)) fail(line, 'Device or resource busy');
           t.chains.delete(name!);
         }
@@ -165,9 +178,16 @@ export class FakeNft implements Nft {
       if (kind === 'rule') {
         const c = t.chains.get(name!);
         if (!c) fail(line, 'No such file or directory');
+        if (verb === 'delete') {
+          const i = c!.handles.indexOf(Number(/^handle (\d+)$/.exec(rest ?? '')?.[1] ?? NaN));
+          if (i < 0) fail(line, 'No such file or directory');
+          c!.rules.splice(i, 1);
+          c!.handles.splice(i, 1);
+          continue;
+        }
         for (const target of targets(rest ?? '')) if (!t.chains.has(target)) fail(line, `No such file or directory (jump to ${target})`);
         for (const set of setRefs(rest ?? '')) if (!t.sets.has(set)) fail(line, `No such file or directory (set ${set})`);
-        c!.rules.push(rest ?? '');
+        if (verb === 'insert') { c!.rules.unshift(rest ?? ''); c!.handles.unshift(++this.lastHandle); } else { c!.rules.push(rest ?? ''); c!.handles.push(++this.lastHandle); }
         continue;
       }
       // element

@@ -2,8 +2,10 @@
 // kernelNft from the proxy's own namespace) leave the kernel holding exactly what `nft -f` leaves
 // for the same transactions: the same listing and the same expressions, IPv4 and IPv6, through
 // endpoint changes, services coming and going, no-endpoint elements, stale chain deletions and a
-// transaction the kernel refuses. Two namespaces, one written each way; our own batches are not
-// taken for someone else's commits. Real traffic through netlink-written rules: the nftables
+// transaction the kernel refuses; service chains rewritten in front of their old rules and then
+// trimmed leave the same table as flushed ones. Two namespaces, one written each way; our own
+// batches are not taken for someone else's commits. And under a UDP flood no packet misses a
+// service chain's vmap while it is rewritten the proxy's way. Real traffic through netlink-written rules: the nftables
 // continuity test in proxy-e2e.test.ts (the proxy runs in its node's namespace there).
 import test, { type ExecutionContext } from 'ava';
 import { writeFileSync } from 'node:fs';
@@ -36,6 +38,18 @@ function sortedElements(text: string): string {
   return [...out, ...run.sort()].join('\n');
 }
 
+/**
+ * The debug listing without what differs between equal tables written in a different order:
+ * anonymous set names (renumbered by first appearance: a map made while the old one still exists
+ * gets another number) and rule handles and positions.
+ */
+function canonical(text: string): string {
+  const names = new Map<string, string>();
+  return text
+    .replace(/__map\d+/g, (n) => names.get(n) ?? (names.set(n, `__map#${names.size}`), names.get(n)!))
+    .replace(/^(ip6? kube-proxy \S+)(?: \d+)+$/gm, '$1');
+}
+
 interface Step { cluster: ClusterState; now: number; extra?: string[][] }
 
 async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: ProxySettings, steps: Step[]): Promise<{ netlink: number; nft: number }> {
@@ -43,15 +57,23 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
   const viaNft = await testNetns(t, 'knt-n');
   const dir = tempDir(t, 'knt-n-batch-');
   const renderer = new NftablesRenderer();
+  // The netlink side rewrites service chains in front of their old rules, then trims them (as the
+  // proxy does with batches); the nft side flushes them (as it does through nft -f). Both must
+  // leave the same table.
   let applied: NftApplied | null = null;
+  let appliedInFront: NftApplied | null = null;
   const sent = { netlink: 0, nft: 0 };
+  let trimmed = 0;
   for (const [i, step] of steps.entries()) {
     const r = renderer.render({ cluster: step.cluster, settings });
     const plan: NftPlan = applied ? planPartial(r, applied, { now: step.now }) : planFull(r, null, null, { now: step.now });
+    const inFront: NftPlan = appliedInFront ? planPartial(r, appliedInFront, { now: step.now, insertThenTrim: true }) : planFull(r, null, null, { now: step.now });
     applied = plan.next;
+    appliedInFront = inFront.next;
+    trimmed += inFront.trims.length;
     const transactions = [...plan.transactions.map((tx) => [...tx()]), ...(step.extra ?? [])];
     const file = join(dir, `step${i}.json`);
-    writeFileSync(file, JSON.stringify(transactions));
+    writeFileSync(file, JSON.stringify({ transactions: [...inFront.transactions.map((tx) => [...tx()]), ...(step.extra ?? [])], trims: inFront.trims }));
     const child = JSON.parse((await run('ip', ['netns', 'exec', viaNetlink, process.execPath, '--import', 'tsx', CHILD, file, family], { env })).stdout) as { sent: typeof sent; foreign: number; failures: string[] };
     const failures: string[] = [];
     for (const tx of transactions) {
@@ -64,9 +86,10 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
     for (const args of [['list', 'table', family, 'kube-proxy'], ['--debug=netlink', 'list', 'table', family, 'kube-proxy']]) {
       const a = await run('ip', ['netns', 'exec', viaNetlink, NFT, ...args]);
       const b = await run('ip', ['netns', 'exec', viaNft, NFT, ...args]);
-      t.is(sortedElements(a.stdout + a.stderr), sortedElements(b.stdout + b.stderr), `step ${i}: nft ${args.join(' ')}`);
+      t.is(canonical(sortedElements(a.stdout + a.stderr)), canonical(sortedElements(b.stdout + b.stderr)), `step ${i}: nft ${args.join(' ')}`);
     }
   }
+  t.true(trimmed > 0, 'no chain was rewritten in front of its old rules');
   return sent;
 }
 
@@ -113,4 +136,13 @@ rootTest('IPv6: partial syncs as netlink batches leave what nft -f leaves', asyn
     { cluster: v6Cluster(['fd00:10::5']), now: 3000 },
   ]);
   t.true(sent.netlink >= 3, JSON.stringify(sent));
+});
+
+rootTest('under a UDP flood, a service chain rewritten in front of its old rules never lets a packet miss its vmap', async (t) => {
+  t.timeout(120_000);
+  // scripts/nftables-vmap-race.ts in its own knt-r namespace: flush-and-add loses packets at
+  // some commits (a kernel race, logged here); the proxy's way loses none.
+  const out = (await run(process.execPath, ['--import', 'tsx', 'scripts/nftables-vmap-race.ts', '500', 'netlink,in-front'], { env, timeoutMs: 110_000 })).stdout;
+  t.log(out.trim());
+  t.regex(out, /^in-front +500 rewrites in [\d.]+ s: 0 packets missed/m);
 });

@@ -1,7 +1,8 @@
 // The nftables sync planner against an in-memory kernel: full syncs over empty and leftover
 // tables, partial syncs that write only what changed, stale chains flushed and deleted a second
-// later, affinity sets re-declared, elements two services claim, bounded transactions; and, over
-// random change sequences, the kernel ending up holding exactly what `knet rules` prints.
+// later, affinity sets re-declared, elements two services claim, bounded transactions, service
+// chains rewritten in front of their old rules; and, over random change sequences (either way of
+// rewriting), the kernel ending up holding exactly what `knet rules` prints.
 import test from 'ava';
 import fc from 'fast-check';
 import { loadManifestText } from '../../src/k8s/manifests.ts';
@@ -17,6 +18,10 @@ const cluster = (yaml: string) => loadManifestText(yaml, 'test.yaml').cluster;
 
 async function run(nft: FakeNft, plan: NftPlan): Promise<void> {
   for (const tx of plan.transactions) await nft.apply(tx().join('\n') + '\n');
+  // What the applier does after a plan with trims: the old rules behind the new ones go by handle.
+  const lines: string[] = [];
+  for (const { chain, keep } of plan.trims) for (const h of (await nft.ruleHandles!('ip', 'kube-proxy', chain)).slice(keep)) lines.push(`delete rule ip kube-proxy ${chain} handle ${h}`);
+  if (lines.length) await nft.apply(lines.join('\n') + '\n');
 }
 
 /** What the kernel should hold: the render plus the chains kept flushed. */
@@ -105,6 +110,36 @@ test('the endpoints go and come back: chains flushed, then refilled and no longe
   t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r3)));
 });
 
+test('insertThenTrim: a service chain\'s new rules go in front of its old ones, which are trimmed after the commit; nothing else changes', async (t) => {
+  const nft = new FakeNft({ ruleHandles: true });
+  const renderer = new NftablesRenderer();
+  const r1 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.2'])), settings });
+  const p1 = planFull(r1, null, null, { now: 0 });
+  await run(nft, p1);
+  const r2 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3'])), settings });
+  const p2 = planPartial(r2, p1.next, { now: 100, insertThenTrim: true });
+  const tx = p2.transactions[0]!();
+  const service = [...r2.services.values()].flatMap((out) => [...out.chains]).find(([name]) => name.startsWith('service-'))!;
+  // The service chain is not flushed: its rules are inserted, last first, so they end up in order.
+  t.false(tx.includes(`flush chain ip kube-proxy ${service[0]}`), tx.join('\n'));
+  t.deepEqual(tx.filter((l) => l.startsWith(`insert rule ip kube-proxy ${service[0]} `)), [...service[1]].reverse().map((r) => `insert rule ip kube-proxy ${service[0]} ${r}`));
+  t.deepEqual(p2.trims, [{ chain: service[0], keep: service[1].length }]);
+  // Between the two commits: the new rules first, the old ones (with the old vmap) behind them.
+  await nft.apply(tx.join('\n') + '\n');
+  const between = nft.tables.get('ip kube-proxy')!.chains.get(service[0])!.rules;
+  t.deepEqual(between.slice(0, service[1].length), [...service[1]]);
+  t.is(between.length, service[1].length + p1.next.chains.get(service[0])!.length);
+  // After the trim: exactly the rendered table.
+  const rest = { ...p2, transactions: [] };
+  await run(nft, rest);
+  t.is(normalizeNft(nft.dump('ip')), expected(r2, p2.next));
+  // A chain that did not end in a vmap before (a new service chain) is written as before.
+  const r3 = renderer.render({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.3']) + svc('db', 'clusterIP: 172.30.0.11\nports: [{name: p, port: 80, protocol: TCP}]') + eps('db', ['10.1.0.9'])), settings });
+  const p3 = planPartial(r3, p2.next, { now: 200, insertThenTrim: true });
+  t.deepEqual(p3.trims, []);
+  t.false(p3.transactions[0]!().some((l) => l.startsWith('insert ')));
+});
+
 test('an affinity timeout change re-declares the sets after rewriting the chains that use them; turning affinity off deletes them', async (t) => {
   const nft = new FakeNft();
   const renderer = new NftablesRenderer();
@@ -170,23 +205,23 @@ test('bounded transactions: whole services per transaction, each valid on its ow
   t.is(normalizeNft(nft.dump('ip')), expected(r, plan.next));
 });
 
-test('over random change sequences the kernel holds exactly the rendered table plus the flushed stale chains', async (t) => {
-  await fc.assert(fc.asyncProperty(fc.array(fc.array(arbService, { maxLength: 5 }), { minLength: 2, maxLength: 6 }), fc.integer({ min: 1, max: 8 }), async (history, max) => {
-    const nft = new FakeNft();
+test('over random change sequences, rewriting chains either way, the kernel holds exactly the rendered table plus the flushed stale chains', async (t) => {
+  await fc.assert(fc.asyncProperty(fc.array(fc.array(arbService, { maxLength: 5 }), { minLength: 2, maxLength: 6 }), fc.integer({ min: 1, max: 8 }), fc.boolean(), async (history, max, inFront) => {
+    const nft = new FakeNft({ ruleHandles: true });
     const renderer = new NftablesRenderer();
     let applied: NftApplied | null = null;
     let now = 0;
     for (const specs of history) {
       now += 700;
       const r = renderer.render({ cluster: arbCluster(specs), settings });
-      const plan: NftPlan = applied ? planPartial(r, applied, { now }) : planFull(r, null, null, { now, maxChainsPerTransaction: max });
+      const plan: NftPlan = applied ? planPartial(r, applied, { now, insertThenTrim: inFront }) : planFull(r, null, null, { now, maxChainsPerTransaction: max });
       await run(nft, plan);
       const next = plan.next;
       applied = next;
       if (normalizeNft(nft.dump('ip')) !== expected(r, next)) return false;
       // A full sync over the same kernel changes nothing that matters.
       const again = planFull(renderNftables({ cluster: arbCluster(specs), settings }), await nft.listTable('ip', 'kube-proxy'), next, { now, maxChainsPerTransaction: max });
-      const copy = new FakeNft();
+      const copy = new FakeNft({ ruleHandles: true });
       copy.tables = structuredClone(nft.tables);
       await run(copy, again);
       if (normalizeNft(copy.dump('ip')) !== expected(r, again.next)) return false;

@@ -30,7 +30,20 @@ function daemonOn(k: FakeNft, c: ClusterState, o: { settings?: ProxySettings[]; 
   const applier = new NftablesApplier({ nft: k, settings: o.settings ?? [settings], log, conntrack: false, onForeignChange: () => { foreign++; daemon.runner.run(); }, ...(o.now ? { now: o.now } : {}) });
   const source = new ManualSource(c);
   const daemon = new ProxyDaemon({ source, dataplane: applier, log, minSyncPeriodMs: 0, syncPeriodMs: 60_000, retryMs: 10 });
-  return { applier, source, daemon, foreign: () => foreign };
+  /** Hands the daemon a new cluster and waits for the sync it causes. */
+  const syncTo = async (next: ClusterState) => {
+    const synced = daemon.nextSync();
+    source.set(next);
+    await within(synced);
+  };
+  return { applier, source, daemon, syncTo, foreign: () => foreign };
+}
+
+/** `n` services with two endpoints each, but three for service `i`. */
+function oneMoreEndpoint(n: number, i: number): ClusterState {
+  const c = services(n, 2);
+  c.endpointSlices[i] = services(n, 3).endpointSlices[i]!;
+  return c;
 }
 
 const counter = async (c: { get(): Promise<{ values: Array<{ value: number }> }> }) => (await c.get()).values[0]?.value ?? 0;
@@ -48,8 +61,7 @@ test('start: a full sync leaves the rendered table; a change writes only its cha
   // One service's endpoints change: one transaction, its service chain and two endpoint chains
   // written, the two old endpoint chains flushed, no element touched.
   const before = k.log.length;
-  const next = services(20, 2);
-  next.endpointSlices[5] = services(20, 3).endpointSlices[5]!;
+  const next = oneMoreEndpoint(20, 5);
   synced = daemon.nextSync();
   source.set(next);
   await within(synced);
@@ -80,6 +92,33 @@ test('a failed write: counted, changes put back, and a full sync from the kernel
   t.true(k.listCalls > lists, 'the retry read the kernel');
   const r = renderNftables({ cluster: next, settings });
   t.is(held(k), rendered(next, settings, staleIn(k, r)));
+});
+
+test('where rule handles can be read, a changed service chain gets its new rules in front, then its old ones deleted; a failed deletion ends in a full sync', async (t) => {
+  const k = new FakeNft({ ruleHandles: true });
+  const { daemon, applier, syncTo } = daemonOn(k, services(10, 2));
+  t.teardown(() => daemon.stop());
+  const started = daemon.nextSync();
+  await daemon.start();
+  await within(started);
+  const before = k.log.length;
+  const next = oneMoreEndpoint(10, 4);
+  await syncTo(next);
+  // Two commits: the rules inserted in front, then the old ones deleted by handle.
+  t.is(k.log.length, before + 2);
+  t.true(k.log.at(-2)!.some((l) => /^insert rule ip kube-proxy service-/.test(l)), k.log.at(-2)!.join('\n'));
+  t.false(k.log.at(-2)!.some((l) => /^flush chain ip kube-proxy service-/.test(l)));
+  t.true(k.log.at(-1)!.length > 0 && k.log.at(-1)!.every((l) => /^delete rule ip kube-proxy service-\S+ handle \d+$/.test(l)), k.log.at(-1)!.join('\n'));
+  t.false(daemon.lastOutcome!.full);
+  t.is(held(k), rendered(next, settings, staleIn(k, renderNftables({ cluster: next, settings }))));
+
+  // The deletion fails: the sync fails, and the next (full) one leaves the rendered table.
+  k.failNext('Error: Could not process rule: No buffer space available', (lines) => lines.every((l) => l.startsWith('delete rule ')));
+  const again = services(10, 2);
+  await syncTo(again);
+  t.is(await counter(applier.metrics.syncFailures), 1);
+  t.true(daemon.lastOutcome!.full);
+  t.is(held(k), rendered(again, settings, staleIn(k, renderNftables({ cluster: again, settings }))));
 });
 
 test('someone else flushes a chain or deletes the table: noticed at once, and a full sync puts the table back', async (t) => {
