@@ -260,7 +260,7 @@ for (const mode of MODES) {
 }
 
 /** `knet proxy` as its own process inside the node namespace. */
-function spawnProxy(t: ExecutionContext, topo: Topo, mode: Mode, extra: string[] = []): { p: ChildProcess; synced: Promise<void>; exited: Promise<number | null>; syncs: () => number } {
+function spawnProxy(t: ExecutionContext, topo: Topo, mode: Mode, extra: string[] = []): { p: ChildProcess; synced: Promise<void>; exited: Promise<number | null>; partialSyncs: () => number } {
   const args = ['netns', 'exec', topo.node, process.execPath, '--import', 'tsx', join(process.cwd(), 'src/cli/proxy-main.ts'), 'proxy',
     '--manifests', topo.manifests, '--config', join(topo.dir, 'kube-proxy.yaml'),
     ...(mode === 'nftables' ? ['--proxy-mode', 'nftables'] : ['--proxy-mode', 'iptables', '--iptables-backend', mode]), '--node-ip', '192.168.77.2',
@@ -269,17 +269,17 @@ function spawnProxy(t: ExecutionContext, topo: Topo, mode: Mode, extra: string[]
   t.teardown(() => { p.kill('SIGKILL'); });
   let partial = '';
   let tail = '';
-  let syncs = 0;
+  let partialSyncs = 0;
   const synced = new Promise<void>((resolve) => {
     p.stderr!.on('data', (d: Buffer) => {
       const lines = (partial + d.toString()).split('\n');
       partial = lines.pop()!;
-      for (const line of lines) if (line.includes('"msg":"synced"')) { syncs++; resolve(); }
+      for (const line of lines) if (line.includes('"msg":"synced"')) { if (line.includes('"full":false')) partialSyncs++; resolve(); }
       tail = (tail + d.toString()).slice(-2000);
     });
   });
   const exited = new Promise<number | null>((r) => p.once('exit', (c, sig) => { if (c !== 0 && process.env.KNT_DEBUG) console.log('proxy exit', c, sig, tail); r(c); }));
-  return { p, synced, exited, syncs: () => syncs };
+  return { p, synced, exited, partialSyncs: () => partialSyncs };
 }
 
 for (const mode of MODES) {
@@ -310,7 +310,7 @@ for (const mode of MODES) {
       monitor.stdout.on('data', (d: Buffer) => { committers += d.toString().split('\n').filter((l) => l.startsWith('# new generation')).join('\n') + '\n'; });
     }
     let proxy = spawnChurned();
-    let syncsBefore = 0;
+    let partialBefore = 0;
     await proxy.synced;
     const loop = spawn('ip', ['netns', 'exec', topo.client, process.execPath, join(topo.dir, 'client.mjs'), 'loop', '172.30.0.10', '80', '0'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     t.teardown(() => { loop.kill('SIGKILL'); });
@@ -325,7 +325,7 @@ for (const mode of MODES) {
         await proxy.synced;
         proxy.p.kill('SIGTERM');
         t.is(await proxy.exited, 0);
-        syncsBefore += proxy.syncs();
+        partialBefore += proxy.partialSyncs();
         proxy = spawnChurned();
       }
       await new Promise((r) => setTimeout(r, 80));
@@ -353,10 +353,11 @@ for (const mode of MODES) {
     if (mode === 'nftables') t.regex(metrics!, /^kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0$/m);
     else t.regex(metrics!, /^kubeproxy_sync_proxy_rules_iptables_total\{table="nat"\} [1-9]/m);
     t.regex(metrics!, /^kubeproxy_sync_full_proxy_rules_duration_seconds_count 1$/m);
-    // The churn reached the kernel as syncs of its own (with the default settle time the six
-    // proxies would have synced about once each).
-    t.log(`syncs: ${syncsBefore + proxy.syncs()}`);
-    t.true(syncsBefore + proxy.syncs() >= 20, `${syncsBefore + proxy.syncs()} syncs`);
+    // The churn reached the kernel as partial syncs of its own (with the default settle time the
+    // six proxies would have made about one, at the end; quiet, 30-50; under CI's load, 7).
+    const partial = partialBefore + proxy.partialSyncs();
+    t.log(`partial syncs: ${partial}`);
+    t.true(partial >= 5, `${partial} partial syncs`);
     if (mode === 'nftables') {
       t.regex(committers, /by process \d+ \(node\)/, 'no partial sync went as a netlink batch');
       t.regex(committers, /by process \d+ \(nft\)/, 'no full sync went through nft');
