@@ -7,6 +7,8 @@ import { decodeMessages, errnoName, errorCode, NLMSG } from './netlink/codec.ts'
 import type { NetlinkTransport } from './netlink/transport.ts';
 
 const MAX_BATCH_BYTES = 128 * 1024;
+/** Set on each message of a dump the kernel restarted because what it listed changed. */
+const NLM_F_DUMP_INTR = 0x10;
 /** Transactions of more lines (a full sync's) are not even compiled: they would hardly fit. */
 const MAX_LINES = 2000;
 
@@ -21,6 +23,8 @@ export class NftNetlink {
   // Sequence numbers only need to grow from batch to batch on this socket (late answers to an
   // earlier batch are told apart by them); from 1, they would take billions of commands to wrap.
   private seq = 1;
+  // One request at a time on the socket: answers are read in turn, by one reader.
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly open: () => NetlinkTransport, private readonly timeoutMs = 10_000) {}
 
@@ -30,7 +34,22 @@ export class NftNetlink {
    * ~208 KiB by default: a partial sync of a few hundred services; `nft` sizes its own socket
    * for larger ones).
    */
-  async apply(lines: readonly string[]): Promise<boolean> {
+  apply(lines: readonly string[]): Promise<boolean> {
+    return this.serially(() => this.applyNow(lines));
+  }
+
+  /** The handles of one kube-proxy table chain's rules, in order (a dump of that chain). */
+  ruleHandles(family: 'ip' | 'ip6', chain: string): Promise<string[]> {
+    return this.serially(() => this.dumpHandles(family, chain));
+  }
+
+  private serially<T>(run: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(run, run);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  private async applyNow(lines: readonly string[]): Promise<boolean> {
     if (lines.length > MAX_LINES) return false;
     const batch = compileNftBatch(lines, this.seq);
     if (!batch || batch.datagram.length > MAX_BATCH_BYTES) return false;
@@ -48,8 +67,7 @@ export class NftNetlink {
     }
   }
 
-  /** The handles of one kube-proxy table chain's rules, in order (a dump of that chain). */
-  async ruleHandles(family: 'ip' | 'ip6', chain: string): Promise<string[]> {
+  private async dumpHandles(family: 'ip' | 'ip6', chain: string): Promise<string[]> {
     const seq = this.seq;
     const request = ruleDumpRequest(family, chain, seq);
     if (!request) throw new Error(`not a chain name: ${JSON.stringify(chain)}`);
@@ -60,14 +78,18 @@ export class NftNetlink {
     for (;;) {
       for (const msg of decodeMessages(await this.receive(t))) {
         if (msg.seq !== seq) continue;
-        if (msg.type === NLMSG.DONE) return handles;
-        if (msg.type === NLMSG.ERROR) {
+        // A dump the kernel had to restart (the table changed meanwhile) is not to be trusted.
+        if (msg.flags & NLM_F_DUMP_INTR) throw new Error(`listing the rules of ${chain}: interrupted by a change`);
+        if (msg.type === NLMSG.DONE || msg.type === NLMSG.ERROR) {
           const code = errorCode(msg);
           if (code !== 0) throw new Error(`listing the rules of ${chain}: ${errnoName(code)}`);
+          if (msg.type === NLMSG.DONE) return handles;
           continue;
         }
         const handle = ruleHandleOf(msg.type, msg.data);
-        if (handle !== null) handles.push(handle);
+        // Every rule has a handle: a message without one would shift which rules are old.
+        if (handle === null) throw new Error(`listing the rules of ${chain}: a rule without a handle`);
+        handles.push(handle);
       }
     }
   }
@@ -77,7 +99,7 @@ export class NftNetlink {
     try {
       return await Promise.race([
         t.receive(),
-        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer from the kernel to an nftables batch in ${this.timeoutMs} ms`)), this.timeoutMs); }),
+        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer from the kernel to an nftables request in ${this.timeoutMs} ms`)), this.timeoutMs); }),
       ]);
     } catch (err) {
       // A socket in an unknown state is not used again.

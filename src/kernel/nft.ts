@@ -62,8 +62,9 @@ export interface Nft {
   /** Deletes a table with everything in it; false when there was none. */
   deleteTable(family: NftFamily, table: string): Promise<boolean>;
   /**
-   * The handles of a chain's rules, in order. Present only where the data path may write a chain
-   * in two commits (new rules inserted first, then the old ones deleted by handle).
+   * The handles of a chain's rules, in order. Present only where they can be read cheaply (the
+   * netlink batches are on and work), which is where the data path writes a service chain in
+   * two commits (new rules inserted first, then the old ones deleted by handle).
    */
   ruleHandles?(family: NftFamily, table: string, chain: string): Promise<string[]>;
   /**
@@ -175,13 +176,11 @@ export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; n
       const [chains, sets, maps] = await Promise.all([list('chains'), list('sets'), list('maps')]);
       return parseListing(chains, sets, maps, family, table);
     },
-    ...(t.netlink && !t.netns ? {
+    // Only with batches: through nft, each chain's listing would read the whole table first.
+    ...(netlink() ? {
       async ruleHandles(family: NftFamily, table: string, chain: string): Promise<string[]> {
-        const nl = netlink();
-        if (nl && table === 'kube-proxy') return nl.ruleHandles(family, chain);
-        const out = (await run(...wrap(t, ['-a', '-j', 'list', 'chain', family, table, chain]))).stdout;
-        const items = (JSON.parse(out) as { nftables?: Array<{ rule?: { handle?: number } }> }).nftables ?? [];
-        return items.flatMap((i) => (i.rule?.handle !== undefined ? [String(i.rule.handle)] : []));
+        if (table !== 'kube-proxy') throw new Error(`rule handles are read for the kube-proxy table only, not ${JSON.stringify(table)}`);
+        return netlink()!.ruleHandles(family, chain);
       },
     } : {}),
     async deleteTable(family, table) {

@@ -12,6 +12,8 @@
 //
 // Order inside a transaction: chains are declared before any rule jumps to them, references are
 // dropped (element deletes, rewritten chains) before what they referenced is flushed or deleted.
+// A chain written in front of its old rules (insertThenTrim) keeps those references until the
+// trim, a transaction of its own: what only they use is deleted there (NftPlan.afterTrims).
 import {
   CLUSTER_IPS, FIREWALL_IPS, NFT_TABLE, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NODEPORT_IPS, SERVICE_IPS, SERVICE_NODEPORTS,
   elementText, type NftElement, type NftRenderResult, type NftServiceOutput,
@@ -53,11 +55,13 @@ export interface NftPlan {
    */
   deletesStale: string[];
   /**
-   * Service chains the transaction filled with new rules in front of their old ones (partial
-   * syncs with `insertThenTrim`): once it committed, each chain's rules after the first `keep`
+   * Service chains filled with new rules in front of their old ones (`insertThenTrim`): once
+   * every transaction committed, each chain's rules after the first `keep`
    * are deleted by handle in a second transaction.
    */
   trims: Array<{ chain: string; keep: number }>;
+  /** Lines for the transaction that deletes the trimmed rules, after those deletions (sets only they used). */
+  afterTrims: string[];
   /** The kernel state once every transaction committed (and the trims). */
   next: NftApplied;
   chainsWritten: number;
@@ -72,14 +76,16 @@ export interface PlanOptions {
   /** A stale chain is deleted once it has been stale this long (ms; kube-proxy: 1 s). */
   staleAfterMs?: number;
   /**
-   * Partial syncs: a service chain whose rules end in a `numgen` vmap is rewritten by inserting
-   * its new rules in front of the old ones and trimming those later (NftPlan.trims), not by
-   * flushing it. Why: a packet that entered the chain just before the commit looks up the old
-   * rule's anonymous vmap after the commit, which has by then dropped that map's elements; the
-   * lookup misses, the packet falls through the service chain undnatted and is rejected as a
-   * packet to an unused ClusterIP port (scripts/nftables-vmap-race.ts: ~6% of commits under a
-   * UDP flood). In front, the new rules decide every packet of the new generation, and the old
-   * map lives until no rule can reach it.
+   * A service chain whose rules end in a `numgen` vmap, and which the kernel holds already, is
+   * rewritten by inserting its new rules in front of the old ones and trimming those later
+   * (NftPlan.trims), not by flushing it: in partial syncs when its old rules end in a vmap too,
+   * in full syncs whenever the kernel has the chain (its old rules are not known). Why: a
+   * packet that entered the chain just before the commit looks up the old rule's anonymous vmap
+   * after the commit, which has by then dropped that map's elements; the lookup misses, the
+   * packet falls through the service chain undnatted and is rejected as a packet to an unused
+   * ClusterIP port (scripts/nftables-vmap-race.ts, under a UDP flood: 221 packets missed in 3000
+   * flush-and-refill rewrites, 0 in 3000 written in front). In front, the new rules decide every
+   * packet of the new generation, and the old map lives until no rule can reach it.
    */
   insertThenTrim?: boolean;
 }
@@ -95,31 +101,44 @@ function tablePrefix(r: Pick<NftRenderResult, 'family'>): string {
   return `${r.family} ${NFT_TABLE}`;
 }
 
-/** Lines declaring, flushing and filling the chains of some services (affinity sets first). */
-function serviceLines(t: string, outs: Iterable<NftServiceOutput>, onlyChains?: (chain: string, rules: readonly string[]) => boolean) {
+type ChainTest = (chain: string, rules: readonly string[]) => boolean;
+
+/**
+ * Lines declaring and filling the chains of some services (affinity sets first): each chain
+ * flushed and refilled, or, where `inFront` says so, its new rules inserted before its old ones
+ * (which `trims` lists for deletion once this committed).
+ */
+function serviceLines(t: string, outs: Iterable<NftServiceOutput>, onlyChains?: ChainTest, inFront?: ChainTest) {
   const declare: string[] = [];
   const rules: string[] = [];
   const sets: string[] = [];
+  const trims: NftPlan['trims'] = [];
   let chains = 0;
   for (const out of outs) {
     for (const [name, spec] of out.sets) sets.push(`add set ${t} ${name} ${spec}`);
     for (const [name, list] of out.chains) {
       if (onlyChains && !onlyChains(name, list)) continue;
       chains++;
+      if (inFront?.(name, list)) {
+        declare.push(`add chain ${t} ${name}`);
+        // Each insert goes first, so the last rule is inserted first.
+        for (let i = list.length - 1; i >= 0; i--) rules.push(`insert rule ${t} ${name} ${list[i]}`);
+        trims.push({ chain: name, keep: list.length });
+        continue;
+      }
       declare.push(`add chain ${t} ${name}`, `flush chain ${t} ${name}`);
       for (const r of list) rules.push(`add rule ${t} ${name} ${r}`);
     }
   }
-  return { declare, sets, rules, chains };
+  return { declare, sets, rules, chains, trims };
 }
 
-/** The fixed part: table, base and dispatch chains with their rules, sets and maps. */
-function fixedLines(r: NftRenderResult, kernel: NftTableListing | null): string[] {
-  const t = tablePrefix(r);
-  const lines = [`add table ${t} { comment "rules for kube-proxy" ; }`];
-  // Chains in the kernel that are neither ours nor service chains (an older kube-proxy's base
-  // chains, say) and base chains hooked differently from ours: flushed and deleted, since a
-  // base chain's hook and priority cannot be changed in place.
+/**
+ * Chains in the kernel that are neither ours nor service chains (an older kube-proxy's base
+ * chains, say) and base chains hooked differently from ours: the full sync flushes and deletes
+ * them, since a base chain's hook and priority cannot be changed in place.
+ */
+function foreignChains(r: NftRenderResult, kernel: NftTableListing | null): string[] {
   const drop: string[] = [];
   for (const [name, k] of kernel?.chains ?? []) {
     if (isNftServiceChain(name)) continue;
@@ -128,6 +147,13 @@ function fixedLines(r: NftRenderResult, kernel: NftTableListing | null): string[
     const m = /type (\w+) hook (\w+) priority (-?\d+)/.exec(ours.spec);
     if (m ? k.hook !== m[2] || k.type !== m[1] || k.priority !== Number(m[3]) : k.hook !== undefined) drop.push(name);
   }
+  return drop;
+}
+
+/** The fixed part: table, base and dispatch chains with their rules, sets and maps. */
+function fixedLines(r: NftRenderResult, kernel: NftTableListing | null, drop: readonly string[]): string[] {
+  const t = tablePrefix(r);
+  const lines = [`add table ${t} { comment "rules for kube-proxy" ; }`];
   for (const name of drop) lines.push(`flush chain ${t} ${name}`);
   for (const name of drop) lines.push(`delete chain ${t} ${name}`);
   for (const [name, spec] of r.fixed.sets) lines.push(`add set ${t} ${name} ${spec}`);
@@ -185,7 +211,13 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   }
   const deletesStale = dueStale(stale, (c) => active.has(c), o);
   for (const c of deletesStale) stale.delete(c);
-  const base = fixedLines(r, kernel);
+  const drop = foreignChains(r, kernel);
+  const base = fixedLines(r, kernel, drop);
+  // Service chains the kernel already holds get their new rules in front (see insertThenTrim);
+  // not when the fixed part deletes chains, which old rules might still jump to.
+  const inFront: ChainTest | undefined = o.insertThenTrim === true && kernel && drop.length === 0 ? (name, list) => kernel.chains.has(name) && endsInVmap(list) : undefined;
+  const trims: NftPlan['trims'] = [];
+  if (inFront) for (const out of r.services.values()) for (const [name, list] of out.chains) if (inFront(name, list)) trims.push({ chain: name, keep: list.length });
   // Service chains in transactions of bounded size, whole services each (a service's chains
   // jump to each other, so they must arrive together). The first transaction also carries the
   // fixed part, the last one the elements (one commit fewer).
@@ -209,17 +241,20 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   const containers = [...SERVICE_CONTAINERS, ...(r.fixed.sets.has(NODEPORT_IPS) ? [NODEPORT_IPS] : [])];
   const staleNow = [...stale.keys()].sort();
   const goneSets = [...(kernel?.sets ?? [])].sort().filter((s) => isNftAffinitySet(s) && !activeSets.has(s));
+  // Old rules left in front-written chains may use a gone affinity set: it goes after them.
+  const setDeletes = goneSets.map((s) => `delete set ${t} ${s}`);
+  const afterTrims = trims.length ? setDeletes : [];
   const lastLines = (into: string[]) => {
     // Elements: every container flushed and refilled at once.
     for (const c of containers) into.push(`flush ${r.fixed.maps.has(c) ? 'map' : 'set'} ${t} ${c}`);
     for (const [c, m] of elements) for (const text of m.values()) into.push(`add element ${t} ${c} { ${text} }`);
     // Then what went unused: chains flushed (kept a while), affinity sets deleted at once.
     for (const c of staleNow) into.push(`flush chain ${t} ${c}`);
-    for (const s of goneSets) into.push(`delete set ${t} ${s}`);
+    if (!trims.length) append(into, setDeletes);
   };
   const transactions = batches.map((batch, i) => () => {
     const lines: string[] = i === 0 ? [...deletesStale.map((c) => `delete chain ${t} ${c}`), ...base] : [];
-    const l = serviceLines(t, batch);
+    const l = serviceLines(t, batch, undefined, inFront);
     append(lines, l.sets, l.declare, l.rules);
     if (i === batches.length - 1) lastLines(lines);
     return lines;
@@ -231,7 +266,7 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
     for (const [c, rules] of out.chains) chains.set(c, rules);
     for (const [s, spec] of out.sets) sets.set(s, spec);
   }
-  return { transactions, deletesStale, trims: [], next: { fixedKey: r.fixed.key, chains, stale, sets, elements, owners }, chainsWritten, elementsWritten };
+  return { transactions, deletesStale, trims, afterTrims, next: { fixedKey: r.fixed.key, chains, stale, sets, elements, owners }, chainsWritten, elementsWritten };
 }
 
 /** A service chain's rules end in the numgen vmap that picks an endpoint (and always ends the chain). */
@@ -265,6 +300,8 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
     }
     for (const s of c.before?.sets.keys() ?? []) if (!c.after?.sets.has(s)) goneSets.push(s);
   }
+  const gone = new Set(goneSets);
+  const usedByTrimmed = new Set<string>();
   const rewriteAll = (out: NftServiceOutput) => [...out.sets.keys()].some((s) => respec.has(s));
   const written = new Set<string>();
   const outs = [...r.changed.values()].map((c) => c.after).filter((x): x is NftServiceOutput => !!x);
@@ -274,22 +311,23 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
   for (const out of outs) {
     const all = rewriteAll(out);
     // Affinity sets being redeclared must lose every reference first: those chains are flushed.
-    // So are chains whose old rules use an affinity set that goes away in this transaction.
+    // An affinity set that goes away (an endpoint left) while old rules still use it is deleted
+    // after the trim.
     const inFront = (name: string, list: readonly string[]) => {
       const old = applied.chains.get(name) ?? [];
-      return o.insertThenTrim === true && !all && endsInVmap(list) && endsInVmap(old) && old.every((rule) => [...rule.matchAll(/@(\S+)/g)].every((m) => out.sets.has(m[1]!)));
+      if (o.insertThenTrim !== true || all || !endsInVmap(list) || !endsInVmap(old)) return false;
+      const used = old.flatMap((rule) => [...rule.matchAll(/@(\S+)/g)].map((m) => m[1]!));
+      if (!used.every((set) => out.sets.has(set) || gone.has(set))) return false;
+      for (const set of used) if (gone.has(set)) usedByTrimmed.add(set);
+      return true;
     };
     const rewrite = (name: string, list: readonly string[]) => (all || !sameRules(applied.chains.get(name), list));
-    const l = serviceLines(t, [{ ...out, sets: new Map() }], (name, list) => rewrite(name, list) && !inFront(name, list));
+    const l = serviceLines(t, [{ ...out, sets: new Map() }], rewrite, inFront);
     append(declare, l.declare);
     append(rules, l.rules);
+    trims.push(...l.trims);
     for (const [name, list] of out.chains) {
       if (!rewrite(name, list)) continue;
-      if (inFront(name, list)) {
-        // Each insert goes first, so the last rule is inserted first.
-        for (let i = list.length - 1; i >= 0; i--) rules.push(`insert rule ${t} ${name} ${list[i]}`);
-        trims.push({ chain: name, keep: list.length });
-      }
       written.add(name);
       applied.chains.set(name, list);
     }
@@ -358,6 +396,11 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
     applied.chains.delete(name);
     applied.stale.set(name, o.now);
   }
-  for (const s of goneSets.sort()) if (applied.sets.has(s) && !outs.some((out) => out.sets.has(s))) { tx.push(`delete set ${t} ${s}`); applied.sets.delete(s); }
-  return { transactions: tx.length ? [() => tx] : [], deletesStale, trims, next: applied, chainsWritten: written.size, elementsWritten };
+  const afterTrims: string[] = [];
+  for (const s of goneSets.sort()) {
+    if (!applied.sets.has(s) || outs.some((out) => out.sets.has(s))) continue;
+    (usedByTrimmed.has(s) ? afterTrims : tx).push(`delete set ${t} ${s}`);
+    applied.sets.delete(s);
+  }
+  return { transactions: tx.length ? [() => tx] : [], deletesStale, trims, afterTrims, next: applied, chainsWritten: written.size, elementsWritten };
 }

@@ -1,7 +1,8 @@
 // The nftables data path: renders kube-proxy's table with the shared renderer (the one `knet
 // rules --proxy-mode nftables` prints), writes it through `nft -f -` as planned by nft-plan.ts
 // (full syncs from the kernel's chain names, partial syncs only what changed, stale chains
-// flushed and deleted a second later), watches for anyone else changing or deleting the table,
+// flushed and deleted a second later, service chains written in front of their old rules and
+// those deleted by handle in a further transaction where handles can be read), watches for anyone else changing or deleting the table,
 // and deletes stale conntrack entries afterwards. Only the `ip kube-proxy` / `ip6 kube-proxy`
 // tables are touched; one per IP family the node has.
 import type { Logger } from 'pino';
@@ -45,6 +46,9 @@ function* pieces(lines: readonly string[]): Generator<string> {
 }
 
 const familyOf = (s: ProxySettings) => (s.family === 'IPv6' ? 'ip6' : 'ip') as 'ip' | 'ip6';
+
+/** Lines per transaction of a trim: under the netlink batches' 2000-line limit. */
+const TRIM_LINES = 1500;
 
 export class NftablesApplier implements DataPlane {
   private families: FamilyState[];
@@ -137,6 +141,9 @@ export class NftablesApplier implements DataPlane {
       noLocalEndpoints.external += r.noLocalEndpoints.external;
       // A changed fixed part (settings, ServiceCIDRs) is rewritten by a full sync.
       const familyFull = full || f.applied === null || r.fixedChanged || f.applied.fixedKey !== r.fixed.key;
+      // Where rule handles can be read, service chains are rewritten without a moment in which a
+      // packet can miss their endpoint vmap (PlanOptions.insertThenTrim).
+      const insertThenTrim = this.o.nft.ruleHandles !== undefined;
       const known = f.applied;
       // Until every transaction committed, the kernel state is unknown: a failure leaves it
       // null, and the next sync (full) starts from the kernel's names.
@@ -144,10 +151,10 @@ export class NftablesApplier implements DataPlane {
       let plan: NftPlan;
       try {
         plan = familyFull
-          ? planFull(r, await this.o.nft.listTable(fam, NFT_TABLE), known, { now: this.now(), maxChainsPerTransaction: this.o.maxChainsPerTransaction ?? 2000 })
-          : planPartial(r, known!, { now: this.now(), insertThenTrim: this.o.nft.ruleHandles !== undefined });
+          ? planFull(r, await this.o.nft.listTable(fam, NFT_TABLE), known, { now: this.now(), maxChainsPerTransaction: this.o.maxChainsPerTransaction ?? 2000, insertThenTrim })
+          : planPartial(r, known!, { now: this.now(), insertThenTrim });
         await this.run(plan);
-        await this.trim(fam, plan.trims);
+        await this.trim(fam, plan);
       } catch (err) {
         this.metrics.syncFailures.inc();
         throw err;
@@ -167,13 +174,27 @@ export class NftablesApplier implements DataPlane {
     return { full: fullFamilies === this.families.length, warnings, noLocalEndpoints, written: { chains, elements, transactions } };
   }
 
-  /** Deletes the old rules left behind the new ones (NftPlan.trims), in one transaction. */
-  private async trim(family: NftFamily, trims: NftPlan['trims']): Promise<void> {
-    if (!trims.length || !this.o.nft.ruleHandles) return;
-    const lines: string[] = [];
-    for (const { chain, keep } of trims) {
-      for (const handle of (await this.o.nft.ruleHandles(family, NFT_TABLE, chain)).slice(keep)) lines.push(`delete rule ${family} ${NFT_TABLE} ${chain} handle ${handle}\n`);
+  /**
+   * Deletes the old rules left behind the new ones (NftPlan.trims), then runs the plan's
+   * afterTrims. In transactions of whole chains of at most TRIM_LINES lines (a restart's full
+   * sync at 10k services trims every service chain): an old rule is out of reach of any packet
+   * already, so they need not go at once.
+   */
+  private async trim(family: NftFamily, plan: NftPlan): Promise<void> {
+    if (!plan.trims.length || !this.o.nft.ruleHandles) return;
+    let lines: string[] = [];
+    for (const { chain, keep } of plan.trims) {
+      const handles = await this.o.nft.ruleHandles(family, NFT_TABLE, chain);
+      // The new rules are in front: fewer rules than those means the chain is not what we wrote.
+      if (handles.length < keep) throw new Error(`chain ${chain} holds ${handles.length} rules, fewer than the ${keep} just written`);
+      const old = handles.slice(keep);
+      if (lines.length && lines.length + old.length > TRIM_LINES) {
+        await this.o.nft.apply(lines);
+        lines = [];
+      }
+      for (const handle of old) lines.push(`delete rule ${family} ${NFT_TABLE} ${chain} handle ${handle}\n`);
     }
+    for (const line of plan.afterTrims) lines.push(`${line}\n`);
     if (lines.length) await this.o.nft.apply(lines);
   }
 

@@ -30,16 +30,16 @@ export class FakeNft implements Nft {
   private failures: Array<{ when: (lines: string[]) => boolean; message: string }> = [];
   private watchers = new Set<{ key: string; cb: (c: NftCommit) => void }>();
   private generation = 0;
-  private lastHandle = 0;
+  // Shared by every fake: a test may copy one fake's tables into another, handles and all.
+  private static lastHandle = 0;
   listCalls = 0;
   ruleHandles?: (family: NftFamily, table: string, chain: string) => Promise<string[]>;
 
   constructor(o: { ruleHandles?: boolean } = {}) {
     if (o.ruleHandles) {
       this.ruleHandles = async (family, table, chain) => {
-        const c = this.tables.get(`${family} ${table}`)?.chains.get(chain);
-        if (!c) throw new NftError(`Error: No such file or directory: chain ${chain}`);
-        return c.handles.map(String);
+        // The kernel's dump filtered by a chain that is not there lists nothing.
+        return (this.tables.get(`${family} ${table}`)?.chains.get(chain)?.handles ?? []).map(String);
       };
     }
   }
@@ -187,7 +187,7 @@ export class FakeNft implements Nft {
         }
         for (const target of targets(rest ?? '')) if (!t.chains.has(target)) fail(line, `No such file or directory (jump to ${target})`);
         for (const set of setRefs(rest ?? '')) if (!t.sets.has(set)) fail(line, `No such file or directory (set ${set})`);
-        if (verb === 'insert') { c!.rules.unshift(rest ?? ''); c!.handles.unshift(++this.lastHandle); } else { c!.rules.push(rest ?? ''); c!.handles.push(++this.lastHandle); }
+        if (verb === 'insert') { c!.rules.unshift(rest ?? ''); c!.handles.unshift(++FakeNft.lastHandle); } else { c!.rules.push(rest ?? ''); c!.handles.push(++FakeNft.lastHandle); }
         continue;
       }
       // element

@@ -1,13 +1,13 @@
 // Run inside a namespace (ip netns exec NS node --import tsx this FILE FAMILY): applies the
 // transactions in FILE (JSON: { transactions: line lists, trims: NftPlan's trims }) through
 // kernelNft in this process's own namespace, where partial syncs go as netlink batches, then
-// deletes the trimmed chains' old rules by handle, as the proxy does, while watching the table for
+// deletes the trimmed chains' old rules by handle (then afterTrims), as the proxy does, while watching the table for
 // foreign commits; prints how many went which way and how many commits it took for someone else's.
 import { readFileSync } from 'node:fs';
 import { kernelNft } from '../../src/kernel/nft.ts';
 
 const [file, family] = process.argv.slice(2) as [string, 'ip' | 'ip6'];
-const { transactions, trims } = JSON.parse(readFileSync(file, 'utf8')) as { transactions: string[][]; trims: Array<{ chain: string; keep: number }> };
+const { transactions, trims, afterTrims } = JSON.parse(readFileSync(file, 'utf8')) as { transactions: string[][]; trims: Array<{ chain: string; keep: number }>; afterTrims: string[] };
 const nft = kernelNft({ netlink: true });
 let foreign = 0;
 const watch = nft.watchForeign(family, 'kube-proxy', () => { foreign++; }, () => {});
@@ -24,6 +24,7 @@ for (const tx of transactions) {
 try {
   const lines: string[] = [];
   for (const { chain, keep } of trims) for (const h of (await nft.ruleHandles!(family, 'kube-proxy', chain)).slice(keep)) lines.push(`delete rule ${family} kube-proxy ${chain} handle ${h}\n`);
+  if (trims.length) for (const line of afterTrims) lines.push(`${line}\n`);
   if (lines.length) await nft.apply(lines);
 } catch (e) {
   failures.push(`trim: ${String((e as Error).message).slice(0, 300)}`);

@@ -1,12 +1,13 @@
 // The netlink batch compiler knows exactly the shapes a partial sync writes and declines the
 // rest (so `nft -f` runs them); the sender waits for the last command's acknowledgement, names
 // the line the kernel refused, ignores late answers of earlier batches, and sends nothing larger
-// than the socket takes. The bytes themselves are checked against the kernel in
+// than the socket takes; rules inserted first and deleted by handle; a chain's rule handles read
+// from a dump, which is refused when it is incomplete; one request at a time on the socket. The bytes themselves are checked against the kernel in
 // test/integration/nft-batch.test.ts.
 import test from 'ava';
-import { compileNftBatch } from '../../src/kernel/nft-batch.ts';
+import { compileNftBatch, ruleHandleOf } from '../../src/kernel/nft-batch.ts';
 import { NftBatchError, NftNetlink } from '../../src/kernel/nft-netlink.ts';
-import { decodeMessages, encodeError } from '../../src/kernel/netlink/codec.ts';
+import { decodeMessages, encodeError, encodeMessage, nlattr, parseAttrs } from '../../src/kernel/netlink/codec.ts';
 import type { NetlinkTransport } from '../../src/kernel/netlink/transport.ts';
 
 const T = 'ip kube-proxy';
@@ -80,6 +81,7 @@ class FakeKernel implements NetlinkTransport {
     const answer = bad >= 0 ? encodeError(messages[bad]!.seq, 16 /* EBUSY */) : encodeError(messages.at(-1)!.seq, 0);
     for (const a of [...this.stale.splice(0), answer]) this.deliver(a);
   }
+  protected push(d: Uint8Array): void { this.deliver(d); }
   private deliver(d: Uint8Array) {
     if (this.waiting) { const w = this.waiting; this.waiting = null; w(d); } else this.answers.push(d);
   }
@@ -111,4 +113,61 @@ test('the sender sends nothing it cannot compile or that is larger than the sock
   t.false(await nl.apply(many));
   t.false(await nl.apply(Array.from({ length: 2001 }, () => `add chain ${T} x`)));
   t.is(kernel.sent.length, 0);
+});
+
+const NEWRULE = (10 << 8) | 6;
+const DELRULE = (10 << 8) | 8;
+
+test('insert rule is a NEWRULE without APPEND; delete rule ... handle N a DELRULE carrying the handle; bad handles are declined', (t) => {
+  const chain = 'service-ABC-ns/web/tcp/http';
+  const b = compileNftBatch([`insert rule ${T} ${chain} ip daddr 172.30.0.1 ip saddr != 10.0.0.0/8 jump mark-for-masquerade`, `add rule ${T} ${chain} ip daddr 172.30.0.1 ip saddr != 10.0.0.0/8 jump mark-for-masquerade`, `delete rule ${T} ${chain} handle 4242`], 1)!;
+  const [inserted, added, deleted] = decodeMessages(b.datagram).slice(1, -1);
+  t.is(inserted!.type, NEWRULE);
+  t.is(inserted!.flags & 0xc00, 0x400, 'CREATE without APPEND: the rule goes first');
+  t.is(added!.flags & 0xc00, 0xc00, 'add: CREATE and APPEND');
+  t.is(deleted!.type, DELRULE);
+  const attrs = parseAttrs(deleted!.data.subarray(4));
+  t.is(attrs.get(3)?.readBigUInt64BE(0), 4242n, 'the handle, without which a DELRULE flushes the chain');
+  t.is(attrs.get(2)?.toString('latin1'), `${chain}\0`);
+  for (const line of [`delete rule ${T} ${chain} handle 0`, `delete rule ${T} ${chain} handle x`, `delete rule ${T} ${chain} handle 9223372036854775808`, `delete rule ${T} ${chain}`, `insert chain ${T} ${chain}`, `insert element ${T} cluster-ips { 172.30.0.1 }`]) {
+    t.is(compileNftBatch([line], 1), null, line);
+  }
+});
+
+/** A dump answer: NEWRULE messages with these handles (null: one without a handle), split over datagrams. */
+const rule = (seq: number, handle: bigint | null, flags = 2) => encodeMessage(NEWRULE, flags, seq, [Buffer.from([2, 0, 0, 0]), nlattr(2, Buffer.from('c\0')), ...(handle === null ? [] : [nlattr(3, (() => { const h = Buffer.alloc(8); h.writeBigUInt64BE(handle); return h; })())])]);
+const done = (seq: number, errno = 0) => { const d = encodeMessage(3, 2, seq, [Buffer.alloc(4)]); d.writeInt32LE(-errno, 16); return d; };
+
+/** A kernel that answers each dump request with `answer(seq)` and acknowledges batches. */
+class DumpKernel extends FakeKernel {
+  constructor(private readonly answer: (seq: number) => Buffer[][]) { super(); }
+  override send(datagram: Uint8Array): void {
+    const [first] = decodeMessages(datagram);
+    if (first!.type !== ((10 << 8) | 7)) { super.send(datagram); return; }
+    for (const parts of this.answer(first!.seq)) this.push(Buffer.concat(parts));
+  }
+}
+
+test('rule handles: read from a dump over several datagrams; an error, an interrupted dump or a rule without a handle is refused', async (t) => {
+  t.is(ruleHandleOf(NEWRULE, rule(1, 7n).subarray(16)), '7');
+  const ok = new NftNetlink(() => new DumpKernel((seq) => [[rule(seq, 11n), rule(seq, 12n)], [rule(seq + 5, 99n), rule(seq, 13n), done(seq)]]), 1000);
+  t.deepEqual(await ok.ruleHandles('ip', 'c'), ['11', '12', '13'], 'answers to other requests are skipped');
+  for (const [what, answer] of [
+    ['ENOENT', (seq: number) => [[encodeError(seq, 2)]]],
+    ['an error in DONE', (seq: number) => [[rule(seq, 1n), done(seq, 4)]]],
+    ['interrupted', (seq: number) => [[rule(seq, 1n, 2 | 0x10), done(seq)]]],
+    ['no handle', (seq: number) => [[rule(seq, null), done(seq)]]],
+  ] as const) {
+    const nl = new NftNetlink(() => new DumpKernel(answer), 1000);
+    await t.throwsAsync(nl.ruleHandles('ip', 'c'), undefined, what);
+  }
+  await t.throwsAsync(ok.ruleHandles('ip', 'bad"name'));
+});
+
+test('one request at a time: a batch and a dump started together both get their answers', async (t) => {
+  const kernel = new DumpKernel((seq) => [[rule(seq, 5n), done(seq)]]);
+  const nl = new NftNetlink(() => kernel, 1000);
+  const [applied, handles] = await Promise.all([nl.apply(known.slice(0, 2)), nl.ruleHandles('ip', 'c'), nl.apply(known.slice(2, 3))]);
+  t.true(applied);
+  t.deepEqual(handles, ['5']);
 });

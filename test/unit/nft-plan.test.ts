@@ -21,6 +21,7 @@ async function run(nft: FakeNft, plan: NftPlan): Promise<void> {
   // What the applier does after a plan with trims: the old rules behind the new ones go by handle.
   const lines: string[] = [];
   for (const { chain, keep } of plan.trims) for (const h of (await nft.ruleHandles!('ip', 'kube-proxy', chain)).slice(keep)) lines.push(`delete rule ip kube-proxy ${chain} handle ${h}`);
+  if (plan.trims.length) lines.push(...plan.afterTrims);
   if (lines.length) await nft.apply(lines.join('\n') + '\n');
 }
 
@@ -140,6 +141,53 @@ test('insertThenTrim: a service chain\'s new rules go in front of its old ones, 
   t.false(p3.transactions[0]!().some((l) => l.startsWith('insert ')));
 });
 
+test('insertThenTrim in a full sync: every service chain the kernel holds gets its rules in front; a gone affinity set goes after the trim; not when the fixed part deletes chains', async (t) => {
+  const nft = new FakeNft({ ruleHandles: true });
+  const aff = web('sessionAffinity: ClientIP') + eps('web', ['10.1.0.1', '10.1.0.2']);
+  const p1 = planFull(renderNftables({ cluster: cluster(aff), settings }), null, null, { now: 0, insertThenTrim: true });
+  t.deepEqual(p1.trims, [], 'an empty kernel: nothing to put in front of');
+  await run(nft, p1);
+  // A restart: the kernel holds the table; affinity is now off.
+  const r2 = renderNftables({ cluster: cluster(web() + eps('web', ['10.1.0.1', '10.1.0.2'])), settings });
+  const p2 = planFull(r2, await nft.listTable('ip', 'kube-proxy'), null, { now: 10, insertThenTrim: true });
+  const serviceChains = [...r2.services.values()].flatMap((out) => [...out.chains]).filter(([, rules]) => rules.at(-1)!.startsWith('numgen '));
+  t.true(serviceChains.length > 0);
+  t.deepEqual(p2.trims.map((x) => x.chain).sort(), serviceChains.map(([name]) => name).sort());
+  const lines = p2.transactions.flatMap((tx) => tx());
+  for (const [name] of serviceChains) t.false(lines.includes(`flush chain ip kube-proxy ${name}`), name);
+  t.false(lines.some((l) => l.startsWith('delete set ')), 'the affinity set waits for the trim');
+  t.true(p2.afterTrims.length > 0 && p2.afterTrims.every((l) => /^delete set ip kube-proxy affinity-/.test(l)), p2.afterTrims.join('\n'));
+  await run(nft, p2);
+  t.is(normalizeNft(nft.dump('ip')), expected(r2, p2.next));
+  // A chain of an older kube-proxy to delete: the old rules might jump to it, so chains are flushed.
+  nft.foreign('add chain ip kube-proxy older-chain\n');
+  const p3 = planFull(r2, await nft.listTable('ip', 'kube-proxy'), null, { now: 20, insertThenTrim: true });
+  t.deepEqual(p3.trims, []);
+});
+
+test('insertThenTrim with affinity: an endpoint leaving keeps the chain in front and deletes its affinity set after the trim; a timeout change flushes', async (t) => {
+  const nft = new FakeNft({ ruleHandles: true });
+  const renderer = new NftablesRenderer();
+  const aff = (s: number, ips: string[]) => web(`sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: ${s}}}`) + eps('web', ips);
+  const p1 = planFull(renderer.render({ cluster: cluster(aff(60, ['10.1.0.1', '10.1.0.2'])), settings }), null, null, { now: 0 });
+  await run(nft, p1);
+  // 10.1.0.2 leaves: its affinity set is used by the old rules until the trim.
+  const r2 = renderer.render({ cluster: cluster(aff(60, ['10.1.0.1'])), settings });
+  const p2 = planPartial(r2, p1.next, { now: 1, insertThenTrim: true });
+  t.true(p2.trims.length > 0);
+  t.false(p2.transactions[0]!().some((l) => l.startsWith('delete set ')));
+  t.true(p2.afterTrims.length === 1 && /^delete set ip kube-proxy affinity-\S+10\.1\.0\.2/.test(p2.afterTrims[0]!), p2.afterTrims.join('\n'));
+  await run(nft, p2);
+  t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r2, [...p2.next.stale.keys()].sort())));
+  // A timeout change re-declares the sets, which no old rule may use then: flushed, no trims.
+  const r3 = renderer.render({ cluster: cluster(aff(120, ['10.1.0.1'])), settings });
+  const p3 = planPartial(r3, p2.next, { now: 2, insertThenTrim: true });
+  t.deepEqual(p3.trims, []);
+  await run(nft, p3);
+  t.regex(nft.dump('ip'), /timeout 120s/);
+  t.is(normalizeNft(nft.dump('ip')), normalizeNft(nftablesText(r3, [...p3.next.stale.keys()].sort())));
+});
+
 test('an affinity timeout change re-declares the sets after rewriting the chains that use them; turning affinity off deletes them', async (t) => {
   const nft = new FakeNft();
   const renderer = new NftablesRenderer();
@@ -206,21 +254,24 @@ test('bounded transactions: whole services per transaction, each valid on its ow
 });
 
 test('over random change sequences, rewriting chains either way, the kernel holds exactly the rendered table plus the flushed stale chains', async (t) => {
-  await fc.assert(fc.asyncProperty(fc.array(fc.array(arbService, { maxLength: 5 }), { minLength: 2, maxLength: 6 }), fc.integer({ min: 1, max: 8 }), fc.boolean(), async (history, max, inFront) => {
+  await fc.assert(fc.asyncProperty(fc.array(fc.array(arbService, { maxLength: 5 }), { minLength: 2, maxLength: 6 }), fc.integer({ min: 1, max: 8 }), fc.boolean(), fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }), async (history, max, inFront, fullAt) => {
     const nft = new FakeNft({ ruleHandles: true });
     const renderer = new NftablesRenderer();
     let applied: NftApplied | null = null;
     let now = 0;
-    for (const specs of history) {
+    for (const [i, specs] of history.entries()) {
       now += 700;
       const r = renderer.render({ cluster: arbCluster(specs), settings });
-      const plan: NftPlan = applied ? planPartial(r, applied, { now, insertThenTrim: inFront }) : planFull(r, null, null, { now, maxChainsPerTransaction: max });
+      // Now and then a full sync over what the kernel holds (a restart when nothing is known).
+      const plan: NftPlan = !applied ? planFull(r, null, null, { now, maxChainsPerTransaction: max })
+        : fullAt[i] ? planFull(r, await nft.listTable('ip', 'kube-proxy'), i % 2 ? applied : null, { now, maxChainsPerTransaction: max, insertThenTrim: inFront })
+          : planPartial(r, applied, { now, insertThenTrim: inFront });
       await run(nft, plan);
       const next = plan.next;
       applied = next;
       if (normalizeNft(nft.dump('ip')) !== expected(r, next)) return false;
       // A full sync over the same kernel changes nothing that matters.
-      const again = planFull(renderNftables({ cluster: arbCluster(specs), settings }), await nft.listTable('ip', 'kube-proxy'), next, { now, maxChainsPerTransaction: max });
+      const again = planFull(renderNftables({ cluster: arbCluster(specs), settings }), await nft.listTable('ip', 'kube-proxy'), next, { now, maxChainsPerTransaction: max, insertThenTrim: inFront });
       const copy = new FakeNft({ ruleHandles: true });
       copy.tables = structuredClone(nft.tables);
       await run(copy, again);

@@ -1,6 +1,7 @@
 // `knet rules --proxy-mode nftables`: the mode from the flag or the config, --since, --explain,
 // and clear errors for a mode knet rules cannot print.
 import test from 'ava';
+import { parseKnetArgs } from '../helpers/cli-args.ts';
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,4 +80,11 @@ test('a mode knet rules cannot print is exit 2 with the choices', (t) => {
   const r2 = run({ file: [f['c.yaml']!], config: bad['k.yaml']! });
   t.is(r2.code, 2);
   t.regex(r2.err, /k\.yaml:2:\d+: nftables\.masqueradeBit: must be within the range \[0, 31\], got 99/);
+});
+
+test('knet proxy: netlink batches on by default; --no-nftables-netlink turns them off; the old opt-in flag is still accepted', (t) => {
+  const netlink = (extra: string[]) => parseKnetArgs(['proxy', '--proxy-mode', 'nftables', ...extra]).opts.nftablesNetlink;
+  t.is(netlink([]), true);
+  t.is(netlink(['--nftables-netlink']), true);
+  t.is(netlink(['--no-nftables-netlink']), false);
 });
