@@ -56,10 +56,11 @@ export interface NftPlan {
   deletesStale: string[];
   /**
    * Service chains filled with new rules in front of their old ones (`insertThenTrim`): once
-   * every transaction committed, each chain's rules after the first `keep`
+   * transaction `after` committed (the one that wrote them: a full sync's old sets then leave the
+   * table as it goes, which keeps the kernel's walks of its set list short), each chain's rules after the first `keep`
    * are deleted by handle in a second transaction.
    */
-  trims: Array<{ chain: string; keep: number }>;
+  trims: Array<{ chain: string; keep: number; after: number }>;
   /** Lines for the transaction that deletes the trimmed rules, after those deletions (sets only they used). */
   afterTrims: string[];
   /** The kernel state once every transaction committed (and the trims). */
@@ -123,7 +124,7 @@ function serviceLines(t: string, outs: Iterable<NftServiceOutput>, onlyChains?: 
         declare.push(`add chain ${t} ${name}`);
         // Each insert goes first, so the last rule is inserted first.
         for (let i = list.length - 1; i >= 0; i--) rules.push(`insert rule ${t} ${name} ${list[i]}`);
-        trims.push({ chain: name, keep: list.length });
+        trims.push({ chain: name, keep: list.length, after: 0 });
         continue;
       }
       declare.push(`add chain ${t} ${name}`, `flush chain ${t} ${name}`);
@@ -217,7 +218,6 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   // not when the fixed part deletes chains, which old rules might still jump to.
   const inFront: ChainTest | undefined = o.insertThenTrim === true && kernel && drop.length === 0 ? (name, list) => kernel.chains.has(name) && endsInVmap(list) : undefined;
   const trims: NftPlan['trims'] = [];
-  if (inFront) for (const out of r.services.values()) for (const [name, list] of out.chains) if (inFront(name, list)) trims.push({ chain: name, keep: list.length });
   // Service chains in transactions of bounded size, whole services each (a service's chains
   // jump to each other, so they must arrive together). The first transaction also carries the
   // fixed part, the last one the elements (one commit fewer).
@@ -233,6 +233,7 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
     batches[batches.length - 1]!.push(out);
     batchChains += out.chains.size;
     chainsWritten += out.chains.size;
+    if (inFront) for (const [name, list] of out.chains) if (inFront(name, list)) trims.push({ chain: name, keep: list.length, after: batches.length - 1 });
   }
 
   const { elements, owners } = allElements(r);

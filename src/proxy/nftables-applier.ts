@@ -153,8 +153,7 @@ export class NftablesApplier implements DataPlane {
         plan = familyFull
           ? planFull(r, await this.o.nft.listTable(fam, NFT_TABLE), known, { now: this.now(), maxChainsPerTransaction: this.o.maxChainsPerTransaction ?? 2000, insertThenTrim })
           : planPartial(r, known!, { now: this.now(), insertThenTrim });
-        await this.run(plan);
-        await this.trim(fam, plan);
+        await this.run(fam, plan);
       } catch (err) {
         this.metrics.syncFailures.inc();
         throw err;
@@ -175,15 +174,15 @@ export class NftablesApplier implements DataPlane {
   }
 
   /**
-   * Deletes the old rules left behind the new ones (NftPlan.trims), then runs the plan's
-   * afterTrims. In transactions of whole chains of at most TRIM_LINES lines (a restart's full
-   * sync at 10k services trims every service chain): an old rule is out of reach of any packet
-   * already, so they need not go at once.
+   * Deletes the old rules left behind the new ones by transaction `after` (NftPlan.trims), and
+   * after the last transaction's, runs the plan's afterTrims. In transactions of whole chains of
+   * at most TRIM_LINES lines (a restart's full sync at 10k services trims every service chain):
+   * an old rule is out of reach of any packet already, so they need not go at once.
    */
-  private async trim(family: NftFamily, plan: NftPlan): Promise<void> {
+  private async trim(family: NftFamily, plan: NftPlan, after: number): Promise<void> {
     if (!plan.trims.length || !this.o.nft.ruleHandles) return;
     let lines: string[] = [];
-    for (const { chain, keep } of plan.trims) {
+    for (const { chain, keep } of plan.trims.filter((x) => x.after === after)) {
       const handles = await this.o.nft.ruleHandles(family, NFT_TABLE, chain);
       // The new rules are in front: fewer rules than those means the chain is not what we wrote.
       if (handles.length < keep) throw new Error(`chain ${chain} holds ${handles.length} rules, fewer than the ${keep} just written`);
@@ -194,31 +193,38 @@ export class NftablesApplier implements DataPlane {
       }
       for (const handle of old) lines.push(`delete rule ${family} ${NFT_TABLE} ${chain} handle ${handle}\n`);
     }
-    for (const line of plan.afterTrims) lines.push(`${line}\n`);
+    if (after === plan.transactions.length - 1) for (const line of plan.afterTrims) lines.push(`${line}\n`);
     if (lines.length) await this.o.nft.apply(lines);
   }
 
   /**
-   * Runs a plan's transactions. When the first one, which deletes the due stale chains, fails,
-   * it runs again without the deletions: a chain that could not go only waits for a later sync
-   * (kube-proxy does the same), and a failure of the rest fails the sync.
+   * Runs a plan's transactions, each followed by the trims it allows. When the first one, which
+   * deletes the due stale chains, fails, it runs again without the deletions: a chain that could
+   * not go only waits for a later sync (kube-proxy does the same), and a failure of the rest
+   * fails the sync.
    */
-  private async run(plan: NftPlan): Promise<void> {
+  private async run(family: NftFamily, plan: NftPlan): Promise<void> {
     for (let i = 0; i < plan.transactions.length; i++) {
-      const lines = plan.transactions[i]!();
-      if (i > 0 || plan.deletesStale.length === 0) {
-        await this.o.nft.apply(pieces(lines));
-        continue;
-      }
-      try {
-        await this.o.nft.apply(pieces(lines));
-      } catch (err) {
-        this.metrics.cleanupFailures.inc();
-        this.o.log.warn({ chains: plan.deletesStale.length, err: String(err) }, 'could not delete stale chains; will retry');
-        for (const c of plan.deletesStale) plan.next.stale.set(c, this.now());
-        const rest = lines.slice(plan.deletesStale.length);
-        if (rest.length) await this.o.nft.apply(pieces(rest));
-      }
+      await this.runTransaction(plan, i);
+      await this.trim(family, plan, i);
+    }
+  }
+
+  /** One of a plan's transactions; the first without its stale chain deletions when those fail. */
+  private async runTransaction(plan: NftPlan, i: number): Promise<void> {
+    const lines = plan.transactions[i]!();
+    if (i > 0 || plan.deletesStale.length === 0) {
+      await this.o.nft.apply(pieces(lines));
+      return;
+    }
+    try {
+      await this.o.nft.apply(pieces(lines));
+    } catch (err) {
+      this.metrics.cleanupFailures.inc();
+      this.o.log.warn({ chains: plan.deletesStale.length, err: String(err) }, 'could not delete stale chains; will retry');
+      for (const c of plan.deletesStale) plan.next.stale.set(c, this.now());
+      const rest = lines.slice(plan.deletesStale.length);
+      if (rest.length) await this.o.nft.apply(pieces(rest));
     }
   }
 }

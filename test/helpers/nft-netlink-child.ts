@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { kernelNft } from '../../src/kernel/nft.ts';
 
 const [file, family] = process.argv.slice(2) as [string, 'ip' | 'ip6'];
-const { transactions, trims, afterTrims } = JSON.parse(readFileSync(file, 'utf8')) as { transactions: string[][]; trims: Array<{ chain: string; keep: number }>; afterTrims: string[] };
+const { transactions, trims, afterTrims } = JSON.parse(readFileSync(file, 'utf8')) as { transactions: string[][]; trims: Array<{ chain: string; keep: number; after: number }>; afterTrims: string[] };
 const nft = kernelNft({ netlink: true });
 let foreign = 0;
 const watch = nft.watchForeign(family, 'kube-proxy', () => { foreign++; }, () => {});

@@ -124,7 +124,7 @@ test('insertThenTrim: a service chain\'s new rules go in front of its old ones, 
   // The service chain is not flushed: its rules are inserted, last first, so they end up in order.
   t.false(tx.includes(`flush chain ip kube-proxy ${service[0]}`), tx.join('\n'));
   t.deepEqual(tx.filter((l) => l.startsWith(`insert rule ip kube-proxy ${service[0]} `)), [...service[1]].reverse().map((r) => `insert rule ip kube-proxy ${service[0]} ${r}`));
-  t.deepEqual(p2.trims, [{ chain: service[0], keep: service[1].length }]);
+  t.deepEqual(p2.trims, [{ chain: service[0], keep: service[1].length, after: 0 }]);
   // Between the two commits: the new rules first, the old ones (with the old vmap) behind them.
   await nft.apply(tx.join('\n') + '\n');
   const between = nft.tables.get('ip kube-proxy')!.chains.get(service[0])!.rules;

@@ -25,9 +25,9 @@ const rendered = (c: ClusterState, s: ProxySettings = settings, stale: string[] 
 const held = (k: FakeNft, fam: 'ip' | 'ip6' = 'ip') => normalizeNft(k.dump(fam));
 const staleIn = (k: FakeNft, r: NftRenderResult) => [...(k.tables.get('ip kube-proxy')?.chains.keys() ?? [])].filter((c) => c.includes('/') && ![...r.services.values()].some((o) => o.chains.has(c)));
 
-function daemonOn(k: FakeNft, c: ClusterState, o: { settings?: ProxySettings[]; now?: () => number } = {}) {
+function daemonOn(k: FakeNft, c: ClusterState, o: { settings?: ProxySettings[]; now?: () => number; maxChainsPerTransaction?: number } = {}) {
   let foreign = 0;
-  const applier = new NftablesApplier({ nft: k, settings: o.settings ?? [settings], log, conntrack: false, onForeignChange: () => { foreign++; daemon.runner.run(); }, ...(o.now ? { now: o.now } : {}) });
+  const applier = new NftablesApplier({ nft: k, settings: o.settings ?? [settings], log, conntrack: false, onForeignChange: () => { foreign++; daemon.runner.run(); }, ...(o.now ? { now: o.now } : {}), ...(o.maxChainsPerTransaction ? { maxChainsPerTransaction: o.maxChainsPerTransaction } : {}) });
   const source = new ManualSource(c);
   const daemon = new ProxyDaemon({ source, dataplane: applier, log, minSyncPeriodMs: 0, syncPeriodMs: 60_000, retryMs: 10 });
   /** Hands the daemon a new cluster and waits for the sync it causes. */
@@ -119,6 +119,27 @@ test('where rule handles can be read, a changed service chain gets its new rules
   t.is(await counter(applier.metrics.syncFailures), 1);
   t.true(daemon.lastOutcome!.full);
   t.is(held(k), rendered(again, settings, staleIn(k, renderNftables({ cluster: again, settings }))));
+});
+
+test('a restart over a live table: each transaction\'s service chains get their rules in front and are trimmed before the next transaction', async (t) => {
+  const k = new FakeNft({ ruleHandles: true });
+  const first = daemonOn(k, services(12, 2));
+  let synced = first.daemon.nextSync();
+  await first.daemon.start();
+  await within(synced);
+  first.daemon.stop();
+  const before = k.log.length;
+  const second = daemonOn(k, services(12, 3), { maxChainsPerTransaction: 12 });
+  t.teardown(() => second.daemon.stop());
+  synced = second.daemon.nextSync();
+  await second.daemon.start();
+  await within(synced);
+  // Write, trim, write, trim, ...: the old rules (and their maps) leave as the sync goes.
+  const kinds = k.log.slice(before).map((tx) => (tx.every((l) => l.startsWith('delete rule ')) ? 'trim' : tx.some((l) => l.startsWith('insert rule ')) ? 'write' : 'other'));
+  t.true(kinds.filter((x) => x === 'write').length >= 2, kinds.join(' '));
+  for (const [i, kind] of kinds.entries()) if (kind === 'write') t.is(kinds[i + 1], 'trim', kinds.join(' '));
+  t.deepEqual(k.log.slice(before).flat().filter((l) => /^flush chain ip kube-proxy service-[A-Z0-9]{8}-/.test(l)), [], 'no live service chain is flushed');
+  t.is(held(k), rendered(services(12, 3), settings, staleIn(k, renderNftables({ cluster: services(12, 3), settings }))));
 });
 
 test('someone else flushes a chain or deletes the table: noticed at once, and a full sync puts the table back', async (t) => {
