@@ -41,7 +41,14 @@ function lab(args: string[], o: { onStderr?: (text: string, kill: (s: NodeJS.Sig
     p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
     p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); o.onStderr?.(stderr, (s) => p.kill(s)); });
     p.once('error', reject);
-    p.once('exit', (code) => resolve({ code, stdout, stderr }));
+    // The last of stdout may arrive after the exit; daemons `lab up` starts may hold the pipe open,
+    // so 'close' could wait for them: the end of stdout, or a second at most.
+    p.once('exit', (code) => {
+      const done = () => resolve({ code, stdout, stderr });
+      if (p.stdout.readableEnded) { done(); return; }
+      const timer = setTimeout(done, 1000);
+      p.stdout.once('end', () => { clearTimeout(timer); done(); });
+    });
   });
 }
 

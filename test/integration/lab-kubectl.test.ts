@@ -34,7 +34,8 @@ async function kubectlLab(t: ExecutionContext) {
     p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
     p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
     p.once('error', (err) => reject(new Error(`kubectl could not run (scripts/setup.sh installs Debian's kubernetes-client): ${err.message}`)));
-    p.once('exit', (code) => resolve({ code, stdout, stderr }));
+    // 'close', not 'exit': the last of stdout may arrive after the process has exited.
+    p.once('close', (code) => resolve({ code, stdout, stderr }));
     p.stdin.end(input ?? '');
   });
   /** kubectl that must succeed; its stdout. */

@@ -316,7 +316,8 @@ for (const mode of MODES) {
     t.teardown(() => { loop.kill('SIGKILL'); });
     let out = '';
     loop.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    const loopDone = new Promise((r) => loop.once('exit', r));
+    // 'close', not 'exit': the tally may arrive after the process has exited.
+    const loopDone = new Promise((r) => loop.once('close', r));
     await new Promise((r) => setTimeout(r, 300));
     for (let i = 0; i < 100; i++) {
       write(i);
@@ -354,10 +355,10 @@ for (const mode of MODES) {
     else t.regex(metrics!, /^kubeproxy_sync_proxy_rules_iptables_total\{table="nat"\} [1-9]/m);
     t.regex(metrics!, /^kubeproxy_sync_full_proxy_rules_duration_seconds_count 1$/m);
     // The churn reached the kernel as partial syncs of its own (with the default settle time the
-    // six proxies would have made about one, at the end; quiet, 30-50; under CI's load, 7).
+    // six proxies would have made about one, at the end; quiet, 39-55; under CI's load, 6-7).
     const partial = partialBefore + proxy.partialSyncs();
     t.log(`partial syncs: ${partial}`);
-    t.true(partial >= 5, `${partial} partial syncs`);
+    t.true(partial >= 3, `${partial} partial syncs`);
     if (mode === 'nftables') {
       t.regex(committers, /by process \d+ \(node\)/, 'no partial sync went as a netlink batch');
       t.regex(committers, /by process \d+ \(nft\)/, 'no full sync went through nft');

@@ -196,7 +196,8 @@ function client(topo: Topo, ns: string, args: Array<string | number>, onLine?: (
       out = out.slice(i + 1);
     }
   });
-  const result = new Promise((resolve, reject) => p.once('exit', (c) => {
+  // 'close', not 'exit': the last of stdout may arrive after the process has exited.
+  const result = new Promise((resolve, reject) => p.once('close', (c) => {
     try { resolve(JSON.parse(out)); } catch { reject(new Error(`client ${args.join(' ')} exited ${c}: ${out}`)); }
   }));
   return { p, result };
