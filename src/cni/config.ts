@@ -44,7 +44,6 @@ export interface NetConf {
 
 type Json = Record<string, unknown>;
 
-
 export function assertSafePath(what: string, p: unknown): string {
   if (typeof p !== 'string' || !SAFE_PATH.test(p) || p.split('/').some((s) => s === '..') || p.length > 4096) {
     throw invalidConfig(`${what} must be an absolute path without "..": ${JSON.stringify(p)}`);

@@ -12,11 +12,10 @@
 // in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
 import { endianness } from 'node:os';
 import { mustParseIP, parseCIDR } from '../util/ip.ts';
+import { encodeMessage, NLA_F_NESTED, NLM_F, nlattr, parseAttrs } from './netlink/codec.ts';
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const MSG = { BATCH_BEGIN: 0x10, BATCH_END: 0x11, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, GETRULE: 7, DELRULE: 8, NEWSET: 9, NEWSETELEM: 12, DELSETELEM: 14 } as const;
-const F = { REQUEST: 1, ACK: 4, CREATE: 0x400, APPEND: 0x800 } as const;
-const NESTED = 0x8000;
 const FAMILY = { ip: 2, ip6: 10 } as const;
 const VERDICT = { drop: 0, accept: 1, jump: -3, goto: -4 } as const;
 const PROTO = { tcp: 6, udp: 17, sctp: 132 } as const;
@@ -32,31 +31,18 @@ type FamilyName = keyof typeof FAMILY;
 type Attr = [type: number, value: Buffer | Attr[]];
 
 function encodeAttrs(list: readonly Attr[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const [type, value] of list) {
-    const body = Array.isArray(value) ? encodeAttrs(value) : value;
-    const head = Buffer.alloc(4);
-    head.writeUInt16LE(4 + body.length, 0);
-    head.writeUInt16LE(Array.isArray(value) ? type | NESTED : type, 2);
-    parts.push(head, body, Buffer.alloc((4 - (body.length % 4)) % 4));
-  }
-  return Buffer.concat(parts);
+  return Buffer.concat(list.map(([type, value]) => (Array.isArray(value) ? nlattr(type | NLA_F_NESTED, encodeAttrs(value)) : nlattr(type, value))));
 }
 
 const be32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n | 0, 0); return b; };
 const str = (s: string) => Buffer.from(`${s}\0`, 'latin1');
 
+/** A netfilter message: the netlink header, nfgenmsg (family, version 0, resource id), attributes. */
 function message(type: number, flags: number, seq: number, family: number, resId: number, attrs: readonly Attr[]): Buffer {
-  const body = encodeAttrs(attrs);
-  const out = Buffer.alloc(20 + body.length);
-  out.writeUInt32LE(out.length, 0);
-  out.writeUInt16LE(type, 4);
-  out.writeUInt16LE(flags, 6);
-  out.writeUInt32LE(seq, 8);
-  out.writeUInt8(family, 16);
-  out.writeUInt16BE(resId, 18);
-  body.copy(out, 20);
-  return out;
+  const nfgen = Buffer.alloc(4);
+  nfgen.writeUInt8(family, 0);
+  nfgen.writeUInt16BE(resId, 2);
+  return encodeMessage(type, flags, seq, [nfgen, encodeAttrs(attrs)]);
 }
 
 const expr = (name: string, data: Attr[]): Attr => [1, [[1, str(name)], [2, data]]];
@@ -222,7 +208,7 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
   const table = 'kube-proxy';
   let current = '';
   const push = (type: number, flags: number, attrs: Attr[]) => {
-    out.push(message((NFNL_SUBSYS_NFTABLES << 8) | type, flags | F.REQUEST, seq++, FAMILY[family!], 0, attrs));
+    out.push(message((NFNL_SUBSYS_NFTABLES << 8) | type, flags | NLM_F.REQUEST, seq++, FAMILY[family!], 0, attrs));
     lineOf.push(current);
   };
   const begin = seq++;
@@ -239,7 +225,7 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
     if (verb === 'insert' && what !== 'rule') return null;
     if (what === 'chain') {
       if (rest !== undefined) return null; // base chains and comments: nft's
-      if (verb === 'add') push(MSG.NEWCHAIN, F.CREATE, [tableAttr, [3, str(name)]]);
+      if (verb === 'add') push(MSG.NEWCHAIN, NLM_F.CREATE, [tableAttr, [3, str(name)]]);
       else if (verb === 'flush') push(MSG.DELRULE, 0, [tableAttr, [2, str(name)]]);
       else push(MSG.DELCHAIN, 0, [tableAttr, [3, str(name)]]);
     } else if (what === 'rule' && verb === 'delete') {
@@ -255,7 +241,7 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
       const exprs = ruleExpressions(fam, rest, (verdicts) => {
         const id = ++setId;
         const anon = '__map%d';
-        sets.push(message((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWSET, F.REQUEST | F.CREATE, 0, FAMILY[fam], 0, [
+        sets.push(message((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWSET, NLM_F.REQUEST | NLM_F.CREATE, 0, FAMILY[fam], 0, [
           tableAttr, [2, str(anon)], [3, be32(ANON_MAP_FLAGS)], [4, be32(INTEGER_TYPE)], [5, be32(4)], [6, be32(VERDICT_TYPE)], [7, be32(0)],
           [10, be32(id)], [9, [[1, be32(verdicts.length)]]], [13, ANON_MAP_USERDATA],
         ]));
@@ -265,7 +251,7 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
           // nft numbers the list's entries 1, 2, ... (the kernel reads any type here).
           return [i + 1, [[1, [[1, key]]], [2, [[2, verdictData(v)]]]]];
         });
-        sets.push(message((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWSETELEM, F.REQUEST | F.CREATE, 0, FAMILY[fam], 0, [
+        sets.push(message((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWSETELEM, NLM_F.REQUEST | NLM_F.CREATE, 0, FAMILY[fam], 0, [
           tableAttr, [2, str(anon)], [4, be32(id)], [3, elements],
         ]));
         return { name: anon, id };
@@ -273,7 +259,7 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
       if (!exprs) return null;
       for (const s of sets) { s.writeUInt32LE(seq++, 8); out.push(s); lineOf.push(line); }
       // `insert` puts the rule first in its chain: the same message without APPEND.
-      push(MSG.NEWRULE, verb === 'add' ? F.CREATE | F.APPEND : F.CREATE, [tableAttr, [2, str(name)], [4, exprs]]);
+      push(MSG.NEWRULE, verb === 'add' ? NLM_F.CREATE | NLM_F.APPEND : NLM_F.CREATE, [tableAttr, [2, str(name)], [4, exprs]]);
     } else {
       if (verb === 'flush') return null;
       const shape = Object.hasOwn(ELEMENT_KEYS, name) ? ELEMENT_KEYS[name]! : null;
@@ -295,18 +281,18 @@ export function compileNftBatch(lines: readonly string[], firstSeq: number): Nft
         if (comment !== undefined) data.push([6, Buffer.concat([Buffer.from([0, comment.length + 1]), str(comment)])]);
       } else if (em[3] !== undefined) return null;
       const element: Attr = [1, [[1, [[1, key]]], ...data]];
-      push(verb === 'add' ? MSG.NEWSETELEM : MSG.DELSETELEM, verb === 'add' ? F.CREATE : 0, [tableAttr, [2, str(name)], [3, [element]]]);
+      push(verb === 'add' ? MSG.NEWSETELEM : MSG.DELSETELEM, verb === 'add' ? NLM_F.CREATE : 0, [tableAttr, [2, str(name)], [3, [element]]]);
     }
   }
   if (family === null) return null;
   // Only the last command asks for an acknowledgement: the kernel reports every failure anyway,
   // and one acknowledgement per command would overflow the socket's buffer on a large batch.
   const last = out[out.length - 1]!;
-  last.writeUInt16LE(last.readUInt16LE(6) | F.ACK, 6);
+  last.writeUInt16LE(last.readUInt16LE(6) | NLM_F.ACK, 6);
   const datagram = Buffer.concat([
-    message(MSG.BATCH_BEGIN, F.REQUEST, begin, 0, NFNL_SUBSYS_NFTABLES, []),
+    message(MSG.BATCH_BEGIN, NLM_F.REQUEST, begin, 0, NFNL_SUBSYS_NFTABLES, []),
     ...out,
-    message(MSG.BATCH_END, F.REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, []),
+    message(MSG.BATCH_END, NLM_F.REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, []),
   ]);
   return { datagram, first: begin + 1, last: seq - 1, lineOf: (s) => lineOf[s - begin - 1] ?? '' };
 }
@@ -323,17 +309,12 @@ export interface NftBatch {
 /** A dump request for one chain's rules (their handles, in order: parseRuleHandles). */
 export function ruleDumpRequest(family: 'ip' | 'ip6', chain: string, seq: number): Buffer | null {
   if (!NAME.test(chain)) return null;
-  return message((NFNL_SUBSYS_NFTABLES << 8) | MSG.GETRULE, F.REQUEST | 0x300, seq, FAMILY[family], 0, [[1, str('kube-proxy')], [2, str(chain)]]);
+  return message((NFNL_SUBSYS_NFTABLES << 8) | MSG.GETRULE, NLM_F.REQUEST | NLM_F.DUMP, seq, FAMILY[family], 0, [[1, str('kube-proxy')], [2, str(chain)]]);
 }
 
 /** The handle of a rule in a dump's NEWRULE message body (after its 4-byte nfgenmsg), or null. */
 export function ruleHandleOf(type: number, body: Buffer): string | null {
   if (type !== ((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWRULE) || body.length < 4) return null;
-  for (let off = 4; off + 4 <= body.length;) {
-    const len = body.readUInt16LE(off);
-    if (len < 4 || off + len > body.length) return null;
-    if ((body.readUInt16LE(off + 2) & 0x3fff) === 3 && len === 12) return body.readBigUInt64BE(off + 4).toString();
-    off += (len + 3) & ~3;
-  }
-  return null;
+  const handle = parseAttrs(body.subarray(4)).get(3);
+  return handle?.length === 8 ? handle.readBigUInt64BE(0).toString() : null;
 }

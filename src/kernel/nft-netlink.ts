@@ -3,12 +3,10 @@
 // nft's cache of the whole table. A transaction the compiler does not know is not sent (the
 // caller runs `nft -f`). The kernel commits a batch whole or not at all, as with `nft -f`.
 import { compileNftBatch, ruleDumpRequest, ruleHandleOf } from './nft-batch.ts';
-import { decodeMessages, errnoName, errorCode, NLMSG } from './netlink/codec.ts';
+import { decodeMessages, errnoName, errorCode, NLM_F, NLMSG } from './netlink/codec.ts';
 import type { NetlinkTransport } from './netlink/transport.ts';
 
 const MAX_BATCH_BYTES = 128 * 1024;
-/** Set on each message of a dump the kernel restarted because what it listed changed. */
-const NLM_F_DUMP_INTR = 0x10;
 /** Transactions of more lines (a full sync's) are not even compiled: they would hardly fit. */
 const MAX_LINES = 2000;
 
@@ -79,7 +77,7 @@ export class NftNetlink {
       for (const msg of decodeMessages(await this.receive(t))) {
         if (msg.seq !== seq) continue;
         // A dump the kernel had to restart (the table changed meanwhile) is not to be trusted.
-        if (msg.flags & NLM_F_DUMP_INTR) throw new Error(`listing the rules of ${chain}: interrupted by a change`);
+        if (msg.flags & NLM_F.DUMP_INTR) throw new Error(`listing the rules of ${chain}: interrupted by a change`);
         if (msg.type === NLMSG.DONE || msg.type === NLMSG.ERROR) {
           const code = errorCode(msg);
           if (code !== 0) throw new Error(`listing the rules of ${chain}: ${errnoName(code)}`);

@@ -122,6 +122,21 @@ export class MonitorParser {
   }
 }
 
+/** Netlink batches from this process, or null when the addon does not load here. */
+function netfilterBatches(): NftNetlink | null {
+  try {
+    // Opened now to learn whether the addon loads; the batches use it first.
+    let opened: AddonTransport | null = new AddonTransport(NETLINK_NETFILTER);
+    return new NftNetlink(() => {
+      const socket = opened ?? new AddonTransport(NETLINK_NETFILTER);
+      opened = null;
+      return socket;
+    });
+  } catch {
+    return null;
+  }
+}
+
 /** The real nft on a namespace; `sent` counts the transactions that went as netlink batches and through `nft`. */
 export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; nft: number } } {
   // Our own nft processes: commits they make are not foreign. Bounded: pids are reused.
@@ -131,27 +146,12 @@ export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; n
     ours.add(pid);
   };
   const sent = { netlink: 0, nft: 0 };
-  // undefined: not tried yet; null: not here (a named namespace, turned off, or no netlink addon).
-  let batches: NftNetlink | null | undefined = t.netns || !t.netlink ? null : undefined;
-  const netlink = (): NftNetlink | null => {
-    if (batches !== undefined) return batches;
-    try {
-      // Opened now to learn whether the addon loads; the batches use it first.
-      let opened: AddonTransport | null = new AddonTransport(NETLINK_NETFILTER);
-      batches = new NftNetlink(() => {
-        const socket = opened ?? new AddonTransport(NETLINK_NETFILTER);
-        opened = null;
-        return socket;
-      });
-    } catch {
-      batches = null;
-    }
-    return batches;
-  };
+  // null: not here (a named namespace, turned off, or no netlink addon).
+  const batches = t.netns || !t.netlink ? null : netfilterBatches();
   return {
     sent,
     async apply(commands) {
-      const nl = netlink();
+      const nl = batches;
       let input = commands;
       if (nl) {
         // The pieces are kept: what the batch compiler declines goes to nft as it came.
@@ -177,10 +177,10 @@ export function kernelNft(t: NftTarget = {}): Nft & { sent: { netlink: number; n
       return parseListing(chains, sets, maps, family, table);
     },
     // Only with batches: through nft, each chain's listing would read the whole table first.
-    ...(netlink() ? {
+    ...(batches ? {
       async ruleHandles(family: NftFamily, table: string, chain: string): Promise<string[]> {
         if (table !== 'kube-proxy') throw new Error(`rule handles are read for the kube-proxy table only, not ${JSON.stringify(table)}`);
-        return netlink()!.ruleHandles(family, chain);
+        return batches.ruleHandles(family, chain);
       },
     } : {}),
     async deleteTable(family, table) {

@@ -56,9 +56,9 @@ export interface NftPlan {
   deletesStale: string[];
   /**
    * Service chains filled with new rules in front of their old ones (`insertThenTrim`): once
-   * transaction `after` committed (the one that wrote them: a full sync's old sets then leave the
-   * table as it goes, which keeps the kernel's walks of its set list short), each chain's rules after the first `keep`
-   * are deleted by handle in a second transaction.
+   * transaction `after` committed (the one that wrote them: a full sync's old sets then leave
+   * the table as it goes, which keeps the kernel's walks of its set list short), each chain's
+   * rules after the first `keep` are deleted by handle in a transaction of their own.
    */
   trims: Array<{ chain: string; keep: number; after: number }>;
   /** Lines for the transaction that deletes the trimmed rules, after those deletions (sets only they used). */
@@ -270,6 +270,18 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   return { transactions, deletesStale, trims, afterTrims, next: { fixedKey: r.fixed.key, chains, stale, sets, elements, owners }, chainsWritten, elementsWritten };
 }
 
+/**
+ * The lines deleting a trimmed chain's old rules, given its rule handles in order (the new rules,
+ * `keep` of them, first). Fewer rules than that means the chain is not what was written.
+ */
+export function trimLines(family: 'ip' | 'ip6', chain: string, handles: readonly string[], keep: number): string[] {
+  if (handles.length < keep) throw new Error(`chain ${chain} holds ${handles.length} rules, fewer than the ${keep} just written`);
+  return handles.slice(keep).map((handle) => `delete rule ${family} ${NFT_TABLE} ${chain} handle ${handle}`);
+}
+
+/** The named sets some rules use (`@name`: affinity sets). */
+const setsUsed = (rules: readonly string[]) => rules.flatMap((rule) => [...rule.matchAll(/@(\S+)/g)].map((m) => m[1]!));
+
 /** A service chain's rules end in the numgen vmap that picks an endpoint (and always ends the chain). */
 const endsInVmap = (rules: readonly string[]) => rules.length > 0 && rules[rules.length - 1]!.startsWith('numgen random mod ');
 
@@ -316,17 +328,14 @@ export function planPartial(r: NftRenderResult, applied: NftApplied, o: PlanOpti
     // after the trim.
     const inFront = (name: string, list: readonly string[]) => {
       const old = applied.chains.get(name) ?? [];
-      if (o.insertThenTrim !== true || all || !endsInVmap(list) || !endsInVmap(old)) return false;
-      const used = old.flatMap((rule) => [...rule.matchAll(/@(\S+)/g)].map((m) => m[1]!));
-      if (!used.every((set) => out.sets.has(set) || gone.has(set))) return false;
-      for (const set of used) if (gone.has(set)) usedByTrimmed.add(set);
-      return true;
+      return o.insertThenTrim === true && !all && endsInVmap(list) && endsInVmap(old) && setsUsed(old).every((set) => out.sets.has(set) || gone.has(set));
     };
     const rewrite = (name: string, list: readonly string[]) => (all || !sameRules(applied.chains.get(name), list));
     const l = serviceLines(t, [{ ...out, sets: new Map() }], rewrite, inFront);
     append(declare, l.declare);
     append(rules, l.rules);
     trims.push(...l.trims);
+    for (const { chain } of l.trims) for (const set of setsUsed(applied.chains.get(chain)!)) if (gone.has(set)) usedByTrimmed.add(set);
     for (const [name, list] of out.chains) {
       if (!rewrite(name, list)) continue;
       written.add(name);

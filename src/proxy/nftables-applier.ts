@@ -2,9 +2,9 @@
 // rules --proxy-mode nftables` prints), writes it through `nft -f -` as planned by nft-plan.ts
 // (full syncs from the kernel's chain names, partial syncs only what changed, stale chains
 // flushed and deleted a second later, service chains written in front of their old rules and
-// those deleted by handle in a further transaction where handles can be read), watches for anyone else changing or deleting the table,
-// and deletes stale conntrack entries afterwards. Only the `ip kube-proxy` / `ip6 kube-proxy`
-// tables are touched; one per IP family the node has.
+// those deleted by handle in a further transaction where handles can be read), watches for
+// anyone else changing or deleting the table, and deletes stale conntrack entries afterwards.
+// Only the `ip kube-proxy` / `ip6 kube-proxy` tables are touched; one per IP family the node has.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Nft, NftFamily, NftWatch } from '../kernel/nft.ts';
@@ -12,7 +12,7 @@ import { conntrackDelete } from '../kernel/conntrack.ts';
 import { NftablesRenderer, NFT_TABLE } from '../rules/nftables.ts';
 import type { ServicePortInfo } from '../rules/model.ts';
 import type { ProxySettings } from '../rules/types.ts';
-import { planFull, planPartial, type NftApplied, type NftPlan } from './nft-plan.ts';
+import { planFull, planPartial, trimLines, type NftApplied, type NftPlan } from './nft-plan.ts';
 import { NftablesMetrics } from './nftables-metrics.ts';
 import { cleanStaleConntrack } from './conntrack-plan.ts';
 import type { DataPlane, SyncOutcome, SyncRequest } from './dataplane.ts';
@@ -183,15 +183,12 @@ export class NftablesApplier implements DataPlane {
     if (!plan.trims.length || !this.o.nft.ruleHandles) return;
     let lines: string[] = [];
     for (const { chain, keep } of plan.trims.filter((x) => x.after === after)) {
-      const handles = await this.o.nft.ruleHandles(family, NFT_TABLE, chain);
-      // The new rules are in front: fewer rules than those means the chain is not what we wrote.
-      if (handles.length < keep) throw new Error(`chain ${chain} holds ${handles.length} rules, fewer than the ${keep} just written`);
-      const old = handles.slice(keep);
-      if (lines.length && lines.length + old.length > TRIM_LINES) {
+      const deletes = trimLines(family, chain, await this.o.nft.ruleHandles(family, NFT_TABLE, chain), keep);
+      if (lines.length && lines.length + deletes.length > TRIM_LINES) {
         await this.o.nft.apply(lines);
         lines = [];
       }
-      for (const handle of old) lines.push(`delete rule ${family} ${NFT_TABLE} ${chain} handle ${handle}\n`);
+      for (const line of deletes) lines.push(`${line}\n`);
     }
     if (after === plan.transactions.length - 1) for (const line of plan.afterTrims) lines.push(`${line}\n`);
     if (lines.length) await this.o.nft.apply(lines);

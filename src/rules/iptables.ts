@@ -324,8 +324,6 @@ interface RenderedService {
   endpointCount: number;
 }
 
-/** A service whose objects changed in a render: before (with the settings then) and after. */
-
 function sameObjects(a: ServiceObjects, b: ServiceObjects): boolean {
   if (a === b) return true;
   if (a.service !== b.service || a.slices.length !== b.slices.length) return false;

@@ -5,6 +5,7 @@
 // foreign commits; prints how many went which way and how many commits it took for someone else's.
 import { readFileSync } from 'node:fs';
 import { kernelNft } from '../../src/kernel/nft.ts';
+import { trimLines } from '../../src/proxy/nft-plan.ts';
 
 const [file, family] = process.argv.slice(2) as [string, 'ip' | 'ip6'];
 const { transactions, trims, afterTrims } = JSON.parse(readFileSync(file, 'utf8')) as { transactions: string[][]; trims: Array<{ chain: string; keep: number; after: number }>; afterTrims: string[] };
@@ -23,7 +24,7 @@ for (const tx of transactions) {
 }
 try {
   const lines: string[] = [];
-  for (const { chain, keep } of trims) for (const h of (await nft.ruleHandles!(family, 'kube-proxy', chain)).slice(keep)) lines.push(`delete rule ${family} kube-proxy ${chain} handle ${h}\n`);
+  for (const { chain, keep } of trims) for (const line of trimLines(family, chain, await nft.ruleHandles!(family, 'kube-proxy', chain), keep)) lines.push(`${line}\n`);
   if (trims.length) for (const line of afterTrims) lines.push(`${line}\n`);
   if (lines.length) await nft.apply(lines);
 } catch (e) {

@@ -7,7 +7,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { loadManifestText } from '../../src/k8s/manifests.ts';
 import { NftablesRenderer, nftablesText, renderNftables, staleChains, type NftRenderResult } from '../../src/rules/nftables.ts';
-import { planFull, planPartial, type NftApplied, type NftPlan } from '../../src/proxy/nft-plan.ts';
+import { planFull, planPartial, trimLines, type NftApplied, type NftPlan } from '../../src/proxy/nft-plan.ts';
 import { FakeNft } from '../helpers/fake-nft.ts';
 import { arbService, cluster as arbCluster } from '../helpers/arb-cluster.ts';
 import { nftSettings, normalizeNft, SERVICE_CIDR } from '../helpers/nft.ts';
@@ -20,7 +20,7 @@ async function run(nft: FakeNft, plan: NftPlan): Promise<void> {
   for (const tx of plan.transactions) await nft.apply(tx().join('\n') + '\n');
   // What the applier does after a plan with trims: the old rules behind the new ones go by handle.
   const lines: string[] = [];
-  for (const { chain, keep } of plan.trims) for (const h of (await nft.ruleHandles!('ip', 'kube-proxy', chain)).slice(keep)) lines.push(`delete rule ip kube-proxy ${chain} handle ${h}`);
+  for (const { chain, keep } of plan.trims) lines.push(...trimLines('ip', chain, await nft.ruleHandles!('ip', 'kube-proxy', chain), keep));
   if (plan.trims.length) lines.push(...plan.afterTrims);
   if (lines.length) await nft.apply(lines.join('\n') + '\n');
 }

@@ -11,7 +11,7 @@ export const RTM = {
   NEWROUTE: 24, DELROUTE: 25, GETROUTE: 26,
   NEWNEIGH: 28, DELNEIGH: 29, GETNEIGH: 30,
 } as const;
-export const NLM_F = { REQUEST: 1, MULTI: 2, ACK: 4, DUMP: 0x300, REPLACE: 0x100, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
+export const NLM_F = { REQUEST: 1, MULTI: 2, ACK: 4, DUMP_INTR: 0x10, DUMP: 0x300, REPLACE: 0x100, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
 export const NLMSG = { ERROR: 2, DONE: 3 } as const;
 export const AF_INET = 2;
 export const AF_BRIDGE = 7;
