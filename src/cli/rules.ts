@@ -81,7 +81,7 @@ export function settingsFromOptions(o: RulesOptions, nodes: LoadedManifests['nod
 }
 
 /** nftables mode: the whole table after this sync (with --since: after kube-proxy's next sync). */
-function runNftables(o: RulesOptions, current: LoadedManifests, settings: ProxySettings, out: (s: string) => void, err: (s: string) => void): void {
+function runNftables(o: RulesOptions, current: LoadedManifests, settings: ProxySettings, out: (s: string | Uint8Array) => void, err: (s: string) => void): void {
   const result = renderNftables({ cluster: current.cluster, settings });
   let stale: string[] = [];
   if (o.since) stale = staleChains(renderNftables({ cluster: loadFiles([o.since]).cluster, settings }), result);
@@ -89,7 +89,7 @@ function runNftables(o: RulesOptions, current: LoadedManifests, settings: ProxyS
   out(o.explain ? explainNftables(current.cluster, settings, result, stale) : nftablesText(result, stale));
 }
 
-export function runRules(o: RulesOptions, out: (s: string) => void, err: (s: string) => void): number {
+export function runRules(o: RulesOptions, out: (s: string | Uint8Array) => void, err: (s: string) => void): number {
   try {
     if (o.file.length === 0) throw new UsageError('no input: give -f FILE (or -f - for stdin)');
     const current = loadFiles(o.file);
@@ -111,7 +111,8 @@ export function runRules(o: RulesOptions, out: (s: string) => void, err: (s: str
     }
     const result = renderIptables({ cluster: current.cluster, settings, ...(partial ? { partial } : {}) });
     for (const w of result.warnings) err(`knet rules: warning: ${w.object}: skipped: ${w.message}\n`);
-    out(o.explain ? explainRules(current.cluster, settings, result) : result.text);
+    if (o.explain) out(explainRules(current.cluster, settings, result));
+    else result.writeText(out);
     return 0;
   } catch (e) {
     if (e instanceof ManifestSyntaxError) { err(`knet rules: ${e.message}\n`); return 2; }

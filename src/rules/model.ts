@@ -22,8 +22,6 @@ export interface EndpointInfo {
   serving: boolean;
   terminating: boolean;
   chain: string;
-  /** This endpoint's part of its port's fingerprint. */
-  fp: string;
 }
 
 export interface ServicePortInfo {
@@ -267,18 +265,24 @@ function sliceView(slice: unknown, settings: ProxySettings, warnings: RenderWarn
   return { service, ports, endpoints };
 }
 
-/** Everything about a port that changes its rules, as one string (cheaper than JSON at 10k services). */
+/** The port's endpoints as the model keeps them, each with its kube-proxy chain name. */
 function endpointInfos(view: SliceView, p: SliceView['ports'][number]): EndpointInfo[] {
   const portName = p.name ? `${view.service}:${p.name}` : view.service;
   return view.endpoints.map((ep) => {
     const addr = joinHostPort(ep.ip, p.port);
-    const fp = `${addr}${ep.isLocal ? 'L' : ''}${ep.ready ? 'R' : ''}${ep.serving ? 'S' : ''}${ep.terminating ? 'T' : ''}`;
-    return { ip: ep.ip, port: p.port, addr, isLocal: ep.isLocal, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, chain: endpointChain(portName, p.protocol, addr), fp };
+    return { ip: ep.ip, port: p.port, addr, isLocal: ep.isLocal, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, chain: endpointChain(portName, p.protocol, addr) };
   });
 }
 
+/**
+ * An endpoint's part of its port's fingerprint. Built when the fingerprint is, not kept: as a
+ * field, 30k endpoints' rope strings were 5 MB the GC copied on every cold render.
+ */
+const endpointFingerprint = (e: EndpointInfo) => `${e.addr}${e.isLocal ? 'L' : ''}${e.ready ? 'R' : ''}${e.serving ? 'S' : ''}${e.terminating ? 'T' : ''}`;
+
+/** Everything about a port that changes its rules, as one string (cheaper than JSON at 10k services). */
 function portFingerprint(p: Omit<ServicePortInfo, 'fp'>): string {
-  const eps = p.endpoints.map((e) => e.fp).join(',');
+  const eps = p.endpoints.map(endpointFingerprint).join(',');
   return [p.portName, p.protocol, p.clusterIP, p.port, p.nodePort, p.externalIPs.join(','), p.loadBalancerVIPs.join(','),
     p.loadBalancerSourceRanges.join(','), p.clientIPAffinity ? p.stickySeconds : '-', p.internalPolicyLocal ? 'IL' : '', p.externalPolicyLocal ? 'EL' : '',
     p.healthCheckNodePort, eps].join(';');

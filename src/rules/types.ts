@@ -92,6 +92,8 @@ export type RenderedTables = Map<string, RenderedTable>;
 export interface RenderResult {
   /** iptables-restore input: *filter ... COMMIT *nat ... COMMIT (built when first read). */
   readonly text: string;
+  /** Gives `write` the text as UTF-8, in chunks of about chunkChars characters, without building it whole. */
+  writeText(write: (bytes: Uint8Array) => void, chunkChars?: number): void;
   /** The same content per table and chain, for appliers (built when first read). */
   readonly tables: RenderedTables;
   state: SyncState;

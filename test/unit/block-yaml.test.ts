@@ -86,6 +86,19 @@ test('typed plain scalars come out as the core schema types them, keys as js-yam
   t.true(agrees(text));
 });
 
+test('plain scalars around the fast paths (words, digits, dotted digits) resolve as js-yaml resolves them', (t) => {
+  const scalars = ['0', '00', '0123', '7', '80', '123456789012345', '1234567890123456', '12345678901234567890', '1_000', '1.', '1.5',
+    '1.5.', '10.0.0.1', '1..2', '1.2.3.4.5', '1e3', '1.2e3', '1-2', '1:30', '0x1F', '0o17', '0b11', '9a', '2026-11-02T10:00:00Z',
+    'null', 'Null', 'NULL', 'nULL', 'nul', 'nulls', 'true', 'True', 'TRUE', 'tRUE', 'false', 'False', 'FALSE', 'fals', 'Nope',
+    'TCP', 'node-0', 'n', 't', 'f', 'N', 'T', 'F', '~', '.inf', '-.Inf', '.NaN', '-1', '+1', '-0', '+0', '.5'];
+  for (const v of scalars) {
+    const text = `value: ${v}\nlist:\n- ${v}\n`;
+    t.not(readBlockYaml(text), null, v);
+    t.true(agrees(text), v);
+    t.true(agrees(`${v}: key\n`), v);
+  }
+});
+
 test('what is outside plain block YAML is declined, so js-yaml reads it (or reports its line)', (t) => {
   for (const text of [
     '', '# only a comment\n', 'a: 1\n---\n', 'a: 1\n---\n---\nb: 2\n', 'a: &x 1\nb: *x\n', 'a: !!str 1\n', 'a: |\n  text\n',

@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { IptablesRenderer, renderIptables } from '../../src/rules/iptables.ts';
 import { ClusterStore } from '../../src/rules/cluster-index.ts';
 import type { ClusterIndex, ClusterState } from '../../src/model/k8s.ts';
-import type { RenderedTables } from '../../src/rules/types.ts';
+import type { RenderedTables, RenderResult } from '../../src/rules/types.ts';
 import { arbService, cluster } from '../helpers/arb-cluster.ts';
 import { settings } from '../helpers/rules.ts';
 
@@ -28,7 +28,8 @@ test('after any sequence of changes, recomputing only the changed services rende
   fc.assert(fc.property(
     fc.array(fc.array(arbService, { maxLength: 5 }), { minLength: 1, maxLength: 5 }),
     fc.constantFrom(1000, 4),
-    (steps, threshold) => {
+    fc.integer({ min: 1, max: 400 }),
+    (steps, threshold, chunkChars) => {
       const s = settings({ largeClusterEndpointsThreshold: threshold });
       const store = new ClusterStore();
       const renderer = new IptablesRenderer();
@@ -40,9 +41,12 @@ test('after any sequence of changes, recomputing only the changed services rende
         const partial = renderer.render({ cluster: store.state(), settings: s, recompute: changed, partial: { changedServices: changed } });
         const fresh = renderIptables({ cluster: next, settings: s, partial: { previous: prevState, changedServices: changed } });
         t.is(partial.text, fresh.text);
+        // The text as written out in chunks (knet rules) is the same text.
+        t.is(bytesOf(fresh, chunkChars), fresh.text);
         t.deepEqual(partial.rulesTotal, fresh.rulesTotal);
         const full = renderer.render({ cluster: store.state(), settings: s, recompute: new Set() });
         t.is(full.text, renderIptables({ cluster: next, settings: s }).text);
+        t.is(bytesOf(renderIptables({ cluster: next, settings: s }), chunkChars), full.text);
         t.deepEqual([...full.tables.get('nat')!.chains.keys()].sort(), [...parseChains(full.text)].sort());
         t.deepEqual(outOfOrder(full.tables), []);
         t.deepEqual(outOfOrder(partial.tables), []);
@@ -52,6 +56,12 @@ test('after any sequence of changes, recomputing only the changed services rende
     },
   ), { numRuns: 150 });
 });
+
+function bytesOf(result: RenderResult, chunkChars: number): string {
+  const chunks: Uint8Array[] = [];
+  result.writeText((b) => chunks.push(b), chunkChars);
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 /** Jumps to a chain listed later in the same table (the applier relies on this order when it splits restores). */
 function outOfOrder(tables: RenderedTables): string[] {
