@@ -116,6 +116,15 @@ try {
           await new Promise<void>((r) => waiters.push(r));
         }
       };
+      // KNET_BENCH_RSS=1: the proxy's RSS every 50 ms, printed with the log line before each
+      // sample, to show where the peak comes from.
+      const rssSamples: Array<{ ms: number; mb: number; after: string }> = [];
+      const sampler = process.env.KNET_BENCH_RSS ? setInterval(() => {
+        try {
+          const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))?.[1] ?? 0);
+          rssSamples.push({ ms: Date.now() - t0, mb: kb / 1024, after: JSON.stringify(lines.at(-1) ?? {}).slice(0, 160) });
+        } catch { /* gone */ }
+      }, 50) : undefined;
       const first = await nextSynced(0);
       if (process.env.KNET_BENCH_TRACE) for (const l of lines) console.log('start', JSON.stringify(l).slice(0, 300));
       const wall = (first.time - t0) / 1000;
@@ -145,6 +154,17 @@ try {
         const save = await iptablesSave({ backend, netns: ns }, 'nat');
         inKernel = save.includes(`${newest}:8080`);
         count = `nat rules ${save.split('\n').filter((l) => l.startsWith('-A')).length}`;
+      }
+      if (sampler) {
+        clearInterval(sampler);
+        let shown = -1;
+        for (const x of rssSamples) {
+          if (Math.floor(x.mb / 5) === shown) continue;
+          shown = Math.floor(x.mb / 5);
+          console.log(`  rss ${x.mb.toFixed(0)} MB at ${x.ms} ms after ${x.after}`);
+        }
+        const top = rssSamples.reduce((a, b) => (b.mb > a.mb ? b : a), rssSamples[0]!);
+        console.log(`  highest sample ${top.mb.toFixed(0)} MB at ${top.ms} ms after ${top.after}`);
       }
       const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
       p.kill('SIGTERM');

@@ -12,7 +12,7 @@ import { isServiceChainName } from './names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
 import { nodePortAddresses, nodePortIPs, type NodePortAddresses } from './node-ports.ts';
 import { Buffer } from 'node:buffer';
-import { sameStrings } from '../util/arrays.ts';
+import { exactStrings, flat, sameStrings } from '../util/arrays.ts';
 import type { LocalDetector, ProxySettings, RenderRequest, RenderResult, RenderWarning, RenderedTables } from './types.ts';
 
 export const KUBE_SERVICES = 'KUBE-SERVICES';
@@ -29,16 +29,9 @@ export const NFACCT_LOCALHOST_NODEPORTS = 'localhost_nps_accepted_pkts';
 
 const q = (s: string) => `"${s}"`;
 
-/**
- * One rule: "-A CHAIN " + the rest. A template literal builds a rope (a tree of its pieces) that
- * V8 flattens only when something reads it; reading one character flattens it here, so the
- * renderer keeps flat strings (half the memory of the rope) and later joins and compares need no
- * flattening. Measured at 120k rules: 40% faster than joining an argument array, same memory.
- */
+/** One rule: "-A CHAIN " + the rest, flat (it is kept between renders). */
 function ruleLine(chain: string, rest: string): string {
-  const line = `-A ${chain} ${rest}`;
-  line.charCodeAt(0);
-  return line;
+  return flat(`-A ${chain} ${rest}`);
 }
 
 /** Chain declarations and rules of one table, in the order kube-proxy writes them. */
@@ -52,15 +45,6 @@ class TableBuffer {
     this.rules.push(ruleLine(chain, rest));
   }
 }
-
-/** Frozen, so a caller that tried to append to a shared empty rule list would fail loudly. */
-const NO_RULES: readonly string[] = Object.freeze([]);
-
-/**
- * An exact-size copy: a pushed-to array keeps spare capacity (17 slots for one rule), and the
- * renderer keeps every port's arrays between syncs.
- */
-const exact = (l: readonly string[]): readonly string[] => (l.length === 0 ? NO_RULES : l.slice());
 
 /** Endpoint chains first, then service, external and firewall chains: each after its targets. */
 const chainRank = (c: string) => (c.startsWith('KUBE-SEP-') ? 0 : c.startsWith('KUBE-SVC-') || c.startsWith('KUBE-SVL-') ? 1 : c.startsWith('KUBE-EXT-') ? 2 : 3);
@@ -84,7 +68,7 @@ class ChainBuffer {
     const rules: (readonly string[])[] = new Array(this.chains.size);
     let i = 0;
     for (let rank = 0; rank < 4; rank++) {
-      for (const [c, l] of this.chains) if (chainRank(c) === rank) { chains[i] = c; rules[i++] = exact(l); }
+      for (const [c, l] of this.chains) if (chainRank(c) === rank) { chains[i] = c; rules[i++] = exactStrings(l); }
     }
     return { chains, rules, ruleCount: this.ruleCount };
   }
@@ -302,7 +286,7 @@ function renderServicePort(s: ServicePortInfo, ctx: PortContext): PortOutput {
     out.rule(ep.chain, `${base}${aff(ep)}${match} -j DNAT --to-destination ${ep.addr}`);
   }
   return {
-    filter: exact(filter.rules), natTop: exact(natTop.rules), ...out.finish(),
+    filter: exactStrings(filter.rules), natTop: exactStrings(natTop.rules), ...out.finish(),
     noLocalInternal: hasEndpoints && !hasInternal, noLocalExternal: hasEndpoints && !hasExternal,
   };
 }

@@ -14,6 +14,7 @@ import { masqueradeMark } from './iptables.ts';
 import { isLoopback, nodePortAddresses, nodePortIPs } from './node-ports.ts';
 import { nftEndpointBase, nftPortChains, rawPortName, type NftPortChains } from './nftables-names.ts';
 import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
+import { exactStrings, flat } from '../util/arrays.ts';
 import { describe, InvalidField, objectLabel, optList, optObject, prop } from '../model/json.ts';
 import type { ClusterState, ServiceCIDR, ServiceObjects } from '../model/k8s.ts';
 import type { LocalDetector, ProxySettings, RenderWarning } from './types.ts';
@@ -295,6 +296,12 @@ interface PortContext {
   nodeIP: ReturnType<typeof parseIP>;
 }
 
+const flatElement = (e: NftElement): NftElement => ({
+  key: flat(e.key),
+  ...(e.value === undefined ? {} : { value: flat(e.value) }),
+  ...(e.comment === undefined ? {} : { comment: flat(e.comment) }),
+});
+
 /** Collects one service's chains, sets and elements while its ports are rendered. */
 class ServiceBuilder {
   readonly chains = new Map<string, string[]>();
@@ -310,8 +317,18 @@ class ServiceBuilder {
   element(container: string, e: NftElement): void {
     this.elements.push([container, e]);
   }
+  /**
+   * The service's part as the renderer keeps it until the service changes: flat strings in
+   * exact-size arrays. As built (template-literal ropes, arrays with push slack), 10k services'
+   * parts held 13 MB of rope nodes, a sixth of the proxy's heap.
+   */
   finish(): NftServiceOutput {
-    return { chains: this.chains, sets: this.sets, elements: this.elements, noLocalInternal: this.noLocalInternal, noLocalExternal: this.noLocalExternal };
+    const chains = new Map<string, readonly string[]>();
+    for (const [name, rules] of this.chains) chains.set(name, exactStrings(rules.map(flat)));
+    const sets = new Map<string, string>();
+    for (const [name, spec] of this.sets) sets.set(name, flat(spec));
+    const elements = this.elements.map(([container, e]): [string, NftElement] => [container, flatElement(e)]);
+    return { chains, sets, elements, noLocalInternal: this.noLocalInternal, noLocalExternal: this.noLocalExternal };
   }
 }
 
