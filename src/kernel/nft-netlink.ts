@@ -6,9 +6,10 @@ import { compileNftBatch, ruleDumpRequest, ruleHandleOf } from './nft-batch.ts';
 import { decodeMessages, errnoName, errorCode, NLM_F, NLMSG } from './netlink/codec.ts';
 import type { NetlinkTransport } from './netlink/transport.ts';
 
-const MAX_BATCH_BYTES = 128 * 1024;
-/** Transactions of more lines (a full sync's) are not even compiled: they would hardly fit. */
-const MAX_LINES = 2000;
+/** The largest batch sent where the socket does not say what it takes. */
+const DEFAULT_MAX_BATCH_BYTES = 128 * 1024;
+/** No line compiles to fewer bytes: longer transactions are not even compiled. */
+const MIN_LINE_BYTES = 40;
 
 export class NftBatchError extends Error {
   constructor(readonly line: string, readonly code: string) {
@@ -28,9 +29,9 @@ export class NftNetlink {
 
   /**
    * Commits the lines as one batch; false (nothing sent) when a line is not one the compiler
-   * knows, or the batch is larger than the socket takes in one datagram (its send buffer,
-   * ~208 KiB by default: a partial sync of a few hundred services; `nft` sizes its own socket
-   * for larger ones).
+   * knows, or the batch is larger than the socket takes in one datagram (its send buffer: the
+   * kernel's default, ~208 KiB, takes a partial sync of a few hundred services; raised up to
+   * net.core.wmem_max, a full sync's transactions; `nft` sizes its own socket past that).
    */
   apply(lines: readonly string[]): Promise<boolean> {
     return this.serially(() => this.applyNow(lines));
@@ -48,11 +49,12 @@ export class NftNetlink {
   }
 
   private async applyNow(lines: readonly string[]): Promise<boolean> {
-    if (lines.length > MAX_LINES) return false;
-    const batch = compileNftBatch(lines, this.seq);
-    if (!batch || batch.datagram.length > MAX_BATCH_BYTES) return false;
-    this.seq = (batch.last + 2) >>> 0;
     const t = (this.transport ??= this.open());
+    const max = t.maxDatagram?.() || DEFAULT_MAX_BATCH_BYTES;
+    if (lines.length * MIN_LINE_BYTES > max) return false;
+    const batch = compileNftBatch(lines, this.seq);
+    if (!batch || batch.datagram.length > max) return false;
+    this.seq = (batch.last + 2) >>> 0;
     await t.send(batch.datagram);
     // Every failure is reported; success is the last command's acknowledgement.
     for (;;) {

@@ -1,5 +1,5 @@
 // nft adapter: transactions through `nft -f -` with the commands on stdin (never on a command
-// line) or, for a partial sync's in the caller's own namespace, as netlink batches from this
+// line) or, for those of services in the caller's own namespace, as netlink batches from this
 // process (nft-netlink.ts); listing a table's chains and sets, deleting a table, and watching
 // commits, for the machine's namespace or a named one. The data path codes against the Nft
 // interface, so its failure paths have fast tests against an in-memory kernel
@@ -26,7 +26,7 @@ export interface NftTarget {
   /** Named network namespace to work in; null or absent: the caller's own namespace. */
   netns?: string | null;
   /**
-   * In the caller's own namespace, send the transactions nft-batch.ts knows (a partial sync's)
+   * In the caller's own namespace, send the transactions nft-batch.ts knows (those of services)
    * as netlink batches from this process instead of running `nft` (default false here;
    * `knet proxy` turns it on unless given `--no-nftables-netlink`). A named namespace always goes through `nft`.
    */
@@ -126,9 +126,12 @@ export class MonitorParser {
 function netfilterBatches(): NftNetlink | null {
   try {
     // Opened now to learn whether the addon loads; the batches use it first.
-    let opened: AddonTransport | null = new AddonTransport(NETLINK_NETFILTER);
+    // A full sync's transactions are megabytes (2000 service chains: 1.8 MB); the kernel caps
+    // the buffer at net.core.wmem_max, and what does not fit goes through nft.
+    const open = () => new AddonTransport(NETLINK_NETFILTER, { sendBufferBytes: 32 << 20 });
+    let opened: AddonTransport | null = open();
     return new NftNetlink(() => {
-      const socket = opened ?? new AddonTransport(NETLINK_NETFILTER);
+      const socket = opened ?? open();
       opened = null;
       return socket;
     });

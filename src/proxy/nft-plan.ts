@@ -89,6 +89,12 @@ export interface PlanOptions {
    * packet of the new generation, and the old map lives until no rule can reach it.
    */
   insertThenTrim?: boolean;
+  /**
+   * A full sync's fixed part (and its stale chain deletions) in a transaction of its own, not
+   * with the first services: where netlink batches carry the service chains and elements
+   * (nft-batch.ts), only that small transaction needs `nft`.
+   */
+  fixedApart?: boolean;
 }
 
 /** Appends lines one by one: spreading a 10k-service sync's lines as arguments overflows the stack. */
@@ -233,7 +239,7 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
     batches[batches.length - 1]!.push(out);
     batchChains += out.chains.size;
     chainsWritten += out.chains.size;
-    if (inFront) for (const [name, list] of out.chains) if (inFront(name, list)) trims.push({ chain: name, keep: list.length, after: batches.length - 1 });
+    if (inFront) for (const [name, list] of out.chains) if (inFront(name, list)) trims.push({ chain: name, keep: list.length, after: batches.length - 1 + (o.fixedApart ? 1 : 0) });
   }
 
   const { elements, owners } = allElements(r);
@@ -253,13 +259,15 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
     for (const c of staleNow) into.push(`flush chain ${t} ${c}`);
     if (!trims.length) append(into, setDeletes);
   };
+  const fixedPart = () => [...deletesStale.map((c) => `delete chain ${t} ${c}`), ...base];
   const transactions = batches.map((batch, i) => () => {
-    const lines: string[] = i === 0 ? [...deletesStale.map((c) => `delete chain ${t} ${c}`), ...base] : [];
+    const lines: string[] = i === 0 && !o.fixedApart ? fixedPart() : [];
     const l = serviceLines(t, batch, undefined, inFront);
     append(lines, l.sets, l.declare, l.rules);
     if (i === batches.length - 1) lastLines(lines);
     return lines;
   });
+  if (o.fixedApart) transactions.unshift(fixedPart);
 
   const chains = new Map<string, readonly string[]>();
   const sets = new Map<string, string>();

@@ -1,9 +1,9 @@
-// The proxy's nftables partial syncs as netlink batches (src/kernel/nft-batch.ts, sent by
+// The proxy's nftables syncs as netlink batches (src/kernel/nft-batch.ts, sent by
 // kernelNft from the proxy's own namespace) leave the kernel holding exactly what `nft -f` leaves
 // for the same transactions: the same listing and the same expressions, IPv4 and IPv6, through
 // endpoint changes, services coming and going, no-endpoint elements, stale chain deletions and a
 // transaction the kernel refuses; service chains rewritten in front of their old rules and then
-// trimmed leave the same table as flushed ones. Two namespaces, one written each way; our own
+// trimmed leave the same table as flushed ones; a full sync needs nft only for its fixed part. Two namespaces, one written each way; our own
 // batches are not taken for someone else's commits. And under a UDP flood no packet misses a
 // service chain's vmap while it is rewritten the proxy's way. Real traffic through netlink-written rules: the nftables
 // continuity test in proxy-e2e.test.ts (the proxy runs in its node's namespace there).
@@ -16,6 +16,7 @@ import { services } from '../helpers/proxy-clusters.ts';
 import { nftSettings } from '../helpers/nft.ts';
 import { run } from '../../src/kernel/exec.ts';
 import { NFT, kernelNft } from '../../src/kernel/nft.ts';
+import { compileNftBatch } from '../../src/kernel/nft-batch.ts';
 import { loadManifestText } from '../../src/k8s/manifests.ts';
 import { planFull, planPartial, type NftApplied, type NftPlan } from '../../src/proxy/nft-plan.ts';
 import { NftablesRenderer } from '../../src/rules/nftables.ts';
@@ -53,7 +54,7 @@ function canonical(text: string): string {
 /** One sync; `full`: a full sync over what each namespace holds (as after a restart). */
 interface Step { cluster: ClusterState; now: number; extra?: string[][]; full?: boolean }
 
-async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: ProxySettings, steps: Step[]): Promise<{ netlink: number; nft: number }> {
+async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: ProxySettings, steps: Step[]): Promise<{ netlink: number; nft: number; fullSyncs: number }> {
   const viaNetlink = await testNetns(t, 'knt-n');
   const viaNft = await testNetns(t, 'knt-n');
   const dir = tempDir(t, 'knt-n-batch-');
@@ -65,13 +66,17 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
   let appliedInFront: NftApplied | null = null;
   const sent = { netlink: 0, nft: 0 };
   let trimmed = 0;
+  let fullSyncs = 0;
   for (const [i, step] of steps.entries()) {
     const r = renderer.render({ cluster: step.cluster, settings });
     const listing = async (netns: string) => kernelNft({ netns }).listTable(family, 'kube-proxy');
     const plan: NftPlan = !applied ? planFull(r, null, null, { now: step.now })
       : step.full ? planFull(r, await listing(viaNft), null, { now: step.now }) : planPartial(r, applied, { now: step.now });
-    const inFront: NftPlan = !appliedInFront ? planFull(r, null, null, { now: step.now })
-      : step.full ? planFull(r, await listing(viaNetlink), null, { now: step.now, insertThenTrim: true }) : planPartial(r, appliedInFront, { now: step.now, insertThenTrim: true });
+    // Full syncs with the fixed part apart, as the proxy plans them with batches: only that
+    // transaction goes through nft.
+    const fullStep = !appliedInFront || step.full === true;
+    const inFront: NftPlan = !appliedInFront ? planFull(r, null, null, { now: step.now, fixedApart: true })
+      : step.full ? planFull(r, await listing(viaNetlink), null, { now: step.now, insertThenTrim: true, fixedApart: true }) : planPartial(r, appliedInFront, { now: step.now, insertThenTrim: true });
     applied = plan.next;
     appliedInFront = inFront.next;
     trimmed += inFront.trims.length;
@@ -85,6 +90,12 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
     }
     t.is(child.failures.length, failures.length, `step ${i}: ${child.failures.join('; ')} / ${failures.join('; ')}`);
     t.is(child.foreign, 0, `step ${i}: our own batches were taken for someone else's`);
+    // A full sync whose service lines all compile (no firewall rules, say) needs nft only for
+    // its fixed part.
+    if (fullStep && inFront.transactions.slice(1).every((tx) => compileNftBatch(tx(), 1) !== null)) {
+      fullSyncs++;
+      t.is(child.sent.nft, 1, `step ${i}: a full sync's only nft transaction is its fixed part (${JSON.stringify(child.sent)})`);
+    }
     sent.netlink += child.sent.netlink;
     sent.nft += child.sent.nft;
     for (const args of [['list', 'table', family, 'kube-proxy'], ['--debug=netlink', 'list', 'table', family, 'kube-proxy']]) {
@@ -94,7 +105,7 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
     }
   }
   t.true(trimmed > 0, 'no chain was rewritten in front of its old rules');
-  return sent;
+  return { ...sent, fullSyncs };
 }
 
 rootTest('IPv4: partial syncs as netlink batches leave what nft -f leaves', async (t) => {
@@ -143,6 +154,7 @@ rootTest('IPv6: partial syncs as netlink batches leave what nft -f leaves', asyn
     { cluster: v6Cluster(['fd00:10::5', 'fd00:10::6']), now: 3100, full: true },
   ]);
   t.true(sent.netlink >= 3, JSON.stringify(sent));
+  t.is(sent.fullSyncs, 2, 'the first sync and the restart went as batches but for their fixed part');
 });
 
 rootTest('under a UDP flood, a service chain rewritten in front of its old rules never lets a packet miss its vmap', async (t) => {

@@ -1,9 +1,10 @@
-// The netlink batch compiler knows exactly the shapes a partial sync writes and declines the
-// rest (so `nft -f` runs them); the sender waits for the last command's acknowledgement, names
-// the line the kernel refused, ignores late answers of earlier batches, and sends nothing larger
-// than the socket takes; rules inserted first and deleted by handle; a chain's rule handles read
-// from a dump, which is refused when it is incomplete; one request at a time on the socket. The bytes themselves are checked against the kernel in
-// test/integration/nft-batch.test.ts.
+// The netlink batch compiler knows exactly the shapes a sync writes for services (and a full
+// sync's flush of the element containers) and declines the rest (so `nft -f` runs them); the
+// sender waits for the last command's acknowledgement, names the line the kernel refused, ignores
+// late answers of earlier batches, and sends nothing larger than the socket says it takes; rules
+// inserted first and deleted by handle; a chain's rule handles read from a dump, which is refused
+// when it is incomplete; one request at a time on the socket. The bytes themselves are checked
+// against the kernel in test/integration/nft-batch.test.ts.
 import test from 'ava';
 import { compileNftBatch, ruleHandleOf } from '../../src/kernel/nft-batch.ts';
 import { NftBatchError, NftNetlink } from '../../src/kernel/nft-netlink.ts';
@@ -56,7 +57,13 @@ test('anything else is declined whole, so nft runs it', (t) => {
     `add rule ${T} endpoint-A meta l4proto tcp dnat to [fd00::1]:80`,
     `add rule ip6 kube-proxy endpoint-A meta l4proto tcp dnat to 10.1.0.1:80`,
     `add set ${T} affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }`,
-    `flush map ${T} service-ips`,
+    `flush set ${T} service-ips`,
+    `flush map ${T} cluster-ips`,
+    `flush set ${T} affinity-X`,
+    `flush map ${T} service-ips extra`,
+    `delete set ${T} affinity-X`,
+    `delete map ${T} service-ips`,
+    `add map ${T} service-ips`,
     `add element ${T} service-ips { 172.30.0.1 . tcp . 80 }`,
     `add element ${T} cluster-ips { 172.30.0.1 : drop }`,
     `add element ${T} some-other-map { 172.30.0.1 }`,
@@ -109,10 +116,31 @@ test('the sender sends nothing it cannot compile or that is larger than the sock
   const kernel = new FakeKernel();
   const nl = new NftNetlink(() => kernel, 1000);
   t.false(await nl.apply([`add rule ${T} endpoint-A counter`]));
+  // A socket that does not say what it takes: 128 KiB.
   const many = Array.from({ length: 1500 }, (_, i) => `add rule ${T} endpoint-A ip saddr 10.1.${i >> 8}.${i & 255} jump mark-for-masquerade`);
   t.false(await nl.apply(many));
-  t.false(await nl.apply(Array.from({ length: 2001 }, () => `add chain ${T} x`)));
+  t.false(await nl.apply(Array.from({ length: 4000 }, () => `add chain ${T} x`)));
   t.is(kernel.sent.length, 0);
+  // One whose send buffer was raised (a full sync's transactions): what fits is sent.
+  class BigKernel extends FakeKernel { maxDatagram() { return 8 << 20; } }
+  const big = new BigKernel();
+  const nlBig = new NftNetlink(() => big, 1000);
+  t.true(await nlBig.apply(many));
+  t.true(await nlBig.apply(Array.from({ length: 30000 }, () => `add chain ${T} x`)));
+  t.false(await nlBig.apply(Array.from({ length: 250000 }, () => `add chain ${T} x`)), 'more lines than could fit are not even compiled');
+  t.is(big.sent.length, 2);
+});
+
+const DELSETELEM = (10 << 8) | 14;
+
+test('a full sync flushes the element containers: a DELSETELEM naming the set, with no elements', (t) => {
+  const b = compileNftBatch([`flush map ${T} service-ips`, `flush set ${T} cluster-ips`, `flush map ${T} no-endpoint-nodeports`, `flush set ${T} nodeport-ips`], 1)!;
+  const commands = decodeMessages(b.datagram).slice(1, -1);
+  t.deepEqual(commands.map((m) => m.type), [DELSETELEM, DELSETELEM, DELSETELEM, DELSETELEM]);
+  const attrs = parseAttrs(commands[0]!.data.subarray(4));
+  t.is(attrs.get(1)?.toString('latin1'), 'kube-proxy\0');
+  t.is(attrs.get(2)?.toString('latin1'), 'service-ips\0');
+  t.false(attrs.has(3), 'no element list: the whole set');
 });
 
 const NEWRULE = (10 << 8) | 6;

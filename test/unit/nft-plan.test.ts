@@ -251,6 +251,26 @@ test('bounded transactions: whole services per transaction, each valid on its ow
   for (const tx of plan.transactions) t.true(tx().filter((l) => /^add chain .*\//.test(l)).length <= 10);
   await run(nft, plan);
   t.is(normalizeNft(nft.dump('ip')), expected(r, plan.next));
+  // fixedApart: the same lines in the same order, the fixed part in a transaction of its own.
+  const apart = planFull(r, null, null, { now: 0, maxChainsPerTransaction: 10, fixedApart: true });
+  t.is(apart.transactions.length, plan.transactions.length + 1);
+  t.deepEqual(apart.transactions.flatMap((tx) => tx()), plan.transactions.flatMap((tx) => tx()));
+  t.false(apart.transactions[0]!().some((l) => /^add (chain|rule) ip kube-proxy (service|endpoint)-[A-Z0-9]{8}-/.test(l)));
+  t.true(apart.transactions[1]!().some((l) => /^add chain ip kube-proxy service-[A-Z0-9]{8}-/.test(l)));
+});
+
+test('fixedApart in a restart: trims follow the transaction that wrote their chains', async (t) => {
+  const nft = new FakeNft({ ruleHandles: true });
+  let yaml = SERVICE_CIDR();
+  for (let i = 0; i < 6; i++) yaml += svc(`s${i}`, `clusterIP: 172.30.1.${i}\nports: [{name: p, port: 80, protocol: TCP}]`) + eps(`s${i}`, [`10.3.${i}.1`, `10.3.${i}.2`]);
+  const r = renderNftables({ cluster: cluster(yaml), settings });
+  await run(nft, planFull(r, null, null, { now: 0 }));
+  const plan = planFull(r, await nft.listTable('ip', 'kube-proxy'), null, { now: 1, maxChainsPerTransaction: 6, insertThenTrim: true, fixedApart: true });
+  t.true(plan.trims.length > 0);
+  for (const { chain, after } of plan.trims) {
+    t.true(after >= 1, 'never after the fixed part alone');
+    t.true(plan.transactions[after]!().some((l) => l.startsWith(`insert rule ip kube-proxy ${chain} `)), `${chain} after ${after}`);
+  }
 });
 
 test('over random change sequences, rewriting chains either way, the kernel holds exactly the rendered table plus the flushed stale chains', async (t) => {
@@ -264,14 +284,14 @@ test('over random change sequences, rewriting chains either way, the kernel hold
       const r = renderer.render({ cluster: arbCluster(specs), settings });
       // Now and then a full sync over what the kernel holds (a restart when nothing is known).
       const plan: NftPlan = !applied ? planFull(r, null, null, { now, maxChainsPerTransaction: max })
-        : fullAt[i] ? planFull(r, await nft.listTable('ip', 'kube-proxy'), i % 2 ? applied : null, { now, maxChainsPerTransaction: max, insertThenTrim: inFront })
+        : fullAt[i] ? planFull(r, await nft.listTable('ip', 'kube-proxy'), i % 2 ? applied : null, { now, maxChainsPerTransaction: max, insertThenTrim: inFront, fixedApart: inFront })
           : planPartial(r, applied, { now, insertThenTrim: inFront });
       await run(nft, plan);
       const next = plan.next;
       applied = next;
       if (normalizeNft(nft.dump('ip')) !== expected(r, next)) return false;
       // A full sync over the same kernel changes nothing that matters.
-      const again = planFull(renderNftables({ cluster: arbCluster(specs), settings }), await nft.listTable('ip', 'kube-proxy'), next, { now, maxChainsPerTransaction: max, insertThenTrim: inFront });
+      const again = planFull(renderNftables({ cluster: arbCluster(specs), settings }), await nft.listTable('ip', 'kube-proxy'), next, { now, maxChainsPerTransaction: max, insertThenTrim: inFront, fixedApart: !inFront });
       const copy = new FakeNft({ ruleHandles: true });
       copy.tables = structuredClone(nft.tables);
       await run(copy, again);

@@ -14,6 +14,9 @@ interface NativeSocket {
   close(): void;
   ref(): void;
   unref(): void;
+  /** SO_SNDBUF (the kernel caps it at net.core.wmem_max and doubles it). */
+  setSendBufferSize?(bytes: number): void;
+  getSendBufferSize?(): number;
 }
 interface NativeAddon {
   NativeNetlink: new (protocol: number, msgBuffer: number,
@@ -59,9 +62,11 @@ export class AddonTransport implements NetlinkTransport {
   private waiter: { resolve: (d: Uint8Array) => void; reject: (e: Error) => void } | undefined;
   private error: Error | undefined;
 
-  constructor(protocol = 0 /* NETLINK_ROUTE */) {
+  /** sendBufferBytes: asks for a send buffer this large (the kernel may give less). */
+  constructor(protocol = 0 /* NETLINK_ROUTE */, o: { sendBufferBytes?: number } = {}) {
     const native = loadAddon();
     this.sock = new native.NativeNetlink(protocol, 0, (buf) => this.arrived(buf), (err) => this.failed(err));
+    if (o.sendBufferBytes !== undefined) this.sock.setSendBufferSize?.(o.sendBufferBytes);
     // Port 0 lets the kernel pick a unique port id.
     this.sock.bind(0, 0);
     // Keeps the event loop alive only while a receive waits.
@@ -107,6 +112,12 @@ export class AddonTransport implements NetlinkTransport {
 
   close(): void {
     this.sock.close();
+  }
+
+  maxDatagram(): number {
+    // The kernel refuses a datagram longer than the send buffer less 32 bytes.
+    const size = this.sock.getSendBufferSize?.();
+    return size === undefined ? 0 : size - 32;
   }
 }
 
