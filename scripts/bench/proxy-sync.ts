@@ -118,10 +118,14 @@ try {
           for (const w of waiters.splice(0)) w();
         }
       });
+      let exited = false;
+      p.once('exit', () => { exited = true; for (const w of waiters.splice(0)) w(); });
       const nextSynced = async (after: number): Promise<Line> => {
         for (;;) {
           const l = lines.slice(after).find((x) => x.msg === 'synced');
           if (l) return l;
+          // A proxy that died (a bad flag, say) never syncs: say so rather than wait forever.
+          if (exited) throw new Error(`knet proxy exited before it synced: ${lines.slice(-3).map((x) => JSON.stringify(x)).join(' ')} ${buf.slice(-400)}`);
           await new Promise<void>((r) => waiters.push(r));
         }
       };
