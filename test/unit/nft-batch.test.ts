@@ -8,6 +8,7 @@
 import test from 'ava';
 import { compileNftBatch, ruleHandleOf } from '../../src/kernel/nft-batch.ts';
 import { NftBatchError, NftNetlink } from '../../src/kernel/nft-netlink.ts';
+import { linesOf } from '../../src/kernel/nft.ts';
 import { decodeMessages, encodeError, encodeMessage, nlattr, parseAttrs } from '../../src/kernel/netlink/codec.ts';
 import type { NetlinkTransport } from '../../src/kernel/netlink/transport.ts';
 
@@ -129,6 +130,13 @@ test('the sender sends nothing it cannot compile or that is larger than the sock
   t.true(await nlBig.apply(Array.from({ length: 30000 }, () => `add chain ${T} x`)));
   t.false(await nlBig.apply(Array.from({ length: 250000 }, () => `add chain ${T} x`)), 'more lines than could fit are not even compiled');
   t.is(big.sent.length, 2);
+});
+
+test('a transaction given in pieces is split into the same lines, whether or not a piece ends a line', (t) => {
+  const text = `add chain ${T} a\nadd chain ${T} b\nflush chain ${T} a\n`;
+  for (let cut = 0; cut <= text.length; cut++) t.deepEqual(linesOf([text.slice(0, cut), text.slice(cut)]), text.split('\n'), `cut at ${cut}`);
+  t.deepEqual(linesOf(['x\n', 'y']), ['x', 'y']);
+  t.deepEqual(linesOf([]), ['']);
 });
 
 const DELSETELEM = (10 << 8) | 14;
