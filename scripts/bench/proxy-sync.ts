@@ -138,7 +138,7 @@ try {
           rssSamples.push({ ms: Date.now() - t0, mb: kb / 1024, after: JSON.stringify(lines.at(-1) ?? {}).slice(0, 160) });
         } catch { /* gone */ }
       }, 50) : undefined;
-      const first = await nextSynced(0);
+      const first = await nextSynced(0).finally(() => { if (sampler && exited) clearInterval(sampler); });
       const firstCpu = cpuTimes(p.pid!);
       if (process.env.KNET_BENCH_TRACE) for (const l of lines) console.log('start', JSON.stringify(l).slice(0, 300));
       const wall = (first.time - t0) / 1000;

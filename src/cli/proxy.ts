@@ -40,7 +40,7 @@ export function registerProxy(program: Command): void {
     .option('--node-ip <ip>', 'node IP (repeatable or comma-separated; default: from the Node object)', collect, [])
     .option('--lock-timeout <seconds>', 'seconds to wait for the xtables lock', '5')
     .option('--full-sync-period <duration>', 'full re-render and reconcile period (e.g. 1h)')
-    .option('--no-nftables-netlink', 'nftables mode: write every transaction through nft -f; by default those of services go as netlink batches from the proxy itself (the messages nft would send, without nft first reading its cache of the whole table; 10k services: one change 78 ms instead of 355 ms, the first full sync 8.6 s instead of 14 s); service chains are then flushed and refilled in place, as kube-proxy does, not written in front of their old rules')
+    .option('--no-nftables-netlink', 'nftables mode: write every transaction through nft -f; by default those of services go as netlink batches from the proxy itself (the messages nft would send, without nft first reading its cache of the whole table; 10k services: one change 78 ms instead of 355 ms; the first full sync 8.6 s instead of 14 s where net.core.wmem_max lets the socket take megabyte batches and the services use no affinity or source ranges); service chains are then flushed and refilled in place, as kube-proxy does, not written in front of their old rules')
     // The opt-in of an earlier version: batches are the default now.
     .addOption(new Option('--nftables-netlink').hideHelp())
     .option('--userspace-workers <n>', 'userspace mode: forwarder processes that carry the traffic (1-8; Bun executables built beside the CLI, several share TCP ports without affinity); 0: in the proxy process itself, on Node', '1')

@@ -73,6 +73,9 @@ class MessageWriter {
       }
       const buf = this.buf;
       const len = this.at - start;
+      // The length field has 16 bits: a longer attribute (a vmap of ~650 endpoints or more) is
+      // not this compiler's to send; nft splits such element lists over several messages.
+      if (len > 0xffff) throw tooLong;
       const t = nested ? type | NLA_F_NESTED : type;
       buf[start] = len & 255;
       buf[start + 1] = len >>> 8;
@@ -109,6 +112,10 @@ class MessageWriter {
     return this.buf.subarray(0, this.at);
   }
 }
+
+/** Thrown by MessageWriter for an attribute over 64 KiB; compileNftBatch then declines the transaction. */
+class AttributeTooLong extends Error {}
+const tooLong = new AttributeTooLong('netlink attribute over 64 KiB');
 
 /** Small constants (verdict codes, registers, lengths) are encoded once. */
 const BE32 = new Map<number, Buffer>();
@@ -246,7 +253,7 @@ function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Ve
   return null;
 }
 
-// The maps and sets of kube-proxy's table a partial sync writes elements to, by key shape.
+// The maps and sets of kube-proxy's table a sync writes elements to, by key shape.
 const ELEMENT_KEYS: Record<string, 'addr' | 'addr-proto-port' | 'proto-port'> = {
   'cluster-ips': 'addr', 'nodeport-ips': 'addr',
   'service-ips': 'addr-proto-port', 'firewall-ips': 'addr-proto-port', 'no-endpoint-services': 'addr-proto-port',
@@ -285,8 +292,18 @@ function elementKey(family: FamilyName, shape: 'addr' | 'addr-proto-port' | 'pro
  * line is not one this compiler knows.
  */
 export function compileNftBatch(lines: readonly string[], firstSeq: number): NftBatch | null {
-  // Most lines take 100-250 bytes (a service chain's vmap rule brings its set): one doubling at most.
-  const w = new MessageWriter(Math.max(1 << 12, lines.length * 128));
+  try {
+    return compileLines(lines, firstSeq);
+  } catch (e) {
+    if (e === tooLong) return null;
+    throw e;
+  }
+}
+
+function compileLines(lines: readonly string[], firstSeq: number): NftBatch | null {
+  // Most lines take 100-250 bytes (a service chain's vmap rule brings its set): one doubling at
+  // most; no more than the largest batch a socket takes to begin with.
+  const w = new MessageWriter(Math.min(8 << 20, Math.max(1 << 12, lines.length * 128)));
   const lineOf: string[] = [];
   let seq = firstSeq;
   let setId = 0;

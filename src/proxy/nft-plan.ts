@@ -226,7 +226,7 @@ export function planFull(r: NftRenderResult, kernel: NftTableListing | null, kno
   const trims: NftPlan['trims'] = [];
   // Service chains in transactions of bounded size, whole services each (a service's chains
   // jump to each other, so they must arrive together). The first transaction also carries the
-  // fixed part, the last one the elements (one commit fewer).
+  // fixed part (unless fixedApart), the last one the elements (one commit fewer).
   const max = o.maxChainsPerTransaction ?? Number.POSITIVE_INFINITY;
   const batches: NftServiceOutput[][] = [[]];
   let batchChains = 0;

@@ -52,7 +52,7 @@ function* pieces(lines: readonly string[]): Generator<string> {
 
 const familyOf = (s: ProxySettings) => (s.family === 'IPv6' ? 'ip6' : 'ip') as 'ip' | 'ip6';
 
-/** Lines per transaction of a trim: under the netlink batches' 2000-line limit. */
+/** Lines per transaction of a trim: a batch well under the default 128 KiB a socket takes. */
 const TRIM_LINES = 1500;
 
 export class NftablesApplier implements DataPlane {
@@ -148,7 +148,8 @@ export class NftablesApplier implements DataPlane {
       const familyFull = full || f.applied === null || r.fixedChanged || f.applied.fixedKey !== r.fixed.key;
       // Where rule handles can be read (netlink batches are on), service chains are rewritten
       // without a moment in which a packet can miss their endpoint vmap (PlanOptions.insertThenTrim),
-      // and a full sync sends its fixed part on its own, so only that goes through nft.
+      // and a full sync sends its fixed part on its own, so that, where the socket takes the
+      // rest, only the fixed part (and transactions with shapes the batches lack) go through nft.
       const insertThenTrim = this.o.nft.ruleHandles !== undefined;
       const known = f.applied;
       // Until every transaction committed, the kernel state is unknown: a failure leaves it

@@ -54,7 +54,7 @@ function canonical(text: string): string {
 /** One sync; `full`: a full sync over what each namespace holds (as after a restart). */
 interface Step { cluster: ClusterState; now: number; extra?: string[][]; full?: boolean }
 
-async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: ProxySettings, steps: Step[]): Promise<{ netlink: number; nft: number; fullSyncs: number }> {
+async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: ProxySettings, steps: Step[]): Promise<{ netlink: number; nft: number; batchedFullSyncs: number }> {
   const viaNetlink = await testNetns(t, 'knt-n');
   const viaNft = await testNetns(t, 'knt-n');
   const dir = tempDir(t, 'knt-n-batch-');
@@ -66,7 +66,7 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
   let appliedInFront: NftApplied | null = null;
   const sent = { netlink: 0, nft: 0 };
   let trimmed = 0;
-  let fullSyncs = 0;
+  let batchedFullSyncs = 0;
   for (const [i, step] of steps.entries()) {
     const r = renderer.render({ cluster: step.cluster, settings });
     const listing = async (netns: string) => kernelNft({ netns }).listTable(family, 'kube-proxy');
@@ -93,7 +93,7 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
     // A full sync whose service lines all compile (no firewall rules, say) needs nft only for
     // its fixed part.
     if (fullStep && inFront.transactions.slice(1).every((tx) => compileNftBatch(tx(), 1) !== null)) {
-      fullSyncs++;
+      batchedFullSyncs++;
       t.is(child.sent.nft, 1, `step ${i}: a full sync's only nft transaction is its fixed part (${JSON.stringify(child.sent)})`);
     }
     sent.netlink += child.sent.netlink;
@@ -105,7 +105,7 @@ async function compare(t: ExecutionContext, family: 'ip' | 'ip6', settings: Prox
     }
   }
   t.true(trimmed > 0, 'no chain was rewritten in front of its old rules');
-  return { ...sent, fullSyncs };
+  return { ...sent, batchedFullSyncs };
 }
 
 rootTest('IPv4: partial syncs as netlink batches leave what nft -f leaves', async (t) => {
@@ -154,7 +154,7 @@ rootTest('IPv6: partial syncs as netlink batches leave what nft -f leaves', asyn
     { cluster: v6Cluster(['fd00:10::5', 'fd00:10::6']), now: 3100, full: true },
   ]);
   t.true(sent.netlink >= 3, JSON.stringify(sent));
-  t.is(sent.fullSyncs, 2, 'the first sync and the restart went as batches but for their fixed part');
+  t.is(sent.batchedFullSyncs, 2, 'the first sync and the restart went as batches but for their fixed part');
 });
 
 rootTest('under a UDP flood, a service chain rewritten in front of its old rules never lets a packet miss its vmap', async (t) => {

@@ -142,7 +142,7 @@ function runRulesOn(t: import('ava').ExecutionContext, name: string, text: strin
     writeFileSync(file, text);
     let out = '';
     let err = '';
-    const code = runRules({ file: [file], nodeIp: ['192.168.0.2'], nodeName: 'node-a', ipFamily: 'IPv4', interfaceAddress: [], ...extra }, (s) => { out += s; }, (s) => { err += s; });
+    const code = runRules({ file: [file], nodeIp: ['192.168.0.2'], nodeName: 'node-a', ipFamily: 'IPv4', interfaceAddress: [], ...extra }, (s) => { out += typeof s === 'string' ? s : Buffer.from(s).toString('utf8'); }, (s) => { err += s; });
     return { code, out, err };
   } finally {
     rmSync(dir, { recursive: true, force: true });

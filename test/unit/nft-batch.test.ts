@@ -128,8 +128,14 @@ test('the sender sends nothing it cannot compile or that is larger than the sock
   const nlBig = new NftNetlink(() => big, 1000);
   t.true(await nlBig.apply(many));
   t.true(await nlBig.apply(Array.from({ length: 30000 }, () => `add chain ${T} x`)));
-  t.false(await nlBig.apply(Array.from({ length: 250000 }, () => `add chain ${T} x`)), 'more lines than could fit are not even compiled');
+  t.false(await nlBig.apply(Array.from({ length: 250000 }, () => `add chain ${T} x`)), 'more lines than fit are not sent');
   t.is(big.sent.length, 2);
+});
+
+test('a vmap too large for one netlink attribute (16-bit length) is declined, so nft runs it', (t) => {
+  const vmap = (n: number) => `add rule ${T} service-ABC-ns/web/tcp/http numgen random mod ${n} vmap { ${Array.from({ length: n }, (_, i) => `${i} : goto endpoint-ABCDEFGH-ns/web/tcp/http__10.1.${i >> 8}.${i & 255}/8080`).join(' , ')} }`;
+  t.truthy(compileNftBatch([vmap(300)], 1));
+  t.is(compileNftBatch([`add chain ${T} x`, vmap(1000)], 1), null);
 });
 
 test('a transaction given in pieces is split into the same lines, whether or not a piece ends a line', (t) => {

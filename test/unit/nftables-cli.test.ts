@@ -10,7 +10,7 @@ import { runRules } from '../../src/cli/rules.ts';
 function run(args: Partial<Parameters<typeof runRules>[0]>) {
   let out = '';
   let err = '';
-  const code = runRules({ file: [], nodeIp: ['192.168.0.2'], ipFamily: 'IPv4', interfaceAddress: ['eth0=192.168.0.2/24'], nodeName: 'test-node', ...args }, (s) => { out += s; }, (s) => { err += s; });
+  const code = runRules({ file: [], nodeIp: ['192.168.0.2'], ipFamily: 'IPv4', interfaceAddress: ['eth0=192.168.0.2/24'], nodeName: 'test-node', ...args }, (s) => { out += typeof s === 'string' ? s : Buffer.from(s).toString('utf8'); }, (s) => { err += s; });
   return { code, out, err };
 }
 

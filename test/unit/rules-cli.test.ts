@@ -7,7 +7,7 @@ import { runRules } from '../../src/cli/rules.ts';
 function run(args: Partial<Parameters<typeof runRules>[0]>) {
   let out = '';
   let err = '';
-  const code = runRules({ file: [], nodeIp: [], ipFamily: 'IPv4', interfaceAddress: [], ...args }, (s) => { out += s; }, (s) => { err += s; });
+  const code = runRules({ file: [], nodeIp: [], ipFamily: 'IPv4', interfaceAddress: [], ...args }, (s) => { out += typeof s === 'string' ? s : Buffer.from(s).toString('utf8'); }, (s) => { err += s; });
   return { code, out, err };
 }
 

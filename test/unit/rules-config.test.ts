@@ -25,7 +25,7 @@ function rules(t: import('ava').ExecutionContext, config: string, manifests = SV
   const f = tmp(t, { 'kube-proxy.yaml': config, 'in.yaml': manifests });
   let out = '';
   let err = '';
-  const code = runRules({ file: [f['in.yaml']!], config: f['kube-proxy.yaml']!, nodeIp: ['192.168.0.2'], ipFamily: 'IPv4', interfaceAddress: [] }, (s) => { out += s; }, (s) => { err += s; });
+  const code = runRules({ file: [f['in.yaml']!], config: f['kube-proxy.yaml']!, nodeIp: ['192.168.0.2'], ipFamily: 'IPv4', interfaceAddress: [] }, (s) => { out += typeof s === 'string' ? s : Buffer.from(s).toString('utf8'); }, (s) => { err += s; });
   return { code, out, err };
 }
 

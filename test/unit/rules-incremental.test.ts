@@ -57,6 +57,14 @@ test('after any sequence of changes, recomputing only the changed services rende
   ), { numRuns: 150 });
 });
 
+test('the text written out in chunks is UTF-8 also where a line is not ASCII', (t) => {
+  // Names are validated ASCII; a setting is the only way in for other text, here a detector prefix.
+  const s = settings({ localDetector: { mode: 'InterfaceNamePrefix', prefix: 'vethé' } });
+  const r = renderIptables({ cluster: cluster(fc.sample(arbService, { numRuns: 4, seed: 7 })), settings: s });
+  t.true(r.text.includes('vethé'));
+  for (const chunkChars of [1, 50, 1 << 16]) t.is(bytesOf(r, chunkChars), r.text);
+});
+
 function bytesOf(result: RenderResult, chunkChars: number): string {
   const chunks: Uint8Array[] = [];
   result.writeText((b) => chunks.push(b), chunkChars);

@@ -57,15 +57,9 @@ export class NetlinkError extends Error {
 export interface NetlinkMessage { type: number; flags: number; seq: number; data: Buffer }
 
 /** A whole message: header (port id 0: the kernel does not need the sender's) and payload. */
-/**
- * Zeroed bytes from Node's shared pool (allocUnsafe takes small sizes from it; alloc makes an
- * ArrayBuffer each): a full nftables sync encodes millions of small attributes.
- */
-export const zeroed = (size: number): Buffer => Buffer.allocUnsafe(size).fill(0);
-
 export function encodeMessage(type: number, flags: number, seq: number, payload: readonly Uint8Array[]): Buffer {
   const body = Buffer.concat(payload as Uint8Array[]);
-  const out = zeroed(NLMSG_HDRLEN + body.length);
+  const out = Buffer.alloc(NLMSG_HDRLEN + body.length);
   out.writeUInt32LE(out.length, 0);
   out.writeUInt16LE(type, 4);
   out.writeUInt16LE(flags, 6);
@@ -115,7 +109,7 @@ export function parseAttrs(buf: Buffer): Map<number, Buffer> {
 export function nlattr(type: number, payload: Uint8Array | readonly Uint8Array[]): Buffer {
   const body = payload instanceof Uint8Array ? payload : Buffer.concat(payload as Uint8Array[]);
   const len = 4 + body.length;
-  const buf = zeroed((len + 3) & ~3);
+  const buf = Buffer.alloc((len + 3) & ~3);
   buf.writeUInt16LE(len, 0);
   buf.writeUInt16LE(type, 2);
   buf.set(body, 4);

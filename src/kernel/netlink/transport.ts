@@ -9,6 +9,6 @@ export interface NetlinkTransport {
   /** The next datagram the kernel sent to this socket. */
   receive(): Promise<Uint8Array>;
   close(): void;
-  /** The largest datagram this socket sends (its send buffer), where that is known. */
+  /** The largest datagram this socket sends (its send buffer less 32 bytes), where that is known. */
   maxDatagram?(): number;
 }
