@@ -7,11 +7,13 @@
 // beside its figures. The anchor column is the nftables mode's anchor (nftables-anchor.ts: the
 // same table as one `nft -f` transaction, and one change as one small transaction).
 // nftables-nft is the nftables mode with --no-nftables-netlink (every transaction through nft -f).
+// The proxy runs with the plain env values of deploy/20-daemonset.yaml's proxy container.
 // Usage: node --import tsx scripts/bench/proxy-sync.ts [services=10000] [columns=nft,legacy,nftables,nftables-nft,anchor]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import { addNetns, deleteNetns, randomNetnsName } from '../../src/kernel/netns.ts';
 import { iptablesSave, type IptablesBackend } from '../../src/kernel/iptables.ts';
 import { nftListTable } from '../../src/kernel/nft.ts';
@@ -58,8 +60,24 @@ writeJson(join(manifests, 'cluster.json'), items);
 writeJson(join(manifests, 'hot.json'), [slice(0)]);
 const CONFIG = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.0.0.0/8\n';
 writeFileSync(join(dir, 'kube-proxy.yaml'), CONFIG);
-const env: NodeJS.ProcessEnv = { ...process.env, KNET_LOG_LEVEL: process.env.KNET_LOG_LEVEL ?? 'info', PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}` };
+/**
+ * The plain `value:` entries of the DaemonSet's proxy container (its glibc malloc setting), so
+ * that the proxy measured here runs as deployed. KNET_BENCH_PLAIN_ENV=1 leaves them out.
+ */
+function daemonSetProxyEnv(): Record<string, string> {
+  if (process.env.KNET_BENCH_PLAIN_ENV === '1') return {};
+  const docs = parseAllDocuments(readFileSync(resolve('deploy/20-daemonset.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
+  const ds = docs.find((d) => d?.kind === 'DaemonSet');
+  const proxy = ds?.spec.template.spec.containers.find((c: Record<string, unknown>) => c.name === 'proxy');
+  if (!proxy) throw new Error('deploy/20-daemonset.yaml: no proxy container');
+  const out: Record<string, string> = {};
+  for (const e of proxy.env ?? []) if (typeof e.value === 'string') out[e.name] = e.value;
+  return out;
+}
+const deployedEnv = daemonSetProxyEnv();
+const env: NodeJS.ProcessEnv = { ...process.env, ...deployedEnv, KNET_LOG_LEVEL: process.env.KNET_LOG_LEVEL ?? 'info', PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}` };
 delete env.NODE_EXTRA_CA_CERTS;
+console.log(`proxy environment from deploy/20-daemonset.yaml: ${Object.entries(deployedEnv).map(([k, v]) => `${k}=${v}`).join(' ') || '(none: KNET_BENCH_PLAIN_ENV=1)'}`);
 
 interface Line { time: number; msg: string; full?: boolean; seconds?: number }
 
