@@ -132,6 +132,20 @@ rootTest('IPv4: partial syncs as netlink batches leave what nft -f leaves', asyn
   t.true(sent.netlink >= 4, JSON.stringify(sent));
 });
 
+rootTest('IPv4: full syncs of services the compiler knows go as batches but for the fixed part, and leave what nft -f leaves', async (t) => {
+  // No LoadBalancer with source ranges (its firewall rule is left to nft, and with it its whole
+  // transaction): every service chain and element of both full syncs goes as a batch.
+  const known = (c: ClusterState): ClusterState => ({
+    services: c.services.filter((s) => s.spec?.type !== 'LoadBalancer'),
+    endpointSlices: c.endpointSlices.filter((_, i) => c.services[i]!.spec?.type !== 'LoadBalancer'),
+  });
+  const sent = await compare(t, 'ip', nftSettings(), [
+    { cluster: known(services(7, 2)), now: 0 },
+    { cluster: known(services(7, 3)), now: 100, full: true },
+  ]);
+  t.is(sent.batchedFullSyncs, 2, JSON.stringify(sent));
+});
+
 const v6Cluster = (endpoints: string[]) => loadManifestText(`apiVersion: v1
 kind: Service
 metadata: {name: web6, namespace: default}
