@@ -5,17 +5,19 @@
 // that (docs/architecture.md has the figures).
 //
 // Pure: lines in, datagram out. Only the shapes a sync writes for services are known (chains
-// added, flushed or deleted; the rules of service and endpoint chains that need no named set or
-// comment, added, inserted first, or deleted by handle; elements of the verdict maps and address
-// sets, with their comments, and those containers flushed); for any other
-// line the compiler returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own, checked
+// added, flushed or deleted; the rules of service, external and endpoint chains, ClientIP
+// affinity's included, with their comments, added, inserted first, or deleted by handle; affinity
+// sets declared and deleted; elements of the verdict maps and address sets, with their comments,
+// and those containers flushed). Not known: a LoadBalancer's source-range rule (an anonymous
+// interval set), the `iifname` local detectors, the fixed chains. For any other line the compiler
+// returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own, checked
 // in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
 import { endianness } from 'node:os';
 import { mustParseIP, parseCIDR } from '../util/ip.ts';
 import { NLA_F_NESTED, NLM_F, parseAttrs } from './netlink/codec.ts';
 
 const NFNL_SUBSYS_NFTABLES = 10;
-const MSG = { BATCH_BEGIN: 0x10, BATCH_END: 0x11, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, GETRULE: 7, DELRULE: 8, NEWSET: 9, NEWSETELEM: 12, DELSETELEM: 14 } as const;
+const MSG = { BATCH_BEGIN: 0x10, BATCH_END: 0x11, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, GETRULE: 7, DELRULE: 8, NEWSET: 9, DELSET: 11, NEWSETELEM: 12, DELSETELEM: 14 } as const;
 const FAMILY = { ip: 2, ip6: 10 } as const;
 const VERDICT = { drop: 0, accept: 1, jump: -3, goto: -4 } as const;
 const PROTO = { tcp: 6, udp: 17, sctp: 132 } as const;
@@ -25,6 +27,17 @@ const ANON_MAP_FLAGS = 0x0b;
 const INTEGER_TYPE = 4;
 const VERDICT_TYPE = 0xffffff00;
 const ANON_MAP_USERDATA = Buffer.from('00040100000001040000000004080004010000000100060400000000', 'hex');
+
+// A ClientIP affinity set: flags timeout | eval (nft's "dynamic,timeout"), the family's address
+// type (ipv4_addr, ipv6_addr) and length, and nft's user data for it (the key is big-endian).
+const AFFINITY_SET_FLAGS = 0x30;
+const ADDR_TYPE = { ip: 7, ip6: 8 } as const;
+const ADDR_LEN = { ip: 4, ip6: 16 } as const;
+const AFFINITY_SET_USERDATA = Buffer.from('000402000000', 'hex');
+// fib: look up the source address, give its type (RTN_LOCAL: one of the node's own).
+const FIB_F_SADDR = 1;
+const FIB_RESULT_ADDRTYPE = 3;
+const RTN_LOCAL = 2;
 
 type FamilyName = keyof typeof FAMILY;
 /** A netlink attribute: a leaf value, or nested attributes (sent with NLA_F_NESTED). */
@@ -196,18 +209,46 @@ function addressMatch(family: FamilyName, field: 'saddr' | 'daddr', op: 'eq' | '
   return [payload(offset, width), expr('bitwise', [[1, be32(1)], [2, be32(1)], [3, be32(width)], [4, [[1, mask]]], [5, [[1, Buffer.alloc(width)]]]]), cmp(op, network)];
 }
 
+/** A comment as an element's or a rule's user data: nft's TLV (type 0, length, text with its NUL). */
+const commentData = (text: string) => Buffer.concat([Buffer.from([0, text.length + 1]), str(text)]);
+
+/** A named set by name, with the id of its NEWSET when this batch makes it (the kernel finds a set by name first). */
+function namedSetAttrs(name: string, nameType: number, idType: number, idOf: (set: string) => number | undefined): Attr[] | null {
+  if (!NAME.test(name)) return null;
+  const id = idOf(name);
+  return [[nameType, str(name)], ...(id === undefined ? [] : [[idType, be32(id)] as Attr])];
+}
+
 /** The expressions of one rule, or null when its shape is not one this compiler knows. */
-function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Verdict[]) => { name: string; id: number }): Attr[] | null {
+function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Verdict[]) => { name: string; id: number }, namedSetId: (set: string) => number | undefined): Attr[] | null {
   const ipX = family === 'ip' ? 'ip' : 'ip6';
+  const saddr = () => payload(family === 'ip' ? 12 : 8, ADDR_LEN[family]);
   let m: RegExpExecArray | null;
   // (jump|goto) CHAIN
   let v = verdictOf(rule);
   if (v && v.chain) return [verdictExpr(v)];
-  // ipX saddr ADDR (jump|goto) CHAIN
+  // ipX saddr @SET (jump|goto) CHAIN: a client with affinity goes back to its endpoint
+  if ((m = new RegExp(`^${ipX} saddr @(\\S+) ((?:jump|goto) \\S+)$`).exec(rule))) {
+    const set = namedSetAttrs(m[1]!, 1, 4, namedSetId);
+    v = verdictOf(m[2]!);
+    return set && v ? [saddr(), expr('lookup', [[2, be32(1)], ...set]), verdictExpr(v)] : null;
+  }
+  // update @SET { ipX saddr }: the client's affinity to this endpoint, refreshed
+  if ((m = new RegExp(`^update @(\\S+) \\{ ${ipX} saddr \\}$`).exec(rule))) {
+    const set = namedSetAttrs(m[1]!, 1, 2, namedSetId);
+    return set ? [saddr(), expr('dynset', [[4, be32(1)], [3, be32(1)], ...set])] : null;
+  }
+  // ipX saddr ADDR|CIDR (jump|goto) CHAIN (a CIDR: traffic from pods, the local detector)
   if ((m = new RegExp(`^${ipX} saddr (\\S+) ((?:jump|goto) \\S+)$`).exec(rule))) {
     const match = addressMatch(family, 'saddr', 'eq', m[1]!);
     v = verdictOf(m[2]!);
-    return match && !m[1]!.includes('/') && v ? [...match, verdictExpr(v)] : null;
+    return match && v ? [...match, verdictExpr(v)] : null;
+  }
+  // fib saddr type local (jump|goto) CHAIN: traffic from the node itself (the address type is
+  // compared in host order: a big-endian host leaves this to nft)
+  if ((m = /^fib saddr type local ((?:jump|goto) \S+)$/.exec(rule)) && endianness() === 'LE') {
+    v = verdictOf(m[1]!);
+    return v ? [expr('fib', [[3, be32(FIB_F_SADDR)], [2, be32(FIB_RESULT_ADDRTYPE)], [1, be32(1)]]), cmp('eq', Buffer.from([RTN_LOCAL, 0, 0, 0])), verdictExpr(v)] : null;
   }
   // ipX daddr ADDR ipX saddr != CIDR (jump|goto) CHAIN
   if ((m = new RegExp(`^${ipX} daddr (\\S+) ${ipX} saddr != (\\S+/\\d+) ((?:jump|goto) \\S+)$`).exec(rule))) {
@@ -307,6 +348,8 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
   const lineOf: string[] = [];
   let seq = firstSeq;
   let setId = 0;
+  /** Affinity sets this batch declares, by name: their NEWSET's id. */
+  const namedSetIds = new Map<string, number>();
   let family: FamilyName | null = null;
   const table = 'kube-proxy';
   let current = '';
@@ -328,7 +371,24 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
     if (!NAME.test(name)) return null;
     const tableAttr: Attr = [1, str(table)];
     if (verb === 'insert' && what !== 'rule') return null;
-    if (what === 'set' || what === 'map') {
+    if (what === 'set' && verb !== 'flush' && !Object.hasOwn(ELEMENT_KEYS, name)) {
+      // ClientIP affinity sets: declared, or deleted once no rule uses them.
+      if (verb === 'delete' && rest === undefined) {
+        push(MSG.DELSET, 0, [tableAttr, [2, str(name)]]);
+        namedSetIds.delete(name);
+        continue;
+      }
+      const sm = verb === 'add' && rest !== undefined ? /^\{ type (ipv4_addr|ipv6_addr) ; flags dynamic,timeout ; timeout ([1-9]\d{0,5})s ; \}$/.exec(rest) : null;
+      if (!sm || sm[1] !== (fam === 'ip' ? 'ipv4_addr' : 'ipv6_addr')) return null;
+      const id = ++setId;
+      namedSetIds.set(name, id);
+      const timeout = Buffer.alloc(8);
+      timeout.writeBigUInt64BE(BigInt(Number(sm[2]) * 1000), 0);
+      push(MSG.NEWSET, NLM_F.CREATE, [
+        tableAttr, [2, str(name)], [3, be32(AFFINITY_SET_FLAGS)], [4, be32(ADDR_TYPE[fam])], [5, be32(ADDR_LEN[fam])],
+        [10, be32(id)], [11, timeout], [13, AFFINITY_SET_USERDATA],
+      ]);
+    } else if (what === 'set' || what === 'map') {
       // Only flushing one of the table's element containers (a full sync refills them).
       const shape = Object.hasOwn(ELEMENT_KEYS, name) ? ELEMENT_KEYS[name]! : null;
       if (verb !== 'flush' || rest !== undefined || !shape || (shape === 'addr') !== (what === 'set')) return null;
@@ -348,9 +408,13 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
       push(MSG.DELRULE, 0, [tableAttr, [2, str(name)], [3, handle]]);
     } else if (what === 'rule') {
       if ((verb !== 'add' && verb !== 'insert') || rest === undefined) return null;
+      // A trailing comment is the rule's user data, as for elements.
+      const cm = / comment "([^"\\]*)"$/.exec(rest);
+      if (cm && (cm[1]!.length > 128 || /[^\x20-\x7e]/.test(cm[1]!))) return null;
+      const body = cm ? rest.slice(0, cm.index) : rest;
       // The rule's anonymous set and its elements go first, once the rule is known to compile.
       const sets: Array<[type: number, attrs: Attr[]]> = [];
-      const exprs = ruleExpressions(fam, rest, (verdicts) => {
+      const exprs = ruleExpressions(fam, body, (verdicts) => {
         const id = ++setId;
         const anon = '__map%d';
         sets.push([MSG.NEWSET, [
@@ -365,11 +429,11 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
         });
         sets.push([MSG.NEWSETELEM, [tableAttr, [2, str(anon)], [4, be32(id)], [3, elements]]]);
         return { name: anon, id };
-      });
+      }, (set) => namedSetIds.get(set));
       if (!exprs) return null;
       for (const [type, attrs] of sets) push(type, NLM_F.CREATE, attrs);
       // `insert` puts the rule first in its chain: the same message without APPEND.
-      push(MSG.NEWRULE, verb === 'add' ? NLM_F.CREATE | NLM_F.APPEND : NLM_F.CREATE, [tableAttr, [2, str(name)], [4, exprs]]);
+      push(MSG.NEWRULE, verb === 'add' ? NLM_F.CREATE | NLM_F.APPEND : NLM_F.CREATE, [tableAttr, [2, str(name)], [4, exprs], ...(cm ? [[7, commentData(cm[1]!)] as Attr] : [])]);
     } else {
       if (verb === 'flush') return null;
       const shape = Object.hasOwn(ELEMENT_KEYS, name) ? ELEMENT_KEYS[name]! : null;
@@ -387,8 +451,7 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
           if (!v) return null;
           data.push([2, [[2, verdictData(v)]]]);
         }
-        // A comment is the element's user data: nft's TLV (type 0, length, text with its NUL).
-        if (comment !== undefined) data.push([6, Buffer.concat([Buffer.from([0, comment.length + 1]), str(comment)])]);
+        if (comment !== undefined) data.push([6, commentData(comment)]);
       } else if (em[3] !== undefined) return null;
       const element: Attr = [1, [[1, [[1, key]]], ...data]];
       push(verb === 'add' ? MSG.NEWSETELEM : MSG.DELSETELEM, verb === 'add' ? NLM_F.CREATE : 0, [tableAttr, [2, str(name)], [3, [element]]]);

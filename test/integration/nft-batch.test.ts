@@ -171,6 +171,48 @@ rootTest('IPv6: partial syncs as netlink batches leave what nft -f leaves', asyn
   t.is(sent.batchedFullSyncs, 2, 'the first sync and the restart went as batches but for their fixed part');
 });
 
+/** A ClientIP-affinity service and a NodePort with the Local external policy (v4 or v6). */
+function affinityAndLocal(v6: boolean, timeout: number, affinityEndpoints: number[]): ClusterState {
+  const ip = (net: string, i: number) => (v6 ? `fd00:${net}::${i}` : `10.${net}.0.${i}`);
+  const family = v6 ? 'IPv6' : 'IPv4';
+  const slice = (name: string, eps: Array<{ i: number; node: string }>, port: number) => `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ${name}-x, namespace: default, labels: {kubernetes.io/service-name: ${name}}}
+addressType: ${family}
+endpoints: [${eps.map((e) => `{addresses: ["${ip('244', e.i)}"], nodeName: ${e.node}, conditions: {ready: true}}`).join(', ')}]
+ports: [{name: p, port: ${port}, protocol: TCP}]
+`;
+  return loadManifestText(`apiVersion: v1
+kind: Service
+metadata: {name: sticky, namespace: default}
+spec: {clusterIP: "${v6 ? 'fd00:30::a' : '172.30.0.10'}", ipFamilies: [${family}], sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: ${timeout}}}, ports: [{name: p, port: 80, protocol: TCP, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local, namespace: default}
+spec: {clusterIP: "${v6 ? 'fd00:30::b' : '172.30.0.11'}", ipFamilies: [${family}], type: NodePort, externalTrafficPolicy: Local, ports: [{name: p, port: 81, protocol: TCP, targetPort: 8081, nodePort: 30081}]}
+---
+${slice('sticky', affinityEndpoints.map((i) => ({ i, node: 'other-node' })), 8080)}---
+${slice('local', [{ i: 50, node: 'test-node' }, { i: 51, node: 'other-node' }], 8081)}`, 'affinity.yaml').cluster;
+}
+
+for (const v6 of [false, true]) {
+  rootTest(`${v6 ? 'IPv6' : 'IPv4'}: affinity sets and rules, fib and commented rules go as batches, partial and full syncs, and leave what nft -f leaves`, async (t) => {
+    const sent = await compare(t, v6 ? 'ip6' : 'ip', nftSettings(v6 ? { family: 'IPv6' } : {}), [
+      { cluster: affinityAndLocal(v6, 300, [1, 2, 3]), now: 0 },
+      // An endpoint leaves: its affinity set goes once the old rules using it are trimmed.
+      { cluster: affinityAndLocal(v6, 300, [1, 2]), now: 100 },
+      // A new timeout: the sets are declared again.
+      { cluster: affinityAndLocal(v6, 600, [1, 2]), now: 200 },
+      // A restart over the table, an endpoint added meanwhile.
+      { cluster: affinityAndLocal(v6, 600, [1, 2, 4]), now: 300, full: true },
+    ]);
+    t.is(sent.batchedFullSyncs, 2, JSON.stringify(sent));
+    // nft ran only the two full syncs' fixed parts: every partial sync went as batches.
+    t.is(sent.nft, 2, JSON.stringify(sent));
+  });
+}
+
 rootTest('under a UDP flood, a service chain rewritten in front of its old rules never lets a packet miss its vmap', async (t) => {
   t.timeout(120_000);
   // scripts/nftables-vmap-race.ts in its own knt-r namespace: flush-and-add loses packets at

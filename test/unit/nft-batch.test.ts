@@ -13,6 +13,17 @@ import { decodeMessages, encodeError, encodeMessage, nlattr, parseAttrs } from '
 import type { NetlinkTransport } from '../../src/kernel/netlink/transport.ts';
 
 const T = 'ip kube-proxy';
+
+/** Attributes in order, repeated types kept (a list of expressions). */
+function attrList(b: Buffer): Array<[number, Buffer]> {
+  const out: Array<[number, Buffer]> = [];
+  for (let at = 0; at + 4 <= b.length;) {
+    const len = b.readUInt16LE(at);
+    out.push([b.readUInt16LE(at + 2) & 0x3fff, b.subarray(at + 4, at + len)]);
+    at += (len + 3) & ~3;
+  }
+  return out;
+}
 const known = [
   `add chain ${T} service-ABC-ns/web/tcp/http`,
   `flush chain ${T} service-ABC-ns/web/tcp/http`,
@@ -23,6 +34,13 @@ const known = [
   `add rule ${T} endpoint-A ip saddr 10.1.0.1 jump mark-for-masquerade`,
   `add rule ${T} endpoint-A meta l4proto sctp dnat to 10.1.0.1:80`,
   `add rule ${T} external-ABC goto service-ABC-ns/web/tcp/http`,
+  `add rule ${T} external-ABC ip saddr 10.0.0.0/8 goto service-ABC-ns/web/tcp/http comment "short-circuit pod traffic"`,
+  `add rule ${T} external-ABC fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"`,
+  `add rule ${T} external-ABC fib saddr type local goto service-ABC-ns/web/tcp/http comment "short-circuit local traffic"`,
+  `add set ${T} affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }`,
+  `add rule ${T} service-ABC ip saddr @affinity-X goto endpoint-A`,
+  `add rule ${T} endpoint-A update @affinity-X { ip saddr }`,
+  `delete set ${T} affinity-Y`,
   `add element ${T} service-ips { 172.30.0.1 . tcp . 80 : goto service-ABC-ns/web/tcp/http }`,
   `add element ${T} no-endpoint-services { 172.30.0.2 . udp . 53 comment "ns/dns:dns" : goto reject-chain }`,
   `add element ${T} service-nodeports { tcp . 30080 : goto external-ABC }`,
@@ -44,25 +62,62 @@ test('the shapes a partial sync writes compile; each is one command, a numgen vm
   t.is(b.lineOf(106), known[5]!, 'the anonymous set belongs to its rule');
 });
 
+test('affinity sets and rules, fib and comments: the attributes nft sends', (t) => {
+  const attrsOf = (line: string, at = 0) => {
+    const m = decodeMessages(compileNftBatch([line], 1)!.datagram).slice(1, -1)[at]!;
+    return { type: m.type & 0xff, attrs: parseAttrs(m.data.subarray(4)) };
+  };
+  const set = attrsOf(`add set ${T} affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }`);
+  t.is(set.type, 9);
+  t.is(set.attrs.get(3)!.readUInt32BE(0), 0x30, 'flags timeout | eval');
+  t.deepEqual([set.attrs.get(4)!.readUInt32BE(0), set.attrs.get(5)!.readUInt32BE(0)], [7, 4], 'ipv4_addr, 4 bytes');
+  t.is(set.attrs.get(11)!.readBigUInt64BE(0), 10_800_000n, 'timeout in ms');
+  const set6 = attrsOf(`add set ip6 kube-proxy affinity-X { type ipv6_addr ; flags dynamic,timeout ; timeout 60s ; }`);
+  t.deepEqual([set6.attrs.get(4)!.readUInt32BE(0), set6.attrs.get(5)!.readUInt32BE(0)], [8, 16], 'ipv6_addr, 16 bytes');
+  t.is(attrsOf(`delete set ${T} affinity-X`).type, 11);
+  const commented = attrsOf(`add rule ${T} external-ABC fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"`);
+  t.deepEqual(commented.attrs.get(7), Buffer.from('\x00\x19masquerade local traffic\x00', 'latin1'), "the comment as the rule's user data");
+  // A set this batch declares is named and given by id; one declared before, by name alone.
+  const rules = decodeMessages(compileNftBatch([`add set ${T} affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 5s ; }`,
+    `add rule ${T} service-ABC ip saddr @affinity-X goto endpoint-A`, `add rule ${T} service-ABC ip saddr @affinity-Y goto endpoint-B`], 1)!.datagram).slice(2, -1);
+  const lookupAttrs = rules.map((m) => {
+    for (const [, elem] of attrList(parseAttrs(m.data.subarray(4)).get(4)!)) {
+      const e = new Map(attrList(elem));
+      if (e.get(1)!.toString('latin1') === 'lookup\0') return new Map(attrList(e.get(2)!));
+    }
+    throw new Error('no lookup');
+  });
+  t.deepEqual(lookupAttrs.map((a) => a.get(1)!.toString('latin1')), ['affinity-X\0', 'affinity-Y\0']);
+  t.deepEqual(lookupAttrs.map((a) => a.get(4)?.readUInt32BE(0)), [1, undefined]);
+});
+
 test('anything else is declined whole, so nft runs it', (t) => {
   for (const line of [
     `add table ${T} { comment "rules for kube-proxy" ; }`,
     `add chain ${T} nat-prerouting { type nat hook prerouting priority -100 ; }`,
-    `add rule ${T} external-ABC fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"`,
     `add rule ${T} firewall-ABC ip saddr != { 203.0.113.0/24 } drop`,
-    `add rule ${T} service-ABC ip saddr @affinity-X goto endpoint-A`,
-    `add rule ${T} endpoint-A update @affinity-X { ip saddr }`,
+    `add rule ${T} external-ABC fib daddr type local jump mark-for-masquerade`,
+    `add rule ${T} external-ABC iifname cni0 goto service-ABC comment "short-circuit pod traffic"`,
+    `add rule ${T} external-ABC goto service-ABC comment "caf\u00e9"`,
+    `add rule ${T} external-ABC goto service-ABC comment "${'x'.repeat(129)}"`,
+    `add rule ${T} endpoint-A update @affinity-X { ip daddr }`,
+    `add rule ${T} endpoint-A update @affinity-X { ip6 saddr }`,
+    `add rule ${T} service-ABC ip saddr @bad"set goto endpoint-A`,
+    `add set ${T} affinity-X { type ipv6_addr ; flags dynamic,timeout ; timeout 10800s ; }`,
+    `add set ${T} affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 0s ; }`,
+    `add set ${T} affinity-X { type ipv4_addr ; flags timeout ; timeout 10s ; }`,
+    `add set ${T} affinity-X`,
     `add rule ${T} endpoint-A counter`,
     `add rule ${T} service-ABC numgen random mod 2 vmap { 0 : goto A }`,
     `add rule ${T} service-ABC ip daddr 172.30.0.1 ip saddr != 10.0.0.1/8 jump mark-for-masquerade`,
     `add rule ${T} endpoint-A meta l4proto tcp dnat to [fd00::1]:80`,
     `add rule ip6 kube-proxy endpoint-A meta l4proto tcp dnat to 10.1.0.1:80`,
-    `add set ${T} affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }`,
     `flush set ${T} service-ips`,
     `flush map ${T} cluster-ips`,
     `flush set ${T} affinity-X`,
     `flush map ${T} service-ips extra`,
-    `delete set ${T} affinity-X`,
+    `delete set ${T} cluster-ips`,
+    `delete set ${T} affinity-X extra`,
     `delete map ${T} service-ips`,
     `add map ${T} service-ips`,
     `add element ${T} service-ips { 172.30.0.1 . tcp . 80 }`,
