@@ -4,14 +4,15 @@
 // 10k services whatever the transaction holds; a batch sent from the proxy's own socket skips
 // that (docs/architecture.md has the figures).
 //
-// Pure: lines in, datagram out. Only the shapes a sync writes for services are known (chains
-// added, flushed or deleted; the rules of service, external and endpoint chains, ClientIP
-// affinity's included, with their comments, added, inserted first, or deleted by handle; affinity
-// sets declared and deleted; elements of the verdict maps and address sets, with their comments,
-// and those containers flushed). Not known: a LoadBalancer's source-range rule (an anonymous
-// interval set), the `iifname` local detectors, the fixed chains. For any other line the compiler
-// returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own, checked
-// in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
+// Pure: lines in, datagram out. Only the shapes a sync writes for services are known: chains
+// added, flushed or deleted; the rules of service, external, firewall and endpoint chains (ClientIP
+// affinity, the local detectors, source ranges as an anonymous interval set), with their
+// comments, added, inserted first, or deleted by handle; affinity sets declared and deleted;
+// elements of the verdict maps and address sets, with their comments, and those containers
+// flushed. Not known: the fixed part (the table, base chains with hooks, the maps' declarations),
+// a vmap too large for one attribute, an interface name nft might read otherwise. For those the
+// compiler returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own,
+// checked in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
 import { endianness } from 'node:os';
 import { mustParseIP, parseCIDR } from '../util/ip.ts';
 import { NLA_F_NESTED, NLM_F, parseAttrs } from './netlink/codec.ts';
@@ -34,6 +35,18 @@ const AFFINITY_SET_FLAGS = 0x30;
 const ADDR_TYPE = { ip: 7, ip6: 8 } as const;
 const ADDR_LEN = { ip: 4, ip6: 16 } as const;
 const AFFINITY_SET_USERDATA = Buffer.from('000402000000', 'hex');
+// A LoadBalancer's source ranges: an anonymous constant interval set of addresses (nft's flags
+// and user data: big-endian key, merged elements, typeof the family's saddr), looked up inverted.
+const ANON_INTERVAL_FLAGS = 0x07;
+const INTERVAL_SET_USERDATA = {
+  ip: Buffer.from('000402000000020401000000031400040700000001' + '0c00040c00000001040b000000', 'hex'),
+  ip6: Buffer.from('000402000000020401000000031400040700000001' + '0c00040d000000010408000000', 'hex'),
+} as const;
+const SET_ELEM_INTERVAL_END = 1;
+/** An interval running to the last address: its start's user data says it is open. */
+const INTERVAL_OPEN_USERDATA = Buffer.from('010401000000', 'hex');
+const LOOKUP_F_INV = 1;
+const META_IIFNAME = 6;
 // fib: look up the source address, give its type (RTN_LOCAL: one of the node's own).
 const FIB_F_SADDR = 1;
 const FIB_RESULT_ADDRTYPE = 3;
@@ -209,6 +222,19 @@ function addressMatch(family: FamilyName, field: 'saddr' | 'daddr', op: 'eq' | '
   return [payload(offset, width), expr('bitwise', [[1, be32(1)], [2, be32(1)], [3, be32(width)], [4, [[1, mask]]], [5, [[1, Buffer.alloc(width)]]]]), cmp(op, network)];
 }
 
+/**
+ * An interface name as nft compares it: the whole 16-byte name, NUL-padded, or for `prefix*` the
+ * prefix alone. Plain names only; anything nft might read otherwise is left to it.
+ */
+function ifnameBytes(text: string): Buffer | null {
+  const m = /^([A-Za-z0-9_-]{1,15})(\*?)$/.exec(text);
+  if (!m) return null;
+  if (m[2]) return Buffer.from(m[1]!, 'latin1');
+  const out = Buffer.alloc(16);
+  out.write(m[1]!, 'latin1');
+  return out;
+}
+
 /** A comment as an element's or a rule's user data: nft's TLV (type 0, length, text with its NUL). */
 const commentData = (text: string) => Buffer.concat([Buffer.from([0, text.length + 1]), str(text)]);
 
@@ -220,7 +246,44 @@ function namedSetAttrs(name: string, nameType: number, idType: number, idOf: (se
 }
 
 /** The expressions of one rule, or null when its shape is not one this compiler knows. */
-function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Verdict[]) => { name: string; id: number }, namedSetId: (set: string) => number | undefined): Attr[] | null {
+/** The sets a rule's expressions refer to: made in the batch before the rule, or named. */
+interface RuleSets {
+  /** An anonymous verdict map keyed by numgen's result. */
+  vmap(entries: Verdict[]): { name: string; id: number };
+  /** An anonymous set of address intervals (start inclusive, end exclusive, merged, in order). */
+  intervals(list: Array<[bigint, bigint]>): { name: string; id: number };
+  /** The id of a named set this batch declares. */
+  namedId(set: string): number | undefined;
+}
+
+/**
+ * Source addresses and CIDRs as nft keeps them in an interval set: [start, end) ranges, sorted,
+ * overlapping and adjacent ones merged (nft's auto-merge); null if one is not of the family.
+ */
+export function sourceIntervals(family: FamilyName, entries: readonly string[]): Array<[bigint, bigint]> | null {
+  const bits = family === 'ip' ? 32 : 128;
+  const ranges: Array<[bigint, bigint]> = [];
+  for (const entry of entries) {
+    const cidr = entry.includes('/') ? parseCIDR(entry) : null;
+    const bytes = addressBytes(family, entry.includes('/') ? entry.slice(0, entry.indexOf('/')) : entry);
+    if (!bytes || (entry.includes('/') && (!cidr || cidr.family !== (family === 'ip' ? 4 : 6)))) return null;
+    const prefix = entry.includes('/') ? Number(entry.slice(entry.indexOf('/') + 1)) : bits;
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > bits) return null;
+    const start = BigInt(`0x${bytes.toString('hex')}`);
+    const size = 1n << BigInt(bits - prefix);
+    if (start % size !== 0n) return null; // host bits set: the renderer never writes that
+    ranges.push([start, start + size]);
+  }
+  ranges.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const merged: Array<[bigint, bigint]> = [];
+  for (const r of ranges) {
+    const last = merged.at(-1);
+    if (last && r[0] <= last[1]) { if (r[1] > last[1]) last[1] = r[1]; } else merged.push([r[0], r[1]]);
+  }
+  return merged;
+}
+
+function ruleExpressions(family: FamilyName, rule: string, sets: RuleSets): Attr[] | null {
   const ipX = family === 'ip' ? 'ip' : 'ip6';
   const saddr = () => payload(family === 'ip' ? 12 : 8, ADDR_LEN[family]);
   let m: RegExpExecArray | null;
@@ -229,14 +292,37 @@ function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Ve
   if (v && v.chain) return [verdictExpr(v)];
   // ipX saddr @SET (jump|goto) CHAIN: a client with affinity goes back to its endpoint
   if ((m = new RegExp(`^${ipX} saddr @(\\S+) ((?:jump|goto) \\S+)$`).exec(rule))) {
-    const set = namedSetAttrs(m[1]!, 1, 4, namedSetId);
+    const set = namedSetAttrs(m[1]!, 1, 4, sets.namedId);
     v = verdictOf(m[2]!);
     return set && v ? [saddr(), expr('lookup', [[2, be32(1)], ...set]), verdictExpr(v)] : null;
   }
   // update @SET { ipX saddr }: the client's affinity to this endpoint, refreshed
   if ((m = new RegExp(`^update @(\\S+) \\{ ${ipX} saddr \\}$`).exec(rule))) {
-    const set = namedSetAttrs(m[1]!, 1, 2, namedSetId);
+    const set = namedSetAttrs(m[1]!, 1, 2, sets.namedId);
     return set ? [saddr(), expr('dynset', [[4, be32(1)], [3, be32(1)], ...set])] : null;
+  }
+  // ipX daddr ADDR iifname != NAME (jump|goto) CHAIN, iifname NAME (jump|goto) CHAIN: the
+  // bridge and interface-prefix local detectors
+  if ((m = new RegExp(`^(?:${ipX} daddr (\\S+) )?iifname (!= )?(\\S+) ((?:jump|goto) \\S+)$`).exec(rule))) {
+    const dst = m[1] === undefined ? [] : m[1].includes('/') ? null : addressMatch(family, 'daddr', 'eq', m[1]);
+    const name = ifnameBytes(m[3]!);
+    v = verdictOf(m[4]!);
+    // The daddr form only with !=, the bare one only with = (the shapes the renderer writes).
+    if (!dst || !name || !v || (m[1] === undefined) === (m[2] !== undefined)) return null;
+    return [...dst, expr('meta', [[2, be32(META_IIFNAME)], [1, be32(1)]]), cmp(m[2] ? 'neq' : 'eq', name), verdictExpr(v)];
+  }
+  // ipX saddr != { ADDR|CIDR , ... } drop: a LoadBalancer's source ranges
+  if ((m = new RegExp(`^${ipX} saddr != \\{ (.+) \\} drop$`).exec(rule))) {
+    const entries = m[1]!.split(' , ');
+    // nft compares against a set of one directly.
+    if (entries.length === 1) {
+      const match = addressMatch(family, 'saddr', 'neq', entries[0]!);
+      return match ? [...match, verdictExpr({ kind: 'drop' })] : null;
+    }
+    const list = sourceIntervals(family, entries);
+    if (!list || list.length === 0) return null;
+    const set = sets.intervals(list);
+    return [saddr(), expr('lookup', [[2, be32(1)], [1, str(set.name)], [4, be32(set.id)], [5, be32(LOOKUP_F_INV)]]), verdictExpr({ kind: 'drop' })];
   }
   // ipX saddr ADDR|CIDR (jump|goto) CHAIN (a CIDR: traffic from pods, the local detector)
   if ((m = new RegExp(`^${ipX} saddr (\\S+) ((?:jump|goto) \\S+)$`).exec(rule))) {
@@ -285,7 +371,7 @@ function ruleExpressions(family: FamilyName, rule: string, anonSet: (entries: Ve
       if (!ev) return null;
       verdicts.push(ev);
     }
-    const set = anonSet(verdicts);
+    const set = sets.vmap(verdicts);
     return [
       expr('numgen', [[1, be32(1)], [2, be32(n)], [3, be32(1)], [4, be32(0)]]),
       expr('lookup', [[2, be32(1)], [3, be32(0)], [1, str(set.name)], [4, be32(set.id)]]),
@@ -414,7 +500,7 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
       const body = cm ? rest.slice(0, cm.index) : rest;
       // The rule's anonymous set and its elements go first, once the rule is known to compile.
       const sets: Array<[type: number, attrs: Attr[]]> = [];
-      const exprs = ruleExpressions(fam, body, (verdicts) => {
+      const exprs = ruleExpressions(fam, body, { vmap: (verdicts) => {
         const id = ++setId;
         const anon = '__map%d';
         sets.push([MSG.NEWSET, [
@@ -429,7 +515,29 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
         });
         sets.push([MSG.NEWSETELEM, [tableAttr, [2, str(anon)], [4, be32(id)], [3, elements]]]);
         return { name: anon, id };
-      }, (set) => namedSetIds.get(set));
+      }, intervals: (list) => {
+        const id = ++setId;
+        const anon = '__set%d';
+        const width = ADDR_LEN[fam];
+        const keyOf = (n: bigint) => Buffer.from(n.toString(16).padStart(width * 2, '0'), 'hex');
+        const max = 1n << BigInt(width * 8);
+        // nft's interval encoding: an end marker at 0 unless a range starts there, then each
+        // range's start and its (exclusive) end flagged INTERVAL_END; a range that runs to the
+        // last address has no end, its start says so in its user data.
+        const elements: Attr[][] = [];
+        if (list[0]![0] !== 0n) elements.push([[3, be32(SET_ELEM_INTERVAL_END)], [1, [[1, keyOf(0n)]]]]);
+        for (const [start, end] of list) {
+          if (end === max) elements.push([[1, [[1, keyOf(start)]]], [6, INTERVAL_OPEN_USERDATA]]);
+          else elements.push([[1, [[1, keyOf(start)]]]], [[3, be32(SET_ELEM_INTERVAL_END)], [1, [[1, keyOf(end)]]]]);
+        }
+        const size = 2 * list.length + (list[0]![0] !== 0n ? 1 : 0);
+        sets.push([MSG.NEWSET, [
+          tableAttr, [2, str(anon)], [3, be32(ANON_INTERVAL_FLAGS)], [4, be32(ADDR_TYPE[fam])], [5, be32(width)],
+          [10, be32(id)], [9, [[1, be32(size)]]], [13, INTERVAL_SET_USERDATA[fam]],
+        ]]);
+        sets.push([MSG.NEWSETELEM, [tableAttr, [2, str(anon)], [4, be32(id)], [3, elements.map((e, i): Attr => [i + 1, e])]]]);
+        return { name: anon, id };
+      }, namedId: (set) => namedSetIds.get(set) });
       if (!exprs) return null;
       for (const [type, attrs] of sets) push(type, NLM_F.CREATE, attrs);
       // `insert` puts the rule first in its chain: the same message without APPEND.

@@ -29,8 +29,8 @@ export interface NftablesApplierOptions {
   conntrack?: boolean;
   /**
    * Service chains per transaction in a full sync (see nft-plan.ts; default 2000: as netlink
-   * batches, 1.8 MB each; transactions with shapes the batch compiler leaves to nft, such as
-   * source ranges, pay nft's read of the whole table each, so fewer, larger ones are faster: 1000
+   * batches, 1.8 MB each; transactions the batch compiler leaves to nft (netlink batches off,
+   * or a vmap of ~650+ endpoints) pay nft's read of the whole table each, so fewer, larger ones are faster: 1000
    * chains made a 10k restart of the synthetic cluster 37 -> 49 s).
    */
   maxChainsPerTransaction?: number;

@@ -47,7 +47,7 @@ function sortedElements(text: string): string {
 function canonical(text: string): string {
   const names = new Map<string, string>();
   return text
-    .replace(/__map\d+/g, (n) => names.get(n) ?? (names.set(n, `__map#${names.size}`), names.get(n)!))
+    .replace(/__(map|set)\d+/g, (n, kind: string) => names.get(n) ?? (names.set(n, `__${kind}#${names.size}`), names.get(n)!))
     .replace(/^(ip6? kube-proxy \S+)(?: \d+)+$/gm, '$1');
 }
 
@@ -171,8 +171,11 @@ rootTest('IPv6: partial syncs as netlink batches leave what nft -f leaves', asyn
   t.is(sent.batchedFullSyncs, 2, 'the first sync and the restart went as batches but for their fixed part');
 });
 
-/** A ClientIP-affinity service and a NodePort with the Local external policy (v4 or v6). */
-function affinityAndLocal(v6: boolean, timeout: number, affinityEndpoints: number[]): ClusterState {
+/**
+ * A ClientIP-affinity service, a NodePort with the Local external policy and a LoadBalancer with
+ * source ranges (overlapping and adjacent ones, the node's own among them), v4 or v6.
+ */
+function affinityAndLocal(v6: boolean, timeout: number, affinityEndpoints: number[], ranges = v6 ? ['2001:db8::/32', 'fd00:77::/64', 'fd00:77::/80'] : ['10.0.0.0/9', '10.128.0.0/9', '192.168.0.0/24']): ClusterState {
   const ip = (net: string, i: number) => (v6 ? `fd00:${net}::${i}` : `10.${net}.0.${i}`);
   const family = v6 ? 'IPv6' : 'IPv4';
   const slice = (name: string, eps: Array<{ i: number; node: string }>, port: number) => `apiVersion: discovery.k8s.io/v1
@@ -192,23 +195,44 @@ kind: Service
 metadata: {name: local, namespace: default}
 spec: {clusterIP: "${v6 ? 'fd00:30::b' : '172.30.0.11'}", ipFamilies: [${family}], type: NodePort, externalTrafficPolicy: Local, ports: [{name: p, port: 81, protocol: TCP, targetPort: 8081, nodePort: 30081}]}
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: guarded, namespace: default}
+spec: {clusterIP: "${v6 ? 'fd00:30::c' : '172.30.0.12'}", ipFamilies: [${family}], type: LoadBalancer, loadBalancerSourceRanges: [${ranges.join(', ')}], ports: [{name: p, port: 82, protocol: TCP, targetPort: 8082, nodePort: 30082}]}
+status: {loadBalancer: {ingress: [{ip: "${v6 ? '2001:db8:99::7' : '198.51.100.7'}"}]}}
+---
 ${slice('sticky', affinityEndpoints.map((i) => ({ i, node: 'other-node' })), 8080)}---
-${slice('local', [{ i: 50, node: 'test-node' }, { i: 51, node: 'other-node' }], 8081)}`, 'affinity.yaml').cluster;
+${slice('local', [{ i: 50, node: 'test-node' }, { i: 51, node: 'other-node' }], 8081)}---
+${slice('guarded', [{ i: 60, node: 'other-node' }], 8082)}`, 'affinity.yaml').cluster;
 }
 
 for (const v6 of [false, true]) {
-  rootTest(`${v6 ? 'IPv6' : 'IPv4'}: affinity sets and rules, fib and commented rules go as batches, partial and full syncs, and leave what nft -f leaves`, async (t) => {
+  rootTest(`${v6 ? 'IPv6' : 'IPv4'}: affinity sets and rules, fib and commented rules, source ranges go as batches, partial and full syncs, and leave what nft -f leaves`, async (t) => {
     const sent = await compare(t, v6 ? 'ip6' : 'ip', nftSettings(v6 ? { family: 'IPv6' } : {}), [
       { cluster: affinityAndLocal(v6, 300, [1, 2, 3]), now: 0 },
       // An endpoint leaves: its affinity set goes once the old rules using it are trimmed.
       { cluster: affinityAndLocal(v6, 300, [1, 2]), now: 100 },
       // A new timeout: the sets are declared again.
       { cluster: affinityAndLocal(v6, 600, [1, 2]), now: 200 },
+      // Other source ranges (one runs to the last address).
+      { cluster: affinityAndLocal(v6, 600, [1, 2], v6 ? ['fd00:77::/64', 'ff00::/8'] : ['203.0.113.0/24', '240.0.0.0/4']), now: 250 },
       // A restart over the table, an endpoint added meanwhile.
       { cluster: affinityAndLocal(v6, 600, [1, 2, 4]), now: 300, full: true },
     ]);
     t.is(sent.batchedFullSyncs, 2, JSON.stringify(sent));
     // nft ran only the two full syncs' fixed parts: every partial sync went as batches.
+    t.is(sent.nft, 2, JSON.stringify(sent));
+  });
+}
+
+for (const [mode, config] of [['BridgeInterface', 'detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cni0}\n'], ['InterfaceNamePrefix', 'detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: veth}\n']] as const) {
+  rootTest(`IPv4, local detector ${mode}: its iifname rules go as batches and leave what nft -f leaves`, async (t) => {
+    const sent = await compare(t, 'ip', nftSettings({}, config), [
+      { cluster: affinityAndLocal(false, 300, [1, 2]), now: 0 },
+      { cluster: affinityAndLocal(false, 300, [1, 3]), now: 100 },
+      { cluster: affinityAndLocal(false, 300, [1, 3, 4]), now: 200, full: true },
+    ]);
+    t.is(sent.batchedFullSyncs, 2, JSON.stringify(sent));
     t.is(sent.nft, 2, JSON.stringify(sent));
   });
 }

@@ -6,7 +6,7 @@
 // when it is incomplete; one request at a time on the socket. The bytes themselves are checked
 // against the kernel in test/integration/nft-batch.test.ts.
 import test from 'ava';
-import { compileNftBatch, ruleHandleOf } from '../../src/kernel/nft-batch.ts';
+import { compileNftBatch, ruleHandleOf, sourceIntervals } from '../../src/kernel/nft-batch.ts';
 import { NftBatchError, NftNetlink } from '../../src/kernel/nft-netlink.ts';
 import { linesOf } from '../../src/kernel/nft.ts';
 import { decodeMessages, encodeError, encodeMessage, nlattr, parseAttrs } from '../../src/kernel/netlink/codec.ts';
@@ -41,6 +41,10 @@ const known = [
   `add rule ${T} service-ABC ip saddr @affinity-X goto endpoint-A`,
   `add rule ${T} endpoint-A update @affinity-X { ip saddr }`,
   `delete set ${T} affinity-Y`,
+  `add rule ${T} firewall-ABC ip saddr != { 203.0.113.0/24 , 198.51.100.7 } drop`,
+  `add rule ${T} firewall-ABC ip saddr != { 203.0.113.0/24 } drop`,
+  `add rule ${T} service-ABC ip daddr 172.30.0.1 iifname != cni0 jump mark-for-masquerade`,
+  `add rule ${T} external-ABC iifname veth* goto service-ABC comment "short-circuit pod traffic"`,
   `add element ${T} service-ips { 172.30.0.1 . tcp . 80 : goto service-ABC-ns/web/tcp/http }`,
   `add element ${T} no-endpoint-services { 172.30.0.2 . udp . 53 comment "ns/dns:dns" : goto reject-chain }`,
   `add element ${T} service-nodeports { tcp . 30080 : goto external-ABC }`,
@@ -48,18 +52,30 @@ const known = [
   `delete element ${T} service-ips { 172.30.0.1 . tcp . 80 }`,
 ];
 
-test('the shapes a partial sync writes compile; each is one command, a numgen vmap three (its set, elements, rule)', (t) => {
+test('the shapes a sync writes for services compile; each is one command, a numgen vmap or a source-range set three (set, elements, rule)', (t) => {
   for (const line of known) t.truthy(compileNftBatch([line], 1), line);
   const b = compileNftBatch(known, 100)!;
   t.is(b.first, 101);
-  t.is(b.last, 101 + known.length + 2 - 1);
+  // Two lines make three commands each (an anonymous set, its elements, the rule).
+  t.is(b.last, 101 + known.length + 4 - 1);
   const messages = decodeMessages(b.datagram);
-  t.is(messages.length, known.length + 2 + 2);
+  t.is(messages.length, known.length + 4 + 2);
   // Begin and end of the batch around the commands; only the last command asks for an acknowledgement.
   t.deepEqual([messages[0]!.type, messages.at(-1)!.type], [0x10, 0x11]);
-  t.deepEqual(messages.slice(1, -1).map((m) => (m.flags & 4) !== 0), [...Array(known.length + 1).fill(false), true]);
+  t.deepEqual(messages.slice(1, -1).map((m) => (m.flags & 4) !== 0), [...Array(known.length + 3).fill(false), true]);
   t.is(b.lineOf(b.last), known.at(-1)!);
   t.is(b.lineOf(106), known[5]!, 'the anonymous set belongs to its rule');
+});
+
+test('source ranges as nft keeps them: sorted, overlapping and adjacent ranges merged, the last address open', (t) => {
+  const v4 = (list: string[]) => sourceIntervals('ip', list)?.map(([a, b]) => `${a.toString(16)}-${b.toString(16)}`);
+  t.deepEqual(v4(['192.168.0.0/16', '5.6.7.8']), ['5060708-5060709', 'c0a80000-c0a90000']);
+  t.deepEqual(v4(['0.0.0.0/1', '10.0.0.0/8', '10.1.0.0/16', '11.0.0.0/8', '240.0.0.0/4']), ['0-80000000', 'f0000000-100000000']);
+  t.deepEqual(v4(['10.0.0.0/9', '10.128.0.0/9', '1.2.3.4', '1.2.3.5']), ['1020304-1020306', 'a000000-b000000']);
+  t.deepEqual(v4(['0.0.0.0/0']), ['0-100000000']);
+  t.is(v4(['10.0.0.1/8']), undefined, 'host bits set');
+  t.is(v4(['2001:db8::/32']), undefined, 'another family');
+  t.deepEqual(sourceIntervals('ip6', ['fd00::1', '2001:db8::/32'])?.length, 2);
 });
 
 test('affinity sets and rules, fib and comments: the attributes nft sends', (t) => {
@@ -95,9 +111,15 @@ test('anything else is declined whole, so nft runs it', (t) => {
   for (const line of [
     `add table ${T} { comment "rules for kube-proxy" ; }`,
     `add chain ${T} nat-prerouting { type nat hook prerouting priority -100 ; }`,
-    `add rule ${T} firewall-ABC ip saddr != { 203.0.113.0/24 } drop`,
+    `add rule ${T} firewall-ABC ip saddr != { 203.0.113.1/24 } drop`,
+    `add rule ${T} firewall-ABC ip saddr != { 2001:db8::/32 } drop`,
+    `add rule ${T} firewall-ABC ip saddr != { 203.0.113.0/24 } accept`,
+    `add rule ${T} firewall-ABC ip saddr != {  } drop`,
     `add rule ${T} external-ABC fib daddr type local jump mark-for-masquerade`,
-    `add rule ${T} external-ABC iifname cni0 goto service-ABC comment "short-circuit pod traffic"`,
+    `add rule ${T} external-ABC iifname != cni0 goto service-ABC`,
+    `add rule ${T} service-ABC ip daddr 172.30.0.1 iifname cni0 jump mark-for-masquerade`,
+    `add rule ${T} external-ABC iifname eth0.100 goto service-ABC`,
+    `add rule ${T} external-ABC iifname averyveryverylongname goto service-ABC`,
     `add rule ${T} external-ABC goto service-ABC comment "caf\u00e9"`,
     `add rule ${T} external-ABC goto service-ABC comment "${'x'.repeat(129)}"`,
     `add rule ${T} endpoint-A update @affinity-X { ip daddr }`,
