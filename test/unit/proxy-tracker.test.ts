@@ -71,3 +71,45 @@ test('trigger-time annotations are collected for the programming-latency metric'
   tr.upsertSlice(s);
   t.deepEqual(tr.take().triggerTimes, [Date.parse('2026-01-01T00:00:00Z')]);
 });
+
+test('a relist that changes a few objects in place gives what the full walk gives (random sequences, single events between)', (t) => {
+  // The reference tracker always walks every object: a nameless object first makes each of its
+  // lists unclean (it only adds a warning).
+  const nameless = { metadata: { namespace: 'default' } };
+  for (let seed = 1; seed <= 20; seed++) {
+    let state = seed;
+    const rand = (n: number) => { state = (state * 1103515245 + 12345) & 0x7fffffff; return state % n; };
+    const fast = new ChangeTracker();
+    const full = new ChangeTracker();
+    let version = 0;
+    const makeSvc = (name: string) => svc(name, `172.30.0.${rand(4) + 10}`);
+    const makeSlc = (name: string) => slice(name, [`10.1.0.${rand(4) + 1}`]);
+    let services: Service[] = ['a', 'b', 'c', 'd'].map(makeSvc);
+    let slices: EndpointSlice[] = ['a', 'b', 'c', 'd'].map(makeSlc);
+    for (let step = 0; step < 60; step++) {
+      const op = rand(10);
+      const i = rand(services.length || 1);
+      const name = 'abcdef'[rand(6)]!;
+      services = [...services];
+      slices = [...slices];
+      if (op === 0 && services.length) services[i] = makeSvc(services[i]!.metadata.name!); // same name, maybe new content
+      else if (op === 1 && slices.length) slices[rand(slices.length)] = makeSlc(slices[rand(slices.length)]!.metadata.labels!['kubernetes.io/service-name']!);
+      else if (op === 2 && services.length) services[i] = makeSvc(name); // renamed, maybe a duplicate
+      else if (op === 3 && services.length) services[i] = { metadata: { name: 'Bad!', namespace: 'default' } } as Service;
+      else if (op === 4) services.push(makeSvc(name));
+      else if (op === 5 && services.length) services.splice(i, 1);
+      else if (op === 6) {
+        // A single event between relists, to both.
+        const s = makeSvc(name);
+        if (rand(2)) { fast.upsertService(s); full.upsertService(s); } else { fast.deleteService(s); full.deleteService(s); }
+      } else if (op === 7 && slices.length) slices[rand(slices.length)] = { ...slices[0]!, metadata: { ...slices[0]!.metadata } }; // a copy, maybe a duplicate
+      version++;
+      fast.replaceAll(services, slices);
+      full.replaceAll([nameless as Service, ...services], [nameless as EndpointSlice, ...slices]);
+      const at = `seed ${seed} step ${step} op ${op} (v${version})`;
+      t.deepEqual([...fast.take().services].sort(), [...full.take().services].sort(), at);
+      const objects = (tr: ChangeTracker) => JSON.stringify([tr.snapshot().services, tr.snapshot().endpointSlices]);
+      t.is(objects(fast), objects(full), at);
+    }
+  }
+});
