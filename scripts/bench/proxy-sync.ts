@@ -8,7 +8,8 @@
 // same table as one `nft -f` transaction, and one change as one small transaction).
 // nftables-nft is the nftables mode with --no-nftables-netlink (every transaction through nft -f).
 // The proxy runs with the plain env values of deploy/20-daemonset.yaml's proxy container.
-// Usage: node --import tsx scripts/bench/proxy-sync.ts [services=10000] [columns=nft,legacy,nftables,nftables-nft,anchor]
+// floor: the kernel's share of the nftables column's first full sync (nftables-floor.ts).
+// Usage: node --import tsx scripts/bench/proxy-sync.ts [services=10000] [columns=nft,legacy,nftables,nftables-nft,anchor,floor]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,7 @@ import { proxySettingsFromConfig } from '../../src/rules/config.ts';
 import { fmtTime, nftablesAnchor } from './nftables-anchor.ts';
 
 const n = Number(process.argv[2] ?? 10_000);
-const COLUMNS = ['nft', 'legacy', 'nftables', 'nftables-nft', 'anchor'] as const;
+const COLUMNS = ['nft', 'legacy', 'nftables', 'nftables-nft', 'anchor', 'floor'] as const;
 type Column = (typeof COLUMNS)[number];
 const columns = (process.argv[3] ?? COLUMNS.join(',')).split(',') as Column[];
 for (const c of columns) if (!COLUMNS.includes(c)) throw new Error(`columns: expected some of ${COLUMNS.join(',')}, got ${JSON.stringify(c)}`);
@@ -88,13 +89,40 @@ function clusterAt(gen: number): ClusterState {
   return { services: objs, endpointSlices: [slice(0, gen) as EndpointSlice, ...slices] };
 }
 
+/** The settings the proxy derives in its namespace (only lo's address there). */
+const nftSettings = () => proxySettingsFromConfig(CONFIG, { mode: 'nftables', nodeName: 'bench', nodeIPs: ['192.168.1.2'], podCIDRs: [], interfaceAddresses: [{ iface: 'lo', cidr: '127.0.0.1/8' }] });
+
 /** kube-proxy's way for the same table: one transaction for all of it, one small one per change. */
 async function printAnchor(): Promise<void> {
-  // The settings the proxy derived in its namespace: only lo's address there.
-  const settings = proxySettingsFromConfig(CONFIG, { mode: 'nftables', nodeName: 'bench', nodeIPs: ['192.168.1.2'], podCIDRs: [], interfaceAddresses: [{ iface: 'lo', cidr: '127.0.0.1/8' }] });
-  const a = await nftablesAnchor(clusterAt(0), settings, ANCHOR_CHANGES, (c) => ({ cluster: clusterAt(c), services: new Set(['bench/svc-0']) }));
+  const a = await nftablesAnchor(clusterAt(0), nftSettings(), ANCHOR_CHANGES, (c) => ({ cluster: clusterAt(c), services: new Set(['bench/svc-0']) }));
   console.log(`anchor for nftables, kube-proxy's way (bare nft, ${a.lines} lines): whole table as one nft -f transaction ${fmtTime(a.whole)}; ` +
     `one change as one small transaction p50 ${pct(a.changeMs, 0.5)} ms (${a.changeMs.join(', ')} ms; first ${fmtTime(a.changeTimes[0]!)})`);
+}
+
+/**
+ * The floor under the nftables column's first full sync: the same transactions into an empty
+ * table, each batch compiled before the clock starts (nftables-floor.ts), so only the kernel's
+ * commits are timed.
+ */
+async function printFloor(): Promise<void> {
+  const ns = randomNetnsName('knt-b');
+  await addNetns(ns);
+  try {
+    writeFileSync(join(dir, 'floor-cluster.json'), JSON.stringify(clusterAt(0)));
+    writeFileSync(join(dir, 'floor-settings.json'), JSON.stringify(nftSettings()));
+    const out = await new Promise<string>((res, rej) => {
+      const p = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', resolve('scripts/bench/nftables-floor.ts'), join(dir, 'floor-cluster.json'), join(dir, 'floor-settings.json')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      p.stdout.on('data', (d: Buffer) => { text += d.toString(); });
+      p.on('close', (code) => (code === 0 ? res(text) : rej(new Error(`nftables-floor.ts exited ${code}`))));
+    });
+    const f = JSON.parse(out.trim().split('\n').at(-1)!) as { fixedSeconds: number; seconds: number; batches: number; bytes: number; user: number; system: number };
+    console.log(`floor for nftables (the proxy's first full sync, its ${f.batches} batches compiled beforehand, ${(f.bytes / 2 ** 20).toFixed(0)} MB): ` +
+      `the kernel committing them ${f.seconds.toFixed(2)} s (system ${f.system.toFixed(2)} s, user ${f.user.toFixed(2)} s), the fixed part through nft before them ${f.fixedSeconds.toFixed(2)} s; ` +
+      `goal (issue 16, at 10k) first full sync <= ${GOALS.firstSyncSeconds} s`);
+  } finally {
+    await deleteNetns(ns);
+  }
 }
 
 /** CPU seconds of a process and of its waited-for children, from /proc (clock ticks of 10 ms). */
@@ -111,6 +139,7 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 try {
   for (const column of columns) {
     if (column === 'anchor') { await printAnchor(); continue; }
+    if (column === 'floor') { await printFloor(); continue; }
     const nftables = column === 'nftables' || column === 'nftables-nft';
     const backend: IptablesBackend = nftables ? 'nft' : column as IptablesBackend;
     const ns = randomNetnsName('knt-b');

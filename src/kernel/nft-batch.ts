@@ -10,7 +10,9 @@
 // comments, added, inserted first, or deleted by handle; affinity sets declared and deleted;
 // elements of the verdict maps and address sets, with their comments, and those containers
 // flushed. Not known: the fixed part (the table, base chains with hooks, the maps' declarations),
-// a vmap too large for one attribute, an interface name nft might read otherwise. For those the
+// a vmap too large for one attribute, an interface name of letters alone (nft may take it for a
+// keyword), a source range of 0.0.0.0/0 alone; on a big-endian host the shapes whose user data or
+// keys are host-order numbers (numgen vmaps, fib, affinity and interval sets). For those the
 // compiler returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own,
 // checked in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
 import { endianness } from 'node:os';
@@ -30,7 +32,8 @@ const VERDICT_TYPE = 0xffffff00;
 const ANON_MAP_USERDATA = Buffer.from('00040100000001040000000004080004010000000100060400000000', 'hex');
 
 // A ClientIP affinity set: flags timeout | eval (nft's "dynamic,timeout"), the family's address
-// type (ipv4_addr, ipv6_addr) and length, and nft's user data for it (the key is big-endian).
+// type (ipv4_addr, ipv6_addr) and length, and nft's user data for it (the key is big-endian; the
+// user data's numbers are in host order, little-endian here, as are the interval sets' below).
 const AFFINITY_SET_FLAGS = 0x30;
 const ADDR_TYPE = { ip: 7, ip6: 8 } as const;
 const ADDR_LEN = { ip: 4, ip6: 16 } as const;
@@ -227,8 +230,10 @@ function addressMatch(family: FamilyName, field: 'saddr' | 'daddr', op: 'eq' | '
  * prefix alone. Plain names only; anything nft might read otherwise is left to it.
  */
 function ifnameBytes(text: string): Buffer | null {
-  const m = /^([A-Za-z0-9_-]{1,15})(\*?)$/.exec(text);
-  if (!m) return null;
+  // nft refuses an unquoted name that starts with a digit or '-', or that is one of its keywords
+  // (bridge, inet, mark...): such names, and every name of letters alone, are left to nft.
+  const m = /^([A-Za-z_][A-Za-z0-9_-]{0,14})(\*?)$/.exec(text);
+  if (!m || (!m[2] && /^[A-Za-z]+$/.test(m[1]!))) return null;
   if (m[2]) return Buffer.from(m[1]!, 'latin1');
   const out = Buffer.alloc(16);
   out.write(m[1]!, 'latin1');
@@ -314,11 +319,13 @@ function ruleExpressions(family: FamilyName, rule: string, sets: RuleSets): Attr
   // ipX saddr != { ADDR|CIDR , ... } drop: a LoadBalancer's source ranges
   if ((m = new RegExp(`^${ipX} saddr != \\{ (.+) \\} drop$`).exec(rule))) {
     const entries = m[1]!.split(' , ');
-    // nft compares against a set of one directly.
+    // nft compares against a set of one directly; addresses alone make it a plain set, not
+    // intervals (the renderer writes ranges as CIDRs: that is left to nft).
     if (entries.length === 1) {
       const match = addressMatch(family, 'saddr', 'neq', entries[0]!);
       return match ? [...match, verdictExpr({ kind: 'drop' })] : null;
     }
+    if (!entries.some((e) => e.includes('/')) || endianness() !== 'LE') return null;
     const list = sourceIntervals(family, entries);
     if (!list || list.length === 0) return null;
     const set = sets.intervals(list);
@@ -464,7 +471,8 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
         namedSetIds.delete(name);
         continue;
       }
-      const sm = verb === 'add' && rest !== undefined ? /^\{ type (ipv4_addr|ipv6_addr) ; flags dynamic,timeout ; timeout ([1-9]\d{0,5})s ; \}$/.exec(rest) : null;
+      // Its user data holds a host-order number (the key's byte order): little-endian hosts only.
+      const sm = verb === 'add' && rest !== undefined && endianness() === 'LE' ? /^\{ type (ipv4_addr|ipv6_addr) ; flags dynamic,timeout ; timeout ([1-9]\d{0,5})s ; \}$/.exec(rest) : null;
       if (!sm || sm[1] !== (fam === 'ip' ? 'ipv4_addr' : 'ipv6_addr')) return null;
       const id = ++setId;
       namedSetIds.set(name, id);

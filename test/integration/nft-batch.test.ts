@@ -132,16 +132,11 @@ rootTest('IPv4: partial syncs as netlink batches leave what nft -f leaves', asyn
   t.true(sent.netlink >= 4, JSON.stringify(sent));
 });
 
-rootTest('IPv4: full syncs of services the compiler knows go as batches but for the fixed part, and leave what nft -f leaves', async (t) => {
-  // No LoadBalancer with source ranges (its firewall rule is left to nft, and with it its whole
-  // transaction): every service chain and element of both full syncs goes as a batch.
-  const known = (c: ClusterState): ClusterState => ({
-    services: c.services.filter((s) => s.spec?.type !== 'LoadBalancer'),
-    endpointSlices: c.endpointSlices.filter((_, i) => c.services[i]!.spec?.type !== 'LoadBalancer'),
-  });
+rootTest('IPv4: full syncs go as batches but for the fixed part, and leave what nft -f leaves', async (t) => {
+  // LoadBalancers with one source range each (a comparison, no set) among the services.
   const sent = await compare(t, 'ip', nftSettings(), [
-    { cluster: known(services(7, 2)), now: 0 },
-    { cluster: known(services(7, 3)), now: 100, full: true },
+    { cluster: services(7, 2), now: 0 },
+    { cluster: services(7, 3), now: 100, full: true },
   ]);
   t.is(sent.batchedFullSyncs, 2, JSON.stringify(sent));
 });
@@ -214,8 +209,11 @@ for (const v6 of [false, true]) {
       { cluster: affinityAndLocal(v6, 300, [1, 2]), now: 100 },
       // A new timeout: the sets are declared again.
       { cluster: affinityAndLocal(v6, 600, [1, 2]), now: 200 },
-      // Other source ranges (one runs to the last address).
+      // Other source ranges (one runs to the last address; then one from the first address, then
+      // a single one, compared without a set).
       { cluster: affinityAndLocal(v6, 600, [1, 2], v6 ? ['fd00:77::/64', 'ff00::/8'] : ['203.0.113.0/24', '240.0.0.0/4']), now: 250 },
+      { cluster: affinityAndLocal(v6, 600, [1, 2], v6 ? ['::/1', 'fd00:77::/64'] : ['0.0.0.0/2', '203.0.113.0/24']), now: 260 },
+      { cluster: affinityAndLocal(v6, 600, [1, 2], v6 ? ['fd00:77::/64'] : ['203.0.113.0/25']), now: 270 },
       // A restart over the table, an endpoint added meanwhile.
       { cluster: affinityAndLocal(v6, 600, [1, 2, 4]), now: 300, full: true },
     ]);

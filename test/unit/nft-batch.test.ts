@@ -78,6 +78,20 @@ test('source ranges as nft keeps them: sorted, overlapping and adjacent ranges m
   t.deepEqual(sourceIntervals('ip6', ['fd00::1', '2001:db8::/32'])?.length, 2);
 });
 
+test('source ranges: an anonymous interval set as nft sends it (end marker at 0, ends flagged, the last range open)', (t) => {
+  const messages = decodeMessages(compileNftBatch([`add rule ${T} firewall-ABC ip saddr != { 192.168.0.0/16 , 240.0.0.0/4 } drop`], 1)!.datagram).slice(1, -1);
+  t.deepEqual(messages.map((m) => m.type & 0xff), [9, 12, 6], 'set, elements, rule');
+  const set = parseAttrs(messages[0]!.data.subarray(4));
+  t.is(set.get(2)!.toString('latin1'), '__set%d\0');
+  t.is(set.get(3)!.readUInt32BE(0), 0x07, 'anonymous | constant | interval');
+  t.is(parseAttrs(set.get(9)!).get(1)!.readUInt32BE(0), 5, "nft's size: two per range and the marker at 0");
+  const elements = attrList(parseAttrs(messages[1]!.data.subarray(4)).get(3)!).map(([, e]) => new Map(attrList(e)));
+  const keyOf = (e: Map<number, Buffer>) => parseAttrs(e.get(1)!).get(1)!.toString('hex');
+  t.deepEqual(elements.map(keyOf), ['00000000', 'c0a80000', 'c0a90000', 'f0000000']);
+  t.deepEqual(elements.map((e) => e.get(3)?.readUInt32BE(0) ?? 0), [1, 0, 1, 0], 'interval ends');
+  t.deepEqual(elements.map((e) => e.get(6)?.toString('hex')), [undefined, undefined, undefined, '010401000000'], 'the last range runs to the end');
+});
+
 test('affinity sets and rules, fib and comments: the attributes nft sends', (t) => {
   const attrsOf = (line: string, at = 0) => {
     const m = decodeMessages(compileNftBatch([line], 1)!.datagram).slice(1, -1)[at]!;
@@ -119,6 +133,9 @@ test('anything else is declined whole, so nft runs it', (t) => {
     `add rule ${T} external-ABC iifname != cni0 goto service-ABC`,
     `add rule ${T} service-ABC ip daddr 172.30.0.1 iifname cni0 jump mark-for-masquerade`,
     `add rule ${T} external-ABC iifname eth0.100 goto service-ABC`,
+    `add rule ${T} external-ABC iifname bridge goto service-ABC`,
+    `add rule ${T} external-ABC iifname 0br goto service-ABC`,
+    `add rule ${T} firewall-ABC ip saddr != { 1.2.3.4 , 1.2.3.5 } drop`,
     `add rule ${T} external-ABC iifname averyveryverylongname goto service-ABC`,
     `add rule ${T} external-ABC goto service-ABC comment "caf\u00e9"`,
     `add rule ${T} external-ABC goto service-ABC comment "${'x'.repeat(129)}"`,
