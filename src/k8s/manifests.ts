@@ -38,7 +38,7 @@ function addObject(o: unknown, where: string, acc: LoadedManifests): void {
     });
     return;
   }
-  const label = `${apiVersion || '?'} ${kind ? printable(kind, 60) : '(no kind)'}`;
+  const label = `${apiVersion ? printable(apiVersion, 60) : '?'} ${kind ? printable(kind, 60) : '(no kind)'}`;
   if (!isRecord(prop(o, 'metadata'))) { acc.warnings.push(`${where}: ${label} without metadata, ignored`); return; }
   const core = apiVersion === 'v1' || apiVersion === '';
   if (kind === 'Service' && core) acc.cluster.services.push(o as unknown as Service);

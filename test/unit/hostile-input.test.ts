@@ -177,6 +177,18 @@ test('knet rules end to end: arbitrary JSON anywhere in a manifest (JSON and YAM
   t.pass();
 });
 
+test('an object knet rules does not use is named in its note with its apiVersion escaped (control characters and bidi overrides)', (t) => {
+  // A random run of the test above found the apiVersion printed raw.
+  const hostile = '\u001b[31mred\u001b[0m\r\nCOMMIT\n2J\u202eevil';
+  const list = { apiVersion: 'v1', kind: 'List', items: [{ apiVersion: hostile, kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: ['172.30.0.0/16'] } }] };
+  for (const [name, text] of [['in.json', JSON.stringify(list)], ['in.yaml', toYaml(list)]] as const) {
+    const r = runRulesOn(t, name, text, { nodeIp: [] });
+    t.is(r.code, 0);
+    t.false(hasRawControl(r.err), JSON.stringify(r.err));
+    t.regex(r.err, /\\u001b\[31mred.*ServiceCIDR kubernetes is not used by knet rules, ignored/);
+  }
+});
+
 test('node facts from a Node of any shape never throw; bad entries are warned about', (t) => {
   fc.assert(fc.property(fc.constantFrom(...paths(node)), hostileValue, (path, value) => {
     const facts = readNodeFacts(replaced(node, path, value));
