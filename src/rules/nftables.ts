@@ -450,6 +450,13 @@ export class NftablesRenderer {
   private settingsKey: string | null = null;
   private fixed: NftFixed | null = null;
   private readonly services = new Map<string, KeptService>();
+  /**
+   * The last render's services in key order, and the keys with warnings: a render that adds or
+   * removes no service copies the map and sets the changed ones, instead of sorting 10k keys
+   * and walking every service's warnings (7-14 ms of each partial sync at 10k services).
+   */
+  private sorted: Map<string, NftServiceOutput> | null = null;
+  private readonly warned = new Set<string>();
   private settings: ProxySettings | null = null;
   /** Services whose objects the last render saw change: before (with the settings then) and after. */
   private objectChanges: ServiceChange[] = [];
@@ -479,6 +486,8 @@ export class NftablesRenderer {
         objectChanges.push({ before: { objs: kept.objs, settings: previousSettings! } });
       }
       this.services.clear();
+      this.warned.clear();
+      this.sorted = null;
       this.settingsKey = settingsKey;
       walkAll = true;
     }
@@ -489,11 +498,14 @@ export class NftablesRenderer {
       warnings.push(...duplicateWarnings(indexed));
     }
     const ctx = portContext(settings);
+    const updated: string[] = [];
     const update = (key: string, objs: ServiceObjects | undefined) => {
       const old = this.services.get(key);
       if (!objs) {
         if (!old) return;
         this.services.delete(key);
+        this.warned.delete(key);
+        this.sorted = null;
         const c = changed.get(key);
         changed.set(key, { before: c ? c.before : old.out });
         objectChanges.push({ before: { objs: old.objs, settings } });
@@ -504,6 +516,10 @@ export class NftablesRenderer {
       const entry = modelService(objs, settings);
       const out = entry.ports.length ? renderService(entry.ports, ctx) : EMPTY;
       this.services.set(key, { objs, out, warnings: entry.warnings });
+      if (entry.warnings.length) this.warned.add(key);
+      else this.warned.delete(key);
+      if (old) updated.push(key);
+      else this.sorted = null;
       const before = changed.has(key) ? changed.get(key)!.before : old?.out;
       changed.set(key, { ...(before ? { before } : {}), after: out });
     };
@@ -517,14 +533,21 @@ export class NftablesRenderer {
     // A service part that rendered to the same rules is no change for the table.
     for (const [key, c] of changed) if (c.before && c.after && sameOutput(c.before, c.after)) changed.delete(key);
 
-    const services = new Map<string, NftServiceOutput>();
+    // Each result keeps its own map: a later render never changes an earlier result.
+    let services: Map<string, NftServiceOutput>;
+    if (this.sorted) {
+      services = new Map(this.sorted);
+      for (const key of updated) services.set(key, this.services.get(key)!.out);
+    } else {
+      services = new Map();
+      for (const key of [...this.services.keys()].sort()) services.set(key, this.services.get(key)!.out);
+    }
+    this.sorted = services;
+    for (const key of [...this.warned].sort()) warnings.push(...this.services.get(key)!.warnings);
     const noLocalEndpoints = { internal: 0, external: 0 };
-    for (const key of [...this.services.keys()].sort()) {
-      const kept = this.services.get(key)!;
-      services.set(key, kept.out);
-      warnings.push(...kept.warnings);
-      noLocalEndpoints.internal += kept.out.noLocalInternal;
-      noLocalEndpoints.external += kept.out.noLocalExternal;
+    for (const out of services.values()) {
+      noLocalEndpoints.internal += out.noLocalInternal;
+      noLocalEndpoints.external += out.noLocalExternal;
     }
     return { family: settings.family === 'IPv6' ? 'ip6' : 'ip', fixed: this.fixed!, services, changed, fixedChanged, warnings, noLocalEndpoints };
   }

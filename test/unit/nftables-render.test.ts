@@ -208,12 +208,24 @@ test('a renderer kept between renders gives what a fresh render gives, over rand
   const settings = nftSettings();
   fc.assert(fc.property(fc.array(fc.array(arbService, { maxLength: 5 }), { minLength: 2, maxLength: 5 }), (history) => {
     const kept = new NftablesRenderer();
+    // The same changes told service by service (as the proxy's partial syncs tell them).
+    const partial = new NftablesRenderer();
+    let keysBefore = new Set<string>();
     let previous: ReturnType<typeof renderNftables> | null = null;
     for (const specs of history) {
       const c = arbCluster(specs);
       const incremental = kept.render({ cluster: c, settings });
       const fresh = renderNftables({ cluster: structuredClone(c), settings });
       if (nftablesText(incremental) !== nftablesText(fresh)) return false;
+      const keys = new Set([...c.services, ...c.endpointSlices].map((o) => `${o.metadata?.namespace ?? 'default'}/${o.metadata?.name ?? ''}`));
+      const told = partial.render({ cluster: c, settings, ...(previous ? { recompute: new Set([...keysBefore, ...keys, ...fresh.services.keys(), ...previous.services.keys()]) } : {}) });
+      keysBefore = keys;
+      for (const r of [incremental, told]) {
+        if (nftablesText(r) !== nftablesText(fresh)) return false;
+        if (JSON.stringify(r.warnings) !== JSON.stringify(fresh.warnings)) return false;
+        if (JSON.stringify(r.noLocalEndpoints) !== JSON.stringify(fresh.noLocalEndpoints)) return false;
+        if (JSON.stringify([...r.services.keys()]) !== JSON.stringify([...fresh.services.keys()])) return false;
+      }
       if (previous) {
         const stale = staleChains(previous, fresh);
         const withStale = nftablesText(fresh, stale).split('\n');
