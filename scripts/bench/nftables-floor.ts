@@ -8,13 +8,12 @@ import { readFileSync } from 'node:fs';
 import { compileNftBatch, type NftBatch } from '../../src/kernel/nft-batch.ts';
 import { decodeMessages, errorCode, NLMSG } from '../../src/kernel/netlink/codec.ts';
 import { AddonTransport } from '../../src/kernel/netlink/node-addon.ts';
-import { kernelNft } from '../../src/kernel/nft.ts';
+import { kernelNft, NETLINK_NETFILTER } from '../../src/kernel/nft.ts';
 import type { ClusterState } from '../../src/model/k8s.ts';
 import { planFull } from '../../src/proxy/nft-plan.ts';
 import { NftablesRenderer } from '../../src/rules/nftables.ts';
 import type { ProxySettings } from '../../src/rules/types.ts';
 
-const NETLINK_NETFILTER = 12;
 const [clusterFile, settingsFile] = process.argv.slice(2) as [string, string];
 const cluster = JSON.parse(readFileSync(clusterFile, 'utf8')) as ClusterState;
 const settings = JSON.parse(readFileSync(settingsFile, 'utf8')) as ProxySettings;

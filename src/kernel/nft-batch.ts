@@ -16,7 +16,7 @@
 // compiler returns null and the caller runs `nft -f` instead. The encodings are nft 1.0.6's own,
 // checked in test/integration/nft-batch.test.ts against what `nft -f` leaves in the kernel.
 import { endianness } from 'node:os';
-import { mustParseIP, parseCIDR } from '../util/ip.ts';
+import { mustParseIP, parseCIDR, parseIP } from '../util/ip.ts';
 import { NLA_F_NESTED, NLM_F, parseAttrs } from './netlink/codec.ts';
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -187,8 +187,12 @@ function verdictOf(text: string): Verdict | null {
 /** An address of the table's family as bytes, or null. */
 function addressBytes(family: FamilyName, text: string): Buffer | null {
   const ip = (() => { try { return mustParseIP(text, { syntax: 'strict', family: family === 'ip' ? 4 : 6 }); } catch { return null; } })();
-  if (!ip) return null;
-  return Buffer.from(family === 'ip' ? formatIPv4Bytes(Number(ip.value)) : ipv6Bytes(ip.value));
+  return ip ? valueBytes(family, ip.value) : null;
+}
+
+/** An address of the family, given as its number, in network order. */
+function valueBytes(family: FamilyName, value: bigint): Buffer {
+  return Buffer.from(family === 'ip' ? formatIPv4Bytes(Number(value)) : ipv6Bytes(value));
 }
 
 function formatIPv4Bytes(n: number): number[] {
@@ -250,7 +254,6 @@ function namedSetAttrs(name: string, nameType: number, idType: number, idOf: (se
   return [[nameType, str(name)], ...(id === undefined ? [] : [[idType, be32(id)] as Attr])];
 }
 
-/** The expressions of one rule, or null when its shape is not one this compiler knows. */
 /** The sets a rule's expressions refer to: made in the batch before the rule, or named. */
 interface RuleSets {
   /** An anonymous verdict map keyed by numgen's result. */
@@ -269,15 +272,12 @@ export function sourceIntervals(family: FamilyName, entries: readonly string[]):
   const bits = family === 'ip' ? 32 : 128;
   const ranges: Array<[bigint, bigint]> = [];
   for (const entry of entries) {
-    const cidr = entry.includes('/') ? parseCIDR(entry) : null;
-    const bytes = addressBytes(family, entry.includes('/') ? entry.slice(0, entry.indexOf('/')) : entry);
-    if (!bytes || (entry.includes('/') && (!cidr || cidr.family !== (family === 'ip' ? 4 : 6)))) return null;
-    const prefix = entry.includes('/') ? Number(entry.slice(entry.indexOf('/') + 1)) : bits;
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > bits) return null;
-    const start = BigInt(`0x${bytes.toString('hex')}`);
-    const size = 1n << BigInt(bits - prefix);
-    if (start % size !== 0n) return null; // host bits set: the renderer never writes that
-    ranges.push([start, start + size]);
+    const cidr = entry.includes('/') ? parseCIDR(entry, 'strict') : null;
+    const ip = cidr ? null : parseIP(entry, 'strict');
+    const range = cidr ?? ip;
+    // Host bits set: the renderer never writes that.
+    if (!range || range.family !== (family === 'ip' ? 4 : 6) || (cidr && cidr.address !== cidr.value)) return null;
+    ranges.push([range.value, range.value + (1n << BigInt(bits - (cidr ? cidr.prefix : bits)))]);
   }
   ranges.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const merged: Array<[bigint, bigint]> = [];
@@ -288,6 +288,7 @@ export function sourceIntervals(family: FamilyName, entries: readonly string[]):
   return merged;
 }
 
+/** The expressions of one rule, or null when its shape is not one this compiler knows. */
 function ruleExpressions(family: FamilyName, rule: string, sets: RuleSets): Attr[] | null {
   const ipX = family === 'ip' ? 'ip' : 'ip6';
   const saddr = () => payload(family === 'ip' ? 12 : 8, ADDR_LEN[family]);
@@ -527,7 +528,7 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
         const id = ++setId;
         const anon = '__set%d';
         const width = ADDR_LEN[fam];
-        const keyOf = (n: bigint) => Buffer.from(n.toString(16).padStart(width * 2, '0'), 'hex');
+        const keyOf = (n: bigint) => valueBytes(fam, n);
         const max = 1n << BigInt(width * 8);
         // nft's interval encoding: an end marker at 0 unless a range starts there, then each
         // range's start and its (exclusive) end flagged INTERVAL_END; a range that runs to the

@@ -12,7 +12,7 @@ import { assertNetnsName } from './netns.ts';
 import { AddonTransport } from './netlink/node-addon.ts';
 import { NftNetlink } from './nft-netlink.ts';
 
-const NETLINK_NETFILTER = 12;
+export const NETLINK_NETFILTER = 12;
 
 /**
  * The system's nft by absolute path: a bare "nft" can resolve to another program of that name

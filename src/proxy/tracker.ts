@@ -190,9 +190,12 @@ export class ChangeTracker implements ClusterIndex {
       if (latest.has(key)) { this.warn(objectLabel(kind, prop(o, 'metadata')), `duplicate ${kind}; the later one wins`); clean = false; }
       latest.set(key, o);
     }
-    for (const [key, o] of latest) if (entries.get(key)?.src !== o) upsert(o);
+    for (const [key, o] of latest) {
+      if (entries.get(key)?.src === o) continue;
+      upsert(o);
+      if (entries.get(key)?.src !== o) clean = false; // skipped (not stored as handed in)
+    }
     for (const [key, e] of [...entries]) if (!latest.has(key)) remove(e.obj);
-    if (clean) for (const [key, o] of latest) if (entries.get(key)?.src !== o) { clean = false; break; }
     this.lastList.set(kind, clean ? [...list] : null);
   }
 
@@ -214,12 +217,17 @@ export class ChangeTracker implements ClusterIndex {
       if (changed.length === RELIST_FEW) return false;
       changed.push(i);
     }
-    for (const i of changed) if (metaKey(list[i]!) === null || metaKey(list[i]!) !== this.srcKey.get(last[i]!)) return false;
-    let clean = true;
+    const keys: string[] = [];
     for (const i of changed) {
-      upsert(list[i]!);
-      if (entries.get(metaKey(list[i]!)!)?.src !== list[i]) clean = false;
+      const key = metaKey(list[i]!);
+      if (key === null || key !== this.srcKey.get(last[i]!)) return false;
+      keys.push(key);
     }
+    let clean = true;
+    changed.forEach((i, k) => {
+      upsert(list[i]!);
+      if (entries.get(keys[k]!)?.src !== list[i]) clean = false;
+    });
     this.lastList.set(kind, clean ? [...list] : null);
     return true;
   }
