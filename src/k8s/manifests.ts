@@ -2,8 +2,8 @@
 // yaml prints), v1 Services, discovery.k8s.io/v1 EndpointSlices and v1 Endpoints (mirrored into
 // EndpointSlices the way Kubernetes' endpointslice mirroring controller does), and
 // networking.k8s.io ServiceCIDRs.
-import jsyaml from 'js-yaml';
-import { readBlockYaml } from './block-yaml.ts';
+import type jsyamlModule from 'js-yaml';
+import { jsYaml, readBlockYaml } from './block-yaml.ts';
 import type { ClusterState, EndpointSlice, Node, Service, ServiceCIDR } from '../model/k8s.ts';
 import { InvalidField, isRecord, nameText, objectLabel, printable, prop } from '../model/json.ts';
 import { endpointsToSlices } from './endpoints-mirror.ts';
@@ -94,13 +94,14 @@ export function parseManifestText(text: string, source: string): unknown[] {
   // Aliases need a "*": without one in the text there is nothing to watch (the common case).
   const aliasLines: number[] = [];
   const opened: number[] = [];
-  const listener = text.includes('*') ? (event: jsyaml.EventType, state: jsyaml.State) => {
+  const listener = text.includes('*') ? (event: jsyamlModule.EventType, state: jsyamlModule.State) => {
     if (event === 'open') { opened.push(state.line); return; }
     const line = opened.pop()!;
     // A node that closes with no kind of its own is an alias to an earlier one.
     if (state.kind === null && typeof state.result === 'object' && state.result !== null) aliasLines.push(line + 1);
   } : undefined;
   let docs: unknown[];
+  const jsyaml = jsYaml();
   try {
     docs = jsyaml.loadAll(text, undefined, { schema: jsyaml.CORE_SCHEMA, filename: source, ...(listener ? { listener } : {}) });
   } catch (e) {

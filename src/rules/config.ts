@@ -4,7 +4,7 @@
 // `nftables:`), and a config its validation refuses (a bad CIDR, a non-positive sync period, a
 // field of the wrong type, ...) is refused here, naming the field and its line: a mistyped config
 // must never quietly mean the defaults (or, for nodePortAddresses, every address).
-import { createRequire } from 'node:module';
+import { lazyModule } from '../util/lazy-module.ts';
 import { parseCIDR, parseIP } from '../util/ip.ts';
 import { describe, isRecord, printable } from '../model/json.ts';
 import type { IpFamily, LocalDetector, ProxySettings } from './types.ts';
@@ -350,13 +350,15 @@ function readConfig(value: unknown, modeOverride: string | undefined): KubeProxy
   return cfg;
 }
 
+const yamlPackage = lazyModule<typeof import('yaml')>('yaml');
+
 const LOCAL_MODES = ['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'];
 
 /** The config text as a value, and a way to find a field's line; syntax errors carry their line. */
 function parseConfigText(text: string, source: string): { value: unknown; locate: (e: ConfigError) => ConfigError } {
   // The yaml package (for its line numbers) loads only when there is a config: it costs every
   // `knet rules` ~50 ms of start-up otherwise.
-  const { isNode, LineCounter, parseAllDocuments } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
+  const { isNode, LineCounter, parseAllDocuments } = yamlPackage();
   const lineCounter = new LineCounter();
   const at = (e: ConfigError, offset: number) => {
     const pos = lineCounter.linePos(offset);

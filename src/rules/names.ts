@@ -6,7 +6,9 @@
 // services hashes 40k short strings, and crypto's per-call cost (argument checks, a Buffer per
 // digest that the GC must track) was a fifth of the modelling time. Inputs are the ASCII names
 // and addresses the model validated; anything else goes through node:crypto.
-import { hash } from 'node:crypto';
+import { lazyModule } from '../util/lazy-module.ts';
+
+const crypto = lazyModule<typeof import('node:crypto')>('node:crypto');
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -61,7 +63,7 @@ export function sha256Prefix10(input: string): Uint8Array {
     else MSG[i] = c;
   }
   if (!ascii) {
-    DIGEST10.set(hash('sha256', input, 'buffer').subarray(0, 10));
+    DIGEST10.set(crypto().hash('sha256', input, 'buffer').subarray(0, 10));
     return DIGEST10;
   }
   // Padding: 0x80, zeros, then the bit length as a 64-bit big-endian number (< 2^32 here).

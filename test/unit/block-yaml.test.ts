@@ -163,3 +163,20 @@ test('mutated kubectl text: declined or read exactly as js-yaml reads it', (t) =
   }), { numRuns: 4000 });
   t.pass();
 });
+
+test('scalars that start with a digit (timestamps, CIDRs, versions, numbers) are typed as js-yaml types them', (t) => {
+  // The reader calls a digit followed by a character no number holds a string without asking
+  // js-yaml; these strings mix such characters with every character a number may hold.
+  const digitLed = fc.tuple(fc.constantFrom(...'0123456789'), fc.array(fc.constantFrom(...'0123456789.:/-+_eExXoObTZafn ~é'), { maxLength: 12 }))
+    .map(([first, rest]) => (first + rest.join('')).trimEnd());
+  fc.assert(fc.property(digitLed, (v) => agrees(`value: ${v}\nlist:\n- ${v}\n${v}: key\n`)), { numRuns: 3000 });
+  for (const v of ['10.0.0.0/16', '2026-11-02T10:00:00Z', '1:30', '2001:db8::1', '1.2.3-rc1', '0x1F', '1e3', '1_000', '9é']) {
+    t.true(agrees(`value: ${v}\n`), v);
+  }
+});
+
+test('documents with nested sequences of every length come out whole (the reader builds sequences on one stack)', (t) => {
+  const text = 'a:\n- - 1\n  - 2\n  - - 3\n    - []\n- []\n- x: [ ]\n- y:\n  - 4\n  - - 5\n    - 6\n  z: 7\nb:\n- 8\n';
+  t.true(agrees(text.replace('[ ]', '[]')));
+  t.deepEqual(readBlockYaml('a:\n- - 1\n  - 2\n  - - 3\n- y:\n  - 4\n  - - 5\n    - 6\n  z: 7\nb:\n- 8\n'), [{ a: [[1, 2, [3]], { y: [4, [5, 6]], z: 7 }], b: [8] }]);
+});
