@@ -13,6 +13,7 @@ import { cidrContains, parseCIDR, parseIP } from '../util/ip.ts';
 import { nodePortAddresses, nodePortIPs, type NodePortAddresses } from './node-ports.ts';
 import { Buffer } from 'node:buffer';
 import { exactStrings, flat, sameStrings } from '../util/arrays.ts';
+import { linesOf, RuleArena, textOf } from './rule-bytes.ts';
 import type { LocalDetector, ProxySettings, RenderRequest, RenderResult, RenderWarning, RenderedTables } from './types.ts';
 
 export const KUBE_SERVICES = 'KUBE-SERVICES';
@@ -49,29 +50,42 @@ class TableBuffer {
 /** Endpoint chains first, then service, external and firewall chains: each after its targets. */
 const chainRank = (c: string) => (c.startsWith('KUBE-SEP-') ? 0 : c.startsWith('KUBE-SVC-') || c.startsWith('KUBE-SVL-') ? 1 : c.startsWith('KUBE-EXT-') ? 2 : 3);
 
-/** A port's own chains with their rules, while it is rendered; insertion order is declaration order. */
+/**
+ * A port's own chains with their rules, while it is rendered; insertion order is declaration
+ * order. With an arena (a one-shot render), the rules end up there as bytes.
+ */
 class ChainBuffer {
   private readonly chains = new Map<string, string[]>();
   private ruleCount = 0;
+  constructor(private readonly arena: RuleArena | undefined) {}
   chain(name: string): void {
     if (!this.chains.has(name)) this.chains.set(name, []);
   }
   rule(chain: string, rest: string): void {
     let l = this.chains.get(chain);
     if (!l) this.chains.set(chain, (l = []));
-    l.push(ruleLine(chain, rest));
+    l.push(this.arena ? `-A ${chain} ${rest}` : ruleLine(chain, rest));
     this.ruleCount++;
   }
-  /** The chains in dependency order, in exact-size arrays. */
+  /** The chains in dependency order, with their rules in exact-size arrays (or in the arena). */
   finish(): Pick<PortOutput, 'chains' | 'rules' | 'ruleCount'> {
     const chains: string[] = new Array(this.chains.size);
     const rules: (readonly string[])[] = new Array(this.chains.size);
     let i = 0;
     for (let rank = 0; rank < 4; rank++) {
-      for (const [c, l] of this.chains) if (chainRank(c) === rank) { chains[i] = c; rules[i++] = exactStrings(l); }
+      for (const [c, l] of this.chains) if (chainRank(c) === rank) { chains[i] = c; rules[i++] = this.arena ? l : exactStrings(l); }
     }
-    return { chains, rules, ruleCount: this.ruleCount };
+    return { chains, rules: this.arena ? this.arena.append(rules) : rules, ruleCount: this.ruleCount };
   }
+}
+
+/** A port's own rules per chain (in `chains` order), from the arena's bytes where they are kept there. */
+function chainRules(po: PortOutput): readonly (readonly string[])[] {
+  if (!(po.rules instanceof Uint8Array)) return po.rules;
+  const at = new Map(po.chains.map((c, i) => [c, i]));
+  const out: string[][] = po.chains.map(() => []);
+  for (const line of linesOf(po.rules)) out[at.get(line.slice(3, line.indexOf(' ', 3)))!]!.push(line);
+  return out;
 }
 
 /** The match for traffic from local pods; "" for detector None. */
@@ -150,8 +164,8 @@ interface PortOutput {
   natTop: readonly string[];
   /** The port's own chains (SEP, then SVC/SVL, EXT, FW: each after its targets)... */
   chains: readonly string[];
-  /** ...and their rules. */
-  rules: readonly (readonly string[])[];
+  /** ...and their rules: per chain, or in a one-shot render all of them as UTF-8 lines in that order. */
+  rules: readonly (readonly string[])[] | Uint8Array;
   ruleCount: number;
   noLocalInternal: boolean;
   noLocalExternal: boolean;
@@ -164,13 +178,15 @@ interface PortContext {
   isIPv6: boolean;
   /** "-m comment --comment C " (trailing blank), or "" in large-cluster mode. */
   svcComment: (c: string) => string;
+  /** Where a one-shot render keeps its service chains' rules. */
+  arena: RuleArena | undefined;
 }
 
 function renderServicePort(s: ServicePortInfo, ctx: PortContext): PortOutput {
   const { settings, detector, localhostNodePorts, isIPv6, svcComment } = ctx;
   const filter = new TableBuffer();
   const natTop = new TableBuffer();
-  const out = new ChainBuffer();
+  const out = new ChainBuffer(ctx.arena);
   const proto = s.protocol;
   const name = s.portName;
   const port = s.port;
@@ -336,6 +352,9 @@ function byChain(rules: readonly string[], declared: readonly string[] = []): Ma
  * `renderIptables` is this class used once.
  */
 export class IptablesRenderer {
+  /** A one-shot renderer keeps its service chains' rules as bytes (see rule-bytes.ts) and renders once. */
+  private readonly arena: RuleArena | undefined;
+  private rendered = false;
   private modelKey: string | null = null;
   private outputKey = '';
   private readonly services = new Map<string, RenderedService>();
@@ -357,7 +376,13 @@ export class IptablesRenderer {
     return portsOfChanges(this.changes, this.settings);
   }
 
+  constructor(options: { oneShot?: boolean } = {}) {
+    this.arena = options.oneShot ? new RuleArena() : undefined;
+  }
+
   render(req: RenderRequest): RenderResult {
+    if (this.arena && this.rendered) throw new Error('a one-shot IptablesRenderer renders once');
+    this.rendered = true;
     const { settings } = req;
     const changes: ServiceChange[] = (this.changes = []);
     const modelKey = JSON.stringify(settings);
@@ -389,7 +414,7 @@ export class IptablesRenderer {
     let outputKey = '';
     const setMode = (largeCluster: boolean) => {
       const svcComment = (c: string): string => (largeCluster ? '' : `-m comment --comment ${c} `);
-      ctx = { settings, detector: settings.localDetector, localhostNodePorts, isIPv6, svcComment };
+      ctx = { settings, detector: settings.localDetector, localhostNodePorts, isIPv6, svcComment, arena: this.arena };
       outputKey = `${modelKey}|${largeCluster}`;
       if (outputKey !== this.outputKey) {
         for (const rs of this.services.values()) rs.outputs = [];
@@ -540,7 +565,7 @@ export class IptablesRenderer {
 
 /** A fresh render (no memory of earlier renders). */
 export function renderIptables(req: RenderRequest): RenderResult {
-  return new IptablesRenderer().render(req);
+  return new IptablesRenderer({ oneShot: true }).render(req);
 }
 
 interface Assembly {
@@ -723,12 +748,17 @@ function assemble(a: Assembly): RenderResult {
   // Fixed chains' rules come first (KUBE-SERVICES' last rule included), then the service chains
   // written in this render; iptables-restore takes a table's lines in any order once every chain
   // is declared.
-  const eachLine = (line: (text: string) => void) => {
+  // `bytes`: lines already encoded, each ended by "\n" (a one-shot render's service chains).
+  const eachLine = (line: (text: string) => void, bytes: (lines: Uint8Array) => void) => {
     line(fixed.filterText + '*nat\n' + fixed.natDecl);
     for (const po of written) for (const c of po.chains) line(`:${c} - [0:0]`);
     for (const c of stale) line(`:${c} - [0:0]`);
     line(fixed.natRulesText);
-    for (const po of written) for (const chainRules of po.rules) for (const r of chainRules) line(r);
+    for (const po of written) {
+      const rules = po.rules;
+      if (rules instanceof Uint8Array) bytes(rules);
+      else for (const chain of rules) for (const r of chain) line(r);
+    }
     for (const c of stale) line(`-X ${c}`);
     line('COMMIT');
   };
@@ -737,22 +767,41 @@ function assemble(a: Assembly): RenderResult {
       if (text === null) {
         // One join over every line: no intermediate copy of the (10k services: 12 MB) text.
         const lines: string[] = [];
-        eachLine((l) => lines.push(l));
+        eachLine((l) => lines.push(l), (b) => { if (b.length) lines.push(textOf(b)); });
         lines.push('');
         text = lines.join('\n');
       }
       return text;
     },
     writeText(write, chunkChars = TEXT_CHUNK_CHARS) {
+      // Lines gathered into text pieces, pieces and encoded lines into chunks of about chunkChars bytes.
       let piece = '';
+      let parts: Uint8Array[] = [];
+      let size = 0;
+      const flush = () => {
+        if (parts.length === 1) write(parts[0]!);
+        else if (parts.length > 1) write(Buffer.concat(parts, size));
+        parts = [];
+        size = 0;
+      };
+      const add = (b: Uint8Array) => {
+        parts.push(b);
+        size += b.length;
+        if (size >= chunkChars) flush();
+      };
       eachLine((l) => {
         piece += l + '\n';
         if (piece.length >= chunkChars) {
-          write(asBytes(piece));
+          add(asBytes(piece));
           piece = '';
         }
+      }, (b) => {
+        if (piece) add(asBytes(piece));
+        piece = '';
+        if (b.length) add(b);
       });
-      if (piece) write(asBytes(piece));
+      if (piece) add(asBytes(piece));
+      flush();
     },
     get tables() {
       if (tables === null) {
@@ -760,7 +809,10 @@ function assemble(a: Assembly): RenderResult {
         // the chains that jump to them.
         const nat = new Map<string, string[]>();
         for (const c of [KUBE_MARK_MASQ, KUBE_POSTROUTING]) nat.set(c, fixed.nat.get(c) ?? []);
-        for (const po of written) po.chains.forEach((c, i) => nat.set(c, po.rules[i] as string[]));
+        for (const po of written) {
+          const rules = chainRules(po);
+          po.chains.forEach((c, i) => nat.set(c, rules[i] as string[]));
+        }
         for (const c of [KUBE_NODEPORTS, KUBE_SERVICES]) nat.set(c, fixed.nat.get(c) ?? []);
         tables = new Map([['filter', { chains: fixed.filter, deletes: new Set<string>() }], ['nat', { chains: nat, deletes: new Set(stale) }]]);
       }

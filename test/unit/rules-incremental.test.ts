@@ -41,11 +41,14 @@ test('after any sequence of changes, recomputing only the changed services rende
         const partial = renderer.render({ cluster: store.state(), settings: s, recompute: changed, partial: { changedServices: changed } });
         const fresh = renderIptables({ cluster: next, settings: s, partial: { previous: prevState, changedServices: changed } });
         t.is(partial.text, fresh.text);
+        // A one-shot render keeps its service chains' rules as bytes; its tables are the same.
+        t.deepEqual(fresh.tables, partial.tables);
         // The text as written out in chunks (knet rules) is the same text.
         t.is(bytesOf(fresh, chunkChars), fresh.text);
         t.deepEqual(partial.rulesTotal, fresh.rulesTotal);
         const full = renderer.render({ cluster: store.state(), settings: s, recompute: new Set() });
         t.is(full.text, renderIptables({ cluster: next, settings: s }).text);
+        t.deepEqual(renderIptables({ cluster: next, settings: s }).tables, full.tables);
         t.is(bytesOf(renderIptables({ cluster: next, settings: s }), chunkChars), full.text);
         t.deepEqual([...full.tables.get('nat')!.chains.keys()].sort(), [...parseChains(full.text)].sort());
         t.deepEqual(outOfOrder(full.tables), []);
@@ -63,6 +66,29 @@ test('the text written out in chunks is UTF-8 also where a line is not ASCII', (
   const r = renderIptables({ cluster: cluster(fc.sample(arbService, { numRuns: 4, seed: 7 })), settings: s });
   t.true(r.text.includes('vethé'));
   for (const chunkChars of [1, 50, 1 << 16]) t.is(bytesOf(r, chunkChars), r.text);
+});
+
+test('a one-shot render keeps rules as bytes: a port past the arena block and non-ASCII text come out as the kept renderer gives them', (t) => {
+  const big = cluster(fc.sample(arbService, { numRuns: 3, seed: 11 }));
+  // 4000 endpoints: 1 MB of one port's rules (3 MB as the arena reckons the worst case), past one arena block.
+  big.services.push({ metadata: { namespace: 'ns', name: 'big' }, spec: { clusterIP: '172.30.2.1', ports: [{ name: 'a', protocol: 'TCP', port: 80 }] } });
+  big.endpointSlices.push({
+    metadata: { namespace: 'ns', name: 'big-x', labels: { 'kubernetes.io/service-name': 'big' } },
+    addressType: 'IPv4',
+    endpoints: Array.from({ length: 4000 }, (_, i) => ({ addresses: [`10.2.${i >> 8}.${i & 255}`], nodeName: i % 2 ? 'node-a' : 'node-b' })),
+    ports: [{ name: 'a', protocol: 'TCP', port: 8080 }],
+  });
+  for (const s of [settings(), settings({ localDetector: { mode: 'InterfaceNamePrefix', prefix: 'vethé' } })]) {
+    const kept = new IptablesRenderer().render({ cluster: big, settings: s });
+    const once = renderIptables({ cluster: big, settings: s });
+    t.is(once.text, kept.text);
+    t.deepEqual(once.tables, kept.tables);
+    t.deepEqual(once.rulesWritten, kept.rulesWritten);
+    for (const chunkChars of [1, 50, 1 << 16]) t.is(bytesOf(once, chunkChars), kept.text);
+  }
+  const oneShot = new IptablesRenderer({ oneShot: true });
+  oneShot.render({ cluster: big, settings: settings() });
+  t.throws(() => oneShot.render({ cluster: big, settings: settings() }), { message: /renders once/ });
 });
 
 function bytesOf(result: RenderResult, chunkChars: number): string {
