@@ -437,6 +437,8 @@ export class IptablesRenderer {
     // or by counting the slices' endpoints), and a wrong guess is rendered again below.
     const looked: Array<[string, ServiceObjects | undefined]> = [];
     if (walkAll) for (const key of index.keys()) looked.push([key, index.get(key)]);
+    // A one-shot render renders in output order, so its rules lie in the arena as they are written.
+    if (this.arena) looked.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     let guess = this.endpoints > threshold;
     if (this.services.size === 0) {
       let n = 0;
@@ -774,7 +776,8 @@ function assemble(a: Assembly): RenderResult {
       return text;
     },
     writeText(write, chunkChars = TEXT_CHUNK_CHARS) {
-      // Lines gathered into text pieces, pieces and encoded lines into chunks of about chunkChars bytes.
+      // Lines gathered into text pieces, pieces and encoded lines into chunks of about chunkChars
+      // bytes. Encoded lines that follow each other in the arena are written from it as they lie.
       let piece = '';
       let parts: Uint8Array[] = [];
       let size = 0;
@@ -789,7 +792,17 @@ function assemble(a: Assembly): RenderResult {
         size += b.length;
         if (size >= chunkChars) flush();
       };
+      // The run of encoded lines that lie one after another in one arena block.
+      let runBlock: ArrayBufferLike | null = null;
+      let runStart = 0;
+      let runEnd = 0;
+      const endRun = () => {
+        if (!runBlock) return;
+        for (let at = runStart; at < runEnd; at += chunkChars) add(Buffer.from(runBlock, at, Math.min(runEnd - at, chunkChars)));
+        runBlock = null;
+      };
       eachLine((l) => {
+        endRun();
         piece += l + '\n';
         if (piece.length >= chunkChars) {
           add(asBytes(piece));
@@ -798,8 +811,14 @@ function assemble(a: Assembly): RenderResult {
       }, (b) => {
         if (piece) add(asBytes(piece));
         piece = '';
-        if (b.length) add(b);
+        if (b.buffer !== runBlock || b.byteOffset !== runEnd) {
+          endRun();
+          runBlock = b.buffer;
+          runStart = b.byteOffset;
+        }
+        runEnd = b.byteOffset + b.length;
       });
+      endRun();
       if (piece) add(asBytes(piece));
       flush();
     },
