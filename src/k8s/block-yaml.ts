@@ -109,6 +109,12 @@ class Reader {
    * own copy ("TCP", "v1", "IPv4", a node name...), 2 MB less of a 10k-service dump.
    */
   private readonly lastValue = new Map<string, string>();
+  /**
+   * Per indent, the key that last followed a key ('' for a mapping's first): the objects of a
+   * list share their keys in the same order, so the key on a line is mostly known before it is
+   * read, and checking the text for it skips cutting, typing and interning it.
+   */
+  private readonly nextKeys: Map<string, string>[] = [];
 
   constructor(private readonly text: string) {
     this.advance();
@@ -190,11 +196,25 @@ class Reader {
   private mapping(indent: number): Record<string, unknown> {
     const map: Record<string, unknown> = {};
     const t = this.text;
+    const guesses = (this.nextKeys[indent] ??= new Map());
+    let previous = '';
     for (;;) {
-      const colon = this.keyEnd(this.start);
-      if (colon < 0) throw unsupported;
-      const key = String(resolvePlain(t.slice(this.start, colon)));
-      if (key === '__proto__' || Object.prototype.hasOwnProperty.call(map, key)) throw unsupported;
+      let key = guesses.get(previous);
+      let colon = -1;
+      if (key !== undefined && t.startsWith(key, this.start)) {
+        const after = this.start + key.length;
+        if (t.charCodeAt(after) === COLON && (after + 1 === this.end || t.charCodeAt(after + 1) === SPACE)) colon = after;
+      }
+      if (colon < 0) {
+        colon = this.keyEnd(this.start);
+        if (colon < 0) throw unsupported;
+        const text = t.slice(this.start, colon);
+        key = String(resolvePlain(text));
+        // Only keys that are their own text are guessed (a typed key such as 0x10 reads as 16).
+        if (key === text) guesses.set(previous, key);
+      }
+      previous = key!;
+      if (key === '__proto__' || Object.prototype.hasOwnProperty.call(map, key!)) throw unsupported;
       let i = colon + 1;
       while (i < this.end && t.charCodeAt(i) === SPACE) i++;
       let value: unknown;
@@ -206,13 +226,13 @@ class Reader {
       } else {
         value = this.scalar(i);
         if (typeof value === 'string') {
-          const last = this.lastValue.get(key);
+          const last = this.lastValue.get(key!);
           if (last === value) value = last;
-          else this.lastValue.set(key, value);
+          else this.lastValue.set(key!, value);
         }
         this.advance();
       }
-      map[key] = value;
+      map[key!] = value;
       if (this.indent > indent) throw unsupported;
       if (this.indent < indent || this.isEntry()) return map;
     }

@@ -180,3 +180,19 @@ test('documents with nested sequences of every length come out whole (the reader
   t.true(agrees(text.replace('[ ]', '[]')));
   t.deepEqual(readBlockYaml('a:\n- - 1\n  - 2\n  - - 3\n- y:\n  - 4\n  - - 5\n    - 6\n  z: 7\nb:\n- 8\n'), [{ a: [[1, 2, [3]], { y: [4, [5, 6]], z: 7 }], b: [8] }]);
 });
+
+test('keys guessed from the objects before them are checked against the text: prefixes, colons, typed and repeated keys', (t) => {
+  const texts = [
+    '- a: 1\n  ab: 2\n- a: 3\n  abc: 4\n- a: 5\n  ab:c: 6\n- a: 7\n  ab: 8\n',
+    '- name: x\n  port: 1\n- name: y\n  portx: 2\n- port: 3\n  name: z\n',
+    '- a: 1\n  b: 2\n- a: 1\n  a: 2\n',
+    '- 0x10: a\n  1: b\n- 0x10: c\n  1: d\n- 16: e\n',
+    '- a:\n    b: 1\n- a: 2\n- a:\n  - 3\n',
+    'items:\n- kind: Service\n  metadata:\n    name: a\n- kind: Service\n  metadata:\n    namespace: b\n    name: c\n',
+  ];
+  for (const text of texts) {
+    t.true(agrees(text), text);
+  }
+  t.deepEqual(readBlockYaml(texts[0]!), [[{ a: 1, ab: 2 }, { a: 3, abc: 4 }, { a: 5, 'ab:c': 6 }, { a: 7, ab: 8 }]]);
+  t.is(readBlockYaml(texts[2]!), null, 'a repeated key is declined, guessed or not');
+});
