@@ -6,9 +6,7 @@
 // Run inside a fresh namespace: ip netns exec NS node --import tsx this CLUSTER.json SETTINGS.json
 import { readFileSync } from 'node:fs';
 import { compileNftBatch, type NftBatch } from '../../src/kernel/nft-batch.ts';
-import { decodeMessages, errorCode, NLMSG } from '../../src/kernel/netlink/codec.ts';
-import { AddonTransport } from '../../src/kernel/netlink/node-addon.ts';
-import { kernelNft, NETLINK_NETFILTER } from '../../src/kernel/nft.ts';
+import { kernelNft, netfilterBatches } from '../../src/kernel/nft.ts';
 import type { ClusterState } from '../../src/model/k8s.ts';
 import { planFull } from '../../src/proxy/nft-plan.ts';
 import { NftablesRenderer } from '../../src/rules/nftables.ts';
@@ -33,20 +31,12 @@ const batches: NftBatch[] = services.map((tx, i) => {
   seq = batch.last + 2;
   return batch;
 });
-const socket = new AddonTransport(NETLINK_NETFILTER, { sendBufferBytes: 32 << 20 });
+// The proxy's own socket, sending and acknowledging as it does.
+const socket = netfilterBatches();
+if (!socket) throw new Error('the netlink addon does not load here');
 const cpu0 = process.cpuUsage();
 const t1 = performance.now();
-for (const batch of batches) {
-  await socket.send(batch.datagram);
-  let done = false;
-  while (!done) {
-    for (const msg of decodeMessages(await socket.receive())) {
-      if (msg.type !== NLMSG.ERROR || msg.seq < batch.first || msg.seq > batch.last) continue;
-      if (errorCode(msg) !== 0) throw new Error(`refused: ${batch.lineOf(msg.seq)} (errno ${-errorCode(msg)})`);
-      if (msg.seq === batch.last) done = true;
-    }
-  }
-}
+for (const batch of batches) await socket.commit(batch);
 const seconds = (performance.now() - t1) / 1000;
 const cpu = process.cpuUsage(cpu0);
 socket.close();

@@ -199,13 +199,11 @@ class Reader {
     const guesses = (this.nextKeys[indent] ??= new Map());
     let previous = '';
     for (;;) {
-      let key = guesses.get(previous);
-      let colon = -1;
-      if (key !== undefined && t.startsWith(key, this.start)) {
-        const after = this.start + key.length;
-        if (t.charCodeAt(after) === COLON && (after + 1 === this.end || t.charCodeAt(after + 1) === SPACE)) colon = after;
-      }
-      if (colon < 0) {
+      const guess = guesses.get(previous);
+      let colon = guess === undefined ? -1 : this.guessedKeyEnd(guess);
+      let key: string;
+      if (colon >= 0) key = guess!;
+      else {
         colon = this.keyEnd(this.start);
         if (colon < 0) throw unsupported;
         const text = t.slice(this.start, colon);
@@ -213,8 +211,8 @@ class Reader {
         // Only keys that are their own text are guessed (a typed key such as 0x10 reads as 16).
         if (key === text) guesses.set(previous, key);
       }
-      previous = key!;
-      if (key === '__proto__' || Object.prototype.hasOwnProperty.call(map, key!)) throw unsupported;
+      previous = key;
+      if (key === '__proto__' || Object.prototype.hasOwnProperty.call(map, key)) throw unsupported;
       let i = colon + 1;
       while (i < this.end && t.charCodeAt(i) === SPACE) i++;
       let value: unknown;
@@ -226,16 +224,24 @@ class Reader {
       } else {
         value = this.scalar(i);
         if (typeof value === 'string') {
-          const last = this.lastValue.get(key!);
+          const last = this.lastValue.get(key);
           if (last === value) value = last;
-          else this.lastValue.set(key!, value);
+          else this.lastValue.set(key, value);
         }
         this.advance();
       }
-      map[key!] = value;
+      map[key] = value;
       if (this.indent > indent) throw unsupported;
       if (this.indent < indent || this.isEntry()) return map;
     }
+  }
+
+  /** Where the current line's key ends if it is `key` (followed by ":" and a space or the line's end), or -1. */
+  private guessedKeyEnd(key: string): number {
+    const t = this.text;
+    const after = this.start + key.length;
+    if (!t.startsWith(key, this.start) || t.charCodeAt(after) !== COLON) return -1;
+    return after + 1 === this.end || t.charCodeAt(after + 1) === SPACE ? after : -1;
   }
 
   /** Where a plain key starting at `from` ends (its ":" before a space or the line's end), or -1. */

@@ -422,6 +422,64 @@ function elementKey(family: FamilyName, shape: 'addr' | 'addr-proto-port' | 'pro
   return Buffer.concat(out);
 }
 
+/** A set's declaration or its elements, sent before the rule that uses it. */
+type SetMessage = [type: number, attrs: Attr[]];
+/** nft's names for a rule's anonymous sets (the kernel numbers them). */
+const ANON_MAP = '__map%d';
+const ANON_SET = '__set%d';
+
+/** A ClientIP affinity set: addresses of the family, added by the rules with this timeout. */
+function affinitySetAttrs(family: FamilyName, tableAttr: Attr, name: string, id: number, timeoutSeconds: number): Attr[] {
+  const timeout = Buffer.alloc(8);
+  timeout.writeBigUInt64BE(BigInt(timeoutSeconds * 1000), 0);
+  return [
+    tableAttr, [2, str(name)], [3, be32(AFFINITY_SET_FLAGS)], [4, be32(ADDR_TYPE[family])], [5, be32(ADDR_LEN[family])],
+    [10, be32(id)], [11, timeout], [13, AFFINITY_SET_USERDATA],
+  ];
+}
+
+/** An anonymous verdict map keyed by numgen's result (0, 1, ...): its declaration and elements. */
+function anonVmapMessages(tableAttr: Attr, id: number, verdicts: readonly Verdict[]): SetMessage[] {
+  const elements: Attr[] = verdicts.map((v, i) => {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(i, 0); // numgen's result in host order (little-endian here)
+    // nft numbers the list's entries 1, 2, ... (the kernel reads any type here).
+    return [i + 1, [[1, [[1, key]]], [2, [[2, verdictData(v)]]]]];
+  });
+  return [
+    [MSG.NEWSET, [
+      tableAttr, [2, str(ANON_MAP)], [3, be32(ANON_MAP_FLAGS)], [4, be32(INTEGER_TYPE)], [5, be32(4)], [6, be32(VERDICT_TYPE)], [7, be32(0)],
+      [10, be32(id)], [9, [[1, be32(verdicts.length)]]], [13, ANON_MAP_USERDATA],
+    ]],
+    [MSG.NEWSETELEM, [tableAttr, [2, str(ANON_MAP)], [4, be32(id)], [3, elements]]],
+  ];
+}
+
+/** An anonymous constant set of address intervals (sourceIntervals' list): its declaration and elements. */
+function anonIntervalMessages(family: FamilyName, tableAttr: Attr, id: number, list: ReadonlyArray<[bigint, bigint]>): SetMessage[] {
+  const width = ADDR_LEN[family];
+  const keyOf = (n: bigint) => valueBytes(family, n);
+  const max = 1n << BigInt(width * 8);
+  // nft's interval encoding: an end marker at 0 unless a range starts there, then each range's
+  // start and its (exclusive) end flagged INTERVAL_END; a range that runs to the last address
+  // has no end, its start says so in its user data.
+  const elements: Attr[][] = [];
+  if (list[0]![0] !== 0n) elements.push([[3, be32(SET_ELEM_INTERVAL_END)], [1, [[1, keyOf(0n)]]]]);
+  for (const [start, end] of list) {
+    if (end === max) elements.push([[1, [[1, keyOf(start)]]], [6, INTERVAL_OPEN_USERDATA]]);
+    else elements.push([[1, [[1, keyOf(start)]]]], [[3, be32(SET_ELEM_INTERVAL_END)], [1, [[1, keyOf(end)]]]]);
+  }
+  // The declared size: two per range (an open one too), and the marker at 0.
+  const size = 2 * list.length + (list[0]![0] !== 0n ? 1 : 0);
+  return [
+    [MSG.NEWSET, [
+      tableAttr, [2, str(ANON_SET)], [3, be32(ANON_INTERVAL_FLAGS)], [4, be32(ADDR_TYPE[family])], [5, be32(width)],
+      [10, be32(id)], [9, [[1, be32(size)]]], [13, INTERVAL_SET_USERDATA[family]],
+    ]],
+    [MSG.NEWSETELEM, [tableAttr, [2, str(ANON_SET)], [4, be32(id)], [3, elements.map((e, i): Attr => [i + 1, e])]]],
+  ];
+}
+
 /**
  * One transaction's lines as a netlink batch (sequence numbers from `firstSeq`), or null when a
  * line is not one this compiler knows.
@@ -477,12 +535,7 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
       if (!sm || sm[1] !== (fam === 'ip' ? 'ipv4_addr' : 'ipv6_addr')) return null;
       const id = ++setId;
       namedSetIds.set(name, id);
-      const timeout = Buffer.alloc(8);
-      timeout.writeBigUInt64BE(BigInt(Number(sm[2]) * 1000), 0);
-      push(MSG.NEWSET, NLM_F.CREATE, [
-        tableAttr, [2, str(name)], [3, be32(AFFINITY_SET_FLAGS)], [4, be32(ADDR_TYPE[fam])], [5, be32(ADDR_LEN[fam])],
-        [10, be32(id)], [11, timeout], [13, AFFINITY_SET_USERDATA],
-      ]);
+      push(MSG.NEWSET, NLM_F.CREATE, affinitySetAttrs(fam, tableAttr, name, id, Number(sm[2])));
     } else if (what === 'set' || what === 'map') {
       // Only flushing one of the table's element containers (a full sync refills them).
       const shape = Object.hasOwn(ELEMENT_KEYS, name) ? ELEMENT_KEYS[name]! : null;
@@ -508,45 +561,17 @@ function compileLines(lines: readonly string[], firstSeq: number): NftBatch | nu
       if (cm && (cm[1]!.length > 128 || /[^\x20-\x7e]/.test(cm[1]!))) return null;
       const body = cm ? rest.slice(0, cm.index) : rest;
       // The rule's anonymous set and its elements go first, once the rule is known to compile.
-      const sets: Array<[type: number, attrs: Attr[]]> = [];
-      const exprs = ruleExpressions(fam, body, { vmap: (verdicts) => {
+      const sets: SetMessage[] = [];
+      const anonymous = (messages: (id: number) => SetMessage[], name: string) => {
         const id = ++setId;
-        const anon = '__map%d';
-        sets.push([MSG.NEWSET, [
-          tableAttr, [2, str(anon)], [3, be32(ANON_MAP_FLAGS)], [4, be32(INTEGER_TYPE)], [5, be32(4)], [6, be32(VERDICT_TYPE)], [7, be32(0)],
-          [10, be32(id)], [9, [[1, be32(verdicts.length)]]], [13, ANON_MAP_USERDATA],
-        ]]);
-        const elements: Attr[] = verdicts.map((v, i) => {
-          const key = Buffer.alloc(4);
-          key.writeUInt32LE(i, 0); // numgen's result in host order (little-endian here)
-          // nft numbers the list's entries 1, 2, ... (the kernel reads any type here).
-          return [i + 1, [[1, [[1, key]]], [2, [[2, verdictData(v)]]]]];
-        });
-        sets.push([MSG.NEWSETELEM, [tableAttr, [2, str(anon)], [4, be32(id)], [3, elements]]]);
-        return { name: anon, id };
-      }, intervals: (list) => {
-        const id = ++setId;
-        const anon = '__set%d';
-        const width = ADDR_LEN[fam];
-        const keyOf = (n: bigint) => valueBytes(fam, n);
-        const max = 1n << BigInt(width * 8);
-        // nft's interval encoding: an end marker at 0 unless a range starts there, then each
-        // range's start and its (exclusive) end flagged INTERVAL_END; a range that runs to the
-        // last address has no end, its start says so in its user data.
-        const elements: Attr[][] = [];
-        if (list[0]![0] !== 0n) elements.push([[3, be32(SET_ELEM_INTERVAL_END)], [1, [[1, keyOf(0n)]]]]);
-        for (const [start, end] of list) {
-          if (end === max) elements.push([[1, [[1, keyOf(start)]]], [6, INTERVAL_OPEN_USERDATA]]);
-          else elements.push([[1, [[1, keyOf(start)]]]], [[3, be32(SET_ELEM_INTERVAL_END)], [1, [[1, keyOf(end)]]]]);
-        }
-        const size = 2 * list.length + (list[0]![0] !== 0n ? 1 : 0);
-        sets.push([MSG.NEWSET, [
-          tableAttr, [2, str(anon)], [3, be32(ANON_INTERVAL_FLAGS)], [4, be32(ADDR_TYPE[fam])], [5, be32(width)],
-          [10, be32(id)], [9, [[1, be32(size)]]], [13, INTERVAL_SET_USERDATA[fam]],
-        ]]);
-        sets.push([MSG.NEWSETELEM, [tableAttr, [2, str(anon)], [4, be32(id)], [3, elements.map((e, i): Attr => [i + 1, e])]]]);
-        return { name: anon, id };
-      }, namedId: (set) => namedSetIds.get(set) });
+        sets.push(...messages(id));
+        return { name, id };
+      };
+      const exprs = ruleExpressions(fam, body, {
+        vmap: (verdicts) => anonymous((id) => anonVmapMessages(tableAttr, id, verdicts), ANON_MAP),
+        intervals: (list) => anonymous((id) => anonIntervalMessages(fam, tableAttr, id, list), ANON_SET),
+        namedId: (set) => namedSetIds.get(set),
+      });
       if (!exprs) return null;
       for (const [type, attrs] of sets) push(type, NLM_F.CREATE, attrs);
       // `insert` puts the rule first in its chain: the same message without APPEND.

@@ -2,7 +2,7 @@
 // NETLINK_NETFILTER socket, in this process's network namespace: no `nft` process and no read of
 // nft's cache of the whole table. A transaction the compiler does not know is not sent (the
 // caller runs `nft -f`). The kernel commits a batch whole or not at all, as with `nft -f`.
-import { compileNftBatch, ruleDumpRequest, ruleHandleOf } from './nft-batch.ts';
+import { compileNftBatch, ruleDumpRequest, ruleHandleOf, type NftBatch } from './nft-batch.ts';
 import { decodeMessages, errnoName, errorCode, NLM_F, NLMSG } from './netlink/codec.ts';
 import type { NetlinkTransport } from './netlink/transport.ts';
 
@@ -37,6 +37,14 @@ export class NftNetlink {
     return this.serially(() => this.applyNow(lines));
   }
 
+  /**
+   * Commits a batch compiled beforehand (its sequence numbers above any this socket has used):
+   * what `apply` does after compiling, for a caller that times the kernel's part alone.
+   */
+  commit(batch: NftBatch): Promise<void> {
+    return this.serially(() => this.send((this.transport ??= this.open()), batch));
+  }
+
   /** The handles of one kube-proxy table chain's rules, in order (a dump of that chain). */
   ruleHandles(family: 'ip' | 'ip6', chain: string): Promise<string[]> {
     return this.serially(() => this.dumpHandles(family, chain));
@@ -54,15 +62,20 @@ export class NftNetlink {
     if (lines.length * MIN_LINE_BYTES > max) return false;
     const batch = compileNftBatch(lines, this.seq);
     if (!batch || batch.datagram.length > max) return false;
+    await this.send(t, batch);
+    return true;
+  }
+
+  /** Sends a batch and waits for the kernel's answer: every failure is reported; success is the last command's acknowledgement. */
+  private async send(t: NetlinkTransport, batch: NftBatch): Promise<void> {
     this.seq = (batch.last + 2) >>> 0;
     await t.send(batch.datagram);
-    // Every failure is reported; success is the last command's acknowledgement.
     for (;;) {
       for (const msg of decodeMessages(await this.receive(t))) {
         if (msg.type !== NLMSG.ERROR || msg.seq < batch.first || msg.seq > batch.last) continue;
         const code = errorCode(msg);
         if (code !== 0) throw new NftBatchError(batch.lineOf(msg.seq), errnoName(code));
-        if (msg.seq === batch.last) return true;
+        if (msg.seq === batch.last) return;
       }
     }
   }

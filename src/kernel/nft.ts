@@ -12,7 +12,7 @@ import { assertNetnsName } from './netns.ts';
 import { AddonTransport } from './netlink/node-addon.ts';
 import { NftNetlink } from './nft-netlink.ts';
 
-export const NETLINK_NETFILTER = 12;
+const NETLINK_NETFILTER = 12;
 
 /**
  * The system's nft by absolute path: a bare "nft" can resolve to another program of that name
@@ -139,7 +139,7 @@ export function linesOf(pieces: readonly string[]): string[] {
 }
 
 /** Netlink batches from this process, or null when the addon does not load here. */
-function netfilterBatches(): NftNetlink | null {
+export function netfilterBatches(): NftNetlink | null {
   try {
     // Opened now to learn whether the addon loads; the batches use it first.
     // A full sync's transactions are megabytes (2000 service chains: 1.8 MB); the kernel caps
